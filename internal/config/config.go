@@ -1,0 +1,470 @@
+// Package config turns the process environment into typed, validated configuration for
+// cmd/api and cmd/worker.
+//
+// It is the only package that reads environment variables, and it reads them only through the
+// getenv function its caller injects, so tests never touch the real environment. Load applies
+// defaults first, then validates; every problem is reported at once, each naming its variable.
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults for optional settings.
+const (
+	DefaultHTTPAddr         = ":8080"
+	DefaultLogLevel         = "info"
+	DefaultShutdownTimeout  = 20 * time.Second
+	DefaultNodeTTL          = 10 * time.Second
+	DefaultLeaseTTL         = 10 * time.Second
+	DefaultJWTIssuer        = "tapline"
+	DefaultJWTAudience      = "tapline-api"
+	DefaultJWTTTL           = 15 * time.Minute
+	DefaultIdleSessionClose = 30 * time.Minute
+	DefaultPendingTimeout   = 10 * time.Minute
+	DefaultMaxLiveSessions  = 50
+	DefaultRateLimitPerSec  = 50
+	DefaultRateLimitBurst   = 100
+	DefaultCommandTimeout   = 15 * time.Second
+)
+
+// Config is the configuration shared by every Tapline process.
+type Config struct {
+	// HTTPAddr is where the api listens (TAPLINE_HTTP_ADDR). Defaults to ":8080".
+	HTTPAddr string
+	// PublicURL is the externally visible base URL of the api (TAPLINE_PUBLIC_URL), used in
+	// printed links. Defaults to "http://" + HTTPAddr with an empty host read as 127.0.0.1.
+	PublicURL string
+	// DatabaseURL is the PostgreSQL connection string the application uses
+	// (TAPLINE_DATABASE_URL). Required.
+	DatabaseURL string
+	// MigrateDatabaseURL is the connection string migrations run with, normally the owner of
+	// the tables (TAPLINE_MIGRATE_DATABASE_URL). Defaults to DatabaseURL.
+	MigrateDatabaseURL string
+	// Redis describes how to reach Redis (TAPLINE_REDIS_URL): a single node, Sentinel or
+	// Cluster. Required.
+	Redis RedisConfig
+	// SecretKey is the keyring that encrypts stored target secrets (TAPLINE_SECRET_KEY): a
+	// base64 32-byte key, or a comma-separated list "kid:base64key,…" whose first entry
+	// encrypts. Required. Parsed by package secretbox.
+	SecretKey string
+	// AllowPrivateTargets lets sessions connect to private and link-local addresses
+	// (TAPLINE_ALLOW_PRIVATE_TARGETS). Defaults to false. Cloud metadata stays refused unless
+	// listed in AllowedTargetCIDRs.
+	AllowPrivateTargets bool
+	// AllowedTargetCIDRs are address ranges sessions may reach even though the SSRF guard would
+	// refuse them (TAPLINE_ALLOWED_TARGET_CIDRS, comma-separated).
+	AllowedTargetCIDRs []netip.Prefix
+	// DevMode relaxes settings for a developer's machine (TAPLINE_DEV): loopback MCP targets
+	// are allowed. Defaults to false.
+	DevMode bool
+	// LogLevel is debug, info, warn or error (TAPLINE_LOG_LEVEL). Defaults to "info".
+	LogLevel string
+	// NodeName names this process in the tracker (TAPLINE_NODE_NAME). Defaults to the host
+	// name.
+	NodeName string
+	// InternalAddr is the address other nodes may use to reach this one
+	// (TAPLINE_INTERNAL_ADDR). Defaults to HTTPAddr.
+	InternalAddr string
+	// ShutdownTimeout bounds graceful shutdown (TAPLINE_SHUTDOWN_TIMEOUT). Defaults to 20s.
+	ShutdownTimeout time.Duration
+	// NodeTTL is how long a node counts as alive after its last heartbeat
+	// (TAPLINE_NODE_TTL). Defaults to 10s; heartbeats run every third of it.
+	NodeTTL time.Duration
+	// LeaseTTL is how long a worker owns a session without renewing (TAPLINE_LEASE_TTL).
+	// Defaults to 10s. Takeover after a worker dies happens within about this time.
+	LeaseTTL time.Duration
+	// OTLPEndpoint enables OTLP trace export when set (OTEL_EXPORTER_OTLP_ENDPOINT).
+	OTLPEndpoint string
+	// JWT configures the short-lived browser tokens issued by POST /v1/auth/token.
+	JWT JWTConfig
+	// Limits holds per-tenant limits and session timeouts.
+	Limits LimitsConfig
+}
+
+// JWTConfig configures the JWTs Tapline issues and verifies.
+type JWTConfig struct {
+	// Issuer is the iss claim (TAPLINE_JWT_ISSUER). Defaults to "tapline".
+	Issuer string
+	// Audience is the aud claim (TAPLINE_JWT_AUDIENCE). Defaults to "tapline-api".
+	Audience string
+	// SigningKeys is the Ed25519 keyring for tokens (TAPLINE_JWT_KEYS): "kid:base64seed,…",
+	// first one signs. Defaults to a key derived from SecretKey, so a single secret is enough
+	// for small installs.
+	SigningKeys string
+	// TTL is how long an issued token lives (TAPLINE_JWT_TTL). Defaults to 15m.
+	TTL time.Duration
+	// OIDCIssuer, OIDCAudience and OIDCJWKSURL enable external OIDC tokens
+	// (TAPLINE_OIDC_ISSUER, TAPLINE_OIDC_AUDIENCE, TAPLINE_OIDC_JWKS_URL). All or none.
+	OIDCIssuer   string
+	OIDCAudience string
+	OIDCJWKSURL  string
+	// OIDCTenantClaim names the claim holding the tenant id (TAPLINE_OIDC_TENANT_CLAIM).
+	// Defaults to "tapline_tenant".
+	OIDCTenantClaim string
+}
+
+// LimitsConfig holds per-tenant limits and timeouts.
+type LimitsConfig struct {
+	// MaxLiveSessions caps live sessions per tenant (TAPLINE_MAX_LIVE_SESSIONS). Defaults to 50.
+	MaxLiveSessions int
+	// IdleSessionClose closes a session nobody used for this long
+	// (TAPLINE_IDLE_SESSION_CLOSE). Defaults to 30m; 0 disables.
+	IdleSessionClose time.Duration
+	// PendingTimeout expires a parked sampling or elicitation request nobody answered
+	// (TAPLINE_PENDING_TIMEOUT). Defaults to 10m.
+	PendingTimeout time.Duration
+	// CommandTimeout bounds synchronous api → worker commands (TAPLINE_COMMAND_TIMEOUT).
+	// Defaults to 15s; past it the api answers 504.
+	CommandTimeout time.Duration
+	// RateLimitPerSecond and RateLimitBurst shape the per-tenant API rate limit
+	// (TAPLINE_RATE_LIMIT_PER_SECOND, TAPLINE_RATE_LIMIT_BURST). Defaults to 50 and 100;
+	// a rate of 0 disables limiting.
+	RateLimitPerSecond int
+	RateLimitBurst     int
+}
+
+// RedisConfig describes a Redis deployment. Exactly one of the shapes applies: Addrs with one
+// address and no MasterName is a single node, MasterName selects Sentinel (Addrs are the
+// sentinels), Cluster selects Redis Cluster (Addrs are seeds).
+type RedisConfig struct {
+	Addrs      []string
+	MasterName string
+	Cluster    bool
+	Username   string
+	Password   string
+	DB         int
+	TLS        bool
+}
+
+// ValidationError lists every configuration problem found.
+type ValidationError struct {
+	Problems []FieldError
+}
+
+// FieldError is one configuration problem, named by its environment variable.
+type FieldError struct {
+	Var    string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.Var + ": " + p.Reason
+	}
+	return "invalid configuration: " + strings.Join(parts, "; ")
+}
+
+// Load reads the configuration through getenv (os.Getenv in main), applies defaults and
+// validates. The error, if any, is a *ValidationError naming every bad variable.
+func Load(getenv func(string) string) (*Config, error) {
+	l := loader{getenv: getenv}
+	c := &Config{
+		HTTPAddr:            cmp.Or(l.str("TAPLINE_HTTP_ADDR"), DefaultHTTPAddr),
+		PublicURL:           l.str("TAPLINE_PUBLIC_URL"),
+		DatabaseURL:         l.str("TAPLINE_DATABASE_URL"),
+		MigrateDatabaseURL:  l.str("TAPLINE_MIGRATE_DATABASE_URL"),
+		SecretKey:           l.str("TAPLINE_SECRET_KEY"),
+		AllowPrivateTargets: l.boolean("TAPLINE_ALLOW_PRIVATE_TARGETS"),
+		AllowedTargetCIDRs:  l.prefixes("TAPLINE_ALLOWED_TARGET_CIDRS"),
+		DevMode:             l.boolean("TAPLINE_DEV"),
+		LogLevel:            strings.ToLower(cmp.Or(l.str("TAPLINE_LOG_LEVEL"), DefaultLogLevel)),
+		NodeName:            l.str("TAPLINE_NODE_NAME"),
+		InternalAddr:        l.str("TAPLINE_INTERNAL_ADDR"),
+		ShutdownTimeout:     l.duration("TAPLINE_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		NodeTTL:             l.duration("TAPLINE_NODE_TTL", DefaultNodeTTL),
+		LeaseTTL:            l.duration("TAPLINE_LEASE_TTL", DefaultLeaseTTL),
+		OTLPEndpoint:        l.str("OTEL_EXPORTER_OTLP_ENDPOINT"),
+		JWT: JWTConfig{
+			Issuer:          cmp.Or(l.str("TAPLINE_JWT_ISSUER"), DefaultJWTIssuer),
+			Audience:        cmp.Or(l.str("TAPLINE_JWT_AUDIENCE"), DefaultJWTAudience),
+			SigningKeys:     l.str("TAPLINE_JWT_KEYS"),
+			TTL:             l.duration("TAPLINE_JWT_TTL", DefaultJWTTTL),
+			OIDCIssuer:      l.str("TAPLINE_OIDC_ISSUER"),
+			OIDCAudience:    l.str("TAPLINE_OIDC_AUDIENCE"),
+			OIDCJWKSURL:     l.str("TAPLINE_OIDC_JWKS_URL"),
+			OIDCTenantClaim: cmp.Or(l.str("TAPLINE_OIDC_TENANT_CLAIM"), "tapline_tenant"),
+		},
+		Limits: LimitsConfig{
+			MaxLiveSessions:    l.integer("TAPLINE_MAX_LIVE_SESSIONS", DefaultMaxLiveSessions),
+			IdleSessionClose:   l.duration("TAPLINE_IDLE_SESSION_CLOSE", DefaultIdleSessionClose),
+			PendingTimeout:     l.duration("TAPLINE_PENDING_TIMEOUT", DefaultPendingTimeout),
+			CommandTimeout:     l.duration("TAPLINE_COMMAND_TIMEOUT", DefaultCommandTimeout),
+			RateLimitPerSecond: l.integer("TAPLINE_RATE_LIMIT_PER_SECOND", DefaultRateLimitPerSec),
+			RateLimitBurst:     l.integer("TAPLINE_RATE_LIMIT_BURST", DefaultRateLimitBurst),
+		},
+	}
+	if raw := l.str("TAPLINE_REDIS_URL"); raw != "" {
+		rc, err := ParseRedisURL(raw)
+		if err != nil {
+			l.fail("TAPLINE_REDIS_URL", err.Error())
+		}
+		c.Redis = rc
+	}
+	c.MigrateDatabaseURL = cmp.Or(c.MigrateDatabaseURL, c.DatabaseURL)
+	if c.NodeName == "" {
+		host, _ := os.Hostname()
+		c.NodeName = cmp.Or(host, "tapline")
+	}
+	c.InternalAddr = cmp.Or(c.InternalAddr, c.HTTPAddr)
+	if c.PublicURL == "" {
+		host, port, err := net.SplitHostPort(c.HTTPAddr)
+		if err == nil {
+			c.PublicURL = "http://" + net.JoinHostPort(cmp.Or(host, "127.0.0.1"), port)
+		}
+	}
+	c.validate(&l)
+	if len(l.problems) > 0 {
+		return nil, &ValidationError{Problems: l.problems}
+	}
+	return c, nil
+}
+
+func (c *Config) validate(l *loader) {
+	if c.DatabaseURL == "" {
+		l.fail("TAPLINE_DATABASE_URL", "required")
+	} else if err := checkPostgresURL(c.DatabaseURL); err != nil {
+		l.fail("TAPLINE_DATABASE_URL", err.Error())
+	}
+	if c.MigrateDatabaseURL != c.DatabaseURL {
+		if err := checkPostgresURL(c.MigrateDatabaseURL); err != nil {
+			l.fail("TAPLINE_MIGRATE_DATABASE_URL", err.Error())
+		}
+	}
+	if l.getenv("TAPLINE_REDIS_URL") == "" {
+		l.fail("TAPLINE_REDIS_URL", "required")
+	}
+	if c.SecretKey == "" {
+		l.fail("TAPLINE_SECRET_KEY", "required")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		l.fail("TAPLINE_HTTP_ADDR", "want host:port, e.g. :8080 or 127.0.0.1:8080")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		l.fail("TAPLINE_LOG_LEVEL", "want debug, info, warn or error")
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			l.fail("TAPLINE_PUBLIC_URL", "want an absolute http(s) URL")
+		}
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"TAPLINE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"TAPLINE_NODE_TTL", c.NodeTTL},
+		{"TAPLINE_LEASE_TTL", c.LeaseTTL},
+		{"TAPLINE_JWT_TTL", c.JWT.TTL},
+		{"TAPLINE_PENDING_TIMEOUT", c.Limits.PendingTimeout},
+		{"TAPLINE_COMMAND_TIMEOUT", c.Limits.CommandTimeout},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			l.fail(p.name, "must be positive")
+		}
+	}
+	if c.NodeTTL > 0 && c.NodeTTL < time.Second {
+		l.fail("TAPLINE_NODE_TTL", "must be at least 1s")
+	}
+	if c.LeaseTTL > 0 && c.LeaseTTL < time.Second {
+		l.fail("TAPLINE_LEASE_TTL", "must be at least 1s")
+	}
+	if c.Limits.IdleSessionClose < 0 {
+		l.fail("TAPLINE_IDLE_SESSION_CLOSE", "must not be negative")
+	}
+	if c.Limits.MaxLiveSessions < 1 {
+		l.fail("TAPLINE_MAX_LIVE_SESSIONS", "must be at least 1")
+	}
+	if c.Limits.RateLimitPerSecond < 0 {
+		l.fail("TAPLINE_RATE_LIMIT_PER_SECOND", "must not be negative")
+	}
+	if c.Limits.RateLimitBurst < 1 {
+		l.fail("TAPLINE_RATE_LIMIT_BURST", "must be at least 1")
+	}
+	oidc := []string{c.JWT.OIDCIssuer, c.JWT.OIDCAudience, c.JWT.OIDCJWKSURL}
+	set := 0
+	for _, v := range oidc {
+		if v != "" {
+			set++
+		}
+	}
+	if set != 0 && set != len(oidc) {
+		l.fail("TAPLINE_OIDC_ISSUER", "TAPLINE_OIDC_ISSUER, TAPLINE_OIDC_AUDIENCE and TAPLINE_OIDC_JWKS_URL go together")
+	}
+	if c.JWT.OIDCJWKSURL != "" {
+		if u, err := url.Parse(c.JWT.OIDCJWKSURL); err != nil || u.Scheme != "https" && !(c.DevMode && u.Scheme == "http") {
+			l.fail("TAPLINE_OIDC_JWKS_URL", "want an https URL")
+		}
+	}
+}
+
+func checkPostgresURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return errors.New("want a postgres:// URL")
+	}
+	return nil
+}
+
+// ParseRedisURL understands four shapes:
+//
+//	redis://[user:pass@]host:port[/db]            a single node (rediss:// for TLS)
+//	redis+sentinel://[user:pass@]h1:p1,h2:p2/master[/db]
+//	redis+cluster://[user:pass@]h1:p1,h2:p2       (rediss+cluster:// for TLS)
+//
+// Hosts without a port get 6379 (26379 for sentinels).
+func ParseRedisURL(raw string) (RedisConfig, error) {
+	var rc RedisConfig
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return rc, errors.New("want redis://, rediss://, redis+sentinel:// or redis+cluster://")
+	}
+	defaultPort := "6379"
+	switch scheme {
+	case "redis":
+	case "rediss":
+		rc.TLS = true
+	case "redis+sentinel", "rediss+sentinel":
+		rc.TLS = scheme == "rediss+sentinel"
+		defaultPort = "26379"
+	case "redis+cluster", "rediss+cluster":
+		rc.TLS = scheme == "rediss+cluster"
+		rc.Cluster = true
+	default:
+		return rc, fmt.Errorf("unknown scheme %q", scheme)
+	}
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	hostPart, path, _ := strings.Cut(rest, "/")
+	if at := strings.LastIndex(hostPart, "@"); at >= 0 {
+		userinfo := hostPart[:at]
+		hostPart = hostPart[at+1:]
+		user, pass, hasPass := strings.Cut(userinfo, ":")
+		var err error
+		if rc.Username, err = url.PathUnescape(user); err != nil {
+			return rc, errors.New("bad user name escape")
+		}
+		if hasPass {
+			if rc.Password, err = url.PathUnescape(pass); err != nil {
+				return rc, errors.New("bad password escape")
+			}
+		}
+	}
+	for h := range strings.SplitSeq(hostPart, ",") {
+		if h == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(strings.Trim(h, "[]"), defaultPort)
+		}
+		rc.Addrs = append(rc.Addrs, h)
+	}
+	if len(rc.Addrs) == 0 {
+		return rc, errors.New("no host")
+	}
+	segs := strings.FieldsFunc(path, func(r rune) bool { return r == '/' })
+	if strings.Contains(scheme, "sentinel") {
+		if len(segs) == 0 {
+			return rc, errors.New("sentinel URL needs the master name as its path")
+		}
+		rc.MasterName, segs = segs[0], segs[1:]
+	}
+	if len(segs) > 0 {
+		if rc.Cluster {
+			return rc, errors.New("Redis Cluster has no database index")
+		}
+		db, err := strconv.Atoi(segs[0])
+		if err != nil || db < 0 || len(segs) > 1 {
+			return rc, errors.New("database index must be a non-negative integer")
+		}
+		rc.DB = db
+	}
+	if !rc.Cluster && rc.MasterName == "" && len(rc.Addrs) > 1 {
+		return rc, errors.New("several hosts need redis+cluster:// or redis+sentinel://")
+	}
+	return rc, nil
+}
+
+type loader struct {
+	getenv   func(string) string
+	problems []FieldError
+}
+
+func (l *loader) fail(name, reason string) {
+	l.problems = append(l.problems, FieldError{Var: name, Reason: reason})
+}
+
+func (l *loader) str(name string) string { return strings.TrimSpace(l.getenv(name)) }
+
+func (l *loader) boolean(name string) bool {
+	v := l.str(name)
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		l.fail(name, "want true or false")
+	}
+	return b
+}
+
+func (l *loader) integer(name string, def int) int {
+	v := l.str(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		l.fail(name, "want an integer")
+		return def
+	}
+	return n
+}
+
+func (l *loader) duration(name string, def time.Duration) time.Duration {
+	v := l.str(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		l.fail(name, "want a duration such as 10s or 5m")
+		return def
+	}
+	return d
+}
+
+func (l *loader) prefixes(name string) []netip.Prefix {
+	var out []netip.Prefix
+	for f := range strings.SplitSeq(l.str(name), ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				l.fail(name, fmt.Sprintf("%q is not a CIDR prefix or address", f))
+				continue
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}

@@ -1,0 +1,157 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func minimal() map[string]string {
+	return map[string]string{
+		"TAPLINE_DATABASE_URL": "postgres://app@127.0.0.1:5432/tapline",
+		"TAPLINE_REDIS_URL":    "redis://127.0.0.1:6379/0",
+		"TAPLINE_SECRET_KEY":   "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYg==",
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(minimal()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != DefaultHTTPAddr || c.LogLevel != "info" || c.ShutdownTimeout != DefaultShutdownTimeout {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if c.MigrateDatabaseURL != c.DatabaseURL {
+		t.Errorf("MigrateDatabaseURL = %q, want DatabaseURL", c.MigrateDatabaseURL)
+	}
+	if c.PublicURL != "http://127.0.0.1:8080" {
+		t.Errorf("PublicURL = %q", c.PublicURL)
+	}
+	if c.NodeName == "" || c.InternalAddr != c.HTTPAddr {
+		t.Errorf("node defaults: %q %q", c.NodeName, c.InternalAddr)
+	}
+	if c.AllowPrivateTargets || c.DevMode {
+		t.Error("private targets and dev mode must be off by default")
+	}
+}
+
+func TestLoadOverrides(t *testing.T) {
+	t.Parallel()
+	kv := minimal()
+	kv["TAPLINE_HTTP_ADDR"] = "127.0.0.1:9090"
+	kv["TAPLINE_ALLOW_PRIVATE_TARGETS"] = "true"
+	kv["TAPLINE_ALLOWED_TARGET_CIDRS"] = "10.1.0.0/16, 192.168.1.7"
+	kv["TAPLINE_LEASE_TTL"] = "3s"
+	kv["TAPLINE_LOG_LEVEL"] = "DEBUG"
+	c, err := Load(env(kv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.AllowPrivateTargets || c.LeaseTTL != 3*time.Second || c.LogLevel != "debug" {
+		t.Errorf("overrides not applied: %+v", c)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}
+	if !slices.Equal(c.AllowedTargetCIDRs, want) {
+		t.Errorf("AllowedTargetCIDRs = %v, want %v", c.AllowedTargetCIDRs, want)
+	}
+	if c.PublicURL != "http://127.0.0.1:9090" {
+		t.Errorf("PublicURL = %q", c.PublicURL)
+	}
+}
+
+func TestLoadValidationNamesEveryVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		set  map[string]string
+		drop []string
+		want []string
+	}{
+		{"MissingRequired", nil, []string{"TAPLINE_DATABASE_URL", "TAPLINE_REDIS_URL", "TAPLINE_SECRET_KEY"},
+			[]string{"TAPLINE_DATABASE_URL", "TAPLINE_REDIS_URL", "TAPLINE_SECRET_KEY"}},
+		{"BadDatabaseScheme", map[string]string{"TAPLINE_DATABASE_URL": "mysql://x"}, nil, []string{"TAPLINE_DATABASE_URL"}},
+		{"BadRedisScheme", map[string]string{"TAPLINE_REDIS_URL": "memcache://x"}, nil, []string{"TAPLINE_REDIS_URL"}},
+		{"BadBool", map[string]string{"TAPLINE_ALLOW_PRIVATE_TARGETS": "yes please"}, nil, []string{"TAPLINE_ALLOW_PRIVATE_TARGETS"}},
+		{"BadDuration", map[string]string{"TAPLINE_LEASE_TTL": "ten"}, nil, []string{"TAPLINE_LEASE_TTL"}},
+		{"TooShortLease", map[string]string{"TAPLINE_LEASE_TTL": "10ms"}, nil, []string{"TAPLINE_LEASE_TTL"}},
+		{"NegativeTimeout", map[string]string{"TAPLINE_SHUTDOWN_TIMEOUT": "-1s"}, nil, []string{"TAPLINE_SHUTDOWN_TIMEOUT"}},
+		{"BadAddr", map[string]string{"TAPLINE_HTTP_ADDR": "8080"}, nil, []string{"TAPLINE_HTTP_ADDR"}},
+		{"BadLevel", map[string]string{"TAPLINE_LOG_LEVEL": "loud"}, nil, []string{"TAPLINE_LOG_LEVEL"}},
+		{"BadCIDR", map[string]string{"TAPLINE_ALLOWED_TARGET_CIDRS": "10.0.0.0/8,nope"}, nil, []string{"TAPLINE_ALLOWED_TARGET_CIDRS"}},
+		{"BadInt", map[string]string{"TAPLINE_MAX_LIVE_SESSIONS": "many"}, nil, []string{"TAPLINE_MAX_LIVE_SESSIONS"}},
+		{"HalfOIDC", map[string]string{"TAPLINE_OIDC_ISSUER": "https://id.example"}, nil, []string{"TAPLINE_OIDC_ISSUER"}},
+		{"TwoProblemsAtOnce", map[string]string{"TAPLINE_LEASE_TTL": "x", "TAPLINE_HTTP_ADDR": "y"}, nil,
+			[]string{"TAPLINE_HTTP_ADDR", "TAPLINE_LEASE_TTL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			kv := minimal()
+			for k, v := range tt.set {
+				kv[k] = v
+			}
+			for _, k := range tt.drop {
+				delete(kv, k)
+			}
+			_, err := Load(env(kv))
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Load error = %v, want *ValidationError", err)
+			}
+			var got []string
+			for _, p := range ve.Problems {
+				got = append(got, p.Var)
+			}
+			slices.Sort(got)
+			got = slices.Compact(got)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("problems name %v, want %v (%v)", got, tt.want, err)
+			}
+		})
+	}
+}
+
+func TestParseRedisURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    RedisConfig
+		wantErr bool
+	}{
+		{in: "redis://127.0.0.1:6379/2", want: RedisConfig{Addrs: []string{"127.0.0.1:6379"}, DB: 2}},
+		{in: "redis://localhost", want: RedisConfig{Addrs: []string{"localhost:6379"}}},
+		{in: "rediss://u:p%40ss@cache:6380", want: RedisConfig{Addrs: []string{"cache:6380"}, Username: "u", Password: "p@ss", TLS: true}},
+		{in: "redis://:secret@h:1/0", want: RedisConfig{Addrs: []string{"h:1"}, Password: "secret"}},
+		{in: "redis+sentinel://s1,s2:26380/mymaster/3", want: RedisConfig{Addrs: []string{"s1:26379", "s2:26380"}, MasterName: "mymaster", DB: 3}},
+		{in: "redis+cluster://a:7000,b:7001,c:7002", want: RedisConfig{Addrs: []string{"a:7000", "b:7001", "c:7002"}, Cluster: true}},
+		{in: "redis+sentinel://s1", wantErr: true},
+		{in: "redis+cluster://a:1/0", wantErr: true},
+		{in: "redis://a:1,b:2", wantErr: true},
+		{in: "redis://h/x", wantErr: true},
+		{in: "redis://", wantErr: true},
+		{in: "127.0.0.1:6379", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseRedisURL(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseRedisURL(%q) error = %v, wantErr %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if err == nil && !equalRedis(got, tt.want) {
+			t.Errorf("ParseRedisURL(%q) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func equalRedis(a, b RedisConfig) bool {
+	return slices.Equal(a.Addrs, b.Addrs) && a.MasterName == b.MasterName && a.Cluster == b.Cluster &&
+		a.Username == b.Username && a.Password == b.Password && a.DB == b.DB && a.TLS == b.TLS
+}

@@ -1,0 +1,190 @@
+// Package db owns the PostgreSQL connection pool, transactions and the mapping of driver
+// errors into the few sentinels the rest of Tapline reasons about.
+//
+// Every tenant-scoped read and write goes through WithTenantTx, which sets app.tenant_id for
+// the transaction only (set_config(…, true)), so row-level security sees the right tenant and
+// a pooled connection never carries a tenant over to its next borrower.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"syscall"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Sentinel errors every store returns instead of driver errors.
+var (
+	// ErrNotFound means no row matched; cross-tenant lookups end here too.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a unique or exclusion constraint refused the write.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable means PostgreSQL could not be reached or is shutting down; callers
+	// answer 503 and retry later.
+	ErrUnavailable = errors.New("database unavailable")
+	// ErrStaleEpoch means a fenced write was refused because a newer owner exists.
+	ErrStaleEpoch = errors.New("stale owner epoch")
+)
+
+// SQLSTATE codes Tapline raises or interprets.
+const (
+	codeUniqueViolation    = "23505"
+	codeExclusionViolation = "23P01"
+	codeForeignKey         = "23503"
+	// CodeStaleEpoch is raised by the fencing triggers when an owner's epoch is stale.
+	CodeStaleEpoch = "TL001"
+)
+
+// DBTX is what stores need: satisfied by *pgxpool.Pool, *pgxpool.Conn and pgx.Tx.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// PoolOptions tunes NewPool; nil means defaults.
+type PoolOptions struct {
+	// MaxConns caps the pool. Defaults to pgxpool's default (max(4, cores)).
+	MaxConns int32
+	// Logger receives connection-level warnings. nil discards.
+	Logger *slog.Logger
+}
+
+// NewPool builds the process's single pgx pool and checks that the server answers.
+func NewPool(ctx context.Context, url string, opts *PoolOptions) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if opts != nil && opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "tapline"
+	cfg.ConnConfig.Tracer = queryTracer{}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", InterpretError(err))
+	}
+	return pool, nil
+}
+
+// Beginner starts transactions: *pgxpool.Pool and pgx.Tx (for savepoints) both do.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// WithTx runs fn in a transaction, committing when fn returns nil and rolling back
+// otherwise. The rollback runs on a context that ignores cancellation so a cancelled request
+// never leaves a transaction open on a pooled connection.
+func WithTx(ctx context.Context, b Beginner, fn func(ctx context.Context, tx pgx.Tx) error) (err error) {
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", InterpretError(err))
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := fn(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", InterpretError(err))
+	}
+	return nil
+}
+
+// WithTenantTx is WithTx with app.tenant_id set for the transaction, so row-level security
+// policies admit only tenantID's rows.
+func WithTenantTx(ctx context.Context, b Beginner, tenantID string, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	if tenantID == "" {
+		return errors.New("tenant transaction without a tenant")
+	}
+	return WithTx(ctx, b, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "select set_config('app.tenant_id', $1, true)", tenantID); err != nil {
+			return fmt.Errorf("set tenant: %w", InterpretError(err))
+		}
+		return fn(ctx, tx)
+	})
+}
+
+// InterpretError maps driver errors to this package's sentinels, keeping the original in the
+// chain for logs. It is the one place that knows pgx's error types.
+func InterpretError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == codeUniqueViolation || pgErr.Code == codeExclusionViolation:
+			return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
+		case pgErr.Code == CodeStaleEpoch:
+			return fmt.Errorf("%w: %s", ErrStaleEpoch, pgErr.Message)
+		case pgErr.Code == codeForeignKey:
+			return fmt.Errorf("%w: %s", ErrNotFound, pgErr.ConstraintName)
+		case len(pgErr.Code) == 2+3 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57"):
+			// 08 connection exceptions, 57 operator intervention (shutdown, crash recovery).
+			return errors.Join(ErrUnavailable, err)
+		}
+		return err
+	}
+	if isConnectionError(err) {
+		return errors.Join(ErrUnavailable, err)
+	}
+	return err
+}
+
+func isConnectionError(err error) bool {
+	var netErr net.Error
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
+}
+
+// queryTracer records one span per query, named after the first words of the SQL.
+type queryTracer struct{}
+
+type spanKey struct{}
+
+func (queryTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	ctx, span := otel.Tracer("github.com/tapline/tapline/internal/db").Start(ctx, "postgres.query",
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("db.statement", truncate(data.SQL, 200))))
+	return context.WithValue(ctx, spanKey{}, span)
+}
+
+func (queryTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	span, ok := ctx.Value(spanKey{}).(trace.Span)
+	if !ok {
+		return
+	}
+	if data.Err != nil {
+		span.RecordError(data.Err)
+	}
+	span.End()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

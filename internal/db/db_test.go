@@ -1,0 +1,202 @@
+package db_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"testing/fstest"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/migrations"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dbtest.Shutdown()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+			_, _ = os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func TestMigrateOnEmptyDatabaseIsIdempotent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.NewEmpty(t)
+	all, err := db.LoadMigrations(migrations.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied, err := db.Migrate(ctx, d.Pool, migrations.FS, nil)
+	if err != nil {
+		t.Fatalf("first migrate: %v", err)
+	}
+	if len(applied) != len(all) {
+		t.Fatalf("applied %v, want all %d migrations", applied, len(all))
+	}
+	again, err := db.Migrate(ctx, d.Pool, migrations.FS, nil)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("second migrate applied %v, err %v; want nothing", again, err)
+	}
+	var n int
+	if err := d.Pool.QueryRow(ctx, "select count(*) from schema_migrations").Scan(&n); err != nil || n != len(all) {
+		t.Fatalf("schema_migrations has %d rows (err %v), want %d", n, err, len(all))
+	}
+}
+
+func TestMigrateConcurrentRunnersApplyOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.NewEmpty(t)
+	errs := make(chan error, 4)
+	counts := make(chan int, 4)
+	for range 4 {
+		go func() {
+			applied, err := db.Migrate(ctx, d.Pool, migrations.FS, nil)
+			errs <- err
+			counts <- len(applied)
+		}()
+	}
+	total := 0
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		total += <-counts
+	}
+	all, _ := db.LoadMigrations(migrations.FS)
+	if total != len(all) {
+		t.Fatalf("concurrent runners applied %d migrations in all, want %d", total, len(all))
+	}
+}
+
+func TestMigrateFailureRollsBackThatFile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.NewEmpty(t)
+	fsys := fstest.MapFS{
+		"0001_ok.up.sql":     {Data: []byte("create table a (id int)")},
+		"0002_broken.up.sql": {Data: []byte("create table b (id int); select nonsense from nowhere")},
+	}
+	applied, err := db.Migrate(ctx, d.Pool, fsys, nil)
+	if err == nil {
+		t.Fatal("broken migration applied without error")
+	}
+	if len(applied) != 1 || applied[0] != 1 {
+		t.Fatalf("applied %v, want [1]", applied)
+	}
+	var exists bool
+	_ = d.Pool.QueryRow(ctx, "select to_regclass('b') is not null").Scan(&exists)
+	if exists {
+		t.Fatal("table b of the failed migration survived")
+	}
+}
+
+func TestLoadMigrationsRejectsBadNames(t *testing.T) {
+	t.Parallel()
+	for name, fsys := range map[string]fstest.MapFS{
+		"NoNumber":  {"init.up.sql": {Data: []byte("")}},
+		"Duplicate": {"0001_a.up.sql": {Data: []byte("")}, "001_b.up.sql": {Data: []byte("")}},
+		"Zero":      {"0000_a.up.sql": {Data: []byte("")}},
+	} {
+		if _, err := db.LoadMigrations(fsys); err == nil {
+			t.Errorf("%s: LoadMigrations accepted it", name)
+		}
+	}
+}
+
+func TestWithTxCommitsAndRollsBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.NewEmpty(t)
+	if _, err := d.Pool.Exec(ctx, "create table t (id int primary key)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.WithTx(ctx, d.Pool, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "insert into t values (1)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := db.WithTx(ctx, d.Pool, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "insert into t values (2)"); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("WithTx error = %v, want boom", err)
+	}
+	var n int
+	_ = d.Pool.QueryRow(ctx, "select count(*) from t").Scan(&n)
+	if n != 1 {
+		t.Fatalf("rows = %d, want 1 (the failed transaction must roll back)", n)
+	}
+	err := db.WithTx(ctx, d.Pool, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "insert into t values (1)")
+		return db.InterpretError(err)
+	})
+	if !errors.Is(err, db.ErrConflict) {
+		t.Fatalf("duplicate key error = %v, want ErrConflict", err)
+	}
+	err = db.InterpretError(d.Pool.QueryRow(ctx, "select id from t where id = 42").Scan(&n))
+	if !errors.Is(err, db.ErrNotFound) {
+		t.Fatalf("no rows error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestWithTenantTxScopesSettingToTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.Pool(t)
+	for _, tenant := range []string{"tenant-a", "tenant-b"} {
+		err := db.WithTenantTx(ctx, pool, tenant, func(ctx context.Context, tx pgx.Tx) error {
+			var got string
+			if err := tx.QueryRow(ctx, "select current_setting('app.tenant_id')").Scan(&got); err != nil {
+				return err
+			}
+			if got != tenant {
+				t.Errorf("app.tenant_id = %q, want %q", got, tenant)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Outside a tenant transaction the setting is empty again on every pooled connection.
+	for range 5 {
+		var got *string
+		if err := pool.QueryRow(ctx, "select nullif(current_setting('app.tenant_id', true), '')").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != nil {
+			t.Fatalf("app.tenant_id leaked out of its transaction: %q", *got)
+		}
+	}
+	if err := db.WithTenantTx(ctx, pool, "", func(context.Context, pgx.Tx) error { return nil }); err == nil {
+		t.Fatal("WithTenantTx accepted an empty tenant")
+	}
+}
+
+func TestUnreachableServerIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := db.NewPool(ctx, "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2", nil)
+	if err != nil {
+		t.Fatalf("NewPool should be lazy: %v", err)
+	}
+	defer pool.Close()
+	err = db.InterpretError(pool.Ping(ctx))
+	if !errors.Is(err, db.ErrUnavailable) {
+		t.Fatalf("ping error = %v, want ErrUnavailable", err)
+	}
+}

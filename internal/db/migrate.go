@@ -1,0 +1,116 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// migrationLockKey is the advisory lock every migrator takes, so concurrent `api migrate`
+// runs (a deploy's Job and a developer's make run) apply each file exactly once.
+const migrationLockKey = 7_346_118_231
+
+// Migration is one numbered SQL file.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// LoadMigrations reads NNNN_name.up.sql files from fsys, sorted by version. Duplicate or
+// malformed numbers are errors.
+func LoadMigrations(fsys fs.FS) ([]Migration, error) {
+	names, err := fs.Glob(fsys, "*.up.sql")
+	if err != nil {
+		return nil, err
+	}
+	var out []Migration
+	seen := map[int]string{}
+	for _, n := range names {
+		base := strings.TrimSuffix(path.Base(n), ".up.sql")
+		num, name, ok := strings.Cut(base, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: want NNNN_name.up.sql", n)
+		}
+		if prev, dup := seen[v]; dup {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", prev, n, v)
+		}
+		seen[v] = n
+		body, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Migration{Version: v, Name: name, SQL: string(body)})
+	}
+	slices.SortFunc(out, func(a, b Migration) int { return a.Version - b.Version })
+	return out, nil
+}
+
+// Migrate applies every migration newer than the database's version, each in its own
+// transaction, under a session advisory lock. It returns the versions it applied; running it
+// again applies nothing.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, logger *slog.Logger) (applied []int, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	migrations, err := LoadMigrations(fsys)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquire: %w", InterpretError(err))
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "select pg_advisory_lock($1)", migrationLockKey); err != nil {
+		return nil, fmt.Errorf("migration lock: %w", InterpretError(err))
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "select pg_advisory_unlock($1)", migrationLockKey)
+	}()
+	if _, err := conn.Exec(ctx, `create table if not exists schema_migrations (
+		version int primary key,
+		name text not null,
+		applied_at timestamptz not null default now())`); err != nil {
+		return nil, fmt.Errorf("create schema_migrations: %w", InterpretError(err))
+	}
+	done := map[int]bool{}
+	rows, err := conn.Query(ctx, "select version from schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", InterpretError(err))
+	}
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", InterpretError(err))
+	}
+	for _, v := range versions {
+		done[v] = true
+	}
+	for _, m := range migrations {
+		if done[m.Version] {
+			continue
+		}
+		err := WithTx(ctx, conn, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "insert into schema_migrations (version, name) values ($1, $2)", m.Version, m.Name)
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, InterpretError(err))
+		}
+		logger.InfoContext(ctx, "migration applied", slog.Int("version", m.Version), slog.String("name", m.Name))
+		applied = append(applied, m.Version)
+	}
+	return applied, nil
+}

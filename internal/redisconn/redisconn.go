@@ -1,0 +1,101 @@
+// Package redisconn builds the go-redis client for a configured Redis deployment (single
+// node, Sentinel or Cluster) and maps its errors once.
+package redisconn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/extra/redisotel/v9"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tapline/tapline/internal/config"
+)
+
+// ErrUnavailable means Redis could not be reached; callers answer 503 and retry later.
+var ErrUnavailable = errors.New("redis unavailable")
+
+// Options tunes Open; nil means defaults.
+type Options struct {
+	// PoolSize per node. Defaults to go-redis's default (10 per core).
+	PoolSize int
+	// ClientName is sent with CLIENT SETNAME, visible in CLIENT LIST.
+	ClientName string
+}
+
+// Open returns a UniversalClient for rc: a *redis.Client, *redis.ClusterClient or failover
+// client. It does not wait for the server: readiness checks and callers see ErrUnavailable.
+func Open(rc config.RedisConfig, opts *Options) (redis.UniversalClient, error) {
+	if len(rc.Addrs) == 0 {
+		return nil, errors.New("open redis: no address")
+	}
+	uo := &redis.UniversalOptions{
+		Addrs:         rc.Addrs,
+		MasterName:    rc.MasterName,
+		IsClusterMode: rc.Cluster,
+		Username:      rc.Username,
+		Password:      rc.Password,
+		DB:            rc.DB,
+		DialTimeout:   2 * time.Second,
+		ReadTimeout:   3 * time.Second,
+		WriteTimeout:  3 * time.Second,
+		// Fail fast when Redis is away instead of queueing callers behind the pool.
+		PoolTimeout:     4 * time.Second,
+		MaxRetries:      2,
+		DisableIdentity: true,
+	}
+	if rc.MasterName != "" {
+		uo.SentinelUsername = rc.Username
+		uo.SentinelPassword = rc.Password
+	}
+	if opts != nil {
+		uo.PoolSize = opts.PoolSize
+		uo.ClientName = opts.ClientName
+	}
+	if rc.TLS {
+		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	client := redis.NewUniversalClient(uo)
+	if err := redisotel.InstrumentTracing(client); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("instrument redis: %w", err)
+	}
+	return client, nil
+}
+
+// Ping checks that Redis answers within ctx.
+func Ping(ctx context.Context, c redis.UniversalClient) error {
+	if err := c.Ping(ctx).Err(); err != nil {
+		return InterpretError(err)
+	}
+	return nil
+}
+
+// InterpretError marks connection-level failures with ErrUnavailable and leaves the rest,
+// including redis.Nil, untouched.
+func InterpretError(err error) error {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return err
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) || isLoading(err) {
+		return errors.Join(ErrUnavailable, err)
+	}
+	return err
+}
+
+func isLoading(err error) bool {
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg := re.Error()
+		return strings.HasPrefix(msg, "LOADING") || strings.HasPrefix(msg, "CLUSTERDOWN") || strings.HasPrefix(msg, "MASTERDOWN")
+	}
+	return false
+}
