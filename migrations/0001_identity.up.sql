@@ -44,3 +44,10 @@ create table api_keys (
 );
 create unique index api_keys_lookup_key on api_keys (lookup_id);
 create index api_keys_tenant_idx on api_keys (tenant_id, created_at desc, id desc);
+
+-- An API key is presented before its tenant is known. This function is the one way to find a
+-- key by its lookup id across tenants; it runs as the tables' owner so it keeps working when
+-- row-level security hides every row from the application role.
+create function tapline_lookup_api_key(p_lookup_id text) returns setof api_keys
+    language sql stable security definer set search_path from current
+    as $$ select * from api_keys where lookup_id = p_lookup_id $$;

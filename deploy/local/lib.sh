@@ -110,6 +110,24 @@ tl_redis_start() {
     sleep 0.1
   done
   tl_log "redis-server on port $port did not start; see $dir/redis.log"
+  [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null
+  return 1
+}
+
+# tl_redis_start_free DIR [extra args...]: start redis-server on a free port, retrying when
+# another process takes the port between the check and the bind; prints the port.
+tl_redis_start_free() {
+  local dir=$1 p try
+  shift
+  for try in 1 2 3 4 5; do
+    p=$(tl_free_port)
+    if tl_redis_start "$dir" "$p" "$@" 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+    rm -f "$dir/nodes.conf"
+  done
+  tl_log "redis-server would not start; see $dir/redis.log"
   return 1
 }
 
@@ -126,11 +144,10 @@ tl_redis_stop() {
 tl_cluster_start() {
   local dir=$1 ports=() addrs=() p i
   for i in 1 2 3; do
-    p=$(tl_free_port)
+    p=$(tl_redis_start_free "$dir/node$i" --save '' --appendonly no \
+      --cluster-enabled yes --cluster-config-file "$dir/node$i/nodes.conf" --cluster-node-timeout 2000)
     ports+=("$p")
     addrs+=("127.0.0.1:$p")
-    tl_redis_start "$dir/node$i" "$p" --save '' --appendonly no \
-      --cluster-enabled yes --cluster-config-file "$dir/node$i/nodes.conf" --cluster-node-timeout 2000
   done
   redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$dir/create.log" 2>&1 || {
     tl_log "redis-cli --cluster create failed; see $dir/create.log"; return 1; }

@@ -27,8 +27,7 @@ pgport=$(tl_free_port)
 TL_PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" tl_pg_start "$pgdir" "$pgport"
 tl_pg_createdb "$pgport" tapline_test
 
-redisport=$(tl_free_port)
-tl_redis_start "$work/redis" "$redisport" --save '' --appendonly no
+redisport=$(tl_redis_start_free "$work/redis" --save '' --appendonly no)
 
 cluster=$(tl_cluster_start "$work/cluster")
 
