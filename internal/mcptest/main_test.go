@@ -1,0 +1,61 @@
+package mcptest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { StopEverything() }))
+}
+
+// testContext returns a context that ends well before the test binary's
+// timeout, so a hang fails one test with a clear message.
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// connect connects client to a Streamable HTTP endpoint and closes the
+// session when the test ends.
+func connect(t *testing.T, client *mcp.Client, url string, opts *mcp.ClientSessionOptions) *mcp.ClientSession {
+	t.Helper()
+	cs, err := client.Connect(testContext(t), &mcp.StreamableClientTransport{Endpoint: url}, opts)
+	if err != nil {
+		t.Fatalf("Connect(%s): %v", url, err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	return cs
+}
+
+// eventually polls cond until it holds or 10 s pass. Notifications are
+// handled asynchronously by the client, after the call that caused them may
+// have returned.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func textOf(t *testing.T, res *mcp.CallToolResult) string {
+	t.Helper()
+	if len(res.Content) == 0 {
+		t.Fatalf("result has no content: %+v", res)
+	}
+	tc, ok := res.Content[0].(*mcp.TextContent)
+	if !ok {
+		t.Fatalf("content[0] is %T, want *mcp.TextContent", res.Content[0])
+	}
+	return tc.Text
+}
