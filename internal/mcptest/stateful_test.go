@@ -209,6 +209,11 @@ func humanAnswers(t *testing.T, elicitCompleted chan<- string) *mcp.Client {
 			if req.Params.Mode == "url" {
 				return &mcp.ElicitResult{Action: "accept"}, nil
 			}
+			if schema, _ := req.Params.RequestedSchema.(map[string]any); schema != nil {
+				if props, _ := schema["properties"].(map[string]any); props["approve"] != nil {
+					return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"approve": true}}, nil
+				}
+			}
 			// Partial content: the SDK fills the schema defaults in.
 			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Grace", "color": "blue"}}, nil
 		},
