@@ -330,7 +330,7 @@ type countingWriter struct {
 	n *atomic.Int64
 }
 
-func (c *countingWriter) Header() http.Header { return c.w.Header() }
+func (c *countingWriter) Header() http.Header  { return c.w.Header() }
 func (c *countingWriter) WriteHeader(code int) { c.w.WriteHeader(code) }
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)

@@ -2,6 +2,8 @@ package mcptest
 
 import (
 	"context"
+	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -10,7 +12,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { StopEverything() }))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		StopEverything()
+		os.Exit(code)
+	}))
 }
 
 // testContext returns a context that ends well before the test binary's
@@ -23,10 +28,12 @@ func testContext(t *testing.T) context.Context {
 }
 
 // connect connects client to a Streamable HTTP endpoint and closes the
-// session when the test ends.
+// session, then its idle keep-alive connections, when the test ends.
 func connect(t *testing.T, client *mcp.Client, url string, opts *mcp.ClientSessionOptions) *mcp.ClientSession {
 	t.Helper()
-	cs, err := client.Connect(testContext(t), &mcp.StreamableClientTransport{Endpoint: url}, opts)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	cs, err := client.Connect(testContext(t), &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: tr}}, opts)
 	if err != nil {
 		t.Fatalf("Connect(%s): %v", url, err)
 	}
