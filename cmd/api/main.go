@@ -1,0 +1,173 @@
+// Command api serves Tapline's REST API, SSE streams and web inspector.
+//
+//	api                 serve (the default)
+//	api migrate         apply database migrations and exit
+//	api bootstrap --tenant NAME --email EMAIL
+//	                    create a tenant, its owner and an owner API key; print the key
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tapline/tapline"
+	"github.com/tapline/tapline/internal/auth"
+	"github.com/tapline/tapline/internal/config"
+	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/httpapi"
+	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/telemetry"
+	"github.com/tapline/tapline/internal/tenant"
+	"github.com/tapline/tapline/migrations"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without the process globals, so tests can drive it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	logger := telemetry.NewLogger(stderr, cfg.LogLevel).With(slog.String("service", "api"), slog.String("node", cfg.NodeName))
+	switch cmd {
+	case "serve":
+		return serve(ctx, cfg, logger)
+	case "migrate":
+		return migrate(ctx, cfg, logger)
+	case "bootstrap":
+		return bootstrap(ctx, cfg, args, stdout, stderr)
+	default:
+		return fmt.Errorf("unknown command %q: want serve, migrate or bootstrap", cmd)
+	}
+}
+
+func migrate(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	pool, err := db.NewPool(ctx, cfg.MigrateDatabaseURL, &db.PoolOptions{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := db.Migrate(ctx, pool, migrations.FS, logger)
+	if err != nil {
+		return err
+	}
+	logger.InfoContext(ctx, "database migrated", slog.Int("applied", len(applied)))
+	return nil
+}
+
+func bootstrap(ctx context.Context, cfg *config.Config, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("tenant", "", "tenant (team) name")
+	email := fs.String("email", "", "email of the tenant's owner")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" || *email == "" {
+		return errors.New("bootstrap needs --tenant NAME and --email EMAIL")
+	}
+	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	res, err := tenant.NewStore(pool).Bootstrap(ctx, tenant.BootstrapParams{TenantName: *name, Email: *email})
+	if err != nil {
+		return err
+	}
+	// The key, and nothing else, goes to stdout so scripts can capture it.
+	_, err = fmt.Fprintln(stdout, res.Secret)
+	return err
+}
+
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	providers, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "tapline-api", NodeName: cfg.NodeName, OTLPEndpoint: cfg.OTLPEndpoint})
+	if err != nil {
+		return err
+	}
+	defer shutdownWithin(cfg.ShutdownTimeout, providers.Shutdown)
+
+	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rdb, err := redisconn.Open(cfg.Redis, &redisconn.Options{ClientName: "tapline-api-" + cfg.NodeName})
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	tenants := tenant.NewStore(pool)
+	e, err := httpapi.New(&httpapi.Config{
+		Logger:  logger,
+		Pool:    pool,
+		Redis:   rdb,
+		Tenants: tenants,
+		Auth:    auth.NewAuthenticator(tenants, nil),
+		Metrics: providers.MetricsHandler(),
+		Spec:    tapline.OpenAPISpec,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	logger.InfoContext(ctx, "api listening", slog.String("addr", ln.Addr().String()))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.InfoContext(ctx, "api shutting down")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+func shutdownWithin(d time.Duration, fn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	_ = fn(ctx)
+}

@@ -1,0 +1,131 @@
+// Package auth turns a bearer token into a Principal and answers whether that principal may
+// do something.
+//
+// A token is either an API key (tpl_…, verified against package tenant) or a JWT (short-lived
+// browser tokens this service issues, or an external OIDC issuer's). The principal travels in
+// the request context; handlers and domain services ask Require for the role they need.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tapline/tapline/internal/tenant"
+)
+
+// Errors callers map to HTTP statuses.
+var (
+	// ErrUnauthenticated means no credentials or bad ones (401).
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden means the principal's role is too low (403).
+	ErrForbidden = errors.New("forbidden")
+)
+
+// Kind says what authenticated a principal.
+type Kind string
+
+// Principal kinds.
+const (
+	KindAPIKey Kind = "api_key"
+	KindUser   Kind = "user"
+)
+
+// Principal is who is calling: a user (through a JWT) or an API key, always within one
+// tenant.
+type Principal struct {
+	Kind     Kind
+	TenantID string
+	// UserID is the user behind the call: the JWT's subject, or the user who created the key.
+	UserID string
+	// KeyID is set for API keys, and for JWTs minted from one.
+	KeyID string
+	Role  tenant.Role
+	// Name is a display name: the key's name or the user's email.
+	Name string
+}
+
+// ID is a stable identifier for audit and presence: "key:<id>" or "user:<id>".
+func (p *Principal) ID() string {
+	if p.Kind == KindAPIKey {
+		return "key:" + p.KeyID
+	}
+	return "user:" + p.UserID
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns a context carrying p.
+func WithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the context's principal.
+func FromContext(ctx context.Context) (*Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(*Principal)
+	return p, ok && p != nil
+}
+
+// Require returns the context's principal if its role is at least min, ErrUnauthenticated
+// when there is none and ErrForbidden when its role is too low.
+func Require(ctx context.Context, min tenant.Role) (*Principal, error) {
+	p, ok := FromContext(ctx)
+	if !ok {
+		return nil, ErrUnauthenticated
+	}
+	if !p.Role.AtLeast(min) {
+		return nil, fmt.Errorf("%w: needs role %s, has %s", ErrForbidden, min, p.Role)
+	}
+	return p, nil
+}
+
+// KeyVerifier verifies API keys; *tenant.Store is one.
+type KeyVerifier interface {
+	VerifyAPIKey(ctx context.Context, token string) (*tenant.APIKey, error)
+}
+
+// TokenVerifier verifies JWTs and returns their principal.
+type TokenVerifier interface {
+	VerifyToken(ctx context.Context, token string) (*Principal, error)
+}
+
+// Authenticator verifies bearer tokens.
+type Authenticator struct {
+	keys   KeyVerifier
+	tokens TokenVerifier
+}
+
+// NewAuthenticator returns an Authenticator. tokens may be nil when JWTs are not accepted.
+func NewAuthenticator(keys KeyVerifier, tokens TokenVerifier) *Authenticator {
+	return &Authenticator{keys: keys, tokens: tokens}
+}
+
+// Authenticate returns the principal a bearer token stands for. Every refusal wraps
+// ErrUnauthenticated; infrastructure failures (database away) are returned as they are so the
+// caller can answer 503 rather than 401.
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Principal, error) {
+	if token == "" {
+		return nil, fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
+	}
+	if tenant.LooksLikeAPIKey(token) {
+		key, err := a.keys.VerifyAPIKey(ctx, token)
+		if errors.Is(err, tenant.ErrInvalidKey) {
+			return nil, fmt.Errorf("%w: invalid api key", ErrUnauthenticated)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &Principal{
+			Kind: KindAPIKey, TenantID: key.TenantID, UserID: key.CreatedByUser,
+			KeyID: key.ID, Role: key.Role, Name: key.Name,
+		}, nil
+	}
+	if a.tokens == nil {
+		return nil, fmt.Errorf("%w: not an api key", ErrUnauthenticated)
+	}
+	p, err := a.tokens.VerifyToken(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}

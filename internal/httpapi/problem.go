@@ -1,0 +1,171 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tapline/tapline/internal/auth"
+	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/tenant"
+)
+
+// Problem is an RFC 9457 problem details body.
+type Problem struct {
+	Type      string         `json:"type"`
+	Title     string         `json:"title"`
+	Status    int            `json:"status"`
+	Detail    string         `json:"detail,omitempty"`
+	Instance  string         `json:"instance,omitempty"`
+	Field     string         `json:"field,omitempty"`
+	Errors    []FieldProblem `json:"errors,omitempty"`
+	RequestID string         `json:"request_id,omitempty"`
+
+	// retryAfter, when positive, is sent as the Retry-After header (seconds).
+	retryAfter int
+	// cause is logged, never shown.
+	cause error
+}
+
+// FieldProblem is one invalid input field.
+type FieldProblem struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return p.Title + ": " + p.Detail
+	}
+	return p.Title
+}
+
+func (p *Problem) Unwrap() error { return p.cause }
+
+const problemTypeBase = "urn:tapline:problem:"
+
+func newProblem(status int, slug, title, detail string) *Problem {
+	return &Problem{Type: problemTypeBase + slug, Title: title, Status: status, Detail: detail}
+}
+
+// invalidInput is a 400 naming the fields at fault; the first one is also in Field.
+func invalidInput(problems ...FieldProblem) *Problem {
+	p := newProblem(http.StatusBadRequest, "invalid-input", "Invalid input", "")
+	p.Errors = problems
+	if len(problems) > 0 {
+		p.Field = problems[0].Field
+		p.Detail = problems[0].Field + ": " + problems[0].Reason
+		if len(problems) > 1 {
+			p.Detail += fmt.Sprintf(" (and %d more)", len(problems)-1)
+		}
+	}
+	return p
+}
+
+// problemFor maps any error a handler returns to the problem the client sees. It is the one
+// place that knows which domain error means which HTTP status.
+func problemFor(err error) *Problem {
+	var p *Problem
+	var he *echo.HTTPError
+	var tve *tenant.ValidationError
+	switch {
+	case errors.As(err, &p):
+		return p
+	case errors.As(err, &tve):
+		return invalidInput(FieldProblem{Field: tve.Field, Reason: tve.Reason})
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return newProblem(http.StatusUnauthorized, "unauthenticated", "Unauthenticated",
+			"send a valid API key or token as Authorization: Bearer <token>")
+	case errors.Is(err, auth.ErrForbidden):
+		return newProblem(http.StatusForbidden, "forbidden", "Forbidden", strings.TrimPrefix(err.Error(), auth.ErrForbidden.Error()+": "))
+	case errors.Is(err, tenant.ErrRoleTooHigh):
+		return newProblem(http.StatusForbidden, "forbidden", "Forbidden", "a principal cannot grant a role above its own")
+	case errors.Is(err, db.ErrNotFound):
+		return newProblem(http.StatusNotFound, "not-found", "Not found", "")
+	case errors.Is(err, db.ErrConflict), errors.Is(err, tenant.ErrLastOwner):
+		return newProblem(http.StatusConflict, "conflict", "Conflict", conflictDetail(err))
+	case errors.Is(err, db.ErrUnavailable), errors.Is(err, redisconn.ErrUnavailable):
+		p := newProblem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
+			"a dependency is unreachable; retry shortly")
+		p.retryAfter = 5
+		p.cause = err
+		return p
+	case errors.Is(err, context.DeadlineExceeded):
+		p := newProblem(http.StatusGatewayTimeout, "timeout", "Timed out", "the operation did not finish in time")
+		p.cause = err
+		return p
+	case errors.As(err, &he):
+		return problemFromEcho(he)
+	}
+	p = newProblem(http.StatusInternalServerError, "internal", "Internal error", "")
+	p.cause = err
+	return p
+}
+
+func conflictDetail(err error) string {
+	if errors.Is(err, tenant.ErrLastOwner) {
+		return tenant.ErrLastOwner.Error()
+	}
+	return "the request conflicts with the current state"
+}
+
+func problemFromEcho(he *echo.HTTPError) *Problem {
+	msg := fmt.Sprint(he.Message)
+	switch he.Code {
+	case http.StatusNotFound:
+		return newProblem(http.StatusNotFound, "not-found", "Not found", "no such route")
+	case http.StatusMethodNotAllowed:
+		return newProblem(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", "")
+	case http.StatusRequestEntityTooLarge:
+		return newProblem(http.StatusRequestEntityTooLarge, "too-large", "Request too large", "the body exceeds the limit")
+	case http.StatusUnsupportedMediaType:
+		return newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "send application/json")
+	case http.StatusBadRequest:
+		return invalidInput(FieldProblem{Field: "body", Reason: msg})
+	}
+	p := newProblem(he.Code, "http", http.StatusText(he.Code), "")
+	if he.Code >= 500 {
+		p.cause = he
+	}
+	return p
+}
+
+// errorHandler is echo's HTTPErrorHandler: every error becomes problem+json, and only server
+// faults are logged with their cause.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	p := problemFor(err)
+	req := c.Request()
+	out := *p
+	out.RequestID = c.Response().Header().Get(echo.HeaderXRequestID)
+	if out.Instance == "" {
+		out.Instance = req.URL.Path
+	}
+	if out.Status >= 500 {
+		s.logger.ErrorContext(req.Context(), "request failed", slog.Int("status", out.Status),
+			slog.String("method", req.Method), slog.String("path", req.URL.Path), slog.Any("error", err))
+	}
+	h := c.Response().Header()
+	if out.retryAfter > 0 {
+		h.Set("Retry-After", fmt.Sprint(out.retryAfter))
+	}
+	if out.Status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="tapline"`)
+	}
+	h.Set(echo.HeaderContentType, "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	c.Response().WriteHeader(out.Status)
+	if req.Method == http.MethodHead {
+		return
+	}
+	_ = json.NewEncoder(c.Response()).Encode(out)
+}

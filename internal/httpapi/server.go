@@ -1,0 +1,121 @@
+// Package httpapi is Tapline's HTTP surface: the echo server, the handlers that implement the
+// strict interface generated from openapi.yaml (one file per resource), the middleware chain
+// and the single place where errors become application/problem+json.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tapline/tapline/internal/auth"
+	"github.com/tapline/tapline/internal/httpapi/apigen"
+	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/tenant"
+)
+
+// Config holds what the API needs.
+type Config struct {
+	// Logger receives request and error logs. nil discards.
+	Logger *slog.Logger
+	// Pool and Redis are checked by /readyz.
+	Pool  *pgxpool.Pool
+	Redis redis.UniversalClient
+	// Tenants stores tenants, members and keys.
+	Tenants *tenant.Store
+	// Auth verifies bearer tokens.
+	Auth *auth.Authenticator
+	// Metrics serves /metrics; nil leaves the route out.
+	Metrics http.Handler
+	// Spec is openapi.yaml's text, served at /openapi.yaml.
+	Spec []byte
+	// BodyLimit caps request bodies. Defaults to "1M".
+	BodyLimit string
+}
+
+// Server implements apigen.StrictServerInterface.
+type Server struct {
+	cfg    Config
+	logger *slog.Logger
+}
+
+var _ apigen.StrictServerInterface = (*Server)(nil)
+
+// New builds the echo application with every route and middleware.
+func New(cfg *Config) (*echo.Echo, error) {
+	if cfg == nil || cfg.Pool == nil || cfg.Redis == nil || cfg.Tenants == nil || cfg.Auth == nil {
+		return nil, errors.New("httpapi: Pool, Redis, Tenants and Auth are required")
+	}
+	s := &Server{cfg: *cfg, logger: cfg.Logger}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.cfg.BodyLimit == "" {
+		s.cfg.BodyLimit = "1M"
+	}
+	validator, err := newSpecValidator()
+	if err != nil {
+		return nil, err
+	}
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.recoverMiddleware)
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
+		Generator: newRequestID,
+		// Accept a caller's id only when it is short and plain, so logs stay clean.
+		RequestIDHandler: func(echo.Context, string) {},
+	}))
+	e.Use(tracingMiddleware)
+	e.Use(s.logMiddleware)
+	e.Use(middleware.BodyLimit(s.cfg.BodyLimit))
+	e.Use(securityHeaders)
+	e.Use(s.authMiddleware)
+	e.Use(validator.middleware)
+
+	apigen.RegisterHandlers(e, apigen.NewStrictHandler(s, nil))
+	if cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
+	}
+	e.GET("/openapi.yaml", func(c echo.Context) error {
+		return c.Blob(http.StatusOK, "application/yaml", s.cfg.Spec)
+	})
+	return e, nil
+}
+
+// GetHealthz answers as long as the process serves requests.
+func (s *Server) GetHealthz(context.Context, apigen.GetHealthzRequestObject) (apigen.GetHealthzResponseObject, error) {
+	return apigen.GetHealthz200JSONResponse{Status: apigen.HealthStatusOk}, nil
+}
+
+// GetReadyz checks PostgreSQL and Redis, each within a second.
+func (s *Server) GetReadyz(ctx context.Context, _ apigen.GetReadyzRequestObject) (apigen.GetReadyzResponseObject, error) {
+	checks := map[string]string{"postgres": "ok", "redis": "ok"}
+	ready := true
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := s.cfg.Pool.Ping(pctx); err != nil {
+		checks["postgres"], ready = "unreachable", false
+	}
+	rctx, cancel2 := context.WithTimeout(ctx, time.Second)
+	defer cancel2()
+	if err := redisconn.Ping(rctx, s.cfg.Redis); err != nil {
+		checks["redis"], ready = "unreachable", false
+	}
+	if !ready {
+		return apigen.GetReadyz503JSONResponse{
+			Body:    apigen.Readiness{Status: apigen.ReadinessStatusUnavailable, Checks: checks},
+			Headers: apigen.GetReadyz503ResponseHeaders{RetryAfter: 5},
+		}, nil
+	}
+	return apigen.GetReadyz200JSONResponse{Status: apigen.ReadinessStatusReady, Checks: checks}, nil
+}
