@@ -66,6 +66,8 @@ type StatefulOptions struct {
 //	fail {}                      a tool error (isError true)
 //	big {size}                   a text result of size bytes (default 100 KiB)
 //
+// The non-standard method CustomMethod echoes its params' "value".
+//
 // Resources: HelloURI, BlobURI and ItemTemplate (with completion over Items);
 // resources/subscribe is supported and [StatefulServer.TriggerResourceUpdated]
 // sends notifications/resources/updated. Prompt "greet" takes "name"
@@ -114,6 +116,9 @@ func NewStatefulServer(t testing.TB, opts *StatefulOptions) *StatefulServer {
 	s.addTools()
 	s.addResources()
 	s.addPrompts()
+	if err := mcp.AddReceivingCustomMethod(s.server, CustomMethod, echoCustom); err != nil {
+		t.Fatalf("mcptest: %v", err)
+	}
 
 	hopts := &mcp.StreamableHTTPOptions{JSONResponse: opts.JSONResponse}
 	if !opts.NoEventStore {
@@ -210,6 +215,26 @@ func (s *StatefulServer) serveElicitationPage(w http.ResponseWriter, r *http.Req
 		return
 	}
 	fmt.Fprintln(w, "elicitation complete")
+}
+
+// CustomMethod is a non-standard JSON-RPC method [StatefulServer] answers,
+// for "raw request" tests: {"value": V} → {"value": V}.
+const CustomMethod = "mcptest/echo"
+
+// CustomParams are the params of CustomMethod.
+type CustomParams struct {
+	mcp.ParamsBase
+	Value any `json:"value"`
+}
+
+// CustomResult is the result of CustomMethod.
+type CustomResult struct {
+	mcp.ResultBase
+	Value any `json:"value"`
+}
+
+func echoCustom(_ context.Context, _ *mcp.ServerSession, p *CustomParams) (*CustomResult, error) {
+	return &CustomResult{Value: p.Value}, nil
 }
 
 // keyOnly is the input of tools that take nothing but the optional key.

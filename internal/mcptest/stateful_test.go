@@ -467,3 +467,55 @@ func TestStatefulJSONResponse(t *testing.T) {
 		t.Fatalf("echo = %v, %v", res, err)
 	}
 }
+
+// rawParams and rawResult carry arbitrary JSON through go-sdk's custom-method
+// API, which is how an inspector sends a request the SDK has no method for.
+type rawParams struct {
+	mcp.ParamsBase
+	raw json.RawMessage
+}
+
+func (p *rawParams) MarshalJSON() ([]byte, error) { return p.raw, nil }
+
+type rawResult struct {
+	mcp.ResultBase
+	raw json.RawMessage
+}
+
+func (r *rawResult) UnmarshalJSON(data []byte) error {
+	r.raw = append(json.RawMessage(nil), data...)
+	return nil
+}
+
+func TestStatefulRawRequest(t *testing.T) {
+	t.Parallel()
+	srv := NewStatefulServer(t, nil)
+	ctx := testContext(t)
+	client := mcp.NewClient(testImpl, nil)
+	for _, m := range []string{CustomMethod, "no/such/method"} {
+		if err := mcp.AddSendingCustomMethod[*rawParams, *rawResult](client, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mcp.AddSendingCustomMethod[*rawParams, *rawResult](client, "tools/list"); err == nil {
+		t.Error("a standard method was accepted as custom")
+	}
+	cs := connect(t, client, srv.URL(), nil)
+
+	res, err := mcp.CallCustomMethod[*rawParams, *rawResult](ctx, cs, CustomMethod, &rawParams{raw: json.RawMessage(`{"value":[1,"two"]}`)})
+	if err != nil || string(res.raw) != `{"value":[1,"two"]}` {
+		t.Fatalf("custom = %s, %v", res.raw, err)
+	}
+
+	// An unknown method is refused by go-sdk's server before JSON-RPC (HTTP
+	// 400, plain text), which the client takes as a broken connection.
+	_, err = mcp.CallCustomMethod[*rawParams, *rawResult](ctx, cs, "no/such/method", &rawParams{raw: json.RawMessage(`{}`)})
+	if err == nil {
+		t.Fatal("unknown method succeeded")
+	}
+	_, listErr := cs.ListTools(ctx, nil)
+	t.Logf("unknown method: %v; session afterwards: %v", err, listErr)
+	if listErr == nil {
+		t.Error("session survived an unknown method; update the findings")
+	}
+}
