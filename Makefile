@@ -1,0 +1,35 @@
+# Tapline. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+GO    ?= go
+
+.PHONY: help run test test-short verify generate build vet fmt bench-tracker migrate clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+run: ## Start the whole local stack (Redis, PostgreSQL, api, worker) with data under .data/.
+	@deploy/local/run.sh
+
+test: ## Run every test against throw-away Redis, Redis Cluster and PostgreSQL on loopback.
+	@deploy/local/test-services.sh $(GO) test -race -count=1 -timeout 20m ./...
+
+verify: ## Fail when generated code is stale, code is unformatted or go vet complains.
+	@$(MAKE) --no-print-directory generate
+	@git diff --exit-code -- internal/httpapi/apigen || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt would change these files"; exit 1; }
+	@$(GO) vet ./...
+
+generate: ## Regenerate the server glue from openapi.yaml.
+	@$(GO) generate ./internal/httpapi/apigen
+
+build: ## Build bin/api and bin/worker.
+	@$(GO) build -o bin/api ./cmd/api && $(GO) build -o bin/worker ./cmd/worker
+
+bench-tracker: ## Tracker benchmarks; prints claim_ratio and heartbeat_10k_ms last.
+	@bench/tracker.sh
+
+migrate: ## Apply migrations to the database in .data/tapline.env.
+	@set -a; . .data/tapline.env; set +a; $(GO) run ./cmd/api migrate
+
+clean: ## Remove build output (keeps .data/).
+	@rm -rf bin

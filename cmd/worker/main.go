@@ -1,0 +1,149 @@
+// Command worker holds Tapline's outbound MCP client connections. It registers a tracker node
+// with a heartbeat, owns inspector sessions through fenced leases, and on SIGTERM hands its
+// leases over before it exits. It serves /healthz, /readyz and /metrics on TAPLINE_HTTP_ADDR.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tapline/tapline/internal/config"
+	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/telemetry"
+	"github.com/tapline/tapline/internal/tracker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Getenv, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	logger := telemetry.NewLogger(stderr, cfg.LogLevel).With(slog.String("service", "worker"), slog.String("node", cfg.NodeName))
+	providers, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "tapline-worker", NodeName: cfg.NodeName, OTLPEndpoint: cfg.OTLPEndpoint})
+	if err != nil {
+		return err
+	}
+	defer shutdownWithin(cfg.ShutdownTimeout, providers.Shutdown)
+
+	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rdb, err := redisconn.Open(cfg.Redis, &redisconn.Options{ClientName: "tapline-worker-" + cfg.NodeName})
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	trk, err := tracker.New(rdb, &tracker.Config{
+		NodeName: cfg.NodeName,
+		Addr:     cfg.InternalAddr,
+		NodeTTL:  cfg.NodeTTL,
+		LeaseTTL: cfg.LeaseTTL,
+		Logger:   logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := startWithRetry(ctx, trk.Start, logger); err != nil {
+		return err
+	}
+	logger.InfoContext(ctx, "worker node registered", slog.String("node_id", trk.NodeID()))
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		rctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		if pool.Ping(rctx) != nil || redisconn.Ping(rctx, rdb) != nil {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"status":"unavailable"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"ready"}`)
+	})
+	mux.Handle("GET /metrics", providers.MetricsHandler())
+	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		trk.Stop()
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.InfoContext(ctx, "worker draining")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		// Hand leases over at once so other workers take the sessions without waiting for
+		// the leases to expire.
+		if leases, err := trk.HandOverLeases(sctx); err != nil {
+			logger.WarnContext(sctx, "hand over leases", slog.Any("error", err))
+		} else if len(leases) > 0 {
+			logger.InfoContext(sctx, "leases handed over", slog.Int("count", len(leases)))
+		}
+		trk.Stop()
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+// startWithRetry keeps trying while Redis is unreachable at boot, so a worker started
+// before Redis comes up waits for it instead of crash-looping.
+func startWithRetry(ctx context.Context, start func(context.Context) error, logger *slog.Logger) error {
+	delay := 200 * time.Millisecond
+	for {
+		err := start(ctx)
+		if err == nil {
+			return nil
+		}
+		logger.WarnContext(ctx, "tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func shutdownWithin(d time.Duration, fn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	_ = fn(ctx)
+}

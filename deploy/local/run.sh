@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# make run: the whole local stack on loopback. Installs redis-server and PostgreSQL through
+# apt when missing, keeps their data under .data/, migrates, bootstraps a `dev` tenant once,
+# starts one api and one worker, and prints the URL and the dev API key. Ctrl-C stops
+# everything it started; a second run reuses .data/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+# shellcheck source=lib.sh
+. deploy/local/lib.sh
+
+data="$root/.data"
+mkdir -p "$data/bin" "$data/log"
+
+: "${TAPLINE_PG_PORT:=54329}"
+: "${TAPLINE_REDIS_PORT:=63790}"
+: "${TAPLINE_API_ADDR:=127.0.0.1:8080}"
+: "${TAPLINE_WORKER_ADDR:=127.0.0.1:8081}"
+
+tl_ensure_services
+
+# PostgreSQL runs as the postgres user when we are root (initdb refuses root). If that user
+# cannot reach .data/ (a checkout under /root, say), its data lives in /var/tmp and .data/pg
+# is a link to it.
+pgdir="$data/pg"
+if [ "$(id -u)" = 0 ] && [ ! -e "$pgdir" ] && ! runuser -u postgres -- test -x "$data"; then
+  alt="/var/tmp/tapline-pg-$(printf '%s' "$root" | sha256sum | cut -c1-12)"
+  mkdir -p "$alt"
+  ln -s "$alt" "$pgdir"
+  tl_log "postgres cannot reach $data; its data is in $alt (linked from .data/pg)"
+fi
+pgdir=$(readlink -f "$pgdir")
+
+started_pg="" started_redis="" pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$started_redis" ] && tl_redis_stop "$data/redis"
+  [ -n "$started_pg" ] && tl_pg_stop "$pgdir"
+  tl_log "Tapline stopped."
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+if psql -h 127.0.0.1 -p "$TAPLINE_PG_PORT" -U postgres -tAc 'select 1' postgres >/dev/null 2>&1; then
+  tl_log "PostgreSQL already answers on :$TAPLINE_PG_PORT; using it"
+else
+  tl_log "starting PostgreSQL on 127.0.0.1:$TAPLINE_PG_PORT (data in .data/pg)"
+  tl_pg_start "$pgdir" "$TAPLINE_PG_PORT"
+  started_pg=1
+fi
+tl_pg_createdb "$TAPLINE_PG_PORT" tapline
+
+if redis-cli -h 127.0.0.1 -p "$TAPLINE_REDIS_PORT" ping >/dev/null 2>&1; then
+  tl_log "Redis already answers on :$TAPLINE_REDIS_PORT; using it"
+else
+  tl_log "starting Redis on 127.0.0.1:$TAPLINE_REDIS_PORT (data in .data/redis)"
+  tl_redis_start "$data/redis" "$TAPLINE_REDIS_PORT" --appendonly yes
+  started_redis=1
+fi
+
+if [ ! -s "$data/secret-key" ]; then
+  (umask 077; head -c 32 /dev/urandom | base64 >"$data/secret-key")
+fi
+
+cat >"$data/tapline.env" <<ENV
+TAPLINE_DATABASE_URL=postgres://postgres@127.0.0.1:$TAPLINE_PG_PORT/tapline?sslmode=disable
+TAPLINE_REDIS_URL=redis://127.0.0.1:$TAPLINE_REDIS_PORT/0
+TAPLINE_SECRET_KEY=$(cat "$data/secret-key")
+TAPLINE_HTTP_ADDR=$TAPLINE_API_ADDR
+TAPLINE_DEV=true
+TAPLINE_LOG_LEVEL=${TAPLINE_LOG_LEVEL:-info}
+ENV
+chmod 600 "$data/tapline.env"
+set -a
+# shellcheck disable=SC1091
+. "$data/tapline.env"
+set +a
+
+tl_log "building api and worker"
+go build -o "$data/bin/api" ./cmd/api
+go build -o "$data/bin/worker" ./cmd/worker
+
+"$data/bin/api" migrate 2>>"$data/log/api.log"
+
+if [ ! -s "$data/dev-api-key" ]; then
+  (umask 077; "$data/bin/api" bootstrap --tenant dev --email dev@localhost >"$data/dev-api-key.tmp" 2>>"$data/log/api.log")
+  mv "$data/dev-api-key.tmp" "$data/dev-api-key"
+fi
+
+TAPLINE_HTTP_ADDR=$TAPLINE_WORKER_ADDR TAPLINE_NODE_NAME=worker-1 "$data/bin/worker" 2>>"$data/log/worker.log" &
+pids+=($!)
+TAPLINE_NODE_NAME=api-1 "$data/bin/api" 2>>"$data/log/api.log" &
+pids+=($!)
+
+url="http://$TAPLINE_API_ADDR"
+for _ in $(seq 1 100); do
+  if curl -fsS "$url/readyz" >/dev/null 2>&1; then break; fi
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null || { tl_log "a process exited; see .data/log/"; tail -n 20 "$data"/log/*.log >&2; exit 1; }
+  done
+  sleep 0.1
+done
+curl -fsS "$url/readyz" >/dev/null || { tl_log "api did not become ready; see .data/log/api.log"; exit 1; }
+
+echo "Tapline is running at $url"
+echo "Dev API key: $(cat "$data/dev-api-key")"
+echo "  curl -H \"Authorization: Bearer \$(cat .data/dev-api-key)\" $url/v1/me"
+echo "Logs in .data/log/; environment in .data/tapline.env. Ctrl-C stops everything."
+
+# Wait until Ctrl-C or until a process dies.
+while :; do
+  for p in "${pids[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+      tl_log "process $p exited; stopping (see .data/log/)"
+      exit 1
+    fi
+  done
+  sleep 1
+done
