@@ -1,0 +1,174 @@
+package inspector
+
+import (
+	"context"
+	"time"
+
+	"github.com/tapline/tapline/internal/tracker"
+)
+
+// FollowParams configures Follow.
+type FollowParams struct {
+	// AfterSeq is the last seq the client has; Follow starts after it.
+	AfterSeq int64
+	// Types filters events; empty means all.
+	Types []EventType
+	// Watcher, when set, is tracked as a watcher of the session (presence) while Follow runs.
+	Watcher *Watcher
+	// Emit receives every event in seq order, exactly once. An error stops Follow.
+	Emit func(Event) error
+	// Idle is called when no event was emitted for the keep-alive interval (the SSE handler
+	// writes a comment). An error stops Follow.
+	Idle func() error
+}
+
+// Watcher identifies someone watching a session, for presence.
+type Watcher struct {
+	StreamID  string
+	Principal string
+	Name      string
+}
+
+// Follow replays a session's events after p.AfterSeq from PostgreSQL and then follows the
+// live stream, with no gap and no duplicate: live events are only published after they are
+// committed, so whatever pub/sub drops is read back from the database. It returns when ctx
+// ends or a callback fails.
+func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p FollowParams) error {
+	if _, err := s.store.GetSession(ctx, tenantID, sessionID); err != nil {
+		return err
+	}
+	// Subscribe before reading the backlog so nothing published meanwhile is missed.
+	sub, err := s.hub.subscribe(ctx, tenantID, sessionID)
+	if err != nil {
+		return err
+	}
+	defer sub.close()
+	if p.Watcher != nil {
+		ref := tracker.StreamRef(tenantID, sessionID, p.Watcher.StreamID)
+		if err := s.cfg.Tracker.Track(ctx, ref, tracker.Meta{"principal": p.Watcher.Principal, "name": p.Watcher.Name}); err == nil {
+			_ = s.doorbell(ctx, tenantID, sessionID, OpWatchers, nil)
+			defer func() {
+				cctx := context.WithoutCancel(ctx)
+				_ = s.cfg.Tracker.Untrack(cctx, ref)
+				_ = s.doorbell(cctx, tenantID, sessionID, OpWatchers, nil)
+			}()
+		}
+	}
+	types := map[EventType]bool{}
+	for _, t := range p.Types {
+		types[t] = true
+	}
+	last := p.AfterSeq
+	emit := func(e Event) error {
+		last = e.Seq
+		if len(types) > 0 && !types[e.Type] {
+			return nil
+		}
+		return p.Emit(e)
+	}
+	// catchUp emits everything committed after last, up to upTo (0: all there is).
+	catchUp := func(upTo int64) error {
+		for {
+			page, err := s.store.Events(ctx, tenantID, sessionID, EventsParams{AfterSeq: last, Limit: 500})
+			if err != nil {
+				return err
+			}
+			for _, e := range page {
+				if upTo > 0 && e.Seq > upTo {
+					return nil
+				}
+				if err := emit(e); err != nil {
+					return err
+				}
+			}
+			if len(page) < 500 {
+				return nil
+			}
+		}
+	}
+	if err := catchUp(0); err != nil {
+		return err
+	}
+	keepAlive := time.NewTicker(s.cfg.KeepAlive)
+	defer keepAlive.Stop()
+	quiet := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-sub.C:
+			if e.Seq <= last {
+				continue
+			}
+			if e.Seq > last+1 {
+				if err := catchUp(e.Seq - 1); err != nil {
+					return err
+				}
+			}
+			if e.Seq == last+1 {
+				if err := emit(e); err != nil {
+					return err
+				}
+			}
+			quiet = false
+		case <-sub.Resync:
+			if err := catchUp(0); err != nil {
+				return err
+			}
+		case <-keepAlive.C:
+			if quiet {
+				// A lost last message has no successor to reveal the gap: look now.
+				if err := catchUp(0); err != nil {
+					return err
+				}
+				if p.Idle != nil {
+					if err := p.Idle(); err != nil {
+						return err
+					}
+				}
+			}
+			quiet = true
+		}
+	}
+}
+
+// ClientConfig is the session's target in the mcp.json shape clients read. Secret values
+// are replaced by ${ENV} placeholders; Tapline never returns them.
+func ClientConfig(sess *Session) map[string]any {
+	server := map[string]any{"url": sess.Target.URL}
+	if sess.Target.Transport == TransportSSE {
+		server["type"] = "sse"
+	} else {
+		server["type"] = "http"
+	}
+	headers := map[string]string{}
+	for _, h := range sess.Target.HeaderNames {
+		headers[h] = "${" + envName(h) + "}"
+	}
+	if sess.Target.HasBearerToken {
+		headers["Authorization"] = "Bearer ${MCP_BEARER_TOKEN}"
+	}
+	if len(headers) > 0 {
+		server["headers"] = headers
+	}
+	name := sess.Name
+	if name == "" {
+		name = "server"
+	}
+	return map[string]any{"mcpServers": map[string]any{name: server}}
+}
+
+func envName(header string) string {
+	out := make([]rune, 0, len(header))
+	for _, r := range header {
+		switch {
+		case r >= 'a' && r <= 'z':
+			out = append(out, r-'a'+'A')
+		case r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			out = append(out, r)
+		default:
+			out = append(out, '_')
+		}
+	}
+	return string(out)
+}

@@ -1,0 +1,565 @@
+package inspector
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tapline/tapline/internal/netguard"
+	"github.com/tapline/tapline/internal/secretbox"
+	"github.com/tapline/tapline/internal/tracker"
+)
+
+// DefaultPrefix starts every Redis key and channel of the command bus and live events.
+const DefaultPrefix = "tapline"
+
+// ServiceConfig configures the api-side Service.
+type ServiceConfig struct {
+	Pool    *pgxpool.Pool
+	Redis   redis.UniversalClient
+	Tracker *tracker.Tracker
+	Guard   *netguard.Guard
+	Keys    *secretbox.Keyring
+	// Prefix starts Redis keys and channels. Defaults to DefaultPrefix.
+	Prefix string
+	// MaxLiveSessions caps live sessions per tenant. Defaults to 50.
+	MaxLiveSessions int
+	// CommandTimeout bounds a synchronous command. Defaults to 15s.
+	CommandTimeout time.Duration
+	// KeepAlive is the SSE keep-alive interval. Defaults to 15s.
+	KeepAlive time.Duration
+	Logger    *slog.Logger
+}
+
+// Service is the api side of inspector sessions: it stores what scripts and browsers ask
+// for and forwards what needs the live connection to the worker that owns the session.
+type Service struct {
+	cfg      ServiceConfig
+	store    *Store
+	commands *commandClient
+	hub      *liveHub
+	logger   *slog.Logger
+}
+
+// NewService validates cfg and builds a Service; call Start before use and Stop after.
+func NewService(cfg *ServiceConfig) (*Service, error) {
+	if cfg == nil || cfg.Pool == nil || cfg.Redis == nil || cfg.Tracker == nil || cfg.Guard == nil || cfg.Keys == nil {
+		return nil, errors.New("inspector: Pool, Redis, Tracker, Guard and Keys are required")
+	}
+	c := *cfg
+	c.Prefix = cmp.Or(c.Prefix, DefaultPrefix)
+	c.MaxLiveSessions = cmp.Or(c.MaxLiveSessions, 50)
+	c.CommandTimeout = cmp.Or(c.CommandTimeout, 15*time.Second)
+	c.KeepAlive = cmp.Or(c.KeepAlive, 15*time.Second)
+	logger := c.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		cfg:      c,
+		store:    NewStore(c.Pool),
+		commands: newCommandClient(c.Redis, c.Prefix, c.Tracker.NodeID(), logger),
+		hub:      newLiveHub(c.Redis, c.Prefix, logger),
+		logger:   logger,
+	}, nil
+}
+
+// Start subscribes to command replies and live events.
+func (s *Service) Start(ctx context.Context) error {
+	if err := s.commands.start(ctx); err != nil {
+		return err
+	}
+	s.hub.start(ctx)
+	return nil
+}
+
+// Stop closes the subscriptions.
+func (s *Service) Stop() {
+	s.hub.stop()
+	s.commands.stop()
+}
+
+// Store exposes the service's store for read paths.
+func (s *Service) Store() *Store { return s.store }
+
+// CreateSessionParams is a new session.
+type CreateSessionParams struct {
+	Name      string
+	Target    Target
+	Roots     []Root
+	CreatedBy string
+}
+
+// maxHeaderValue and maxHeaders bound what a session may send to its target.
+const (
+	maxHeaders     = 32
+	maxHeaderValue = 8 << 10
+	maxRoots       = 100
+)
+
+// reservedHeaders are set by the transport; a session may not override them.
+var reservedHeaders = []string{"host", "content-length", "content-type", "accept", "connection", "transfer-encoding", //nolint:gochecknoglobals // lookup table
+	"upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "mcp-session-id", "mcp-protocol-version", "last-event-id"}
+
+// validateTarget checks a target's shape and asks the SSRF guard whether it may be reached.
+func (s *Service) validateTarget(ctx context.Context, t *Target) error {
+	t.Transport = cmp.Or(t.Transport, TransportStreamableHTTP)
+	if t.Transport != TransportStreamableHTTP && t.Transport != TransportSSE {
+		return &ValidationError{Field: "target.transport", Reason: "want streamable_http or sse"}
+	}
+	t.ProtocolVersion = cmp.Or(t.ProtocolVersion, "auto")
+	if !slices.Contains(ProtocolVersions, t.ProtocolVersion) {
+		return &ValidationError{Field: "target.protocol_version", Reason: "want auto or one of " + strings.Join(ProtocolVersions[1:], ", ")}
+	}
+	u, err := url.Parse(t.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &ValidationError{Field: "target.url", Reason: "want an absolute http or https URL"}
+	}
+	if u.User != nil {
+		return &ValidationError{Field: "target.url", Reason: "credentials in the URL are not allowed; use headers or bearer_token"}
+	}
+	if len(t.URL) > 2048 {
+		return &ValidationError{Field: "target.url", Reason: "at most 2048 characters"}
+	}
+	if len(t.Headers) > maxHeaders {
+		return &ValidationError{Field: "target.headers", Reason: fmt.Sprintf("at most %d headers", maxHeaders)}
+	}
+	for name, value := range t.Headers {
+		field := "target.headers." + name
+		if !validHeaderName(name) {
+			return &ValidationError{Field: field, Reason: "not a valid header name"}
+		}
+		if slices.Contains(reservedHeaders, strings.ToLower(name)) {
+			return &ValidationError{Field: field, Reason: "set by the transport; cannot be overridden"}
+		}
+		if strings.EqualFold(name, "authorization") && t.BearerToken != "" {
+			return &ValidationError{Field: field, Reason: "give either an Authorization header or bearer_token"}
+		}
+		if len(value) > maxHeaderValue || strings.ContainsAny(value, "\r\n\x00") {
+			return &ValidationError{Field: field, Reason: "value too long or contains control characters"}
+		}
+	}
+	if len(t.BearerToken) > maxHeaderValue || strings.ContainsAny(t.BearerToken, "\r\n\x00 ") {
+		return &ValidationError{Field: "target.bearer_token", Reason: "too long or contains spaces or control characters"}
+	}
+	if err := s.cfg.Guard.CheckURL(ctx, t.URL); err != nil {
+		var refused *netguard.RefusedError
+		if errors.As(err, &refused) {
+			return &TargetRefusedError{Reason: refused.Error(), Err: err}
+		}
+		return &TargetRefusedError{Reason: "cannot resolve the target host", Err: err}
+	}
+	return nil
+}
+
+func validHeaderName(name string) bool {
+	if name == "" || len(name) > 256 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+func validateRoots(roots []Root) error {
+	if len(roots) > maxRoots {
+		return &ValidationError{Field: "roots", Reason: fmt.Sprintf("at most %d roots", maxRoots)}
+	}
+	for i, r := range roots {
+		u, err := url.Parse(r.URI)
+		if err != nil || u.Scheme == "" || len(r.URI) > 2048 {
+			return &ValidationError{Field: fmt.Sprintf("roots.%d.uri", i), Reason: "want an absolute URI such as file:///path"}
+		}
+		if len(r.Name) > 200 {
+			return &ValidationError{Field: fmt.Sprintf("roots.%d.name", i), Reason: "at most 200 characters"}
+		}
+	}
+	return nil
+}
+
+// CreateSession stores a new session and wakes the workers so one connects it.
+func (s *Service) CreateSession(ctx context.Context, tenantID string, p CreateSessionParams) (*Session, error) {
+	if len(p.Name) > 200 {
+		return nil, &ValidationError{Field: "name", Reason: "at most 200 characters"}
+	}
+	if err := validateRoots(p.Roots); err != nil {
+		return nil, err
+	}
+	if err := s.validateTarget(ctx, &p.Target); err != nil {
+		return nil, err
+	}
+	id := newID()
+	sealed, err := sealSecrets(s.cfg.Keys, tenantID, id, p.Target)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.store.insertSession(ctx, tenantID, insertSessionParams{
+		ID: id, Name: p.Name, CreatedBy: p.CreatedBy, Target: p.Target, Sealed: sealed, Roots: p.Roots,
+		MaxLive: s.cfg.MaxLiveSessions,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.commands.wake(ctx)
+	return sess, nil
+}
+
+// GetSession returns one session.
+func (s *Service) GetSession(ctx context.Context, tenantID, id string) (*Session, error) {
+	return s.store.GetSession(ctx, tenantID, id)
+}
+
+// ListSessions pages through a tenant's sessions.
+func (s *Service) ListSessions(ctx context.Context, tenantID string, p ListSessionsParams) (*Page[Session], error) {
+	return s.store.ListSessions(ctx, tenantID, p)
+}
+
+// CloseSession closes a session; its history stays. Closing a closed session is a no-op.
+func (s *Service) CloseSession(ctx context.Context, tenantID, id string) (*Session, error) {
+	sess, changed, err := s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusConnecting, StatusReady, StatusError}, StatusClosed, "closed by request")
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		// The owner notices the status through the doorbell and disconnects.
+		_ = s.doorbell(ctx, tenantID, id, OpClose, nil)
+	}
+	return sess, nil
+}
+
+// ReconnectSession asks for a fresh connection to the same target. A closed or failed
+// session becomes connecting again.
+func (s *Service) ReconnectSession(ctx context.Context, tenantID, id string) (*Session, error) {
+	sess, err := s.store.GetSession(ctx, tenantID, id)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Status == StatusClosed || sess.Status == StatusError {
+		sess, _, err = s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusClosed, StatusError}, StatusConnecting, "")
+		if err != nil {
+			return nil, err
+		}
+		s.commands.wake(ctx)
+		return sess, nil
+	}
+	if err := s.doorbell(ctx, tenantID, id, OpReconnect, nil); err != nil {
+		return nil, err
+	}
+	return s.store.GetSession(ctx, tenantID, id)
+}
+
+// Request runs a fast operation on the session's live connection and returns the target's
+// JSON result. A JSON-RPC error from the target is a *RemoteError.
+func (s *Service) Request(ctx context.Context, tenantID, sessionID string, op Op, params any) (json.RawMessage, error) {
+	sess, err := s.store.GetSession(ctx, tenantID, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Status != StatusReady && sess.Status != StatusConnecting {
+		return nil, fmt.Errorf("%w: it is %s", ErrNotReady, sess.Status)
+	}
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := s.call(ctx, tenantID, sessionID, &Command{ID: newID(), Op: op, TenantID: tenantID, Session: sessionID, Params: raw})
+	if err != nil {
+		return nil, err
+	}
+	return rep.Result, rep.err()
+}
+
+// call delivers a command to the session's owner and waits for the reply, following the
+// session to a new owner when it moves, until the command timeout.
+func (s *Service) call(ctx context.Context, tenantID, sessionID string, cmd *Command) (*Reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
+	defer cancel()
+	cmd.Deadline = time.Now().Add(s.cfg.CommandTimeout)
+	for {
+		node, err := s.awaitOwner(ctx, tenantID, sessionID)
+		if err != nil {
+			return nil, err
+		}
+		// Give each attempt a slice of the budget, so a command sent to an owner that
+		// died is redelivered to the next one (the same id makes it harmless).
+		actx, acancel := context.WithTimeout(ctx, max(s.cfg.CommandTimeout/3, time.Second))
+		rep, err := s.commands.request(actx, node, cmd)
+		acancel()
+		switch {
+		case err == nil && errors.Is(rep.err(), errNotOwner):
+			// The session moved between our lookup and the delivery.
+		case err == nil:
+			return rep, nil
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%w: %s", ErrNoWorker, cmd.Op)
+		case !errors.Is(err, context.DeadlineExceeded):
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %s", ErrNoWorker, cmd.Op)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// awaitOwner returns the node holding the session's lease, waiting (and waking workers)
+// while nobody holds it.
+func (s *Service) awaitOwner(ctx context.Context, tenantID, sessionID string) (string, error) {
+	woke := false
+	for {
+		node, _, err := s.cfg.Tracker.LeaseHolder(ctx, tenantID, sessionID)
+		if err == nil {
+			return node, nil
+		}
+		if !errors.Is(err, tracker.ErrNotFound) {
+			return "", err
+		}
+		if !woke {
+			s.commands.wake(ctx)
+			woke = true
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: no worker holds the session", ErrNoWorker)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// doorbell tells the owner, if any, that durable state changed; without an owner the next
+// owner reads that state when it adopts the session.
+func (s *Service) doorbell(ctx context.Context, tenantID, sessionID string, op Op, params any) error {
+	node, _, err := s.cfg.Tracker.LeaseHolder(ctx, tenantID, sessionID)
+	if errors.Is(err, tracker.ErrNotFound) {
+		s.commands.wake(ctx)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	raw, _ := json.Marshal(params)
+	return s.commands.send(ctx, node, &Command{ID: newID(), Op: op, TenantID: tenantID, Session: sessionID, Params: raw,
+		Deadline: time.Now().Add(s.cfg.CommandTimeout)})
+}
+
+// StartCallParams is a tool call.
+type StartCallParams struct {
+	Name      string
+	Arguments json.RawMessage
+	CreatedBy string
+}
+
+// StartCall queues a tool call and rings the owner. The call's progress and result arrive
+// as events and in GetCall.
+func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p StartCallParams) (*Call, error) {
+	if !validID(tenantID) || !validID(sessionID) {
+		return nil, ErrNotFound
+	}
+	if p.Name == "" || len(p.Name) > 256 {
+		return nil, &ValidationError{Field: "name", Reason: "a tool name of 1 to 256 characters"}
+	}
+	args := p.Arguments
+	if len(args) == 0 || string(args) == "null" {
+		args = json.RawMessage(`{}`)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(args, &obj); err != nil {
+		return nil, &ValidationError{Field: "arguments", Reason: "must be a JSON object"}
+	}
+	call, err := s.store.insertCall(ctx, tenantID, sessionID, newID(), p.Name, args, p.CreatedBy)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.doorbell(ctx, tenantID, sessionID, OpStartCall, map[string]string{"call_id": call.ID}); err != nil {
+		s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", err))
+	}
+	return call, nil
+}
+
+// GetCall returns a call.
+func (s *Service) GetCall(ctx context.Context, tenantID, sessionID, callID string) (*Call, error) {
+	return s.store.GetCall(ctx, tenantID, sessionID, callID)
+}
+
+// WaitCall returns the call once it has finished or wait has passed, whichever is first.
+func (s *Service) WaitCall(ctx context.Context, tenantID, sessionID, callID string, wait time.Duration) (*Call, error) {
+	call, err := s.store.GetCall(ctx, tenantID, sessionID, callID)
+	if err != nil || call.Status.Finished() || wait <= 0 {
+		return call, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	sub, err := s.hub.subscribe(ctx, tenantID, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.close()
+	// The result may have landed between the read above and the subscription.
+	poll := time.NewTicker(500 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		call, err = s.store.GetCall(context.WithoutCancel(ctx), tenantID, sessionID, callID)
+		if err != nil || call.Status.Finished() {
+			return call, err
+		}
+		select {
+		case <-ctx.Done():
+			return call, nil
+		case e := <-sub.C:
+			if e.Type != EventCallResult || !strings.Contains(string(e.Data), callID) {
+				continue
+			}
+		case <-sub.Resync:
+		case <-poll.C:
+		}
+	}
+}
+
+// CancelCall cancels a call: a queued one at once, a running one through its owner, which
+// sends notifications/cancelled (or closes the request stream in 2026-07-28).
+func (s *Service) CancelCall(ctx context.Context, tenantID, sessionID, callID string) (*Call, error) {
+	call, err := s.store.GetCall(ctx, tenantID, sessionID, callID)
+	if err != nil || call.Status.Finished() {
+		return call, err
+	}
+	if call.Status == CallQueued {
+		if ok, err := s.store.cancelQueuedCall(ctx, tenantID, sessionID, callID); err != nil || ok {
+			if err != nil {
+				return nil, err
+			}
+			return s.store.GetCall(ctx, tenantID, sessionID, callID)
+		}
+	}
+	raw, _ := json.Marshal(map[string]string{"call_id": callID})
+	if _, err := s.call(ctx, tenantID, sessionID, &Command{ID: newID(), Op: OpCancelCall, TenantID: tenantID, Session: sessionID, Params: raw}); err != nil {
+		return nil, err
+	}
+	return s.WaitCall(ctx, tenantID, sessionID, callID, 2*time.Second)
+}
+
+// ListCalls returns a session's recent calls.
+func (s *Service) ListCalls(ctx context.Context, tenantID, sessionID string, limit int) ([]Call, error) {
+	return s.store.ListCalls(ctx, tenantID, sessionID, limit)
+}
+
+// ListPending lists a session's parked requests (statuses filters; none = all).
+func (s *Service) ListPending(ctx context.Context, tenantID, sessionID string, statuses []PendingStatus) ([]Pending, error) {
+	return s.store.ListPending(ctx, tenantID, sessionID, statuses)
+}
+
+// AnswerPending records a person's answer to a parked request and rings the owner, which
+// sends it to the target. Answering twice is ErrConflict.
+func (s *Service) AnswerPending(ctx context.Context, tenantID, sessionID, requestID, by string, a PendingAnswer) (*Pending, error) {
+	p, err := s.store.GetPending(ctx, tenantID, sessionID, requestID)
+	if err != nil {
+		return nil, err
+	}
+	if p.Status != PendingWaiting {
+		return nil, fmt.Errorf("%w: the request is %s", ErrConflict, p.Status)
+	}
+	if err := validateAnswer(p.Kind, &a); err != nil {
+		return nil, err
+	}
+	answer, _ := json.Marshal(a)
+	status := PendingAnswered
+	if a.Action == "cancel" {
+		status = PendingCancelled
+	}
+	out, changed, err := s.store.resolvePending(ctx, tenantID, sessionID, requestID, status, answer, by)
+	if err != nil {
+		return nil, err
+	}
+	if !changed {
+		return nil, fmt.Errorf("%w: the request is %s", ErrConflict, out.Status)
+	}
+	if err := s.doorbell(ctx, tenantID, sessionID, OpAnswerPending, map[string]string{"request_id": requestID}); err != nil {
+		s.logger.WarnContext(ctx, "answer doorbell", slog.Any("error", err))
+	}
+	return out, nil
+}
+
+func validateAnswer(kind PendingKind, a *PendingAnswer) error {
+	switch kind {
+	case PendingSampling:
+		if (len(a.Result) == 0) == (a.Error == nil) {
+			return &ValidationError{Field: "result", Reason: "give either result (a CreateMessageResult) or error"}
+		}
+		if len(a.Result) > 0 {
+			var r struct {
+				Role    string          `json:"role"`
+				Model   string          `json:"model"`
+				Content json.RawMessage `json:"content"`
+			}
+			if err := json.Unmarshal(a.Result, &r); err != nil || r.Content == nil || r.Role == "" {
+				return &ValidationError{Field: "result", Reason: "a CreateMessageResult needs role, model and content"}
+			}
+		}
+	case PendingElicitation, PendingInputRequired:
+		switch a.Action {
+		case "accept":
+			if len(a.Content) > 0 {
+				var obj map[string]any
+				if err := json.Unmarshal(a.Content, &obj); err != nil {
+					return &ValidationError{Field: "content", Reason: "must be a JSON object"}
+				}
+			}
+		case "decline", "cancel":
+			if len(a.Content) > 0 && string(a.Content) != "null" {
+				return &ValidationError{Field: "content", Reason: "only an accepted elicitation carries content"}
+			}
+		default:
+			if kind == PendingInputRequired && (len(a.Result) > 0 || a.Error != nil) {
+				return nil
+			}
+			return &ValidationError{Field: "action", Reason: "want accept, decline or cancel"}
+		}
+	}
+	return nil
+}
+
+// SetRoots replaces the session's roots; the owner sends notifications/roots/list_changed.
+func (s *Service) SetRoots(ctx context.Context, tenantID, sessionID string, roots []Root) ([]Root, error) {
+	if err := validateRoots(roots); err != nil {
+		return nil, err
+	}
+	roots = nonNilRoots(roots)
+	sess, err := s.store.GetSession(ctx, tenantID, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Status.Live() {
+		if _, err := s.Request(ctx, tenantID, sessionID, OpSetRoots, map[string]any{"roots": roots}); err != nil {
+			return nil, err
+		}
+		return roots, nil
+	}
+	// Not connected: remember them for the next connection.
+	if err := s.store.setRootsOffline(ctx, tenantID, sessionID, roots); err != nil {
+		return nil, err
+	}
+	return roots, nil
+}
+
+// Events returns a page of a session's events.
+func (s *Service) Events(ctx context.Context, tenantID, sessionID string, p EventsParams) ([]Event, error) {
+	return s.store.Events(ctx, tenantID, sessionID, p)
+}
+
+// ExportEvents streams a session's whole history.
+func (s *Service) ExportEvents(ctx context.Context, tenantID, sessionID string, fn func(Event) error) error {
+	return s.store.ExportEvents(ctx, tenantID, sessionID, fn)
+}

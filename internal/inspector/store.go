@@ -1,0 +1,768 @@
+package inspector
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tapline/tapline/internal/db"
+)
+
+// Store persists sessions, events, calls and pending requests. Every method takes the tenant
+// id after the context and runs in a tenant transaction; methods used by an owner take its
+// epoch and fail with db.ErrStaleEpoch when a newer owner exists.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store on pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// validID reports whether s is a UUID; anything else is answered as not found without a query.
+func validID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
+}
+
+const sessionColumns = `id, tenant_id, name, status, status_error, transport, url, protocol_pref, header_names,
+	has_bearer, server_info, capabilities, instructions, protocol_version, roots, logging_level, subscriptions,
+	last_seq, epoch, owner_node, created_by, created_at, updated_at, closed_at`
+
+func scanSession(row pgx.Row) (*Session, error) {
+	var s Session
+	var roots []byte
+	if err := row.Scan(&s.ID, &s.TenantID, &s.Name, &s.Status, &s.Error, &s.Target.Transport, &s.Target.URL,
+		&s.Target.ProtocolVersion, &s.Target.HeaderNames, &s.Target.HasBearerToken, &s.ServerInfo, &s.Capabilities,
+		&s.Instructions, &s.ProtocolVersion, &roots, &s.LoggingLevel, &s.Subscriptions, &s.LastSeq, &s.Epoch,
+		&s.OwnerNode, &s.CreatedBy, &s.CreatedAt, &s.UpdatedAt, &s.ClosedAt); err != nil {
+		return nil, db.InterpretError(err)
+	}
+	if err := json.Unmarshal(roots, &s.Roots); err != nil {
+		return nil, fmt.Errorf("decode roots: %w", err)
+	}
+	if s.Target.HeaderNames == nil {
+		s.Target.HeaderNames = []string{}
+	}
+	if s.Subscriptions == nil {
+		s.Subscriptions = []string{}
+	}
+	return &s, nil
+}
+
+// insertSessionParams is a new session row.
+type insertSessionParams struct {
+	ID, Name, CreatedBy string
+	Target              Target
+	Sealed              []byte
+	Roots               []Root
+	MaxLive             int
+}
+
+// InsertSession stores a new connecting session, refusing it when the tenant already has
+// MaxLive live sessions. The check and the insert are serialised per tenant.
+func (s *Store) insertSession(ctx context.Context, tenantID string, p insertSessionParams) (*Session, error) {
+	var out *Session
+	headerNames := make([]string, 0, len(p.Target.Headers))
+	for k := range p.Target.Headers {
+		headerNames = append(headerNames, k)
+	}
+	slices.Sort(headerNames)
+	roots, _ := json.Marshal(nonNilRoots(p.Roots))
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock(hashtextextended('live-sessions:' || $1, 0))", tenantID); err != nil {
+			return db.InterpretError(err)
+		}
+		var live int
+		if err := tx.QueryRow(ctx, `select count(*) from sessions where tenant_id = $1 and status in ('connecting', 'ready')`,
+			tenantID).Scan(&live); err != nil {
+			return db.InterpretError(err)
+		}
+		if p.MaxLive > 0 && live >= p.MaxLive {
+			return fmt.Errorf("%w (%d)", ErrLiveSessionLimit, p.MaxLive)
+		}
+		var err error
+		out, err = scanSession(tx.QueryRow(ctx, `insert into sessions
+			(id, tenant_id, name, transport, url, protocol_pref, secrets, header_names, has_bearer, status, roots, created_by)
+			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'connecting', $10, $11)
+			returning `+sessionColumns,
+			p.ID, tenantID, p.Name, p.Target.Transport, p.Target.URL, p.Target.ProtocolVersion, p.Sealed, headerNames,
+			p.Target.BearerToken != "", roots, p.CreatedBy))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("insert session: %w", err)
+	}
+	return out, nil
+}
+
+func nonNilRoots(r []Root) []Root {
+	if r == nil {
+		return []Root{}
+	}
+	return r
+}
+
+// GetSession returns one session.
+func (s *Store) GetSession(ctx context.Context, tenantID, id string) (*Session, error) {
+	if !validID(tenantID) || !validID(id) {
+		return nil, ErrNotFound
+	}
+	var out *Session
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanSession(tx.QueryRow(ctx, `select `+sessionColumns+` from sessions where tenant_id = $1 and id = $2`, tenantID, id))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get session: %w", err)
+	}
+	return out, nil
+}
+
+// sessionSecrets returns the sealed secrets of a session, for its owner.
+func (s *Store) sessionSecrets(ctx context.Context, tenantID, id string) ([]byte, error) {
+	var sealed []byte
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		return db.InterpretError(tx.QueryRow(ctx, `select secrets from sessions where tenant_id = $1 and id = $2`, tenantID, id).Scan(&sealed))
+	})
+	return sealed, err
+}
+
+// ListSessionsParams selects a page of sessions, newest first.
+type ListSessionsParams struct {
+	Status []Status
+	Limit  int
+	Cursor string
+}
+
+// ListSessions pages through a tenant's sessions.
+func (s *Store) ListSessions(ctx context.Context, tenantID string, p ListSessionsParams) (*Page[Session], error) {
+	if !validID(tenantID) {
+		return nil, ErrNotFound
+	}
+	limit := clampLimit(p.Limit, 50, 200)
+	at, id, err := decodeCursor(p.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	statuses := make([]string, len(p.Status))
+	for i, st := range p.Status {
+		statuses[i] = string(st)
+	}
+	page := &Page[Session]{Items: []Session{}}
+	err = db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `select `+sessionColumns+` from sessions
+			where tenant_id = $1 and (cardinality($2::text[]) = 0 or status = any($2))
+			  and ($3::timestamptz is null or (created_at, id) < ($3, nullif($4, '')::uuid))
+			order by created_at desc, id desc limit $5`, tenantID, statuses, at, id, limit+1)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			sess, err := scanSession(rows)
+			if err != nil {
+				return err
+			}
+			page.Items = append(page.Items, *sess)
+		}
+		return db.InterpretError(rows.Err())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		last := page.Items[limit-1]
+		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+	}
+	return page, nil
+}
+
+// setSessionStatus changes a session's status from outside the owner (close, reconnect).
+// It returns the session as it is afterwards.
+func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from []Status, to Status, reason string) (*Session, bool, error) {
+	if !validID(tenantID) || !validID(id) {
+		return nil, false, ErrNotFound
+	}
+	var out *Session
+	changed := false
+	fromS := make([]string, len(from))
+	for i, f := range from {
+		fromS[i] = string(f)
+	}
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanSession(tx.QueryRow(ctx, `update sessions set status = $3, status_error = $4, updated_at = now(),
+				closed_at = case when $3 = 'closed' then now() else null end
+			where tenant_id = $1 and id = $2 and status = any($5) returning `+sessionColumns, tenantID, id, to, reason, fromS))
+		if errors.Is(err, db.ErrNotFound) {
+			out, err = scanSession(tx.QueryRow(ctx, `select `+sessionColumns+` from sessions where tenant_id = $1 and id = $2`, tenantID, id))
+			return err
+		}
+		changed = err == nil
+		return err
+	})
+	return out, changed, err
+}
+
+// OwnerUpdate is what an owner records about its connection.
+type OwnerUpdate struct {
+	Status          *Status
+	Error           *string
+	ServerInfo      json.RawMessage
+	Capabilities    json.RawMessage
+	Instructions    *string
+	ProtocolVersion *string
+	Roots           []Root
+	LoggingLevel    *string
+	Subscriptions   []string
+	SetSubs         bool
+}
+
+// updateAsOwner applies u if epoch is still the session's epoch, else db.ErrStaleEpoch.
+func (s *Store) updateAsOwner(ctx context.Context, tenantID, id string, epoch int64, u OwnerUpdate) error {
+	sets := []string{"updated_at = now()"}
+	args := []any{tenantID, id, epoch}
+	add := func(col string, v any) {
+		args = append(args, v)
+		sets = append(sets, col+" = $"+strconv.Itoa(len(args)))
+	}
+	if u.Status != nil {
+		add("status", *u.Status)
+	}
+	if u.Error != nil {
+		add("status_error", *u.Error)
+	}
+	if u.ServerInfo != nil {
+		add("server_info", u.ServerInfo)
+	}
+	if u.Capabilities != nil {
+		add("capabilities", u.Capabilities)
+	}
+	if u.Instructions != nil {
+		add("instructions", *u.Instructions)
+	}
+	if u.ProtocolVersion != nil {
+		add("protocol_version", *u.ProtocolVersion)
+	}
+	if u.Roots != nil {
+		b, _ := json.Marshal(u.Roots)
+		add("roots", b)
+	}
+	if u.LoggingLevel != nil {
+		add("logging_level", *u.LoggingLevel)
+	}
+	if u.SetSubs {
+		add("subscriptions", nonNilStrings(u.Subscriptions))
+	}
+	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `update sessions set `+strings.Join(sets, ", ")+
+			` where tenant_id = $1 and id = $2 and epoch = $3`, args...)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return db.ErrStaleEpoch
+		}
+		return nil
+	})
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// adoptSession records a new owner with its lease epoch, which must exceed the stored one.
+// It returns the session as the new owner sees it, or db.ErrStaleEpoch when a newer owner
+// already adopted it, or ErrNotReady when it is no longer live.
+func (s *Store) adoptSession(ctx context.Context, tenantID, id string, epoch int64, node string) (*Session, error) {
+	var out *Session
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanSession(tx.QueryRow(ctx, `update sessions set epoch = $3, owner_node = $4, updated_at = now()
+			where tenant_id = $1 and id = $2 and epoch < $3 and status in ('connecting', 'ready')
+			returning `+sessionColumns, tenantID, id, epoch, node))
+		if errors.Is(err, db.ErrNotFound) {
+			var status Status
+			var cur int64
+			if err := tx.QueryRow(ctx, `select status, epoch from sessions where tenant_id = $1 and id = $2`, tenantID, id).Scan(&status, &cur); err != nil {
+				return db.InterpretError(err)
+			}
+			if !status.Live() {
+				return ErrNotReady
+			}
+			return db.ErrStaleEpoch
+		}
+		return err
+	})
+	return out, err
+}
+
+// releaseOwnership clears owner_node so other workers pick the session up at once (drain).
+func (s *Store) releaseOwnership(ctx context.Context, tenantID, id string, epoch int64) error {
+	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `update sessions set owner_node = '' where tenant_id = $1 and id = $2 and epoch = $3`, tenantID, id, epoch)
+		return db.InterpretError(err)
+	})
+}
+
+// liveSession is a discovery row.
+type liveSession struct {
+	TenantID, ID, OwnerNode string
+	Epoch                   int64
+}
+
+// liveSessions lists sessions that should have an owner, across tenants.
+func (s *Store) liveSessions(ctx context.Context, limit int) ([]liveSession, error) {
+	rows, err := s.pool.Query(ctx, `select tenant_id, id, epoch, owner_node from tapline_live_sessions($1)`, limit)
+	if err != nil {
+		return nil, db.InterpretError(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (liveSession, error) {
+		var l liveSession
+		err := r.Scan(&l.TenantID, &l.ID, &l.Epoch, &l.OwnerNode)
+		return l, err
+	})
+	return out, db.InterpretError(err)
+}
+
+// EventsParams selects events after a seq.
+type EventsParams struct {
+	AfterSeq int64
+	Limit    int
+	Types    []EventType
+}
+
+// Events returns a session's events after p.AfterSeq, in seq order.
+func (s *Store) Events(ctx context.Context, tenantID, sessionID string, p EventsParams) ([]Event, error) {
+	if !validID(tenantID) || !validID(sessionID) {
+		return nil, ErrNotFound
+	}
+	limit := clampLimit(p.Limit, 100, 1000)
+	types := make([]string, len(p.Types))
+	for i, t := range p.Types {
+		types[i] = string(t)
+	}
+	var out []Event
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `select exists(select 1 from sessions where tenant_id = $1 and id = $2)`, tenantID, sessionID).Scan(&exists); err != nil {
+			return db.InterpretError(err)
+		}
+		if !exists {
+			return ErrNotFound
+		}
+		rows, err := tx.Query(ctx, `select seq, type, at, data from session_events
+			where tenant_id = $1 and session_id = $2 and seq > $3 and (cardinality($4::text[]) = 0 or type = any($4))
+			order by seq limit $5`, tenantID, sessionID, p.AfterSeq, types, limit)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		out, err = pgx.CollectRows(rows, scanEvent)
+		return db.InterpretError(err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
+
+func scanEvent(r pgx.CollectableRow) (Event, error) {
+	var e Event
+	var data []byte
+	err := r.Scan(&e.Seq, &e.Type, &e.At, &data)
+	e.Data = data
+	return e, err
+}
+
+// ExportEvents streams every event of a session in seq order to fn, in pages, so memory stays
+// bounded for any history length.
+func (s *Store) ExportEvents(ctx context.Context, tenantID, sessionID string, fn func(Event) error) error {
+	after := int64(0)
+	for {
+		page, err := s.Events(ctx, tenantID, sessionID, EventsParams{AfterSeq: after, Limit: 1000})
+		if err != nil {
+			return err
+		}
+		for _, e := range page {
+			if err := fn(e); err != nil {
+				return err
+			}
+			after = e.Seq
+		}
+		if len(page) < 1000 {
+			return nil
+		}
+	}
+}
+
+const callColumns = `id, session_id, name, arguments, status, progress, result, error, created_by, created_at, finished_at`
+
+func scanCall(row pgx.Row) (*Call, error) {
+	var c Call
+	var progress []byte
+	if err := row.Scan(&c.ID, &c.SessionID, &c.Name, &c.Arguments, &c.Status, &progress, &c.Result, &c.Error,
+		&c.CreatedBy, &c.CreatedAt, &c.FinishedAt); err != nil {
+		return nil, db.InterpretError(err)
+	}
+	if progress != nil {
+		c.Progress = &Progress{}
+		if err := json.Unmarshal(progress, c.Progress); err != nil {
+			return nil, fmt.Errorf("decode progress: %w", err)
+		}
+	}
+	return &c, nil
+}
+
+// insertCall queues a tool call on a ready session.
+func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string) (*Call, error) {
+	var out *Call
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var status Status
+		if err := tx.QueryRow(ctx, `select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&status); err != nil {
+			return db.InterpretError(err)
+		}
+		if status != StatusReady {
+			return fmt.Errorf("%w: it is %s", ErrNotReady, status)
+		}
+		var err error
+		out, err = scanCall(tx.QueryRow(ctx, `insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
+			values ($1, $2, $3, $4, $5, 'queued', $6) returning `+callColumns, id, tenantID, sessionID, name, args, createdBy))
+		return err
+	})
+	return out, err
+}
+
+// GetCall returns one call.
+func (s *Store) GetCall(ctx context.Context, tenantID, sessionID, callID string) (*Call, error) {
+	if !validID(tenantID) || !validID(sessionID) || !validID(callID) {
+		return nil, ErrNotFound
+	}
+	var out *Call
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls where tenant_id = $1 and session_id = $2 and id = $3`,
+			tenantID, sessionID, callID))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get call: %w", err)
+	}
+	return out, nil
+}
+
+// ListCalls returns a session's calls, newest first.
+func (s *Store) ListCalls(ctx context.Context, tenantID, sessionID string, limit int) ([]Call, error) {
+	if !validID(tenantID) || !validID(sessionID) {
+		return nil, ErrNotFound
+	}
+	var out []Call
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `select `+callColumns+` from session_calls where tenant_id = $1 and session_id = $2
+			order by created_at desc limit $3`, tenantID, sessionID, clampLimit(limit, 50, 500))
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Call, error) {
+			c, err := scanCall(r)
+			if err != nil {
+				return Call{}, err
+			}
+			return *c, nil
+		})
+		return db.InterpretError(err)
+	})
+	return out, err
+}
+
+// startCall moves a queued call to running for the owner with epoch. It reports false when
+// the call is not queued any more (already dispatched, cancelled), so a command delivered
+// twice dispatches once.
+func (s *Store) startCall(ctx context.Context, tenantID, sessionID, callID string, epoch int64) (*Call, bool, error) {
+	var out *Call
+	started := false
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanCall(tx.QueryRow(ctx, `update session_calls c set status = 'running', epoch = $4, updated_at = now()
+			from sessions s
+			where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status = 'queued'
+			  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
+			returning c.id, c.session_id, c.name, c.arguments, c.status, c.progress, c.result, c.error, c.created_by, c.created_at, c.finished_at`,
+			tenantID, sessionID, callID, epoch))
+		if errors.Is(err, db.ErrNotFound) {
+			var cur int64
+			if err := tx.QueryRow(ctx, `select epoch from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&cur); err != nil {
+				return db.InterpretError(err)
+			}
+			if cur != epoch {
+				return db.ErrStaleEpoch
+			}
+			out, err = scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls where tenant_id = $1 and session_id = $2 and id = $3`,
+				tenantID, sessionID, callID))
+			return err
+		}
+		started = err == nil
+		return err
+	})
+	return out, started, err
+}
+
+// callUpdate is an owner's change to a call.
+type callUpdate struct {
+	Status   CallStatus
+	Progress *Progress
+	Result   json.RawMessage
+	Error    json.RawMessage
+}
+
+// updateCallAsOwner records progress or the end of a running call, fenced by epoch. Ending a
+// call that already ended (cancelled meanwhile) is a no-op.
+func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) error {
+	var progress []byte
+	if u.Progress != nil {
+		progress, _ = json.Marshal(u.Progress)
+	}
+	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `update session_calls c set
+				status = case when $5 = '' then c.status else $5 end,
+				progress = coalesce($6, c.progress), result = coalesce($7, c.result), error = coalesce($8, c.error),
+				finished_at = case when $5 in ('succeeded', 'failed', 'cancelled', 'interrupted') then now() else c.finished_at end,
+				updated_at = now()
+			from sessions s
+			where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status in ('queued', 'running')
+			  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4`,
+			tenantID, sessionID, callID, epoch, string(u.Status), progress, nullJSON(u.Result), nullJSON(u.Error))
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		if tag.RowsAffected() == 0 {
+			var cur int64
+			if err := tx.QueryRow(ctx, `select epoch from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&cur); err != nil {
+				return db.InterpretError(err)
+			}
+			if cur != epoch {
+				return db.ErrStaleEpoch
+			}
+		}
+		return nil
+	})
+}
+
+// cancelQueuedCall cancels a call that has not been dispatched yet; it reports whether it did.
+func (s *Store) cancelQueuedCall(ctx context.Context, tenantID, sessionID, callID string) (bool, error) {
+	var done bool
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `update session_calls set status = 'cancelled', finished_at = now(), updated_at = now(),
+			error = '{"message":"cancelled before it was sent"}'
+			where tenant_id = $1 and session_id = $2 and id = $3 and status = 'queued'`, tenantID, sessionID, callID)
+		done = err == nil && tag.RowsAffected() == 1
+		return db.InterpretError(err)
+	})
+	return done, err
+}
+
+// openCalls lists a session's queued and running calls.
+func (s *Store) openCalls(ctx context.Context, tenantID, sessionID string) ([]Call, error) {
+	var out []Call
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `select `+callColumns+` from session_calls where tenant_id = $1 and session_id = $2
+			and status in ('queued', 'running') order by created_at`, tenantID, sessionID)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Call, error) {
+			c, err := scanCall(r)
+			if err != nil {
+				return Call{}, err
+			}
+			return *c, nil
+		})
+		return db.InterpretError(err)
+	})
+	return out, err
+}
+
+const pendingColumns = `id, session_id, kind, params, status, answer, answered_by, created_at, expires_at, answered_at`
+
+func scanPending(row pgx.Row) (*Pending, error) {
+	var p Pending
+	if err := row.Scan(&p.RequestID, &p.SessionID, &p.Kind, &p.Params, &p.Status, &p.Answer, &p.AnsweredBy,
+		&p.CreatedAt, &p.ExpiresAt, &p.AnsweredAt); err != nil {
+		return nil, db.InterpretError(err)
+	}
+	return &p, nil
+}
+
+// insertPending parks a server→client request, fenced by the owner's epoch.
+func (s *Store) insertPending(ctx context.Context, tenantID, sessionID string, epoch int64, kind PendingKind, params json.RawMessage, expires time.Time, callID string) (*Pending, error) {
+	var out *Pending
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanPending(tx.QueryRow(ctx, `insert into pending_requests (id, tenant_id, session_id, kind, params, status, epoch, call_id, expires_at)
+			select $1, $2, $3, $4, $5, 'pending', $6, nullif($7, '')::uuid, $8
+			from sessions where tenant_id = $2 and id = $3 and epoch = $6
+			returning `+pendingColumns, newID(), tenantID, sessionID, kind, params, epoch, callID, expires))
+		if errors.Is(err, db.ErrNotFound) {
+			return db.ErrStaleEpoch
+		}
+		return err
+	})
+	return out, err
+}
+
+// ListPending returns a session's parked requests, oldest first; statuses filters (none = all).
+func (s *Store) ListPending(ctx context.Context, tenantID, sessionID string, statuses []PendingStatus) ([]Pending, error) {
+	if !validID(tenantID) || !validID(sessionID) {
+		return nil, ErrNotFound
+	}
+	st := make([]string, len(statuses))
+	for i, x := range statuses {
+		st[i] = string(x)
+	}
+	var out []Pending
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `select exists(select 1 from sessions where tenant_id = $1 and id = $2)`, tenantID, sessionID).Scan(&exists); err != nil {
+			return db.InterpretError(err)
+		}
+		if !exists {
+			return ErrNotFound
+		}
+		rows, err := tx.Query(ctx, `select `+pendingColumns+` from pending_requests
+			where tenant_id = $1 and session_id = $2 and (cardinality($3::text[]) = 0 or status = any($3))
+			order by created_at limit 500`, tenantID, sessionID, st)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Pending, error) {
+			p, err := scanPending(r)
+			if err != nil {
+				return Pending{}, err
+			}
+			return *p, nil
+		})
+		return db.InterpretError(err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list pending: %w", err)
+	}
+	return out, nil
+}
+
+// GetPending returns one parked request.
+func (s *Store) GetPending(ctx context.Context, tenantID, sessionID, requestID string) (*Pending, error) {
+	if !validID(tenantID) || !validID(sessionID) || !validID(requestID) {
+		return nil, ErrNotFound
+	}
+	var out *Pending
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanPending(tx.QueryRow(ctx, `select `+pendingColumns+` from pending_requests where tenant_id = $1 and session_id = $2 and id = $3`,
+			tenantID, sessionID, requestID))
+		return err
+	})
+	return out, err
+}
+
+// resolvePending moves a pending request to a final status; it reports false when it was no
+// longer pending (answered by someone else, expired).
+func (s *Store) resolvePending(ctx context.Context, tenantID, sessionID, requestID string, status PendingStatus, answer json.RawMessage, by string) (*Pending, bool, error) {
+	var out *Pending
+	changed := false
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanPending(tx.QueryRow(ctx, `update pending_requests set status = $4, answer = $5, answered_by = $6, answered_at = now()
+			where tenant_id = $1 and session_id = $2 and id = $3 and status = 'pending' returning `+pendingColumns,
+			tenantID, sessionID, requestID, status, nullJSON(answer), by))
+		if errors.Is(err, db.ErrNotFound) {
+			out, err = scanPending(tx.QueryRow(ctx, `select `+pendingColumns+` from pending_requests where tenant_id = $1 and session_id = $2 and id = $3`,
+				tenantID, sessionID, requestID))
+			return err
+		}
+		changed = err == nil
+		return err
+	})
+	return out, changed, err
+}
+
+// expireOldPending expires the pending requests that belong to epochs before epoch (the dead
+// connection's), returning their ids.
+func (s *Store) expireOldPending(ctx context.Context, tenantID, sessionID string, epoch int64) ([]string, error) {
+	var ids []string
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `update pending_requests set status = 'expired', answered_at = now()
+			where tenant_id = $1 and session_id = $2 and status = 'pending' and epoch < $3 returning id`, tenantID, sessionID, epoch)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return db.InterpretError(err)
+	})
+	return ids, err
+}
+
+func nullJSON(b json.RawMessage) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func clampLimit(n, def, max int) int {
+	switch {
+	case n <= 0:
+		return def
+	case n > max:
+		return max
+	}
+	return n
+}
+
+func encodeCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
+}
+
+func decodeCursor(s string) (*time.Time, string, error) {
+	if s == "" {
+		return nil, "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	bad := &ValidationError{Field: "cursor", Reason: "not a cursor this listing issued"}
+	if err != nil {
+		return nil, "", bad
+	}
+	ts, id, ok := strings.Cut(string(b), "|")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if !ok || err != nil || !validID(id) {
+		return nil, "", bad
+	}
+	return &at, id, nil
+}
+
+// setRootsOffline stores roots for a session nobody holds; the next owner applies them.
+func (s *Store) setRootsOffline(ctx context.Context, tenantID, sessionID string, roots []Root) error {
+	b, _ := json.Marshal(nonNilRoots(roots))
+	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `update sessions set roots = $3, updated_at = now() where tenant_id = $1 and id = $2`, tenantID, sessionID, b)
+		if err == nil && tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return db.InterpretError(err)
+	})
+}
