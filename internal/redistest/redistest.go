@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,9 @@ type Backend struct {
 	Cluster bool
 	// New returns a fresh client, closed when the test ends.
 	New func(t testing.TB) redis.UniversalClient
+	// NewNamed is New with CLIENT SETNAME name on every connection, so a test
+	// can find and kill its own connections (see KillClients).
+	NewNamed func(t testing.TB, name string) redis.UniversalClient
 }
 
 // Backends returns the single-node and the cluster backend. It fails the test
@@ -45,11 +49,18 @@ func Backends(t testing.TB) []Backend {
 	if url == "" || addrs == "" {
 		t.Fatalf("TEST_REDIS_URL and TEST_REDIS_CLUSTER_ADDRS must be set; run through deploy/local/test-services.sh")
 	}
+	seeds := strings.Split(addrs, ",")
 	return []Backend{
-		{Name: "Single", New: func(t testing.TB) redis.UniversalClient { return Single(t, url) }},
-		{Name: "Cluster", Cluster: true, New: func(t testing.TB) redis.UniversalClient {
-			return Cluster(t, strings.Split(addrs, ","))
-		}},
+		{
+			Name:     "Single",
+			New:      func(t testing.TB) redis.UniversalClient { return Single(t, url) },
+			NewNamed: func(t testing.TB, name string) redis.UniversalClient { return singleNamed(t, url, name) },
+		},
+		{
+			Name: "Cluster", Cluster: true,
+			New:      func(t testing.TB) redis.UniversalClient { return Cluster(t, seeds) },
+			NewNamed: func(t testing.TB, name string) redis.UniversalClient { return clusterNamed(t, seeds, name) },
+		},
 	}
 }
 
@@ -65,10 +76,16 @@ func Run(t *testing.T, fn func(t *testing.T, b Backend)) {
 // when it is unreachable) and closes the client in Cleanup.
 func Single(t testing.TB, url string) redis.UniversalClient {
 	t.Helper()
+	return singleNamed(t, url, "")
+}
+
+func singleNamed(t testing.TB, url, name string) redis.UniversalClient {
+	t.Helper()
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatalf("parse redis url %q: %v", url, err)
 	}
+	opt.ClientName = name
 	c := redis.NewClient(opt)
 	ping(t, c)
 	return c
@@ -78,7 +95,12 @@ func Single(t testing.TB, url string) redis.UniversalClient {
 // master and closes the client in Cleanup.
 func Cluster(t testing.TB, seeds []string) redis.UniversalClient {
 	t.Helper()
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds})
+	return clusterNamed(t, seeds, "")
+}
+
+func clusterNamed(t testing.TB, seeds []string, name string) redis.UniversalClient {
+	t.Helper()
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds, ClientName: name})
 	ping(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -154,6 +176,55 @@ func unlink(ctx context.Context, c *redis.Client, keys []string) error {
 	}
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+// KillClients kills, on every master, the connections named name whose
+// CLIENT LIST line contains every one of the filters (e.g. "sub=1"), and
+// returns how many it killed. It breaks only the calling test's connections.
+func KillClients(ctx context.Context, c redis.UniversalClient, name string, filters ...string) (int, error) {
+	var mu sync.Mutex
+	killed := 0
+	kill := func(ctx context.Context, c *redis.Client) error {
+		list, err := c.ClientList(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if !strings.Contains(line, " name="+name+" ") {
+				continue
+			}
+			match := true
+			for _, f := range filters {
+				match = match && strings.Contains(" "+line+" ", " "+f+" ")
+			}
+			id := ""
+			for _, field := range strings.Fields(line) {
+				if v, ok := strings.CutPrefix(field, "id="); ok {
+					id = v
+				}
+			}
+			if !match || id == "" {
+				continue
+			}
+			if err := c.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
+				return err
+			}
+			mu.Lock()
+			killed++
+			mu.Unlock()
+		}
+		return nil
+	}
+	var err error
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, kill)
+	case *redis.Client:
+		err = kill(ctx, c)
+	default:
+		err = fmt.Errorf("redistest: KillClients: unsupported client %T", c)
+	}
+	return killed, err
 }
 
 // Server is a dedicated redis-server started by a test.

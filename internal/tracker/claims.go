@@ -20,8 +20,8 @@ type Claim struct {
 	value                      string // "c|<node>|<token>"
 
 	mu   sync.Mutex
-	err  error // nil while held
-	done chan struct{}
+	err  error         // nil while held
+	done chan struct{} // made on first Done call: most claims never need it
 }
 
 // Tenant returns the claim's tenant.
@@ -35,7 +35,17 @@ func (c *Claim) Session() string { return c.session }
 func (c *Claim) RequestID() string { return c.requestID }
 
 // Done is closed when the claim ends: completed, released or lost.
-func (c *Claim) Done() <-chan struct{} { return c.done }
+func (c *Claim) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		}
+	}
+	return c.done
+}
 
 // Err is nil while the claim is held, ErrNotHeld once completed or released,
 // and ErrLeaseLost if another holder took it over.
@@ -53,16 +63,19 @@ func (c *Claim) end(err error) bool {
 		return false
 	}
 	c.err = err
-	close(c.done)
+	if c.done != nil {
+		close(c.done)
+	}
 	return true
 }
 
 // ClaimInFlight claims a request of a session so it runs once across every
-// node: one SET NX GET PX round trip. It returns the claim, or a
+// node. The winner pays exactly one SET NX PX round trip; a duplicate pays one
+// more GET to learn what it collided with. It returns the claim, or a
 // *DuplicateError (errors.Is ErrDuplicate) carrying the stored result if the
-// winner already completed, or the holder if it still runs. Use AwaitResult
-// to wait for the winner's result. session may be any scope, e.g. an API key
-// for REST Idempotency-Key handling.
+// winner already completed, or the holder if it still runs. Use AwaitResult to
+// wait for the winner's result. session may be any scope, e.g. an API key for
+// REST Idempotency-Key handling.
 func (t *Tracker) ClaimInFlight(ctx context.Context, tenant, session, requestID string) (c *Claim, err error) {
 	ctx, span := startSpan(ctx, "tracker.ClaimInFlight")
 	defer func() { endSpan(span, err) }()
@@ -70,19 +83,33 @@ func (t *Tracker) ClaimInFlight(ctx context.Context, tenant, session, requestID 
 	if err != nil {
 		return nil, err
 	}
-	c = &Claim{tenant: tenant, session: session, requestID: requestID, key: key, done: make(chan struct{}),
-		value: "c|" + t.nodeID + "|" + strconv.FormatUint(t.counter.Add(1), 36)}
-	old, err := t.rdb.SetArgs(ctx, key, c.value, redis.SetArgs{Mode: "NX", Get: true, TTL: t.cfg.ClaimTTL}).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		t.mu.Lock()
-		t.claims[c] = struct{}{}
-		t.mu.Unlock()
-		return c, nil
-	case err != nil:
-		return nil, mapErr("claim in-flight", err)
+	var tok [16]byte
+	c = &Claim{tenant: tenant, session: session, requestID: requestID, key: key,
+		value: t.claimPrefix + string(strconv.AppendUint(tok[:0], t.counter.Add(1), 36))}
+	for attempt := 0; ; attempt++ {
+		// SET NX (not SET NX GET): go-redis handles the nil reply as an error,
+		// which would tax every winning claim with its error path.
+		ok, err := t.rdb.SetNX(ctx, key, c.value, t.cfg.ClaimTTL).Result()
+		if err != nil {
+			return nil, mapErr("claim in-flight", err)
+		}
+		if ok {
+			t.mu.Lock()
+			t.claims[c] = struct{}{}
+			t.mu.Unlock()
+			return c, nil
+		}
+		old, err := t.rdb.Get(ctx, key).Result()
+		if err == nil {
+			return nil, duplicate(old)
+		}
+		if !errors.Is(err, redis.Nil) {
+			return nil, mapErr("claim in-flight", err)
+		}
+		if attempt == 2 { // released again and again under our feet: call it a duplicate
+			return nil, &DuplicateError{}
+		}
 	}
-	return nil, duplicate(old)
 }
 
 func duplicate(v string) *DuplicateError {

@@ -77,7 +77,7 @@ type node struct {
 }
 
 // startNode starts a tracker with test timings; Stop runs in Cleanup.
-func startNode(t *testing.T, rdb redis.UniversalClient, prefix, name string, mutate ...func(*Config)) *node {
+func startNode(t testing.TB, rdb redis.UniversalClient, prefix, name string, mutate ...func(*Config)) *node {
 	t.Helper()
 	rec := &recorder{}
 	cfg := &Config{
@@ -115,7 +115,7 @@ func startNode(t *testing.T, rdb redis.UniversalClient, prefix, name string, mut
 }
 
 // backendClient returns a client for b, closed in Cleanup.
-func backendClient(t *testing.T, b redistest.Backend) redis.UniversalClient {
+func backendClient(t testing.TB, b redistest.Backend) redis.UniversalClient {
 	t.Helper()
 	return b.New(t)
 }

@@ -51,6 +51,8 @@ type Tracker struct {
 	nodeID string
 	prefix string // "<nodeID>|": start of every hash value this node writes
 
+	claimPrefix string // "c|<nodeID>|": start of this node's claim values
+
 	counter atomic.Uint64 // claim and lease tokens
 
 	mu      sync.Mutex
@@ -89,16 +91,17 @@ func New(client redis.UniversalClient, cfg *Config) (*Tracker, error) {
 	}
 	id := c.NodeName + "-" + hex.EncodeToString(inc[:])
 	return &Tracker{
-		rdb:       client,
-		cfg:       c,
-		k:         keys{p: c.Prefix},
-		log:       c.Logger.With("node", id),
-		nodeID:    id,
-		prefix:    id + "|",
-		entries:   make(map[string]*held),
-		claims:    make(map[*Claim]struct{}),
-		leases:    make(map[*Lease]struct{}),
-		rebuildCh: make(chan struct{}, 1),
+		rdb:         client,
+		cfg:         c,
+		k:           keys{p: c.Prefix},
+		log:         c.Logger.With("node", id),
+		nodeID:      id,
+		prefix:      id + "|",
+		claimPrefix: "c|" + id + "|",
+		entries:     make(map[string]*held),
+		claims:      make(map[*Claim]struct{}),
+		leases:      make(map[*Lease]struct{}),
+		rebuildCh:   make(chan struct{}, 1),
 	}, nil
 }
 

@@ -893,3 +893,69 @@ func TestEscapeID(t *testing.T) {
 		t.Errorf("crc16 slot %d", slotOfTag("123456789"))
 	}
 }
+
+// The inbox subscription survives a killed connection: a message numbered
+// while it was down is reported as a gap, and later messages arrive.
+func TestInboxSurvivesReconnect(t *testing.T) {
+	t.Parallel()
+	redistest.Run(t, func(t *testing.T, b redistest.Backend) {
+		t.Parallel()
+		prefix := redistest.Prefix(t)
+		name := strings.ReplaceAll(prefix, ":", "-")
+		rdbA, rdb := b.NewNamed(t, name), b.New(t)
+		a, bn := startNode(t, rdbA, prefix, "a"), startNode(t, rdb, prefix, "b")
+		ctx := ctxT(t)
+		must(t, a.Track(ctx, SessionRef("acme", "s1"), nil))
+		must(t, a.SubscribeResource(ctx, "acme", "s1", "res://x"))
+		count := func() int { return len(a.rec.notifications()) }
+
+		_, err := bn.NotifyResourceUpdated(ctx, "acme", "res://x")
+		must(t, err)
+		redistest.Eventually(t, 5*time.Second, "first message", func() bool { return count() == 1 })
+
+		killed, err := redistest.KillClients(ctx, rdbA, name, "sub=1")
+		must(t, err)
+		if killed != 1 {
+			t.Fatalf("killed %d subscriber connections, want 1", killed)
+		}
+		must(t, rdb.Incr(ctx, a.k.nodeSeq(a.NodeID())).Err()) // lost while down
+		redistest.Eventually(t, 5*time.Second, "gap reported after reconnect", func() bool {
+			for _, g := range a.rec.gapList() {
+				if g.Reason == GapReconnect || g.Reason == GapMissed {
+					return true
+				}
+			}
+			return false
+		})
+		redistest.Eventually(t, 5*time.Second, "messages flow after reconnect", func() bool {
+			_, err := bn.NotifyResourceUpdated(ctx, "acme", "res://x")
+			must(t, err)
+			return count() >= 2
+		})
+	})
+}
+
+// Redis being away is ErrUnavailable (an api answers 503), not a bare error.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	rdb := redistest.Single(t, srv.URL)
+	a := startNode(t, rdb, redistest.Prefix(t), "a")
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer down.Close()
+	tr, err := New(down, &Config{NodeName: "x"})
+	must(t, err)
+	ctx := ctxT(t)
+	if err := tr.Start(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("start: %v", err)
+	}
+	if _, err := tr.ClaimInFlight(ctx, "acme", "s", "r"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim: %v", err)
+	}
+	if err := tr.Track(ctx, SessionRef("acme", "s"), nil); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("track: %v", err)
+	}
+	if _, err := a.ListSessions(ctx, "acme"); err != nil {
+		t.Fatalf("healthy node: %v", err)
+	}
+}
