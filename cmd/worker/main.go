@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tapline/tapline/internal/config"
@@ -52,6 +53,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		return err
 	}
 	defer pool.Close()
+	if err := checkAppRole(ctx, pool, logger); err != nil {
+		return err
+	}
 	rdb, err := redisconn.Open(cfg.Redis, &redisconn.Options{ClientName: "tapline-worker-" + cfg.NodeName})
 	if err != nil {
 		return err
@@ -146,4 +150,18 @@ func shutdownWithin(d time.Duration, fn func(context.Context) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	_ = fn(ctx)
+}
+
+// checkAppRole refuses to run as a role that row-level security does not apply to (see
+// README, "Database roles"). A database that is away at boot only earns a warning: the
+// process serves 503s until it is back, and the check runs again on the next start.
+func checkAppRole(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := db.CheckAppRole(cctx, pool)
+	if errors.Is(err, db.ErrUnavailable) {
+		logger.WarnContext(ctx, "database role not checked: database unavailable", slog.Any("error", err))
+		return nil
+	}
+	return err
 }

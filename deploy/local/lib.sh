@@ -97,6 +97,26 @@ tl_pg_createdb() {
   fi
 }
 
+# tl_pg_app_role PORT [PASSWORD]: create (or update) the login role tapline_app that the api
+# and worker connect as. It owns nothing and cannot bypass row-level security; migrations,
+# run as postgres, own the tables and grant it DML (migrations/0010_rls.up.sql).
+tl_pg_app_role() {
+  local port=$1 pass=${2:-} sql
+  if [ -n "$pass" ]; then
+    sql="login nosuperuser nobypassrls password '$pass'"
+  else
+    sql="login nosuperuser nobypassrls"
+  fi
+  psql -h 127.0.0.1 -p "$port" -U postgres -v ON_ERROR_STOP=1 -qc "
+    do \$\$ begin
+      if not exists (select 1 from pg_roles where rolname = 'tapline_app') then
+        create role tapline_app $sql;
+      else
+        alter role tapline_app $sql;
+      end if;
+    end \$\$;" postgres >/dev/null
+}
+
 # tl_redis_start DIR PORT [extra args...]: start a redis-server on 127.0.0.1:PORT, daemonized.
 tl_redis_start() {
   local dir=$1 port=$2

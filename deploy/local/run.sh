@@ -52,6 +52,7 @@ else
   started_pg=1
 fi
 tl_pg_createdb "$TAPLINE_PG_PORT" tapline
+tl_pg_app_role "$TAPLINE_PG_PORT"
 
 if redis-cli -h 127.0.0.1 -p "$TAPLINE_REDIS_PORT" ping >/dev/null 2>&1; then
   tl_log "Redis already answers on :$TAPLINE_REDIS_PORT; using it"
@@ -66,7 +67,8 @@ if [ ! -s "$data/secret-key" ]; then
 fi
 
 cat >"$data/tapline.env" <<ENV
-TAPLINE_DATABASE_URL=postgres://postgres@127.0.0.1:$TAPLINE_PG_PORT/tapline?sslmode=disable
+TAPLINE_DATABASE_URL=postgres://tapline_app@127.0.0.1:$TAPLINE_PG_PORT/tapline?sslmode=disable
+TAPLINE_MIGRATE_DATABASE_URL=postgres://postgres@127.0.0.1:$TAPLINE_PG_PORT/tapline?sslmode=disable
 TAPLINE_REDIS_URL=redis://127.0.0.1:$TAPLINE_REDIS_PORT/0
 TAPLINE_SECRET_KEY=$(cat "$data/secret-key")
 TAPLINE_HTTP_ADDR=$TAPLINE_API_ADDR

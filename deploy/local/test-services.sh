@@ -26,6 +26,8 @@ trap 'exit 130' INT TERM
 pgport=$(tl_free_port)
 TL_PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" tl_pg_start "$pgdir" "$pgport"
 tl_pg_createdb "$pgport" tapline_test
+# The application role tests connect as (internal/dbtest): trusted on loopback, no password.
+tl_pg_app_role "$pgport"
 
 redisport=$(tl_redis_start_free "$work/redis" --save '' --appendonly no)
 

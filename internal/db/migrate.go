@@ -112,5 +112,36 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, logger *slog.L
 		logger.InfoContext(ctx, "migration applied", slog.Int("version", m.Version), slog.String("name", m.Name))
 		applied = append(applied, m.Version)
 	}
+	if len(applied) > 0 {
+		secured, err := secureTenantTables(ctx, conn)
+		if err != nil {
+			return applied, err
+		}
+		if len(secured) > 0 {
+			logger.InfoContext(ctx, "row-level security enabled", slog.Any("tables", secured))
+		}
+	}
 	return applied, nil
+}
+
+// secureTenantTables runs tapline_secure_tenant_tables (migration 0010) when it exists: any
+// table with a tenant_id column that lacks row-level security gets it, whichever migration
+// created the table and in whatever order migrations were applied.
+func secureTenantTables(ctx context.Context, conn *pgxpool.Conn) ([]string, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, "select to_regproc('tapline_secure_tenant_tables') is not null").Scan(&exists); err != nil {
+		return nil, fmt.Errorf("secure tenant tables: %w", InterpretError(err))
+	}
+	if !exists {
+		return nil, nil
+	}
+	rows, err := conn.Query(ctx, "select * from tapline_secure_tenant_tables()")
+	if err != nil {
+		return nil, fmt.Errorf("secure tenant tables: %w", InterpretError(err))
+	}
+	secured, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("secure tenant tables: %w", InterpretError(err))
+	}
+	return secured, nil
 }

@@ -5,6 +5,11 @@
 // the binary's tests end, so packages running in parallel never see each other's rows. A
 // missing or unreachable server fails the test: database tests never skip.
 //
+// Like production, tests act as the application role: Pool connects as tapline_app (a login
+// role with no BYPASSRLS that owns nothing), so row-level security applies to every query.
+// OwnerPool connects as TEST_DATABASE_URL's user, the tables' owner, for tests that must
+// reach past RLS (tampering with the audit log, checking catalogs).
+//
 // Only _test.go files import this package.
 package dbtest
 
@@ -17,6 +22,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,14 +37,21 @@ var (
 	sharedEr error
 )
 
+// AppRole is the role the application connects as; migrations create it (NOLOGIN) when it is
+// missing and dbtest lets it log in.
+const AppRole = "tapline_app"
+
 // Database is one throw-away migrated database.
 type Database struct {
-	// URL connects to it.
+	// URL connects to it as the owner (TEST_DATABASE_URL's user).
 	URL string
-	// Pool is a pool on it, closed by Close.
+	// Pool is a pool on it as the owner, closed by Close.
 	Pool *pgxpool.Pool
-	name string
-	base string
+	// AppURL and AppPool connect as AppRole. AppPool is nil for NewEmpty databases.
+	AppURL  string
+	AppPool *pgxpool.Pool
+	name    string
+	base    string
 }
 
 // ServerURL returns TEST_DATABASE_URL or fails the test.
@@ -51,9 +64,27 @@ func ServerURL(tb testing.TB) string {
 	return u
 }
 
-// Pool returns the pool of this test binary's shared database, creating and migrating it on
-// first use. Tests isolate their rows by creating their own tenants.
+// Pool returns an application-role pool (AppRole, under row-level security) on this test
+// binary's shared database, creating and migrating it on first use. Tests isolate their rows
+// by creating their own tenants.
 func Pool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	return sharedDB(tb).AppPool
+}
+
+// OwnerPool returns a pool on the same database as Pool, connected as the tables' owner.
+func OwnerPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	return sharedDB(tb).Pool
+}
+
+// SharedURL returns the application-role connection URL of the database behind Pool.
+func SharedURL(tb testing.TB) string {
+	tb.Helper()
+	return sharedDB(tb).AppURL
+}
+
+func sharedDB(tb testing.TB) *Database {
 	tb.Helper()
 	once.Do(func() {
 		shared, sharedEr = create(context.Background(), os.Getenv("TEST_DATABASE_URL"))
@@ -61,14 +92,7 @@ func Pool(tb testing.TB) *pgxpool.Pool {
 	if sharedEr != nil {
 		tb.Fatalf("test database: %v", sharedEr)
 	}
-	return shared.Pool
-}
-
-// SharedURL returns the connection URL of the database behind Pool.
-func SharedURL(tb testing.TB) string {
-	tb.Helper()
-	Pool(tb)
-	return shared.URL
+	return shared
 }
 
 // New creates a fresh migrated database for one test and drops it when the test ends. Use it
@@ -96,6 +120,9 @@ func NewEmpty(tb testing.TB) *Database {
 
 // Close drops the database. Shared databases are dropped by Shutdown.
 func (d *Database) Close() {
+	if d.AppPool != nil {
+		d.AppPool.Close()
+	}
 	if d.Pool != nil {
 		d.Pool.Close()
 	}
@@ -124,7 +151,49 @@ func create(ctx context.Context, serverURL string) (*Database, error) {
 		d.Close()
 		return nil, err
 	}
+	if err := ensureAppLogin(ctx, d.Pool); err != nil {
+		d.Close()
+		return nil, err
+	}
+	u, err := url.Parse(d.URL)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	// Local test servers trust loopback connections, as deploy/local/test-services.sh sets up.
+	u.User = url.User(AppRole)
+	d.AppURL = u.String()
+	d.AppPool, err = db.NewPool(ctx, d.AppURL, nil)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("connect as %s: %w", AppRole, err)
+	}
+	if err := db.CheckAppRole(ctx, d.AppPool); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// ensureAppLogin lets AppRole log in. test-services.sh creates it as a login role up front;
+// this covers servers set up another way. Roles are per cluster and test binaries migrate
+// in parallel, so concurrent ALTERs are retried.
+func ensureAppLogin(ctx context.Context, pool *pgxpool.Pool) error {
+	var err error
+	for range 20 {
+		var canLogin bool
+		if err = pool.QueryRow(ctx, "select rolcanlogin from pg_roles where rolname = $1", AppRole).Scan(&canLogin); err != nil {
+			return fmt.Errorf("find role %s: %w", AppRole, err)
+		}
+		if canLogin {
+			return nil
+		}
+		if _, err = pool.Exec(ctx, "alter role "+AppRole+" login"); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("let %s log in: %w", AppRole, err)
 }
 
 func createDatabase(ctx context.Context, serverURL string) (*Database, error) {

@@ -71,16 +71,21 @@ func (s *Store) Bootstrap(ctx context.Context, p BootstrapParams) (*BootstrapRes
 			tenantID, name).Scan(&res.Tenant.ID, &res.Tenant.Name, &res.Tenant.CreatedAt); err != nil {
 			return db.InterpretError(err)
 		}
-		user, err := upsertUser(ctx, tx, email)
+		userID, err := ensureUser(ctx, tx, email)
 		if err != nil {
 			return err
 		}
-		res.User = *user
 		if _, err := tx.Exec(ctx,
 			`insert into memberships (tenant_id, user_id, role) values ($1, $2, 'owner')`,
-			tenantID, user.ID); err != nil {
+			tenantID, userID); err != nil {
 			return db.InterpretError(err)
 		}
+		m, err := getMember(ctx, tx, tenantID, userID)
+		if err != nil {
+			return err
+		}
+		res.User = m.User
+		user := &res.User
 		key, secret, err := insertKey(ctx, tx, tenantID, CreateAPIKeyParams{
 			Name: cmp.Or(p.KeyName, "bootstrap"), Role: RoleOwner, CreatedByUser: user.ID,
 		})
@@ -331,15 +336,16 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string) (*APIK
 	return key, nil
 }
 
-func upsertUser(ctx context.Context, tx pgx.Tx, email string) (*User, error) {
-	var u User
-	err := tx.QueryRow(ctx, `insert into users (id, email) values ($1, $2)
-		on conflict (lower(email)) do update set email = users.email
-		returning id, email, name, created_at`, newID(), email).Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt)
-	if err != nil {
-		return nil, db.InterpretError(err)
+// ensureUser returns the id of the user with this email, creating the user when there is
+// none. Users span tenants and row-level security shows a tenant only its members, so this
+// goes through tapline_ensure_user (migration 0010), which reveals nothing but the id; the
+// user becomes visible once the caller adds the membership.
+func ensureUser(ctx context.Context, tx pgx.Tx, email string) (string, error) {
+	var id string
+	if err := tx.QueryRow(ctx, `select tapline_ensure_user($1, $2)::text`, newID(), email).Scan(&id); err != nil {
+		return "", db.InterpretError(err)
 	}
-	return &u, nil
+	return id, nil
 }
 
 func normaliseEmail(s string) (string, error) {

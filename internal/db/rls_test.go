@@ -1,0 +1,233 @@
+package db_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/internal/tenant"
+	"github.com/tapline/tapline/migrations"
+)
+
+// tenantTables lists every table in the public schema with a tenant_id column.
+func tenantTables(t *testing.T, q db.DBTX) []string {
+	t.Helper()
+	rows, err := q.Query(context.Background(), `select c.relname::text from pg_class c
+		join pg_namespace n on n.oid = c.relnamespace
+		join pg_attribute a on a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped
+		where n.nspname = 'public' and c.relkind in ('r', 'p') order by 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// checkRLS fails unless table has RLS enabled and forced and a policy that applies to the
+// application role.
+func checkRLS(t *testing.T, q db.DBTX, table string) {
+	t.Helper()
+	var enabled, forced bool
+	var appPolicies int
+	err := q.QueryRow(context.Background(), `select c.relrowsecurity, c.relforcerowsecurity,
+		(select count(*) from pg_policy p where p.polrelid = c.oid
+		   and (p.polroles = '{0}' or (select oid from pg_roles where rolname = $2) = any (p.polroles)))
+		from pg_class c join pg_namespace n on n.oid = c.relnamespace
+		where n.nspname = 'public' and c.relname = $1`, table, dbtest.AppRole).Scan(&enabled, &forced, &appPolicies)
+	if err != nil {
+		t.Fatalf("%s: %v", table, err)
+	}
+	if !enabled || !forced || appPolicies == 0 {
+		t.Errorf("table %s: row level security enabled=%v forced=%v, %d policies for %s; every tenant table needs all three (migrations/0010_rls.up.sql)",
+			table, enabled, forced, appPolicies, dbtest.AppRole)
+	}
+}
+
+// TestEveryTenantTableHasForcedRowLevelSecurity enumerates the schema, so a table someone
+// adds later with a tenant_id column fails here unless it is secured.
+func TestEveryTenantTableHasForcedRowLevelSecurity(t *testing.T) {
+	t.Parallel()
+	owner := dbtest.OwnerPool(t)
+	tables := tenantTables(t, owner)
+	if len(tables) < 2 {
+		t.Fatalf("found only %v; the enumeration is broken", tables)
+	}
+	for _, table := range append(tables, "tenants", "users") {
+		checkRLS(t, owner, table)
+	}
+	t.Logf("secured tenant tables: %s", strings.Join(tables, ", "))
+}
+
+func TestAppRoleCannotBypassRowLevelSecurity(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	app := dbtest.Pool(t)
+	ri, err := db.CurrentRole(ctx, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri.Name != dbtest.AppRole || ri.Superuser || ri.BypassRLS || ri.OwnsTables {
+		t.Fatalf("application role = %+v; want %s, not superuser, no BYPASSRLS, owning nothing", ri, dbtest.AppRole)
+	}
+	if err := db.CheckAppRole(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CheckAppRole(ctx, dbtest.OwnerPool(t)); !errors.Is(err, db.ErrPrivilegedRole) {
+		t.Fatalf("CheckAppRole(owner) = %v, want ErrPrivilegedRole", err)
+	}
+	// The migration bookkeeping and DDL are out of the application's reach.
+	for _, sql := range []string{
+		"select count(*) from schema_migrations",
+		"create table sneaky (id int)",
+		"alter table api_keys disable row level security",
+		"select tapline_secure_tenant_tables()",
+	} {
+		if _, err := app.Exec(ctx, sql); err == nil {
+			t.Errorf("%s: succeeded as %s", sql, dbtest.AppRole)
+		}
+	}
+}
+
+// TestQueryWithoutTenantFilterSeesOnlyCurrentTenant is the second wall: queries below forget
+// their tenant filter on purpose and still see only the transaction's tenant.
+func TestQueryWithoutTenantFilterSeesOnlyCurrentTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	app := dbtest.Pool(t)
+	store := tenant.NewStore(app)
+	mk := func(name string) *tenant.BootstrapResult {
+		res, err := store.Bootstrap(ctx, tenant.BootstrapParams{
+			TenantName: name + "-rls-" + time.Now().Format("150405.000000000"), Email: name + "@rls.test",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	a, b := mk("a"), mk("b")
+
+	t.Run("NoTenantSeesNothing", func(t *testing.T) {
+		for _, table := range append(tenantTables(t, app), "tenants", "users") {
+			var n int
+			if err := app.QueryRow(ctx, "select count(*) from "+pgx.Identifier{table}.Sanitize()).Scan(&n); err != nil {
+				t.Fatalf("%s: %v", table, err)
+			}
+			if n != 0 {
+				t.Errorf("%s: %d rows visible without a tenant", table, n)
+			}
+		}
+	})
+	t.Run("UnfilteredSelectSeesOnlyCurrentTenant", func(t *testing.T) {
+		err := db.WithTenantTx(ctx, app, a.Tenant.ID, func(ctx context.Context, tx pgx.Tx) error {
+			for _, sql := range []string{
+				"select tenant_id::text from api_keys",
+				"select tenant_id::text from memberships",
+				"select id::text from tenants",
+			} {
+				rows, err := tx.Query(ctx, sql)
+				if err != nil {
+					return err
+				}
+				ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					return err
+				}
+				if len(ids) == 0 {
+					t.Errorf("%s: tenant a sees none of its own rows", sql)
+				}
+				for _, id := range ids {
+					if id != a.Tenant.ID {
+						t.Errorf("%s: tenant a sees a row of tenant %s", sql, id)
+					}
+				}
+			}
+			var emails []string
+			rows, err := tx.Query(ctx, "select email from users")
+			if err != nil {
+				return err
+			}
+			if emails, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				return err
+			}
+			if len(emails) != 1 || emails[0] != a.User.Email {
+				t.Errorf("tenant a sees users %v, want only its member %s", emails, a.User.Email)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("CrossTenantReturnsNotFound", func(t *testing.T) {
+		err := db.WithTenantTx(ctx, app, a.Tenant.ID, func(ctx context.Context, tx pgx.Tx) error {
+			var n int
+			if err := tx.QueryRow(ctx, "select count(*) from api_keys where id = $1", b.Key.ID).Scan(&n); err != nil || n != 0 {
+				t.Errorf("tenant b's key by id: %d rows, %v", n, err)
+			}
+			tag, err := tx.Exec(ctx, "update api_keys set name = 'pwned' where id = $1", b.Key.ID)
+			if err != nil || tag.RowsAffected() != 0 {
+				t.Errorf("update of tenant b's key: %v rows, %v", tag.RowsAffected(), err)
+			}
+			tag, err = tx.Exec(ctx, "delete from memberships where tenant_id = $1", b.Tenant.ID)
+			if err != nil || tag.RowsAffected() != 0 {
+				t.Errorf("delete of tenant b's members: %v rows, %v", tag.RowsAffected(), err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Writing a row for another tenant is refused outright.
+		err = db.WithTenantTx(ctx, app, a.Tenant.ID, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `insert into memberships (tenant_id, user_id, role) values ($1, $2, 'owner')`, b.Tenant.ID, a.User.ID)
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "row-level security") {
+			t.Fatalf("insert into tenant b = %v, want a row-level security violation", err)
+		}
+		if _, err := store.GetAPIKey(ctx, b.Tenant.ID, b.Key.ID); err != nil {
+			t.Fatalf("tenant b's key was touched: %v", err)
+		}
+	})
+}
+
+// TestMigrateSecuresTablesAddedLater: a migration that creates a tenant table and forgets
+// RLS, even one applied after 0010, comes out secured and granted.
+func TestMigrateSecuresTablesAddedLater(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.NewEmpty(t)
+	fsys := fstest.MapFS{}
+	all, err := fs.Glob(migrations.FS, "*.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range all {
+		body, _ := fs.ReadFile(migrations.FS, name)
+		fsys[name] = &fstest.MapFile{Data: body}
+	}
+	if _, err := db.Migrate(ctx, d.Pool, fsys, nil); err != nil {
+		t.Fatal(err)
+	}
+	fsys["9999_later.up.sql"] = &fstest.MapFile{Data: []byte(
+		"create table later_things (tenant_id uuid not null, id bigint generated always as identity, note text)")}
+	if _, err := db.Migrate(ctx, d.Pool, fsys, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkRLS(t, d.Pool, "later_things")
+	var canInsert bool
+	if err := d.Pool.QueryRow(ctx, "select has_table_privilege($1, 'later_things', 'insert')", dbtest.AppRole).Scan(&canInsert); err != nil || !canInsert {
+		t.Fatalf("%s cannot insert into the new table (%v)", dbtest.AppRole, err)
+	}
+}
