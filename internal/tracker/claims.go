@@ -95,8 +95,15 @@ func (t *Tracker) ClaimInFlight(ctx context.Context, tenant, session, requestID 
 		}
 		if ok {
 			t.mu.Lock()
-			t.claims[c] = struct{}{}
+			stopped := t.stopped
+			if !stopped {
+				t.claims[c] = struct{}{}
+			}
 			t.mu.Unlock()
+			if stopped { // nobody would renew it
+				_ = cmpDelete.Run(ctx, t.rdb, []string{key}, c.value).Err()
+				return nil, ErrStopped
+			}
 			return c, nil
 		}
 		old, err := t.rdb.Get(ctx, key).Result()
@@ -162,6 +169,8 @@ func (t *Tracker) RenewInFlight(ctx context.Context, c *Claim) (err error) {
 func (t *Tracker) CompleteInFlight(ctx context.Context, c *Claim, result []byte) (err error) {
 	ctx, span := startSpan(ctx, "tracker.CompleteInFlight")
 	defer func() { endSpan(span, err) }()
+	t.rebuildMu.RLock()
+	defer t.rebuildMu.RUnlock()
 	if err := c.Err(); err != nil {
 		return err
 	}
@@ -183,6 +192,8 @@ func (t *Tracker) CompleteInFlight(ctx context.Context, c *Claim, result []byte)
 func (t *Tracker) ReleaseInFlight(ctx context.Context, c *Claim) (err error) {
 	ctx, span := startSpan(ctx, "tracker.ReleaseInFlight")
 	defer func() { endSpan(span, err) }()
+	t.rebuildMu.RLock()
+	defer t.rebuildMu.RUnlock()
 	if err := c.Err(); err != nil {
 		return err
 	}
@@ -265,6 +276,33 @@ func (t *Tracker) renewClaims(ctx context.Context) error {
 					"request", part[j].requestID)
 				t.dropClaim(part[j], ErrLeaseLost)
 			}
+		}
+	}
+	return nil
+}
+
+// reassertClaims writes back the claims this node holds after Redis lost
+// them; completes and releases wait, so a finished claim is never revived.
+func (t *Tracker) reassertClaims(ctx context.Context) error {
+	t.rebuildMu.Lock()
+	defer t.rebuildMu.Unlock()
+	t.mu.Lock()
+	claims := make([]*Claim, 0, len(t.claims))
+	for c := range t.claims {
+		claims = append(claims, c)
+	}
+	t.mu.Unlock()
+	const batch = 1000
+	for i := 0; i < len(claims); i += batch {
+		part := claims[i:min(i+batch, len(claims))]
+		_, err := t.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range part {
+				p.SetNX(ctx, c.key, c.value, t.cfg.ClaimTTL)
+			}
+			return nil
+		})
+		if err != nil {
+			return mapErr("reassert claims", err)
 		}
 	}
 	return nil

@@ -38,6 +38,10 @@ type Config struct {
 	// ResultTTL is how long a completed claim's result is kept for
 	// duplicates. Default 10m.
 	ResultTTL time.Duration
+	// EpochTTL is how long a lease's epoch counter outlives the lease's last
+	// grant or renewal, so counters of finished sessions do not pile up in
+	// Redis. After it, epochs restart from the caller's minEpoch. Default 7 days.
+	EpochTTL time.Duration
 	// ReapInterval is how often the elected reaper looks for dead nodes.
 	// Default NodeTTL.
 	ReapInterval time.Duration
@@ -84,6 +88,9 @@ func (c *Config) withDefaults() Config {
 	if out.ResultTTL == 0 {
 		out.ResultTTL = 10 * time.Minute
 	}
+	if out.EpochTTL == 0 {
+		out.EpochTTL = 7 * 24 * time.Hour
+	}
 	if out.ReapInterval == 0 {
 		out.ReapInterval = out.NodeTTL
 	}
@@ -104,12 +111,29 @@ func (c *Config) validate() error {
 	switch {
 	case c.NodeTTL < 100*ms || c.LeaseTTL < 100*ms || c.ClaimTTL < 100*ms || c.ResultTTL < 100*ms:
 		return fmt.Errorf("tracker: config: TTLs must be at least 100ms")
+	case c.EpochTTL < c.LeaseTTL:
+		return fmt.Errorf("tracker: config: EpochTTL %v must be at least LeaseTTL %v", c.EpochTTL, c.LeaseTTL)
 	case c.HeartbeatInterval <= 0 || c.HeartbeatInterval > c.NodeTTL/2:
 		return fmt.Errorf("tracker: config: HeartbeatInterval %v must be in (0, NodeTTL/2]", c.HeartbeatInterval)
 	case c.ReapInterval < 10*ms:
 		return fmt.Errorf("tracker: config: ReapInterval must be at least 10ms")
 	}
 	return nil
+}
+
+// validNodeID reports whether s can be a node id: what New builds from a
+// valid NodeName, read back from Redis by the reaper.
+func validNodeID(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // sanitizeName keeps [A-Za-z0-9._-] and replaces anything else with '-'.

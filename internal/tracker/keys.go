@@ -31,7 +31,7 @@ const (
 //	P:{T}:rsub:H         HASH   S -> N                      listeners of one resource
 //	P:{T:S}:streams      HASH   X -> "N|json"               streams of one session
 //	P:{T:S}:lease        HASH   tok, node, epoch            PX LeaseTTL
-//	P:{T:S}:epoch        STRING lease epoch high-water mark
+//	P:{T:S}:epoch        STRING lease epoch counter           PX EpochTTL, refreshed with the lease
 //	P:{T:S}:if:R         STRING "c|N|tok" or "r|result"     PX ClaimTTL / ResultTTL
 //	channel P:inbox:N    pub/sub, "seq|json" messages for node N
 //

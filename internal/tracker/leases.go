@@ -72,8 +72,9 @@ func (l *Lease) end(err error) bool {
 // ClaimLease takes the lease on (tenant, name) for LeaseTTL. The new epoch is
 // one more than the larger of the last epoch Redis granted and minEpoch: pass
 // the high-water mark from Postgres (sessions.epoch) so that, after Redis lost
-// its data, a new grant still beats every earlier one. It returns a
-// *LeaseHeldError (errors.Is ErrLeaseHeld) while another holder has it.
+// its data or the counter expired (EpochTTL after the last grant or renewal),
+// a new grant still beats every earlier one. It returns a *LeaseHeldError
+// (errors.Is ErrLeaseHeld) while another holder has it.
 func (t *Tracker) ClaimLease(ctx context.Context, tenant, name string, minEpoch uint64) (l *Lease, err error) {
 	ctx, span := startSpan(ctx, "tracker.ClaimLease")
 	defer func() { endSpan(span, err) }()
@@ -93,7 +94,7 @@ func (t *Tracker) ClaimLease(ctx context.Context, tenant, name string, minEpoch 
 		done: make(chan struct{})}
 	start := time.Now()
 	res, err := claimLease.Run(ctx, t.rdb, []string{l.key, l.epochKey}, l.token, t.nodeID,
-		t.cfg.LeaseTTL.Milliseconds(), strconv.FormatUint(minEpoch, 10)).Slice()
+		t.cfg.LeaseTTL.Milliseconds(), strconv.FormatUint(minEpoch, 10), t.cfg.EpochTTL.Milliseconds()).Slice()
 	if err != nil {
 		return nil, mapErr("claim lease", err)
 	}
@@ -126,47 +127,56 @@ func (t *Tracker) ClaimLease(ctx context.Context, tenant, name string, minEpoch 
 func (t *Tracker) RenewLease(ctx context.Context, l *Lease) (err error) {
 	ctx, span := startSpan(ctx, "tracker.RenewLease")
 	defer func() { endSpan(span, err) }()
+	var lost bool
+	defer func() {
+		if lost {
+			t.leaseLost(l)
+		}
+	}()
+	// leaseMu orders renewals and releases of this node's leases: a renewal
+	// may re-assert a missing lease, so it must never run after a release.
+	t.leaseMu.Lock()
+	defer t.leaseMu.Unlock()
 	if err := l.Err(); err != nil {
 		return err
 	}
 	start := time.Now()
 	n, err := renewLease.Run(ctx, t.rdb, []string{l.key, l.epochKey}, l.token, t.nodeID,
-		strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds()).Int()
+		strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds(), t.cfg.EpochTTL.Milliseconds()).Int()
 	if err != nil {
 		return mapErr("renew lease", err)
 	}
-	err = t.renewed(l, n == 1, start)
-	t.rereleaseIfReleased(ctx, l)
-	return err
-}
-
-// rereleaseIfReleased deletes the lease again if it was released while a
-// renewal was in flight: the renewal may have re-asserted it.
-func (t *Tracker) rereleaseIfReleased(ctx context.Context, l *Lease) {
-	if errors.Is(l.Err(), ErrNotHeld) {
-		_ = releaseLease.Run(ctx, t.rdb, []string{l.key}, l.token).Err()
+	if lost = !t.renewed(l, n == 1, start); lost {
+		return ErrLeaseLost
 	}
+	return nil
 }
 
-func (t *Tracker) renewed(l *Lease, ok bool, start time.Time) error {
+// renewed records a renewal, or ends a lost lease; it reports whether the
+// lease is still held. Called with leaseMu held.
+func (t *Tracker) renewed(l *Lease, ok bool, start time.Time) bool {
 	if ok {
 		l.mu.Lock()
 		if start.After(l.renewed) {
 			l.renewed = start
 		}
 		l.mu.Unlock()
-		return nil
+		return true
 	}
 	t.mu.Lock()
 	delete(t.leases, l)
 	t.mu.Unlock()
-	if l.end(ErrLeaseLost) {
-		t.log.Warn("tracker: lease lost", "tenant", l.tenant, "name", l.name, "epoch", l.epoch)
-		if t.cfg.OnLeaseLost != nil {
-			t.cfg.OnLeaseLost(l)
-		}
+	l.end(ErrLeaseLost)
+	return false
+}
+
+// leaseLost logs and reports a lost lease; called without leaseMu, so the
+// callback may use the tracker.
+func (t *Tracker) leaseLost(l *Lease) {
+	t.log.Warn("tracker: lease lost", "tenant", l.tenant, "name", l.name, "epoch", l.epoch)
+	if t.cfg.OnLeaseLost != nil {
+		t.cfg.OnLeaseLost(l)
 	}
-	return ErrLeaseLost
 }
 
 // ReleaseLease gives the lease up at once, so another node can claim it
@@ -175,6 +185,8 @@ func (t *Tracker) renewed(l *Lease, ok bool, start time.Time) error {
 func (t *Tracker) ReleaseLease(ctx context.Context, l *Lease) (err error) {
 	ctx, span := startSpan(ctx, "tracker.ReleaseLease")
 	defer func() { endSpan(span, err) }()
+	t.leaseMu.Lock()
+	defer t.leaseMu.Unlock()
 	if err := l.Err(); err != nil {
 		return err
 	}
@@ -249,8 +261,18 @@ func (t *Tracker) LeaseHolder(ctx context.Context, tenant, name string) (node st
 	return node, epoch, nil
 }
 
-// renewLeases renews every held lease in pipelines; lost ones end.
+// renewLeases renews every held lease in pipelines; lost ones end. A lease
+// whose key is gone (Redis lost data, or it expired unrenewed) is re-asserted
+// at its epoch unless a newer epoch was granted meanwhile.
 func (t *Tracker) renewLeases(ctx context.Context) error {
+	var lost []*Lease
+	defer func() {
+		for _, l := range lost {
+			t.leaseLost(l)
+		}
+	}()
+	t.leaseMu.Lock()
+	defer t.leaseMu.Unlock()
 	leases := t.Leases()
 	const batch = 1000
 	for i := 0; i < len(leases); i += batch {
@@ -260,7 +282,7 @@ func (t *Tracker) renewLeases(ctx context.Context) error {
 		_, err := t.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for j, l := range part {
 				cmds[j] = renewLease.Eval(ctx, p, []string{l.key, l.epochKey}, l.token, t.nodeID,
-					strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds())
+					strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds(), t.cfg.EpochTTL.Milliseconds())
 			}
 			return nil
 		})
@@ -269,8 +291,9 @@ func (t *Tracker) renewLeases(ctx context.Context) error {
 		}
 		for j, c := range cmds {
 			n, _ := c.Int()
-			_ = t.renewed(part[j], n == 1, start)
-			t.rereleaseIfReleased(ctx, part[j])
+			if !t.renewed(part[j], n == 1, start) {
+				lost = append(lost, part[j])
+			}
 		}
 	}
 	return nil

@@ -295,6 +295,8 @@ func (t *Tracker) Untrack(ctx context.Context, r Ref) (err error) {
 
 // release drops a held entry from the registry and from Redis.
 func (t *Tracker) release(ctx context.Context, ref, op string) error {
+	t.rebuildMu.RLock()
+	defer t.rebuildMu.RUnlock()
 	t.mu.Lock()
 	h, ok := t.entries[ref]
 	delete(t.entries, ref)
@@ -319,7 +321,7 @@ func (t *Tracker) UntrackNode(ctx context.Context, nodeID string) (n int, err er
 	if nodeID == t.nodeID {
 		return t.untrackAllLocal(ctx)
 	}
-	if nodeID == "" || sanitizeName(nodeID) != nodeID {
+	if !validNodeID(nodeID) {
 		return 0, fmt.Errorf("%w: node id %q", ErrInvalidID, nodeID)
 	}
 	alive, err := t.rdb.Exists(ctx, t.k.node(nodeID)).Result()
@@ -333,6 +335,8 @@ func (t *Tracker) UntrackNode(ctx context.Context, nodeID string) (n int, err er
 }
 
 func (t *Tracker) untrackAllLocal(ctx context.Context) (int, error) {
+	t.rebuildMu.RLock()
+	defer t.rebuildMu.RUnlock()
 	t.mu.Lock()
 	all := t.entries
 	t.entries = make(map[string]*held)

@@ -70,7 +70,7 @@ func (t *Tracker) reap(ctx context.Context) (int, error) {
 		if cmds[i].Val() == 1 || n == t.nodeID {
 			continue
 		}
-		if n == "" || sanitizeName(n) != n {
+		if !validNodeID(n) {
 			t.rdb.ZRem(ctx, t.k.nodes(), n)
 			continue
 		}

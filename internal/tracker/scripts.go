@@ -74,7 +74,8 @@ return 0`)
 
 // claimLease grants a free lease with epoch = max(counter, floor) + 1.
 // KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] node, ARGV[3] ttl ms,
-// ARGV[4] floor. Returns {1, epoch} or {0, holder, holder epoch}.
+// ARGV[4] floor, ARGV[5] epoch counter ttl ms. Returns {1, epoch} or
+// {0, holder, holder epoch}.
 var claimLease = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'node', 'epoch')
 if h[1] then return {0, h[1], h[2] or '0'} end
@@ -84,6 +85,7 @@ redis.call('INCR', KEYS[2])
 local e = redis.call('GET', KEYS[2])
 redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'node', ARGV[2], 'epoch', e)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {1, e}`)
 
 // renewLease extends a lease if the token still holds it. If the lease key is
@@ -91,12 +93,13 @@ return {1, e}`)
 // it is re-asserted at the same epoch: safe, because fencing compares epochs
 // and nobody holds a newer one. Any newer grant makes the holder stale.
 // KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] node, ARGV[3] epoch,
-// ARGV[4] ttl ms. Returns 1 held, 0 lost.
+// ARGV[4] ttl ms, ARGV[5] epoch counter ttl ms. Returns 1 held, 0 lost.
 var renewLease = redis.NewScript(`
 local tok = redis.call('HGET', KEYS[1], 'tok')
 if tok then
   if tok == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
     return 1
   end
   return 0
@@ -106,6 +109,7 @@ if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
 if not cur or tonumber(cur) < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
 redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'node', ARGV[2], 'epoch', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 1`)
 
 // releaseLease deletes a lease if the token still holds it.

@@ -55,6 +55,11 @@ type Tracker struct {
 
 	counter atomic.Uint64 // claim and lease tokens
 
+	leaseMu sync.Mutex // orders lease renewals and releases (see RenewLease)
+	// rebuildMu: rebuild re-asserts under the write lock; untracks, claim
+	// completes and releases hold the read lock, so nothing ended is revived.
+	rebuildMu sync.RWMutex
+
 	mu      sync.Mutex
 	entries map[string]*held // by ref
 	claims  map[*Claim]struct{}
@@ -405,17 +410,30 @@ func (t *Tracker) reassert(ctx context.Context) error {
 	if err := t.register(ctx); err != nil {
 		return err
 	}
+	if err := t.reassertEntries(ctx); err != nil {
+		return err
+	}
+	if err := t.renewLeases(ctx); err != nil {
+		return err
+	}
+	if err := t.reassertClaims(ctx); err != nil {
+		return err
+	}
+	if err := t.renewClaims(ctx); err != nil { // finds claims taken meanwhile
+		return err
+	}
+	return t.syncGenerations(ctx)
+}
+
+func (t *Tracker) reassertEntries(ctx context.Context) error {
+	t.rebuildMu.Lock()
+	defer t.rebuildMu.Unlock()
 	t.mu.Lock()
 	entries := make([]*held, 0, len(t.entries))
 	for _, h := range t.entries {
 		entries = append(entries, h)
 	}
-	claims := make([]*Claim, 0, len(t.claims))
-	for c := range t.claims {
-		claims = append(claims, c)
-	}
 	t.mu.Unlock()
-
 	const batch = 1000
 	for i := 0; i < len(entries); i += batch {
 		part := entries[i:min(i+batch, len(entries))]
@@ -429,32 +447,7 @@ func (t *Tracker) reassert(ctx context.Context) error {
 			return mapErr("reassert entries", err)
 		}
 	}
-	if err := t.renewLeases(ctx); err != nil {
-		return err
-	}
-	for i := 0; i < len(claims); i += batch {
-		part := claims[i:min(i+batch, len(claims))]
-		cmds := make([]*redis.BoolCmd, len(part))
-		_, err := t.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for j, c := range part {
-				cmds[j] = p.SetNX(ctx, c.key, c.value, t.cfg.ClaimTTL)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return mapErr("reassert claims", err)
-		}
-		for j, c := range part {
-			// Released while we re-asserted: delete what we just wrote back.
-			if cmds[j].Val() && errors.Is(c.Err(), ErrNotHeld) {
-				_ = cmpDelete.Run(ctx, t.rdb, []string{c.key}, c.value).Err()
-			}
-		}
-	}
-	if err := t.renewClaims(ctx); err != nil { // finds claims taken meanwhile
-		return err
-	}
-	return t.syncGenerations(ctx)
+	return nil
 }
 
 func (t *Tracker) gap(ctx context.Context, g Gap) {

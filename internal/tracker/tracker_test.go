@@ -408,6 +408,10 @@ func TestLeaseFencing(t *testing.T) {
 		if lf.Epoch() != 42 {
 			t.Fatalf("seeded epoch %d, want 42", lf.Epoch())
 		}
+		// The counter expires with its session (EpochTTL), it does not pile up.
+		if ttl, err := rdb.PTTL(ctx, bn.k.epoch("acme", "sess-2")).Result(); err != nil || ttl <= 0 {
+			t.Fatalf("epoch counter ttl %v %v", ttl, err)
+		}
 		must(t, bn.ReleaseLease(ctx, lf))
 		// ...and after Redis lost the counter, a claim with the floor still
 		// beats every earlier epoch.
