@@ -50,6 +50,7 @@ type DuplicateError struct {
 	Holder string
 }
 
+// Error says whether the duplicate found a stored result or a running holder.
 func (e *DuplicateError) Error() string {
 	if e.Done {
 		return "tracker: duplicate request (result stored)"
@@ -69,6 +70,7 @@ type LeaseHeldError struct {
 	Epoch uint64
 }
 
+// Error names the holder and its epoch.
 func (e *LeaseHeldError) Error() string {
 	return fmt.Sprintf("tracker: lease held by %s at epoch %d", e.Holder, e.Epoch)
 }

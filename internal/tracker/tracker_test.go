@@ -963,3 +963,62 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("healthy node: %v", err)
 	}
 }
+
+// Loss that spares the node key (another shard restarted, or a failover lost
+// recent writes elsewhere) is caught by the generation markers.
+func TestRebuildAfterPartialLoss(t *testing.T) {
+	t.Parallel()
+	redistest.Run(t, func(t *testing.T, b redistest.Backend) {
+		t.Parallel()
+		rdb := backendClient(t, b)
+		prefix := redistest.Prefix(t)
+		a := startNode(t, rdb, prefix, "a")
+		ctx := ctxT(t)
+		must(t, a.Track(ctx, SessionRef("acme", "s1"), nil))
+		must(t, a.Track(ctx, StreamRef("acme", "s1", "x"), nil))
+		rebuilds := a.rebuilds.Load()
+
+		// Delete every key of this test except the node's own keys.
+		deleted := 0
+		del := func(ctx context.Context, c *redis.Client) error {
+			iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				if strings.Contains(iter.Val(), ":node:{") {
+					continue
+				}
+				if err := c.Del(ctx, iter.Val()).Err(); err != nil {
+					return err
+				}
+				deleted++
+			}
+			return iter.Err()
+		}
+		switch c := rdb.(type) {
+		case *redis.ClusterClient:
+			var mu sync.Mutex
+			must(t, c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+				mu.Lock()
+				defer mu.Unlock()
+				return del(ctx, m)
+			}))
+		case *redis.Client:
+			must(t, del(ctx, c))
+		}
+		if deleted == 0 {
+			t.Fatal("nothing deleted")
+		}
+		redistest.Eventually(t, 3*testHeartbeat, "entries re-asserted", func() bool {
+			s, err := a.ListSessions(ctx, "acme")
+			must(t, err)
+			x, err := a.StreamsOf(ctx, "acme", "s1")
+			must(t, err)
+			return len(s) == 1 && len(x) == 1
+		})
+		if a.rebuilds.Load() == rebuilds {
+			t.Fatal("no rebuild recorded")
+		}
+		if b.Cluster && len(a.genTags) != 3 {
+			t.Fatalf("generation markers %v, want one per master", a.genTags)
+		}
+	})
+}
