@@ -1,0 +1,360 @@
+package inspector_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapline/tapline/internal/inspector"
+	"github.com/tapline/tapline/internal/mcptest"
+)
+
+func TestSessionEndToEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{Headers: map[string]string{"X-Api-Key": "hunter2-secret"}, BearerToken: "tok-secret-123"})
+	if sess.Status != inspector.StatusConnecting || !sess.Target.HasBearerToken || len(sess.Target.HeaderNames) != 1 {
+		t.Fatalf("created session = %+v", sess)
+	}
+	ready := s.waitStatus(sess.ID, inspector.StatusReady)
+	if ready.ProtocolVersion != "2025-11-25" || !strings.Contains(string(ready.ServerInfo), "mcptest-stateful") || len(ready.Capabilities) == 0 {
+		t.Fatalf("ready session = %+v", ready)
+	}
+
+	t.Run("ListTools", func(t *testing.T) {
+		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpListTools, map[string]any{"all": true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{`"echo"`, `"slow"`, `"sample"`, `"elicit"`} {
+			if !strings.Contains(string(res), name) {
+				t.Fatalf("tools/list lacks %s: %s", name, res)
+			}
+		}
+	})
+	t.Run("FastCallResultIsDurable", func(t *testing.T) {
+		c := s.call(sess.ID, "echo", map[string]any{"text": "hello"})
+		done := s.wait(sess.ID, c.ID)
+		if done.Status != inspector.CallSucceeded || callText(t, done) != "hello" {
+			t.Fatalf("echo = %+v", done)
+		}
+		// Readable later, whoever asks.
+		again, err := s.svc.GetCall(ctx, s.a.Tenant.ID, sess.ID, c.ID)
+		if err != nil || again.Status != inspector.CallSucceeded {
+			t.Fatalf("get call = %+v, %v", again, err)
+		}
+		s.waitEvent(sess.ID, func(e inspector.Event) bool {
+			return e.Type == inspector.EventCallResult && dataOf(e)["call_id"] == c.ID && dataOf(e)["ok"] == true
+		})
+	})
+	t.Run("ProgressIsLinkedToTheCall", func(t *testing.T) {
+		c := s.call(sess.ID, "slow", map[string]any{"steps": 3, "interval_ms": 20})
+		done := s.wait(sess.ID, c.ID)
+		if done.Status != inspector.CallSucceeded || done.Progress == nil || done.Progress.Progress != 3 {
+			t.Fatalf("slow = %+v progress %+v", done, done.Progress)
+		}
+		n := 0
+		for _, e := range s.events(sess.ID) {
+			if e.Type == inspector.EventProgress && dataOf(e)["call_id"] == c.ID {
+				n++
+			}
+		}
+		if n != 3 {
+			t.Fatalf("%d progress events for the call, want 3", n)
+		}
+	})
+	t.Run("SamplingIsAnsweredByAPerson", func(t *testing.T) {
+		c := s.call(sess.ID, "sample", map[string]any{"prompt": "say hi"})
+		var p inspector.Pending
+		eventually(t, 10*time.Second, "pending sampling request", func() bool {
+			list, err := s.svc.ListPending(ctx, s.a.Tenant.ID, sess.ID, []inspector.PendingStatus{inspector.PendingWaiting})
+			if err != nil || len(list) == 0 {
+				return false
+			}
+			p = list[0]
+			return true
+		})
+		if p.Kind != inspector.PendingSampling || !strings.Contains(string(p.Params), "say hi") {
+			t.Fatalf("pending = %+v", p)
+		}
+		ans := inspector.PendingAnswer{Result: json.RawMessage(`{"role":"assistant","model":"human","content":{"type":"text","text":"hi from a person"}}`)}
+		if _, err := s.svc.AnswerPending(ctx, s.a.Tenant.ID, sess.ID, p.RequestID, "key:test", ans); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.svc.AnswerPending(ctx, s.a.Tenant.ID, sess.ID, p.RequestID, "key:test", ans); !errors.Is(err, inspector.ErrConflict) {
+			t.Fatalf("second answer = %v, want ErrConflict", err)
+		}
+		done := s.wait(sess.ID, c.ID)
+		if done.Status != inspector.CallSucceeded || !strings.Contains(string(done.Result), "hi from a person") {
+			t.Fatalf("sample = %+v %s", done, done.Result)
+		}
+	})
+	t.Run("ElicitationFormIsAccepted", func(t *testing.T) {
+		c := s.call(sess.ID, "elicit", map[string]any{"message": "who are you?"})
+		var p inspector.Pending
+		eventually(t, 10*time.Second, "pending elicitation", func() bool {
+			list, _ := s.svc.ListPending(ctx, s.a.Tenant.ID, sess.ID, []inspector.PendingStatus{inspector.PendingWaiting})
+			for _, x := range list {
+				if x.Kind == inspector.PendingElicitation {
+					p = x
+					return true
+				}
+			}
+			return false
+		})
+		var params struct {
+			RequestedSchema struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+				Required   []string                   `json:"required"`
+			} `json:"requestedSchema"`
+		}
+		_ = json.Unmarshal(p.Params, &params)
+		content := map[string]any{}
+		for name, raw := range params.RequestedSchema.Properties {
+			var prop struct {
+				Default any   `json:"default"`
+				Enum    []any `json:"enum"`
+				Type    string
+			}
+			_ = json.Unmarshal(raw, &prop)
+			switch {
+			case prop.Default != nil:
+				content[name] = prop.Default
+			case len(prop.Enum) > 0:
+				content[name] = prop.Enum[0]
+			case prop.Type == "number" || prop.Type == "integer":
+				content[name] = 1
+			case prop.Type == "boolean":
+				content[name] = true
+			default:
+				content[name] = "tapline"
+			}
+		}
+		raw, _ := json.Marshal(content)
+		if _, err := s.svc.AnswerPending(ctx, s.a.Tenant.ID, sess.ID, p.RequestID, "key:test", inspector.PendingAnswer{Action: "accept", Content: raw}); err != nil {
+			t.Fatal(err)
+		}
+		done := s.wait(sess.ID, c.ID)
+		if done.Status != inspector.CallSucceeded || !strings.Contains(string(done.Result), "accept") {
+			t.Fatalf("elicit = %+v %s", done, done.Result)
+		}
+	})
+	t.Run("CancelReachesTheTarget", func(t *testing.T) {
+		c := s.call(sess.ID, "slow", map[string]any{"steps": 200, "interval_ms": 50, "key": "cancel-me"})
+		s.waitEvent(sess.ID, func(e inspector.Event) bool { return e.Type == inspector.EventProgress && dataOf(e)["call_id"] == c.ID })
+		got, err := s.svc.CancelCall(ctx, s.a.Tenant.ID, sess.ID, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != inspector.CallCancelled {
+			got = s.wait(sess.ID, c.ID)
+		}
+		if got.Status != inspector.CallCancelled {
+			t.Fatalf("cancelled call = %+v", got)
+		}
+		eventually(t, 10*time.Second, "target saw the cancellation", func() bool { return srv.CancelledCalls("slow") > 0 })
+	})
+	t.Run("RootsAreOfferedAndReplaced", func(t *testing.T) {
+		roots := []inspector.Root{{URI: "file:///work/project", Name: "project"}}
+		if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, roots); err != nil {
+			t.Fatal(err)
+		}
+		done := s.wait(sess.ID, s.call(sess.ID, "roots", nil).ID)
+		if !strings.Contains(string(done.Result), "file:///work/project") {
+			t.Fatalf("roots = %s", done.Result)
+		}
+		got, _ := s.svc.GetSession(ctx, s.a.Tenant.ID, sess.ID)
+		if len(got.Roots) != 1 || got.Roots[0].URI != roots[0].URI {
+			t.Fatalf("stored roots = %+v", got.Roots)
+		}
+	})
+	t.Run("SubscriptionUpdatesArriveAsNotifications", func(t *testing.T) {
+		if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": mcptest.HelloURI}); err != nil {
+			t.Fatal(err)
+		}
+		srv.TriggerResourceUpdated(mcptest.HelloURI)
+		s.waitEvent(sess.ID, func(e inspector.Event) bool {
+			return e.Type == inspector.EventNotification && dataOf(e)["method"] == "notifications/resources/updated"
+		})
+		got, _ := s.svc.GetSession(ctx, s.a.Tenant.ID, sess.ID)
+		if len(got.Subscriptions) != 1 || got.Subscriptions[0] != mcptest.HelloURI {
+			t.Fatalf("subscriptions = %v", got.Subscriptions)
+		}
+	})
+	t.Run("FastOperations", func(t *testing.T) {
+		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpReadResource, map[string]any{"uri": mcptest.HelloURI})
+		if err != nil || !strings.Contains(string(res), "contents") {
+			t.Fatalf("read = %s, %v", res, err)
+		}
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpPing, nil)
+		if err != nil || !strings.Contains(string(res), `"ms"`) {
+			t.Fatalf("ping = %s, %v", res, err)
+		}
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpGetPrompt, map[string]any{"name": "greet", "arguments": map[string]string{"name": "Ada"}})
+		if err != nil || !strings.Contains(string(res), "Ada") {
+			t.Fatalf("prompts/get = %s, %v", res, err)
+		}
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": mcptest.CustomMethod, "params": map[string]any{"value": 42}})
+		if err != nil || !strings.Contains(string(res), "42") {
+			t.Fatalf("rpc custom = %s, %v", res, err)
+		}
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": "tools/list"})
+		if err != nil || !strings.Contains(string(res), "echo") {
+			t.Fatalf("rpc tools/list = %s, %v", res, err)
+		}
+		if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSetLoggingLevel, map[string]any{"level": "debug"}); err != nil {
+			t.Fatal(err)
+		}
+		s.wait(sess.ID, s.call(sess.ID, "log", nil).ID)
+		s.waitEvent(sess.ID, func(e inspector.Event) bool {
+			return e.Type == inspector.EventNotification && dataOf(e)["method"] == "notifications/message"
+		})
+		_, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpReadResource, map[string]any{"uri": "mcptest://no/such"})
+		var remote *inspector.RemoteError
+		if !errors.As(err, &remote) {
+			t.Fatalf("unknown resource = %v, want a RemoteError", err)
+		}
+	})
+	t.Run("FramesAreTappedAndSecretsRedacted", func(t *testing.T) {
+		events := s.events(sess.ID)
+		requireGapless(t, events)
+		var sends, recvs int
+		for _, e := range events {
+			if e.Type != inspector.EventFrame {
+				continue
+			}
+			if strings.Contains(string(e.Data), "hunter2-secret") || strings.Contains(string(e.Data), "tok-secret-123") {
+				t.Fatalf("a frame leaks a secret: %s", e.Data)
+			}
+			switch dataOf(e)["dir"] {
+			case "send":
+				sends++
+			case "recv":
+				recvs++
+			}
+		}
+		if sends < 5 || recvs < 5 {
+			t.Fatalf("frames: %d sent, %d received", sends, recvs)
+		}
+		big := s.wait(sess.ID, s.call(sess.ID, "big", map[string]any{"size": 100 << 10}).ID)
+		if big.Status != inspector.CallSucceeded {
+			t.Fatalf("big = %+v", big)
+		}
+		s.waitEvent(sess.ID, func(e inspector.Event) bool {
+			d := dataOf(e)
+			return e.Type == inspector.EventFrame && d["truncated"] == true && len(d["preview"].(string)) <= 4096 && d["size"].(float64) > 100<<10
+		})
+	})
+	t.Run("CrossTenantReturnsNotFound", func(t *testing.T) {
+		if _, err := s.svc.GetSession(ctx, s.b.Tenant.ID, sess.ID); !errors.Is(err, inspector.ErrNotFound) {
+			t.Errorf("get = %v", err)
+		}
+		if _, err := s.svc.Events(ctx, s.b.Tenant.ID, sess.ID, inspector.EventsParams{}); !errors.Is(err, inspector.ErrNotFound) {
+			t.Errorf("events = %v", err)
+		}
+		if _, err := s.svc.StartCall(ctx, s.b.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo"}); !errors.Is(err, inspector.ErrNotFound) {
+			t.Errorf("call = %v", err)
+		}
+		if _, err := s.svc.Request(ctx, s.b.Tenant.ID, sess.ID, inspector.OpListTools, nil); !errors.Is(err, inspector.ErrNotFound) {
+			t.Errorf("tools = %v", err)
+		}
+		if _, err := s.svc.ListPending(ctx, s.b.Tenant.ID, sess.ID, nil); !errors.Is(err, inspector.ErrNotFound) {
+			t.Errorf("pending = %v", err)
+		}
+		if _, err := s.svc.CloseSession(ctx, s.b.Tenant.ID, sess.ID); !errors.Is(err, inspector.ErrNotFound) {
+			t.Errorf("close = %v", err)
+		}
+	})
+	t.Run("CloseKeepsHistory", func(t *testing.T) {
+		before := len(s.events(sess.ID))
+		closed, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, sess.ID)
+		if err != nil || closed.Status != inspector.StatusClosed {
+			t.Fatalf("close = %+v, %v", closed, err)
+		}
+		if _, err := s.svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo"}); !errors.Is(err, inspector.ErrNotReady) {
+			t.Fatalf("call on closed session = %v", err)
+		}
+		if after := len(s.events(sess.ID)); after < before {
+			t.Fatalf("history shrank from %d to %d", before, after)
+		}
+		eventually(t, 10*time.Second, "worker let go of the session", func() bool { return s.workers[0].rt.Sessions() == 0 })
+	})
+}
+
+func TestSessionsSurviveHostileServers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	w := s.addWorker()
+	good := mcptest.NewStatefulServer(t, nil)
+	hostile := mcptest.NewHostileServer(t)
+	goodSess := s.create(good.URL(), inspector.Target{})
+	s.waitStatus(goodSess.ID, inspector.StatusReady)
+	for _, mode := range []mcptest.HostileMode{mcptest.ModeOversized, mcptest.ModeGarbage, mcptest.ModeHugeEvent, mcptest.ModeCutJSON, mcptest.ModeStatus500} {
+		t.Run(string(mode), func(t *testing.T) {
+			sess := s.create(hostile.URL(mode), inspector.Target{})
+			s.waitStatus(sess.ID, inspector.StatusReady)
+			c := s.call(sess.ID, "anything", nil)
+			done, err := s.svc.WaitCall(ctx, s.a.Tenant.ID, sess.ID, c.ID, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done.Status == inspector.CallSucceeded {
+				t.Fatalf("hostile %s call succeeded with %d bytes", mode, len(done.Result))
+			}
+			// Every frame stays within bounds.
+			for _, e := range s.events(sess.ID) {
+				if len(e.Data) > 80<<10 {
+					t.Fatalf("event %d is %d bytes", e.Seq, len(e.Data))
+				}
+			}
+			// The worker and the other session are unaffected.
+			ok := s.wait(goodSess.ID, s.call(goodSess.ID, "echo", map[string]any{"text": "still here"}).ID)
+			if ok.Status != inspector.CallSucceeded {
+				t.Fatalf("good session after hostile %s: %+v", mode, ok)
+			}
+		})
+	}
+	if w.rt.Sessions() == 0 {
+		t.Fatal("worker lost its sessions")
+	}
+}
+
+func TestTargetRefusedAtCreation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	strict, err := inspector.NewService(&inspector.ServiceConfig{
+		Pool: nil, Redis: s.rdb, Tracker: nil, Guard: s.guard, Keys: s.keys,
+	})
+	if err == nil || strict != nil {
+		t.Fatal("NewService accepted a config without a pool")
+	}
+	for _, bad := range []struct{ url, field string }{
+		{"ftp://example.com/mcp", "target.url"},
+		{"http://user:pw@example.com/", "target.url"},
+		{"not a url", "target.url"},
+	} {
+		_, err := s.svc.CreateSession(ctx, s.a.Tenant.ID, inspector.CreateSessionParams{Target: inspector.Target{URL: bad.url}})
+		var ve *inspector.ValidationError
+		if !errors.As(err, &ve) || ve.Field != bad.field {
+			t.Errorf("create %q = %v, want a ValidationError on %s", bad.url, err, bad.field)
+		}
+	}
+	_, err = s.svc.CreateSession(ctx, s.a.Tenant.ID, inspector.CreateSessionParams{Target: inspector.Target{URL: "http://169.254.169.254/latest/meta-data"}})
+	var refused *inspector.TargetRefusedError
+	if !errors.As(err, &refused) {
+		t.Fatalf("metadata target = %v, want TargetRefusedError", err)
+	}
+	_, err = s.svc.CreateSession(ctx, s.a.Tenant.ID, inspector.CreateSessionParams{Target: inspector.Target{URL: "http://127.0.0.1:9/", Headers: map[string]string{"Bad\nName": "x"}}})
+	var ve *inspector.ValidationError
+	if !errors.As(err, &ve) || !strings.HasPrefix(ve.Field, "target.headers") {
+		t.Fatalf("bad header = %v", err)
+	}
+}

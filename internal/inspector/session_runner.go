@@ -1,0 +1,749 @@
+package inspector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/tracker"
+)
+
+// sessionRunner holds one session's live MCP connection for the worker that owns it.
+type sessionRunner struct {
+	rt     *Runtime
+	lease  *tracker.Lease
+	tenant string
+	id     string
+	epoch  int64
+	logger *slog.Logger
+
+	ctx    context.Context // cancelled when the runner stops
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu            sync.Mutex
+	sess          *Session
+	client        *mcp.Client
+	cs            *mcp.ClientSession
+	connected     chan struct{} // closed once the first connection attempt ended
+	calls         map[string]context.CancelFunc
+	waiters       map[string]chan struct{} // pending request id → doorbell
+	roots         []Root
+	lastActivity  time.Time
+	stale         bool
+	reconnectWant chan struct{}
+}
+
+func newSessionRunner(rt *Runtime, lease *tracker.Lease, sess *Session) *sessionRunner {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &sessionRunner{
+		rt: rt, lease: lease, tenant: sess.TenantID, id: sess.ID, epoch: sess.Epoch, sess: sess,
+		logger: rt.logger.With(slog.String("tenant_id", sess.TenantID), slog.String("session_id", sess.ID)),
+		ctx:    ctx, cancel: cancel, done: make(chan struct{}),
+		connected: make(chan struct{}), calls: map[string]context.CancelFunc{}, waiters: map[string]chan struct{}{},
+		roots: sess.Roots, lastActivity: time.Now(), reconnectWant: make(chan struct{}, 1),
+	}
+}
+
+// emit appends an event for this session; it is published once committed.
+func (r *sessionRunner) emit(typ EventType, data any) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		r.logger.Error("encode event", slog.String("type", string(typ)), slog.Any("error", err))
+		return
+	}
+	r.emitRaw(typ, raw)
+}
+
+func (r *sessionRunner) emitRaw(typ EventType, raw json.RawMessage) {
+	if r.isStale() {
+		return
+	}
+	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, data: raw, at: time.Now().UTC()})
+}
+
+func (r *sessionRunner) isStale() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stale
+}
+
+// markStale stops all writes: a newer owner exists (lease lost or refused by PostgreSQL).
+func (r *sessionRunner) markStale() {
+	r.mu.Lock()
+	r.stale = true
+	r.mu.Unlock()
+	r.cancel()
+}
+
+// ownerWrite runs a fenced store write; a stale epoch stops the runner.
+func (r *sessionRunner) ownerWrite(err error) error {
+	if errors.Is(err, db.ErrStaleEpoch) {
+		r.logger.Warn("a newer owner exists; dropping the session")
+		r.markStale()
+	}
+	return err
+}
+
+// run connects and keeps the session until the runner is stopped, the session is closed or
+// the lease is lost.
+func (r *sessionRunner) run(moved *movedFrom) {
+	defer close(r.done)
+	defer r.disconnect()
+	if moved != nil {
+		r.takeOver(moved)
+	}
+	r.connectWithRetry()
+	idle := time.NewTicker(time.Minute)
+	defer idle.Stop()
+	for {
+		var waitDone <-chan struct{}
+		if cs := r.session(); cs != nil {
+			waitDone = sessionEnded(cs)
+		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.lease.Done():
+			r.logger.Warn("lease lost; dropping the session")
+			r.markStale()
+			return
+		case <-waitDone:
+			if r.ctx.Err() != nil {
+				return
+			}
+			r.logger.Info("connection to the target ended; reconnecting")
+			r.setConnection(nil)
+			r.connectWithRetry()
+		case <-r.reconnectWant:
+			r.disconnect()
+			r.connectWithRetry()
+		case <-idle.C:
+			r.closeIfIdle()
+		}
+	}
+}
+
+var endedCache sync.Map // *mcp.ClientSession → chan struct{}
+
+// sessionEnded returns a channel closed when cs's connection ends.
+func sessionEnded(cs *mcp.ClientSession) <-chan struct{} {
+	if ch, ok := endedCache.Load(cs); ok {
+		return ch.(chan struct{})
+	}
+	ch := make(chan struct{})
+	if prev, loaded := endedCache.LoadOrStore(cs, ch); loaded {
+		return prev.(chan struct{})
+	}
+	go func() {
+		_ = cs.Wait()
+		close(ch)
+		endedCache.Delete(cs)
+	}()
+	return ch
+}
+
+func (r *sessionRunner) session() *mcp.ClientSession {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cs
+}
+
+func (r *sessionRunner) setConnection(cs *mcp.ClientSession) {
+	r.mu.Lock()
+	r.cs = cs
+	r.mu.Unlock()
+}
+
+// movedFrom says the session was held before by another owner.
+type movedFrom struct {
+	node  string
+	epoch int64
+}
+
+// takeOver ends what belonged to the previous owner's connection: running calls are
+// interrupted, its pending requests expire.
+func (r *sessionRunner) takeOver(m *movedFrom) {
+	ctx := r.ctx
+	r.emit(EventSessionMoved, map[string]any{"from_worker": m.node, "to_worker": r.rt.nodeID, "epoch": r.epoch})
+	calls, err := r.rt.store.openCalls(ctx, r.tenant, r.id)
+	if err != nil {
+		r.logger.Warn("list open calls", slog.Any("error", err))
+	}
+	for _, c := range calls {
+		if c.Status != CallRunning {
+			continue // queued calls never reached the target; they are dispatched below
+		}
+		errJSON, _ := json.Marshal(map[string]string{"message": "interrupted: the worker holding the session stopped while the call ran"})
+		if r.ownerWrite(r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})) == nil {
+			r.emit(EventCallResult, map[string]any{"call_id": c.ID, "ok": false, "status": CallInterrupted, "error": json.RawMessage(errJSON)})
+		}
+	}
+	ids, err := r.rt.store.expireOldPending(ctx, r.tenant, r.id, r.epoch)
+	if err != nil {
+		r.logger.Warn("expire pending", slog.Any("error", err))
+	}
+	for _, id := range ids {
+		r.emit(EventPendingResolved, map[string]any{"request_id": id, "status": PendingExpired, "reason": "the connection that received it ended"})
+	}
+}
+
+// connectWithRetry connects, retrying transient failures a few times before the session
+// goes to the error state.
+func (r *sessionRunner) connectWithRetry() {
+	defer func() {
+		r.mu.Lock()
+		select {
+		case <-r.connected:
+		default:
+			close(r.connected)
+		}
+		r.mu.Unlock()
+	}()
+	delay := 500 * time.Millisecond
+	var err error
+	for attempt := 1; attempt <= r.rt.cfg.ConnectAttempts; attempt++ {
+		if r.ctx.Err() != nil {
+			return
+		}
+		err = r.connect()
+		if err == nil {
+			return
+		}
+		if r.isStale() {
+			return
+		}
+		r.logger.Info("connect failed", slog.Int("attempt", attempt), slog.Any("error", err))
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+	msg := err.Error()
+	st := StatusError
+	if r.ownerWrite(r.rt.store.updateAsOwner(r.ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &msg})) == nil {
+		r.emit(EventStatus, map[string]any{"state": StatusError, "error": msg})
+	}
+	// An errored session needs no owner until someone asks to reconnect.
+	r.cancel()
+}
+
+func (r *sessionRunner) connect() error {
+	ctx, cancel := context.WithTimeout(r.ctx, r.rt.cfg.ConnectTimeout)
+	defer cancel()
+	st := StatusConnecting
+	empty := ""
+	if err := r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &empty})); err != nil {
+		return err
+	}
+	r.emit(EventStatus, map[string]any{"state": StatusConnecting})
+
+	sess, err := r.rt.store.GetSession(ctx, r.tenant, r.id)
+	if err != nil {
+		return err
+	}
+	sealed, err := r.rt.store.sessionSecrets(ctx, r.tenant, r.id)
+	if err != nil {
+		return err
+	}
+	secrets, err := openSecrets(r.rt.cfg.Keys, r.tenant, r.id, sealed)
+	if err != nil {
+		return err
+	}
+	secretNames := make([]string, 0, len(secrets.Headers))
+	for k := range secrets.Headers {
+		secretNames = append(secretNames, k)
+	}
+	httpClient := &http.Client{Transport: &tapTransport{
+		next: r.rt.transport, headers: secrets.Headers, bearer: secrets.BearerToken, secret: secretNames,
+		sink: func(data json.RawMessage) { r.emitRaw(EventFrame, data) },
+	}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
+
+	client := mcp.NewClient(&mcp.Implementation{Name: "tapline", Title: "Tapline inspector", Version: r.rt.cfg.Version}, r.clientOptions())
+	for _, root := range sess.Roots {
+		client.AddRoots(&mcp.Root{URI: root.URI, Name: root.Name})
+	}
+	var transport mcp.Transport
+	if sess.Target.Transport == TransportSSE {
+		transport = &mcp.SSEClientTransport{Endpoint: sess.Target.URL, HTTPClient: httpClient, MaxEventSize: maxBodySize}
+	} else {
+		transport = &mcp.StreamableClientTransport{Endpoint: sess.Target.URL, HTTPClient: httpClient, MaxEventSize: maxBodySize, MaxRetries: 2}
+	}
+	var opts *mcp.ClientSessionOptions
+	if sess.Target.ProtocolVersion != "" && sess.Target.ProtocolVersion != "auto" {
+		opts = &mcp.ClientSessionOptions{ProtocolVersion: sess.Target.ProtocolVersion}
+	}
+	cs, err := client.Connect(ctx, transport, opts)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", sess.Target.URL, err)
+	}
+	ir := cs.InitializeResult()
+	upd := OwnerUpdate{Status: ptr(StatusReady), Error: &empty}
+	if ir != nil {
+		upd.ProtocolVersion = &ir.ProtocolVersion
+		upd.Instructions = &ir.Instructions
+		if ir.ServerInfo != nil {
+			upd.ServerInfo, _ = json.Marshal(ir.ServerInfo)
+		} else {
+			upd.ServerInfo = json.RawMessage(`{}`)
+		}
+		if ir.Capabilities != nil {
+			upd.Capabilities, _ = json.Marshal(ir.Capabilities)
+		} else {
+			upd.Capabilities = json.RawMessage(`{}`)
+		}
+	}
+	r.mu.Lock()
+	r.client, r.cs, r.roots = client, cs, sess.Roots
+	r.mu.Unlock()
+
+	// Restore what the session had: logging level and resource subscriptions.
+	if sess.LoggingLevel != "" {
+		if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: mcp.LoggingLevel(sess.LoggingLevel)}); err != nil {
+			r.logger.Info("restore logging level", slog.Any("error", err))
+		}
+	}
+	for _, uri := range sess.Subscriptions {
+		if err := cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
+			r.logger.Info("restore subscription", slog.String("uri", uri), slog.Any("error", err))
+		}
+	}
+	if err := r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, upd)); err != nil {
+		_ = cs.Close()
+		return err
+	}
+	pv := ""
+	if ir != nil {
+		pv = ir.ProtocolVersion
+	}
+	r.emit(EventStatus, map[string]any{"state": StatusReady, "protocol_version": pv})
+	r.logger.Info("session connected", slog.String("protocol_version", pv))
+	// Calls queued while nobody held the session go out now.
+	r.dispatchQueued()
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// disconnect closes the live connection; handlers waiting on people are released first, as
+// go-sdk's Close waits for in-flight handlers.
+func (r *sessionRunner) disconnect() {
+	r.mu.Lock()
+	cs := r.cs
+	r.cs = nil
+	for _, cancel := range r.calls {
+		cancel()
+	}
+	for _, w := range r.waiters {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+	r.mu.Unlock()
+	if cs != nil {
+		done := make(chan struct{})
+		go func() { _ = cs.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			r.logger.Warn("closing the target connection timed out")
+		}
+	}
+}
+
+// stop ends the runner and waits for it.
+func (r *sessionRunner) stop() {
+	r.cancel()
+	<-r.done
+}
+
+func (r *sessionRunner) touch() {
+	r.mu.Lock()
+	r.lastActivity = time.Now()
+	r.mu.Unlock()
+}
+
+// closeIfIdle closes the session when nobody used it for IdleClose and nobody watches it.
+func (r *sessionRunner) closeIfIdle() {
+	if r.rt.cfg.IdleClose <= 0 {
+		return
+	}
+	r.mu.Lock()
+	idleFor := time.Since(r.lastActivity)
+	running := len(r.calls) + len(r.waiters)
+	r.mu.Unlock()
+	if idleFor < r.rt.cfg.IdleClose || running > 0 {
+		return
+	}
+	if streams, err := r.rt.cfg.Tracker.StreamsOf(r.ctx, r.tenant, r.id); err == nil && len(streams) > 0 {
+		r.touch()
+		return
+	}
+	st := StatusClosed
+	reason := "closed after being idle"
+	if r.ownerWrite(r.rt.store.updateAsOwner(r.ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &reason})) == nil {
+		r.emit(EventStatus, map[string]any{"state": StatusClosed, "reason": "idle"})
+	}
+	r.logger.Info("session closed after being idle")
+	r.cancel()
+}
+
+// clientOptions wires go-sdk's handlers to events and pending requests.
+func (r *sessionRunner) clientOptions() *mcp.ClientOptions {
+	return &mcp.ClientOptions{
+		Logger: r.logger,
+		Capabilities: &mcp.ClientCapabilities{
+			RootsV2:     &mcp.RootCapabilities{ListChanged: true},
+			Sampling:    &mcp.SamplingCapabilities{},
+			Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}, URL: &mcp.URLElicitationCapabilities{}},
+		},
+		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (res *mcp.CreateMessageResult, err error) {
+			defer r.recoverHandler(&err)
+			var out mcp.CreateMessageResult
+			if err := r.park(ctx, PendingSampling, req.Params, &out); err != nil {
+				return nil, err
+			}
+			return &out, nil
+		},
+		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (res *mcp.ElicitResult, err error) {
+			defer r.recoverHandler(&err)
+			var out mcp.ElicitResult
+			if err := r.park(ctx, PendingElicitation, req.Params, &out); err != nil {
+				return nil, err
+			}
+			return &out, nil
+		},
+		ElicitationCompleteHandler: func(_ context.Context, req *mcp.ElicitationCompleteNotificationRequest) {
+			r.notification("notifications/elicitation/complete", req.Params)
+		},
+		ToolListChangedHandler: func(_ context.Context, req *mcp.ToolListChangedRequest) {
+			r.notification("notifications/tools/list_changed", req.Params)
+		},
+		PromptListChangedHandler: func(_ context.Context, req *mcp.PromptListChangedRequest) {
+			r.notification("notifications/prompts/list_changed", req.Params)
+		},
+		ResourceListChangedHandler: func(_ context.Context, req *mcp.ResourceListChangedRequest) {
+			r.notification("notifications/resources/list_changed", req.Params)
+		},
+		ResourceUpdatedHandler: func(_ context.Context, req *mcp.ResourceUpdatedNotificationRequest) {
+			r.notification("notifications/resources/updated", req.Params)
+		},
+		LoggingMessageHandler: func(_ context.Context, req *mcp.LoggingMessageRequest) {
+			r.notification("notifications/message", req.Params)
+		},
+		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			r.progress(req.Params)
+		},
+	}
+}
+
+func (r *sessionRunner) recoverHandler(err *error) {
+	if p := recover(); p != nil {
+		r.logger.Error("handler panic", slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+		*err = fmt.Errorf("internal error in the inspector")
+	}
+}
+
+func (r *sessionRunner) notification(method string, params any) {
+	r.emit(EventNotification, map[string]any{"method": method, "params": params})
+}
+
+// progress turns a progress notification into a progress event for its call.
+func (r *sessionRunner) progress(p *mcp.ProgressNotificationParams) {
+	if p == nil {
+		return
+	}
+	callID, _ := p.ProgressToken.(string)
+	pr := Progress{Progress: p.Progress, Message: p.Message}
+	if p.Total > 0 {
+		total := p.Total
+		pr.Total = &total
+	}
+	ev := map[string]any{"call_id": callID, "progress": pr.Progress}
+	if pr.Total != nil {
+		ev["total"] = *pr.Total
+	}
+	if pr.Message != "" {
+		ev["message"] = pr.Message
+	}
+	r.emit(EventProgress, ev)
+	if callID != "" && validID(callID) {
+		_ = r.ownerWrite(r.rt.store.updateCallAsOwner(r.ctx, r.tenant, r.id, callID, r.epoch, callUpdate{Progress: &pr}))
+	}
+}
+
+// park stores a server→client request as pending, waits for a person's answer (or the
+// timeout, or the connection's end) and decodes the answer into out.
+func (r *sessionRunner) park(ctx context.Context, kind PendingKind, params any, out any) error {
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.rt.cfg.PendingTimeout)
+	defer cancel()
+	// The handler must end before the connection closes (go-sdk waits for it).
+	stopAfter := context.AfterFunc(r.ctx, cancel)
+	defer stopAfter()
+	p, err := r.rt.store.insertPending(ctx, r.tenant, r.id, r.epoch, kind, raw, time.Now().Add(r.rt.cfg.PendingTimeout), "")
+	if err != nil {
+		_ = r.ownerWrite(err)
+		return fmt.Errorf("park request: %w", err)
+	}
+	bell := make(chan struct{}, 1)
+	r.mu.Lock()
+	r.waiters[p.RequestID] = bell
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.waiters, p.RequestID)
+		r.mu.Unlock()
+	}()
+	r.emit(EventPendingRequest, map[string]any{"request_id": p.RequestID, "kind": kind, "params": json.RawMessage(raw),
+		"expires_at": p.ExpiresAt.UTC()})
+	poll := time.NewTicker(2 * time.Second)
+	defer poll.Stop()
+	for {
+		cur, err := r.rt.store.GetPending(context.WithoutCancel(ctx), r.tenant, r.id, p.RequestID)
+		if err == nil && cur.Status != PendingWaiting {
+			return r.deliverAnswer(cur, out)
+		}
+		select {
+		case <-ctx.Done():
+			reason := "nobody answered in time"
+			if r.ctx.Err() != nil {
+				reason = "the connection ended"
+			}
+			cur, changed, _ := r.rt.store.resolvePending(context.WithoutCancel(ctx), r.tenant, r.id, p.RequestID, PendingExpired, nil, "")
+			if changed {
+				r.emit(EventPendingResolved, map[string]any{"request_id": p.RequestID, "status": PendingExpired, "reason": reason})
+				return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "request expired: " + reason}
+			}
+			if cur != nil && cur.Status != PendingWaiting {
+				return r.deliverAnswer(cur, out)
+			}
+			return ctx.Err()
+		case <-bell:
+		case <-poll.C:
+		}
+	}
+}
+
+// deliverAnswer emits pending_resolved and turns the stored answer into the handler's result.
+func (r *sessionRunner) deliverAnswer(p *Pending, out any) error {
+	r.touch()
+	r.emit(EventPendingResolved, map[string]any{"request_id": p.RequestID, "status": p.Status, "answered_by": p.AnsweredBy})
+	if p.Status == PendingExpired {
+		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "request expired"}
+	}
+	var a PendingAnswer
+	if err := json.Unmarshal(p.Answer, &a); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	switch {
+	case a.Error != nil:
+		return &jsonrpc.Error{Code: a.Error.Code, Message: a.Error.Message, Data: a.Error.Data}
+	case len(a.Result) > 0:
+		return json.Unmarshal(a.Result, out)
+	default:
+		body := map[string]any{"action": a.Action}
+		if a.Action == "accept" && len(a.Content) > 0 {
+			body["content"] = a.Content
+		}
+		b, _ := json.Marshal(body)
+		return json.Unmarshal(b, out)
+	}
+}
+
+// ringPending wakes the handler waiting for a pending request's answer.
+func (r *sessionRunner) ringPending(requestID string) {
+	r.mu.Lock()
+	w := r.waiters[requestID]
+	r.mu.Unlock()
+	if w != nil {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// dispatchQueued starts every queued call of the session.
+func (r *sessionRunner) dispatchQueued() {
+	calls, err := r.rt.store.openCalls(r.ctx, r.tenant, r.id)
+	if err != nil {
+		r.logger.Warn("list queued calls", slog.Any("error", err))
+		return
+	}
+	for _, c := range calls {
+		if c.Status == CallQueued {
+			r.startCall(c.ID)
+		}
+	}
+}
+
+// startCall runs a queued call in the background. The queued → running transition in
+// PostgreSQL makes a doorbell delivered twice start it once.
+func (r *sessionRunner) startCall(callID string) {
+	cs := r.session()
+	if cs == nil {
+		return // dispatched once connected
+	}
+	r.mu.Lock()
+	if _, running := r.calls[callID]; running {
+		r.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.calls[callID] = cancel
+	r.mu.Unlock()
+	r.touch()
+	go func() {
+		defer func() {
+			r.mu.Lock()
+			delete(r.calls, callID)
+			r.mu.Unlock()
+			cancel()
+		}()
+		defer func() {
+			if p := recover(); p != nil {
+				r.logger.Error("call panic", slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+			}
+		}()
+		r.runCall(ctx, cs, callID)
+	}()
+}
+
+func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, callID string) {
+	call, started, err := r.rt.store.startCall(ctx, r.tenant, r.id, callID, r.epoch)
+	if r.ownerWrite(err) != nil || !started {
+		return
+	}
+	var args map[string]any
+	_ = json.Unmarshal(call.Arguments, &args)
+	params := &mcp.CallToolParams{Name: call.Name, Arguments: args}
+	params.SetProgressToken(callID)
+	res, callErr := cs.CallTool(ctx, params)
+
+	upd := callUpdate{}
+	event := map[string]any{"call_id": callID}
+	switch {
+	case callErr == nil:
+		result, _ := json.Marshal(res)
+		upd.Result = result
+		upd.Status = CallSucceeded
+		if res.IsError {
+			upd.Status = CallFailed
+			upd.Error, _ = json.Marshal(map[string]string{"message": "the tool reported an error"})
+		}
+		event["ok"] = !res.IsError
+		event["result"] = json.RawMessage(result)
+	case ctx.Err() != nil && r.ctx.Err() == nil:
+		upd.Status = CallCancelled
+		upd.Error, _ = json.Marshal(map[string]string{"message": "cancelled"})
+		event["ok"] = false
+	case r.ctx.Err() != nil:
+		// The worker is stopping or lost the session: the next owner interrupts the call.
+		return
+	default:
+		upd.Status = CallFailed
+		upd.Error = remoteErrorJSON(callErr)
+		event["ok"] = false
+	}
+	event["status"] = upd.Status
+	if upd.Error != nil {
+		event["error"] = json.RawMessage(upd.Error)
+	}
+	wctx := context.WithoutCancel(ctx)
+	if r.ownerWrite(r.rt.store.updateCallAsOwner(wctx, r.tenant, r.id, callID, r.epoch, upd)) != nil {
+		return
+	}
+	r.emit(EventCallResult, event)
+}
+
+// remoteErrorJSON describes a failed request: the target's JSON-RPC error when it sent one.
+func remoteErrorJSON(err error) json.RawMessage {
+	var rpcErr *jsonrpc.Error
+	if errors.As(err, &rpcErr) {
+		b, _ := json.Marshal(map[string]any{"code": rpcErr.Code, "message": rpcErr.Message, "data": rpcErr.Data})
+		return b
+	}
+	b, _ := json.Marshal(map[string]any{"message": err.Error()})
+	return b
+}
+
+// cancelCall cancels a running call (go-sdk sends notifications/cancelled, or closes the
+// request stream in 2026-07-28).
+func (r *sessionRunner) cancelCall(callID string) error {
+	r.mu.Lock()
+	cancel := r.calls[callID]
+	r.mu.Unlock()
+	if cancel == nil {
+		// Not running here: a queued call is cancelled by the api; nothing else to do.
+		return nil
+	}
+	cancel()
+	return nil
+}
+
+// setRoots replaces the client's roots (go-sdk sends notifications/roots/list_changed) and
+// records them.
+func (r *sessionRunner) setRoots(ctx context.Context, roots []Root) error {
+	r.mu.Lock()
+	client, old := r.client, r.roots
+	r.mu.Unlock()
+	if client == nil {
+		return fmt.Errorf("%w: not connected", ErrNotReady)
+	}
+	var remove []string
+	for _, o := range old {
+		if !slices.ContainsFunc(roots, func(n Root) bool { return n.URI == o.URI }) {
+			remove = append(remove, o.URI)
+		}
+	}
+	if len(remove) > 0 {
+		client.RemoveRoots(remove...)
+	}
+	add := make([]*mcp.Root, 0, len(roots))
+	for _, n := range roots {
+		add = append(add, &mcp.Root{URI: n.URI, Name: n.Name})
+	}
+	client.AddRoots(add...)
+	r.mu.Lock()
+	r.roots = roots
+	r.mu.Unlock()
+	return r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Roots: nonNilRoots(roots)}))
+}
+
+// watchers records who is watching the session now.
+func (r *sessionRunner) watchers(ctx context.Context) {
+	streams, err := r.rt.cfg.Tracker.StreamsOf(ctx, r.tenant, r.id)
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	principals := []map[string]string{}
+	for _, s := range streams {
+		p := s.Meta["principal"]
+		if p == "" || seen[p] {
+			continue
+		}
+		seen[p] = true
+		principals = append(principals, map[string]string{"id": p, "name": s.Meta["name"]})
+	}
+	r.touch()
+	r.emit(EventWatchers, map[string]any{"count": len(streams), "principals": principals})
+}

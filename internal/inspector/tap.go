@@ -1,0 +1,223 @@
+package inspector
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/tapline/tapline/internal/secretbox"
+)
+
+// Frame limits: a frame over maxFrameSize is stored as {truncated, size, preview} with a
+// previewSize preview; a response body or SSE event over maxBodySize is cut off and the
+// request fails, so a hostile server cannot make the worker buffer without bound.
+const (
+	maxFrameSize = 64 << 10
+	previewSize  = 4 << 10
+	maxBodySize  = 4 << 20
+)
+
+// errBodyTooLarge fails a request whose response exceeds maxBodySize.
+var errBodyTooLarge = errors.New("response from the target exceeds the size limit")
+
+// frameSink receives every tapped frame as event data.
+type frameSink func(data json.RawMessage)
+
+// tapTransport sits under go-sdk's client: it adds the session's headers, and records every
+// request body, response status and headers, JSON response body and SSE event as a `frame`
+// event, as the SDK reads them, without a goroutine of its own.
+type tapTransport struct {
+	next    http.RoundTripper
+	headers map[string]string // added to every request; values are secret
+	bearer  string
+	secret  []string // header names to redact in frames
+	sink    frameSink
+}
+
+func (t *tapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	for k, v := range t.headers {
+		req.Header.Set(k, v)
+	}
+	if t.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+t.bearer)
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		body, err := io.ReadAll(io.LimitReader(req.Body, maxBodySize+1))
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		t.emit("send", body, &frameHTTP{Method: req.Method, Headers: t.redact(req.Header)})
+	}
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	head := &frameHTTP{Method: req.Method, Status: resp.StatusCode, Headers: t.redact(resp.Header)}
+	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusAccepted {
+		t.emit("recv", nil, head)
+		return resp, nil
+	}
+	resp.Body = &tappedBody{ReadCloser: resp.Body, tap: t, head: head, sse: mediaType == "text/event-stream"}
+	return resp, nil
+}
+
+func (t *tapTransport) redact(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		out[k] = strings.Join(v, ", ")
+	}
+	return secretbox.Redact(out, t.secret...)
+}
+
+// frameHTTP is the HTTP context of a frame.
+type frameHTTP struct {
+	Method  string            `json:"method,omitempty"`
+	Status  int               `json:"status,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Event   string            `json:"sse_event,omitempty"`
+	EventID string            `json:"sse_id,omitempty"`
+}
+
+// emit records one frame. A body that is not JSON is kept as a string preview.
+func (t *tapTransport) emit(dir string, body []byte, h *frameHTTP) {
+	t.sink(frameData(dir, body, h))
+}
+
+func frameData(dir string, body []byte, h *frameHTTP) json.RawMessage {
+	f := map[string]any{"dir": dir}
+	if h != nil {
+		f["http"] = h
+	}
+	switch {
+	case len(body) == 0:
+		f["message"] = nil
+	case len(body) > maxFrameSize:
+		f["truncated"] = true
+		f["size"] = len(body)
+		f["preview"] = preview(body)
+	case json.Valid(body):
+		f["message"] = json.RawMessage(body)
+	default:
+		f["invalid_json"] = true
+		f["size"] = len(body)
+		f["preview"] = preview(body)
+	}
+	out, err := json.Marshal(f)
+	if err != nil {
+		out, _ = json.Marshal(map[string]any{"dir": dir, "error": fmt.Sprintf("unrecordable frame: %v", err)})
+	}
+	return out
+}
+
+// preview is the first previewSize bytes as valid UTF-8.
+func preview(b []byte) string {
+	if len(b) > previewSize {
+		b = b[:previewSize]
+	}
+	for len(b) > 0 && !utf8.Valid(b) {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+// tappedBody records a response as the SDK reads it: a JSON body whole at EOF, an SSE body
+// one event at a time. It enforces maxBodySize on a JSON body and on each SSE event.
+type tappedBody struct {
+	io.ReadCloser
+	tap     *tapTransport
+	head    *frameHTTP
+	sse     bool
+	buf     []byte
+	total   int
+	done    bool
+	headOut bool
+}
+
+func (b *tappedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.total += n
+	b.buf = append(b.buf, p[:n]...)
+	if b.sse {
+		b.cutEvents()
+		if len(b.buf) > maxBodySize {
+			b.buf = nil
+			return n, errBodyTooLarge
+		}
+	} else {
+		if len(b.buf) > maxBodySize {
+			b.finish()
+			return n, errBodyTooLarge
+		}
+		if err == io.EOF {
+			b.finish()
+		}
+	}
+	return n, err
+}
+
+func (b *tappedBody) Close() error {
+	if !b.sse {
+		b.finish()
+	}
+	return b.ReadCloser.Close()
+}
+
+func (b *tappedBody) finish() {
+	if b.done {
+		return
+	}
+	b.done = true
+	b.tap.emit("recv", b.buf, b.head)
+	b.buf = nil
+}
+
+// cutEvents records every complete SSE event (ended by a blank line) in buf. Events without
+// data (priming events, comments) are not frames.
+func (b *tappedBody) cutEvents() {
+	if bytes.IndexByte(b.buf, '\r') >= 0 {
+		b.buf = bytes.ReplaceAll(b.buf, []byte("\r\n"), []byte("\n"))
+	}
+	for {
+		raw, rest, ok := bytes.Cut(b.buf, []byte("\n\n"))
+		if !ok {
+			return
+		}
+		b.buf = rest
+		var data []byte
+		h := &frameHTTP{Method: b.head.Method}
+		for line := range strings.SplitSeq(string(raw), "\n") {
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "id":
+				h.EventID = value
+			case "event":
+				h.Event = value
+			case "data":
+				if data != nil {
+					data = append(data, '\n')
+				}
+				data = append(data, value...)
+			}
+		}
+		if len(data) == 0 {
+			continue
+		}
+		if !b.headOut {
+			h.Status, h.Headers = b.head.Status, b.head.Headers
+			b.headOut = true
+		}
+		b.tap.emit("recv", data, h)
+	}
+}
