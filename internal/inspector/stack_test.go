@@ -90,7 +90,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	}
 	// Each stack has a database of its own: workers discover sessions across tenants, and
 	// must not find another test's.
-	pool := dbtest.New(t).Pool
+	pool := dbtest.New(t).AppPool
 	apiTrk := newTracker(t, rdb, prefix, "api", opts.leaseTTL, nil)
 	svc, err := inspector.NewService(&inspector.ServiceConfig{
 		Pool: pool, Redis: rdb, Tracker: apiTrk, Guard: guard, Keys: keys, Prefix: prefix,
