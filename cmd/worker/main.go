@@ -21,10 +21,16 @@ import (
 
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/inspector"
+	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/telemetry"
 	"github.com/tapline/tapline/internal/tracker"
 )
+
+// version is stamped at build time (-ldflags "-X main.version=…").
+var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -62,12 +68,44 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	}
 	defer rdb.Close()
 
+	keys, err := secretbox.ParseKeyring(cfg.SecretKey)
+	if err != nil {
+		return fmt.Errorf("TAPLINE_SECRET_KEY: %w", err)
+	}
+	guard, err := netguard.New(&netguard.Config{
+		AllowLoopback: cfg.DevMode,
+		AllowPrivate:  cfg.AllowPrivateTargets,
+		Allow:         cfg.AllowedTargetCIDRs,
+	})
+	if err != nil {
+		return err
+	}
+	var rt *inspector.Runtime
 	trk, err := tracker.New(rdb, &tracker.Config{
 		NodeName: cfg.NodeName,
 		Addr:     cfg.InternalAddr,
 		NodeTTL:  cfg.NodeTTL,
 		LeaseTTL: cfg.LeaseTTL,
 		Logger:   logger,
+		OnLeaseLost: func(l *tracker.Lease) {
+			if rt != nil {
+				rt.LeaseLost(l)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	rt, err = inspector.NewRuntime(&inspector.RuntimeConfig{
+		Pool:           pool,
+		Redis:          rdb,
+		Tracker:        trk,
+		Guard:          guard,
+		Keys:           keys,
+		Version:        version,
+		PendingTimeout: cfg.Limits.PendingTimeout,
+		IdleClose:      cfg.Limits.IdleSessionClose,
+		Logger:         logger,
 	})
 	if err != nil {
 		return err
@@ -76,6 +114,10 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		return err
 	}
 	logger.InfoContext(ctx, "worker node registered", slog.String("node_id", trk.NodeID()))
+	if err := rt.Start(ctx); err != nil {
+		trk.Stop()
+		return err
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -114,13 +156,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		logger.InfoContext(ctx, "worker draining")
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
-		// Hand leases over at once so other workers take the sessions without waiting for
-		// the leases to expire.
-		if leases, err := trk.HandOverLeases(sctx); err != nil {
-			logger.WarnContext(sctx, "hand over leases", slog.Any("error", err))
-		} else if len(leases) > 0 {
-			logger.InfoContext(sctx, "leases handed over", slog.Int("count", len(leases)))
-		}
+		// Drain: close the connections, commit what is queued and hand the leases over at
+		// once, so other workers take the sessions without waiting for the leases to expire.
+		rt.Stop(sctx)
 		trk.Stop()
 		return srv.Shutdown(sctx)
 	})
