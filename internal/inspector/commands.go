@@ -96,7 +96,7 @@ func (r *Reply) err() error {
 var errNotOwner = errors.New("worker does not own the session")
 
 // Key layout of the command bus. A node's inbox is a stream with a hash tag of its own.
-func inboxKey(prefix, node string) string  { return prefix + ":inbox:{" + node + "}" }
+func inboxKey(prefix, node string) string     { return prefix + ":inbox:{" + node + "}" }
 func replyChannel(prefix, node string) string { return prefix + ":reply:{" + node + "}" }
 func wakeChannel(prefix string) string        { return prefix + ":wake" }
 

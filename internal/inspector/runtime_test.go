@@ -358,3 +358,93 @@ func TestTargetRefusedAtCreation(t *testing.T) {
 		t.Fatalf("bad header = %v", err)
 	}
 }
+
+func TestDrainHandsSessionsOver(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{leaseTTL: 30 * time.Second})
+	first := s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": mcptest.HelloURI}); err != nil {
+		t.Fatal(err)
+	}
+	running := s.call(sess.ID, "slow", map[string]any{"steps": 400, "interval_ms": 50})
+	s.waitEvent(sess.ID, func(e inspector.Event) bool { return e.Type == inspector.EventProgress && dataOf(e)["call_id"] == running.ID })
+	before, _ := s.svc.GetSession(ctx, s.a.Tenant.ID, sess.ID)
+
+	second := s.addWorker()
+	start := time.Now()
+	first.stop()
+	// The lease TTL is 30s: a takeover well before it proves the drain handed it over.
+	moved := s.waitEvent(sess.ID, func(e inspector.Event) bool { return e.Type == inspector.EventSessionMoved })
+	if took := time.Since(start); took > 15*time.Second {
+		t.Fatalf("takeover after drain took %v", took)
+	}
+	after := s.waitStatus(sess.ID, inspector.StatusReady)
+	if after.Epoch <= before.Epoch {
+		t.Fatalf("epoch %d after takeover, was %d", after.Epoch, before.Epoch)
+	}
+	if d := dataOf(moved); int64(d["epoch"].(float64)) != after.Epoch || d["to_worker"] == d["from_worker"] {
+		t.Fatalf("session_moved = %s", moved.Data)
+	}
+	// The call that ran on the drained worker is interrupted, never left running.
+	got, err := s.svc.GetCall(ctx, s.a.Tenant.ID, sess.ID, running.ID)
+	if err != nil || got.Status != inspector.CallInterrupted {
+		t.Fatalf("running call after takeover = %+v, %v", got, err)
+	}
+	// The new owner restored the subscription and serves calls.
+	srv.TriggerResourceUpdated(mcptest.HelloURI)
+	s.waitEvent(sess.ID, func(e inspector.Event) bool {
+		return e.Type == inspector.EventNotification && dataOf(e)["method"] == "notifications/resources/updated" && e.Seq > moved.Seq
+	})
+	done := s.wait(sess.ID, s.call(sess.ID, "echo", map[string]any{"text": "after"}).ID)
+	if done.Status != inspector.CallSucceeded {
+		t.Fatalf("call after takeover = %+v", done)
+	}
+	if second.rt.Sessions() != 1 {
+		t.Fatalf("second worker holds %d sessions", second.rt.Sessions())
+	}
+	requireGapless(t, s.events(sess.ID))
+}
+
+func TestStaleOwnerIsRefusedByTheDatabase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	sess := s.create("http://127.0.0.1:9/mcp", inspector.Target{})
+	// Epoch 2 owns the session; a write by epoch 1 must be refused and write nothing.
+	if _, err := s.pool.Exec(ctx, "select set_config('app.tenant_id', $1, false)", s.a.Tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "select set_config('app.tenant_id', $1, true)", s.a.Tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "update sessions set epoch = 2 where id = $1", sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	var refused bool
+	var first *int64
+	err = tx.QueryRow(ctx, `select first_seq, refused from tapline_append_events(
+		array[$1::uuid], array[$2::uuid], array[1::bigint], array['status'], array['{}'::jsonb], array[now()])`,
+		s.a.Tenant.ID, sess.ID).Scan(&first, &refused)
+	if err != nil || !refused || first != nil {
+		t.Fatalf("stale append: first %v refused %v err %v", first, refused, err)
+	}
+	err = tx.QueryRow(ctx, `select first_seq, refused from tapline_append_events(
+		array[$1::uuid, $1::uuid], array[$2::uuid, $2::uuid], array[2::bigint, 2::bigint], array['status', 'status'],
+		array['{}'::jsonb, '{}'::jsonb], array[now(), now()])`, s.a.Tenant.ID, sess.ID).Scan(&first, &refused)
+	if err != nil || refused || first == nil || *first != 1 {
+		t.Fatalf("current append: first %v refused %v err %v", first, refused, err)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, "select count(*) from session_events where session_id = $1", sess.ID).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d events stored, want the current owner's 2 (%v)", n, err)
+	}
+}

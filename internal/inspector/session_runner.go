@@ -38,6 +38,7 @@ type sessionRunner struct {
 	cs            *mcp.ClientSession
 	connected     chan struct{} // closed once the first connection attempt ended
 	calls         map[string]context.CancelFunc
+	callsWG       sync.WaitGroup
 	waiters       map[string]chan struct{} // pending request id → doorbell
 	roots         []Root
 	lastActivity  time.Time
@@ -354,6 +355,14 @@ func (r *sessionRunner) disconnect() {
 		}
 	}
 	r.mu.Unlock()
+	// Let cancelled calls unwind (go-sdk sends notifications/cancelled) before closing:
+	// Close waits for the connection to be idle.
+	calls := make(chan struct{})
+	go func() { r.callsWG.Wait(); close(calls) }()
+	select {
+	case <-calls:
+	case <-time.After(2 * time.Second):
+	}
 	if cs != nil {
 		done := make(chan struct{})
 		go func() { _ = cs.Close(); close(done) }()
@@ -609,9 +618,11 @@ func (r *sessionRunner) startCall(callID string) {
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	r.calls[callID] = cancel
+	r.callsWG.Add(1)
 	r.mu.Unlock()
 	r.touch()
 	go func() {
+		defer r.callsWG.Done()
 		defer func() {
 			r.mu.Lock()
 			delete(r.calls, callID)

@@ -51,7 +51,9 @@ type RemoteError struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 }
 
-func (e *RemoteError) Error() string { return fmt.Sprintf("target answered error %d: %s", e.Code, e.Message) }
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("target answered error %d: %s", e.Code, e.Message)
+}
 
 // Status is a session's connection state.
 type Status string
