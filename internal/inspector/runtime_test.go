@@ -371,7 +371,9 @@ func TestDrainHandsSessionsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	running := s.call(sess.ID, "slow", map[string]any{"steps": 400, "interval_ms": 50})
-	s.waitEvent(sess.ID, func(e inspector.Event) bool { return e.Type == inspector.EventProgress && dataOf(e)["call_id"] == running.ID })
+	s.waitEvent(sess.ID, func(e inspector.Event) bool {
+		return e.Type == inspector.EventProgress && dataOf(e)["call_id"] == running.ID
+	})
 	before, _ := s.svc.GetSession(ctx, s.a.Tenant.ID, sess.ID)
 
 	second := s.addWorker()
