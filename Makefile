@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 GO    ?= go
 
-.PHONY: help run test test-short verify generate build vet fmt bench-tracker migrate clean
+.PHONY: help run test test-short verify generate build vet fmt bench-tracker bench-audit migrate clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ build: ## Build bin/api and bin/worker.
 
 bench-tracker: ## Tracker benchmarks; prints claim_ratio and heartbeat_10k_ms last.
 	@bench/tracker.sh
+
+bench-audit: ## Export and verify 1,000,000 audit events (TAPLINE_BENCH_AUDIT_ROWS); prints rows/s and peak heap.
+	@deploy/local/test-services.sh $(GO) test -count=1 -run '^$$' -bench BenchmarkExport -benchtime=1x -timeout 30m ./internal/audit/
 
 migrate: ## Apply migrations to the database in .data/tapline.env.
 	@set -a; . .data/tapline.env; set +a; $(GO) run ./cmd/api migrate
