@@ -2,6 +2,7 @@ package inspector
 
 import (
 	"context"
+	"hash/fnv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,10 +41,11 @@ type commitResult struct {
 	err error
 }
 
-// persister group-commits events from every session a worker owns: one statement per batch
-// (tapline_append_events) allocates gapless seqs and refuses stale owners, and only then are
-// the events published live. Events of one session keep the order they were appended in.
-type persister struct {
+// commitShard group-commits the events of the sessions hashed to it: one statement per
+// batch (tapline_append_events) allocates gapless seqs and refuses stale owners, and only
+// then are the events published live. Events of one session keep the order they were
+// appended in, because a session always goes to the same shard.
+type commitShard struct {
 	pool       *pgxpool.Pool
 	rdb        redis.UniversalClient
 	prefix     string
@@ -61,8 +63,8 @@ type persister struct {
 	once    sync.Once
 }
 
-func newPersister(pool *pgxpool.Pool, rdb redis.UniversalClient, prefix string, logger *slog.Logger) *persister {
-	return &persister{
+func newCommitShard(pool *pgxpool.Pool, rdb redis.UniversalClient, prefix string, logger *slog.Logger) *commitShard {
+	return &commitShard{
 		pool: pool, rdb: rdb, prefix: prefix, logger: logger,
 		maxBatch: defaultMaxBatch, flushEvery: defaultFlushEvery,
 		queue: make(chan pendingEvent, defaultQueueSize),
@@ -70,11 +72,58 @@ func newPersister(pool *pgxpool.Pool, rdb redis.UniversalClient, prefix string, 
 	}
 }
 
+// persister spreads a worker's sessions over a few commit shards so several batches are
+// committed at once; each shard commits its batches one after another.
+type persister struct {
+	shards []*commitShard
+}
+
+// defaultShards is the number of batches a worker commits concurrently.
+const defaultShards = 4
+
+func newPersister(pool *pgxpool.Pool, rdb redis.UniversalClient, prefix string, logger *slog.Logger) *persister {
+	p := &persister{}
+	for range defaultShards {
+		p.shards = append(p.shards, newCommitShard(pool, rdb, prefix, logger))
+	}
+	return p
+}
+
+func (p *persister) shard(e *pendingEvent) *commitShard {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(e.sessionID))
+	return p.shards[h.Sum32()%uint32(len(p.shards))]
+}
+
+func (p *persister) setHooks(onRefused func(tenantID, sessionID string, epoch int64), onCommitted func(n int, took time.Duration)) {
+	for _, s := range p.shards {
+		s.onRefused, s.onCommitted = onRefused, onCommitted
+	}
+}
+
+func (p *persister) append(ctx context.Context, e pendingEvent) error { return p.shard(&e).append(ctx, e) }
+
+func (p *persister) appendSync(ctx context.Context, e pendingEvent) (int64, error) {
+	return p.shard(&e).appendSync(ctx, e)
+}
+
+func (p *persister) start() {
+	for _, s := range p.shards {
+		s.start()
+	}
+}
+
+func (p *persister) close() {
+	for _, s := range p.shards {
+		s.close()
+	}
+}
+
 // errPersisterStopped is returned for events appended after Stop.
 var errPersisterStopped = errors.New("persister stopped")
 
 // append queues an event, blocking while the queue is full (backpressure on a flood).
-func (p *persister) append(ctx context.Context, e pendingEvent) error {
+func (p *commitShard) append(ctx context.Context, e pendingEvent) error {
 	select {
 	case p.queue <- e:
 		return nil
@@ -86,7 +135,7 @@ func (p *persister) append(ctx context.Context, e pendingEvent) error {
 }
 
 // appendSync queues an event and waits until it is committed and published.
-func (p *persister) appendSync(ctx context.Context, e pendingEvent) (int64, error) {
+func (p *commitShard) appendSync(ctx context.Context, e pendingEvent) (int64, error) {
 	ch := make(chan commitResult, 1)
 	e.committed = ch
 	if err := p.append(ctx, e); err != nil {
@@ -100,15 +149,15 @@ func (p *persister) appendSync(ctx context.Context, e pendingEvent) (int64, erro
 	}
 }
 
-func (p *persister) start() { go p.run() }
+func (p *commitShard) start() { go p.run() }
 
 // close stops accepting events, commits what is queued and returns.
-func (p *persister) close() {
+func (p *commitShard) close() {
 	p.once.Do(func() { close(p.stop) })
 	<-p.stopped
 }
 
-func (p *persister) run() {
+func (p *commitShard) run() {
 	defer close(p.stopped)
 	batch := make([]pendingEvent, 0, p.maxBatch)
 	timer := time.NewTimer(time.Hour)
@@ -161,7 +210,7 @@ func (p *persister) run() {
 
 // commit writes a batch, retrying while PostgreSQL is unavailable (the queue fills up
 // meanwhile and pushes back on the sessions), then publishes what was committed.
-func (p *persister) commit(batch []pendingEvent) {
+func (p *commitShard) commit(batch []pendingEvent) {
 	if len(batch) == 0 {
 		return
 	}

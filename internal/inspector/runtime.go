@@ -101,7 +101,7 @@ func NewRuntime(cfg *RuntimeConfig) (*Runtime, error) {
 		runners: map[string]*sessionRunner{}, seen: newReplyCache(4096), wakeup: make(chan struct{}, 1),
 	}
 	rt.persister = newPersister(c.Pool, c.Redis, c.Prefix, logger)
-	rt.persister.onRefused = rt.refused
+	rt.persister.setHooks(rt.refused, nil)
 	return rt, nil
 }
 
