@@ -2,10 +2,10 @@ package inspector
 
 import (
 	"context"
-	"hash/fnv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -101,7 +101,9 @@ func (p *persister) setHooks(onRefused func(tenantID, sessionID string, epoch in
 	}
 }
 
-func (p *persister) append(ctx context.Context, e pendingEvent) error { return p.shard(&e).append(ctx, e) }
+func (p *persister) append(ctx context.Context, e pendingEvent) error {
+	return p.shard(&e).append(ctx, e)
+}
 
 func (p *persister) appendSync(ctx context.Context, e pendingEvent) (int64, error) {
 	return p.shard(&e).appendSync(ctx, e)
