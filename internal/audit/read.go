@@ -425,7 +425,7 @@ func (ev *Event) csvRecord() []string {
 const timeLayout = "2006-01-02T15:04:05.000000Z"
 
 // MarshalJSON writes the export form of an event.
-func (ev *Event) MarshalJSON() ([]byte, error) {
+func (ev Event) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		ID        string          `json:"id"`
 		TenantID  string          `json:"tenant_id"`

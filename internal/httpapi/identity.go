@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/httpapi/apigen"
 	"github.com/tapline/tapline/internal/tenant"
@@ -56,7 +57,8 @@ func (s *Server) CreateAPIKey(ctx context.Context, req apigen.CreateAPIKeyReques
 	if !p.Role.AtLeast(role) {
 		return nil, tenant.ErrRoleTooHigh
 	}
-	params := tenant.CreateAPIKeyParams{Name: deref(req.Body.Name), Role: role, CreatedByUser: p.UserID, ExpiresAt: req.Body.ExpiresAt}
+	params := tenant.CreateAPIKeyParams{Name: deref(req.Body.Name), Role: role, CreatedByUser: p.UserID, ExpiresAt: req.Body.ExpiresAt,
+		After: auditAfter(s, p.TenantID, audit.ActionAPIKeyCreate, keyAudit)}
 	if p.Kind == auth.KindAPIKey {
 		params.CreatedByKey = p.KeyID
 	}
@@ -85,11 +87,20 @@ func (s *Server) RevokeAPIKey(ctx context.Context, req apigen.RevokeAPIKeyReques
 	if !p.Role.AtLeast(key.Role) {
 		return nil, tenant.ErrRoleTooHigh
 	}
-	key, err = s.cfg.Tenants.RevokeAPIKey(ctx, p.TenantID, req.ID)
+	key, err = s.cfg.Tenants.RevokeAPIKey(ctx, p.TenantID, req.ID, auditAfter(s, p.TenantID, audit.ActionAPIKeyRevoke, keyAudit))
 	if err != nil {
 		return nil, err
 	}
 	return apigen.RevokeAPIKey200JSONResponse(apiKeyJSON(key)), nil
+}
+
+// keyAudit describes a key for the audit log: never its secret.
+func keyAudit(k *tenant.APIKey) (audit.Target, map[string]any) {
+	d := map[string]any{"name": k.Name, "role": k.Role, "prefix": k.Prefix}
+	if k.ExpiresAt != nil {
+		d["expires_at"] = k.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	return audit.Target{Type: "api_key", ID: k.ID}, d
 }
 
 func apiKeyJSON(k *tenant.APIKey) apigen.APIKey {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/redisconn"
@@ -75,11 +76,14 @@ func problemFor(err error) *Problem {
 	var p *Problem
 	var he *echo.HTTPError
 	var tve *tenant.ValidationError
+	var ave *audit.ValidationError
 	switch {
 	case errors.As(err, &p):
 		return p
 	case errors.As(err, &tve):
 		return invalidInput(FieldProblem{Field: tve.Field, Reason: tve.Reason})
+	case errors.As(err, &ave):
+		return invalidInput(FieldProblem{Field: ave.Field, Reason: ave.Reason})
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "unauthenticated", "Unauthenticated",
 			"send a valid API key or token as Authorization: Bearer <token>")

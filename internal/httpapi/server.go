@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/httpapi/apigen"
 	"github.com/tapline/tapline/internal/redisconn"
@@ -32,6 +34,11 @@ type Config struct {
 	Tenants *tenant.Store
 	// Auth verifies bearer tokens.
 	Auth *auth.Authenticator
+	// Audit records and reads the audit log. Defaults to a Recorder on Pool.
+	Audit *audit.Recorder
+	// TrustedProxies are the addresses of reverse proxies whose X-Forwarded-For names the
+	// client (audit, per-address rate limits). Empty: the peer address is the client.
+	TrustedProxies []netip.Prefix
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	// Spec is openapi.yaml's text, served at /openapi.yaml.
@@ -60,7 +67,14 @@ func New(cfg *Config) (*echo.Echo, error) {
 	if s.cfg.BodyLimit == "" {
 		s.cfg.BodyLimit = "1M"
 	}
+	if s.cfg.Audit == nil {
+		s.cfg.Audit = audit.NewRecorder(cfg.Pool, nil)
+	}
 	validator, err := newSpecValidator()
+	if err != nil {
+		return nil, err
+	}
+	gate, err := newRoleGate()
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +83,7 @@ func New(cfg *Config) (*echo.Echo, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
+	e.IPExtractor = clientIPExtractor(s.cfg.TrustedProxies)
 	e.Use(s.recoverMiddleware)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
 		Generator: newRequestID,
@@ -80,6 +95,8 @@ func New(cfg *Config) (*echo.Echo, error) {
 	e.Use(middleware.BodyLimit(s.cfg.BodyLimit))
 	e.Use(securityHeaders)
 	e.Use(s.authMiddleware)
+	e.Use(s.auditMiddleware)
+	e.Use(gate.middleware)
 	e.Use(validator.middleware)
 
 	apigen.RegisterHandlers(e, apigen.NewStrictHandler(s, nil))

@@ -158,6 +158,8 @@ type CreateAPIKeyParams struct {
 	CreatedByUser string
 	CreatedByKey  string
 	ExpiresAt     *time.Time
+	// After runs in the creating transaction (see After).
+	After After[APIKey]
 }
 
 // CreateAPIKey stores a new key and returns it with its secret, which is never stored and
@@ -179,8 +181,10 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenantID string, p CreateAPIKe
 	var secret string
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
-		key, secret, err = insertKey(ctx, tx, tenantID, p)
-		return err
+		if key, secret, err = insertKey(ctx, tx, tenantID, p); err != nil {
+			return err
+		}
+		return runAfter(ctx, tx, key, []After[APIKey]{p.After})
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("create api key: %w", err)
@@ -319,7 +323,8 @@ func (s *Store) ListAPIKeys(ctx context.Context, tenantID string, p ListParams) 
 }
 
 // RevokeAPIKey revokes a key; revoking twice is not an error. The revoked key is returned.
-func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string) (*APIKey, error) {
+// after runs in the revoking transaction.
+func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string, after ...After[APIKey]) (*APIKey, error) {
 	if !ValidID(tenantID) || !ValidID(keyID) {
 		return nil, ErrNotFound
 	}
@@ -328,7 +333,10 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string) (*APIK
 		var err error
 		key, err = scanKey(tx.QueryRow(ctx, `update api_keys set revoked_at = coalesce(revoked_at, $3)
 			where tenant_id = $1 and id = $2 returning `+keyColumns, tenantID, keyID, s.nowFunc()))
-		return err
+		if err != nil {
+			return err
+		}
+		return runAfter(ctx, tx, key, after)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke api key: %w", err)

@@ -7,12 +7,14 @@
 package tenant
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tapline/tapline/internal/db"
 )
@@ -96,6 +98,23 @@ type APIKey struct {
 	ExpiresAt     *time.Time
 	LastUsedAt    *time.Time
 	RevokedAt     *time.Time
+}
+
+// After runs inside a store method's transaction once the change is made, before commit;
+// an error rolls the change back. Handlers record the change's audit event with it, so the
+// change and its audit event commit together or not at all.
+type After[T any] func(ctx context.Context, tx pgx.Tx, changed *T) error
+
+func runAfter[T any](ctx context.Context, tx pgx.Tx, changed *T, after []After[T]) error {
+	for _, fn := range after {
+		if fn == nil {
+			continue
+		}
+		if err := fn(ctx, tx, changed); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Page is one page of a listing; NextCursor is empty on the last page.

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -20,6 +21,27 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/oapi-codegen/runtime"
 )
+
+// Defines values for AuditEventActorKind.
+const (
+	AuditEventActorKindAPIKey AuditEventActorKind = "api_key"
+	AuditEventActorKindSystem AuditEventActorKind = "system"
+	AuditEventActorKindUser   AuditEventActorKind = "user"
+)
+
+// Valid indicates whether the value is a known member of the AuditEventActorKind enum.
+func (e AuditEventActorKind) Valid() bool {
+	switch e {
+	case AuditEventActorKindAPIKey:
+		return true
+	case AuditEventActorKindSystem:
+		return true
+	case AuditEventActorKindUser:
+		return true
+	default:
+		return false
+	}
+}
 
 // Defines values for HealthStatus.
 const (
@@ -96,6 +118,45 @@ func (e Role) Valid() bool {
 	}
 }
 
+// Defines values for ListAuditParamsOrder.
+const (
+	ListAuditParamsOrderAsc  ListAuditParamsOrder = "asc"
+	ListAuditParamsOrderDesc ListAuditParamsOrder = "desc"
+)
+
+// Valid indicates whether the value is a known member of the ListAuditParamsOrder enum.
+func (e ListAuditParamsOrder) Valid() bool {
+	switch e {
+	case ListAuditParamsOrderAsc:
+		return true
+	case ListAuditParamsOrderDesc:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListAuditParamsFormat.
+const (
+	ListAuditParamsFormatCsv   ListAuditParamsFormat = "csv"
+	ListAuditParamsFormatJSON  ListAuditParamsFormat = "json"
+	ListAuditParamsFormatJsonl ListAuditParamsFormat = "jsonl"
+)
+
+// Valid indicates whether the value is a known member of the ListAuditParamsFormat enum.
+func (e ListAuditParamsFormat) Valid() bool {
+	switch e {
+	case ListAuditParamsFormatCsv:
+		return true
+	case ListAuditParamsFormatJSON:
+		return true
+	case ListAuditParamsFormatJsonl:
+		return true
+	default:
+		return false
+	}
+}
+
 // APIKey defines model for APIKey.
 type APIKey struct {
 	CreatedAt  time.Time  `json:"created_at"`
@@ -135,6 +196,72 @@ type APIKeyList struct {
 	NextCursor *string  `json:"next_cursor,omitempty"`
 }
 
+// AddMemberRequest defines model for AddMemberRequest.
+type AddMemberRequest struct {
+	Email string `json:"email"`
+	Role  Role   `json:"role"`
+}
+
+// AuditEvent defines model for AuditEvent.
+type AuditEvent struct {
+	// Action e.g. api_key.create, member.update, session.create, tool.call, audit.export
+	Action string `json:"action"`
+	Actor  struct {
+		ID   string              `json:"id"`
+		Kind AuditEventActorKind `json:"kind"`
+		Name string              `json:"name"`
+	} `json:"actor"`
+
+	// At UTC with six fractional digits, as hashed.
+	At       time.Time              `json:"at"`
+	ClientIP string                 `json:"client_ip"`
+	Details  map[string]interface{} `json:"details"`
+	ID       string                 `json:"id"`
+
+	// PrevHash Hex SHA-256.
+	PrevHash  string `json:"prev_hash"`
+	RequestID string `json:"request_id"`
+
+	// RowHash Hex SHA-256.
+	RowHash string `json:"row_hash"`
+
+	// Seq 1, 2, 3… per tenant.
+	Seq    int64 `json:"seq"`
+	Target struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+	} `json:"target"`
+	TenantID  string `json:"tenant_id"`
+	UserAgent string `json:"user_agent"`
+}
+
+// AuditEventActorKind defines model for AuditEvent.Actor.Kind.
+type AuditEventActorKind string
+
+// AuditEventList defines model for AuditEventList.
+type AuditEventList struct {
+	Items      []AuditEvent `json:"items"`
+	NextCursor *string      `json:"next_cursor,omitempty"`
+}
+
+// AuditVerification defines model for AuditVerification.
+type AuditVerification struct {
+	// Checked Events examined.
+	Checked int64 `json:"checked"`
+
+	// FirstBadID The first event where the chain breaks.
+	FirstBadID  *string `json:"first_bad_id,omitempty"`
+	FirstBadSeq *int64  `json:"first_bad_seq,omitempty"`
+
+	// HeadHash The last verified event's row_hash (hex).
+	HeadHash *string `json:"head_hash,omitempty"`
+
+	// LastSeq The last verified event's seq.
+	LastSeq *int64  `json:"last_seq,omitempty"`
+	Ok      bool    `json:"ok"`
+	Reason  *string `json:"reason,omitempty"`
+}
+
 // CreateAPIKeyRequest defines model for CreateAPIKeyRequest.
 type CreateAPIKeyRequest struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
@@ -161,6 +288,24 @@ type Me struct {
 	Principal Principal `json:"principal"`
 	Role      Role      `json:"role"`
 	Tenant    Tenant    `json:"tenant"`
+}
+
+// Member defines model for Member.
+type Member struct {
+	// CreatedAt When they joined this tenant.
+	CreatedAt time.Time `json:"created_at"`
+	Email     string    `json:"email"`
+
+	// ID The user's id.
+	ID   string  `json:"id"`
+	Name *string `json:"name,omitempty"`
+	Role Role    `json:"role"`
+}
+
+// MemberList defines model for MemberList.
+type MemberList struct {
+	Items      []Member `json:"items"`
+	NextCursor *string  `json:"next_cursor,omitempty"`
 }
 
 // Principal defines model for Principal.
@@ -210,6 +355,11 @@ type Tenant struct {
 	CreatedAt time.Time `json:"created_at"`
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
+}
+
+// UpdateMemberRequest defines model for UpdateMemberRequest.
+type UpdateMemberRequest struct {
+	Role Role `json:"role"`
 }
 
 // Cursor defines model for Cursor.
@@ -266,8 +416,83 @@ type RevokeAPIKeyParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListAuditParams defines parameters for ListAudit.
+type ListAuditParams struct {
+	// From Events at or after this time.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To Events before this time.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Action An action, or a prefix ending in * (member.*).
+	Action *string `form:"action,omitempty" json:"action,omitempty"`
+
+	// Actor An actor id: key:<id>, user:<id> or system:<name>.
+	Actor *string `form:"actor,omitempty" json:"actor,omitempty"`
+
+	// Limit Page size, 1 to 1000. Defaults to 100.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The next_cursor of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Order Page order. Defaults to asc (oldest first).
+	Order *ListAuditParamsOrder `form:"order,omitempty" json:"order,omitempty"`
+
+	// Format json (paged), jsonl or csv (streamed).
+	Format *ListAuditParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+}
+
+// ListAuditParamsOrder defines parameters for ListAudit.
+type ListAuditParamsOrder string
+
+// ListAuditParamsFormat defines parameters for ListAudit.
+type ListAuditParamsFormat string
+
+// VerifyAuditParams defines parameters for VerifyAudit.
+type VerifyAuditParams struct {
+	// From Events at or after this time.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To Events before this time.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+}
+
+// ListMembersParams defines parameters for ListMembers.
+type ListMembersParams struct {
+	// Limit Page size, 1 to 200. Defaults to 50.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The next_cursor of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// AddMemberParams defines parameters for AddMember.
+type AddMemberParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// RemoveMemberParams defines parameters for RemoveMember.
+type RemoveMemberParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// UpdateMemberParams defines parameters for UpdateMember.
+type UpdateMemberParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
 type CreateAPIKeyJSONRequestBody = CreateAPIKeyRequest
+
+// AddMemberJSONRequestBody defines body for AddMember for application/json ContentType.
+type AddMemberJSONRequestBody = AddMemberRequest
+
+// UpdateMemberJSONRequestBody defines body for UpdateMember for application/json ContentType.
+type UpdateMemberJSONRequestBody = UpdateMemberRequest
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -286,9 +511,27 @@ type ServerInterface interface {
 	// RevokeAPIKey Revoke an API key. Revoking twice is fine.
 	// (DELETE /v1/api-keys/{id})
 	RevokeAPIKey(ctx echo.Context, id ID, params RevokeAPIKeyParams) error
+	// ListAudit The tenant's audit log, as JSON pages or streamed whole as JSON lines or CSV.
+	// (GET /v1/audit)
+	ListAudit(ctx echo.Context, params ListAuditParams) error
+	// VerifyAudit Check the audit log's hash chain over a time range.
+	// (GET /v1/audit/verify)
+	VerifyAudit(ctx echo.Context, params VerifyAuditParams) error
 	// GetMe Who the caller is.
 	// (GET /v1/me)
 	GetMe(ctx echo.Context) error
+	// ListMembers The tenant's members, oldest first.
+	// (GET /v1/members)
+	ListMembers(ctx echo.Context, params ListMembersParams) error
+	// AddMember Add a member by email, creating the user when nobody has that email yet.
+	// (POST /v1/members)
+	AddMember(ctx echo.Context, params AddMemberParams) error
+	// RemoveMember Remove a member and revoke the API keys they created.
+	// (DELETE /v1/members/{id})
+	RemoveMember(ctx echo.Context, id ID, params RemoveMemberParams) error
+	// UpdateMember Change a member's role.
+	// (PATCH /v1/members/{id})
+	UpdateMember(ctx echo.Context, id ID, params UpdateMemberParams) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -404,12 +647,230 @@ func (w *ServerInterfaceWrapper) RevokeAPIKey(ctx echo.Context) error {
 	return err
 }
 
+// ListAudit converts echo context to params.
+func (w *ServerInterfaceWrapper) ListAudit(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListAuditParams
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+	}
+
+	// ------------- Optional query parameter "action" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "action", ctx.QueryParams(), &params.Action, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter action: %s", err))
+	}
+
+	// ------------- Optional query parameter "actor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "actor", ctx.QueryParams(), &params.Actor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter actor: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// ------------- Optional query parameter "order" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "order", ctx.QueryParams(), &params.Order, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter order: %s", err))
+	}
+
+	// ------------- Optional query parameter "format" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "format", ctx.QueryParams(), &params.Format, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter format: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListAudit(ctx, params)
+	return err
+}
+
+// VerifyAudit converts echo context to params.
+func (w *ServerInterfaceWrapper) VerifyAudit(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params VerifyAuditParams
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.VerifyAudit(ctx, params)
+	return err
+}
+
 // GetMe converts echo context to params.
 func (w *ServerInterfaceWrapper) GetMe(ctx echo.Context) error {
 	var err error
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetMe(ctx)
+	return err
+}
+
+// ListMembers converts echo context to params.
+func (w *ServerInterfaceWrapper) ListMembers(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListMembersParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListMembers(ctx, params)
+	return err
+}
+
+// AddMember converts echo context to params.
+func (w *ServerInterfaceWrapper) AddMember(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AddMemberParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AddMember(ctx, params)
+	return err
+}
+
+// RemoveMember converts echo context to params.
+func (w *ServerInterfaceWrapper) RemoveMember(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RemoveMemberParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.RemoveMember(ctx, id, params)
+	return err
+}
+
+// UpdateMember converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateMember(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateMemberParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateMember(ctx, id, params)
 	return err
 }
 
@@ -466,6 +927,12 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/api-keys", wrapper.ListAPIKeys, options.OperationMiddlewares["listAPIKeys"]...)
 	router.POST(options.BaseURL+"/v1/api-keys", wrapper.CreateAPIKey, options.OperationMiddlewares["createAPIKey"]...)
 	router.DELETE(options.BaseURL+"/v1/api-keys/:id", wrapper.RevokeAPIKey, options.OperationMiddlewares["revokeAPIKey"]...)
+	router.GET(options.BaseURL+"/v1/members", wrapper.ListMembers, options.OperationMiddlewares["listMembers"]...)
+	router.POST(options.BaseURL+"/v1/members", wrapper.AddMember, options.OperationMiddlewares["addMember"]...)
+	router.DELETE(options.BaseURL+"/v1/members/:id", wrapper.RemoveMember, options.OperationMiddlewares["removeMember"]...)
+	router.PATCH(options.BaseURL+"/v1/members/:id", wrapper.UpdateMember, options.OperationMiddlewares["updateMember"]...)
+	router.GET(options.BaseURL+"/v1/audit", wrapper.ListAudit, options.OperationMiddlewares["listAudit"]...)
+	router.GET(options.BaseURL+"/v1/audit/verify", wrapper.VerifyAudit, options.OperationMiddlewares["verifyAudit"]...)
 
 }
 
@@ -903,6 +1370,291 @@ func (response RevokeAPIKey503ApplicationProblemPlusJSONResponse) VisitRevokeAPI
 	return err
 }
 
+type ListAuditRequestObject struct {
+	Params ListAuditParams
+}
+
+type ListAuditResponseObject interface {
+	VisitListAuditResponse(w http.ResponseWriter) error
+}
+
+type ListAudit200JSONResponse AuditEventList
+
+func (response ListAudit200JSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit200ApplicationXNdjsonResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response ListAudit200ApplicationXNdjsonResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type ListAudit200TextCsvResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response ListAudit200TextCsvResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/csv")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type ListAudit400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit400ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit401ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit403ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit429ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit503ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAuditRequestObject struct {
+	Params VerifyAuditParams
+}
+
+type VerifyAuditResponseObject interface {
+	VisitVerifyAuditResponse(w http.ResponseWriter) error
+}
+
+type VerifyAudit200JSONResponse AuditVerification
+
+func (response VerifyAudit200JSONResponse) VisitVerifyAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAudit400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response VerifyAudit400ApplicationProblemPlusJSONResponse) VisitVerifyAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAudit401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response VerifyAudit401ApplicationProblemPlusJSONResponse) VisitVerifyAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAudit403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response VerifyAudit403ApplicationProblemPlusJSONResponse) VisitVerifyAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAudit429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response VerifyAudit429ApplicationProblemPlusJSONResponse) VisitVerifyAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAudit503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response VerifyAudit503ApplicationProblemPlusJSONResponse) VisitVerifyAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetMeRequestObject struct {
 }
 
@@ -981,6 +1733,512 @@ func (response GetMe503ApplicationProblemPlusJSONResponse) VisitGetMeResponse(w 
 	return err
 }
 
+type ListMembersRequestObject struct {
+	Params ListMembersParams
+}
+
+type ListMembersResponseObject interface {
+	VisitListMembersResponse(w http.ResponseWriter) error
+}
+
+type ListMembers200JSONResponse MemberList
+
+func (response ListMembers200JSONResponse) VisitListMembersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMembers400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListMembers400ApplicationProblemPlusJSONResponse) VisitListMembersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMembers401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListMembers401ApplicationProblemPlusJSONResponse) VisitListMembersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMembers403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListMembers403ApplicationProblemPlusJSONResponse) VisitListMembersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMembers429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListMembers429ApplicationProblemPlusJSONResponse) VisitListMembersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMembers503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListMembers503ApplicationProblemPlusJSONResponse) VisitListMembersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddMemberRequestObject struct {
+	Params AddMemberParams
+	Body   *AddMemberJSONRequestBody
+}
+
+type AddMemberResponseObject interface {
+	VisitAddMemberResponse(w http.ResponseWriter) error
+}
+
+type AddMember201JSONResponse Member
+
+func (response AddMember201JSONResponse) VisitAddMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddMember400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AddMember400ApplicationProblemPlusJSONResponse) VisitAddMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddMember401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AddMember401ApplicationProblemPlusJSONResponse) VisitAddMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddMember403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response AddMember403ApplicationProblemPlusJSONResponse) VisitAddMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddMember409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AddMember409ApplicationProblemPlusJSONResponse) VisitAddMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddMember429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response AddMember429ApplicationProblemPlusJSONResponse) VisitAddMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddMember503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AddMember503ApplicationProblemPlusJSONResponse) VisitAddMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveMemberRequestObject struct {
+	ID     ID `json:"id"`
+	Params RemoveMemberParams
+}
+
+type RemoveMemberResponseObject interface {
+	VisitRemoveMemberResponse(w http.ResponseWriter) error
+}
+
+type RemoveMember204Response struct {
+}
+
+func (response RemoveMember204Response) VisitRemoveMemberResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type RemoveMember401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RemoveMember401ApplicationProblemPlusJSONResponse) VisitRemoveMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveMember403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RemoveMember403ApplicationProblemPlusJSONResponse) VisitRemoveMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveMember404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RemoveMember404ApplicationProblemPlusJSONResponse) VisitRemoveMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveMember409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RemoveMember409ApplicationProblemPlusJSONResponse) VisitRemoveMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveMember429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response RemoveMember429ApplicationProblemPlusJSONResponse) VisitRemoveMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveMember503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RemoveMember503ApplicationProblemPlusJSONResponse) VisitRemoveMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMemberRequestObject struct {
+	ID     ID `json:"id"`
+	Params UpdateMemberParams
+	Body   *UpdateMemberJSONRequestBody
+}
+
+type UpdateMemberResponseObject interface {
+	VisitUpdateMemberResponse(w http.ResponseWriter) error
+}
+
+type UpdateMember200JSONResponse Member
+
+func (response UpdateMember200JSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMember400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateMember400ApplicationProblemPlusJSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMember401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateMember401ApplicationProblemPlusJSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMember403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateMember403ApplicationProblemPlusJSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMember404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateMember404ApplicationProblemPlusJSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMember409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateMember409ApplicationProblemPlusJSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMember429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateMember429ApplicationProblemPlusJSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateMember503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateMember503ApplicationProblemPlusJSONResponse) VisitUpdateMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// GetHealthz The process is up.
@@ -998,9 +2256,27 @@ type StrictServerInterface interface {
 	// RevokeAPIKey Revoke an API key. Revoking twice is fine.
 	// (DELETE /v1/api-keys/{id})
 	RevokeAPIKey(ctx context.Context, request RevokeAPIKeyRequestObject) (RevokeAPIKeyResponseObject, error)
+	// ListAudit The tenant's audit log, as JSON pages or streamed whole as JSON lines or CSV.
+	// (GET /v1/audit)
+	ListAudit(ctx context.Context, request ListAuditRequestObject) (ListAuditResponseObject, error)
+	// VerifyAudit Check the audit log's hash chain over a time range.
+	// (GET /v1/audit/verify)
+	VerifyAudit(ctx context.Context, request VerifyAuditRequestObject) (VerifyAuditResponseObject, error)
 	// GetMe Who the caller is.
 	// (GET /v1/me)
 	GetMe(ctx context.Context, request GetMeRequestObject) (GetMeResponseObject, error)
+	// ListMembers The tenant's members, oldest first.
+	// (GET /v1/members)
+	ListMembers(ctx context.Context, request ListMembersRequestObject) (ListMembersResponseObject, error)
+	// AddMember Add a member by email, creating the user when nobody has that email yet.
+	// (POST /v1/members)
+	AddMember(ctx context.Context, request AddMemberRequestObject) (AddMemberResponseObject, error)
+	// RemoveMember Remove a member and revoke the API keys they created.
+	// (DELETE /v1/members/{id})
+	RemoveMember(ctx context.Context, request RemoveMemberRequestObject) (RemoveMemberResponseObject, error)
+	// UpdateMember Change a member's role.
+	// (PATCH /v1/members/{id})
+	UpdateMember(ctx context.Context, request UpdateMemberRequestObject) (UpdateMemberResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx echo.Context, request any) (any, error)
@@ -1160,6 +2436,56 @@ func (sh *strictHandler) RevokeAPIKey(ctx echo.Context, id ID, params RevokeAPIK
 	return nil
 }
 
+// ListAudit operation middleware
+func (sh *strictHandler) ListAudit(ctx echo.Context, params ListAuditParams) error {
+	var request ListAuditRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListAudit(ctx.Request().Context(), request.(ListAuditRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListAudit")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListAuditResponseObject); ok {
+		return validResponse.VisitListAuditResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// VerifyAudit operation middleware
+func (sh *strictHandler) VerifyAudit(ctx echo.Context, params VerifyAuditParams) error {
+	var request VerifyAuditRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.VerifyAudit(ctx.Request().Context(), request.(VerifyAuditRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "VerifyAudit")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(VerifyAuditResponseObject); ok {
+		return validResponse.VisitVerifyAuditResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // GetMe operation middleware
 func (sh *strictHandler) GetMe(ctx echo.Context) error {
 	var request GetMeRequestObject
@@ -1183,53 +2509,239 @@ func (sh *strictHandler) GetMe(ctx echo.Context) error {
 	return nil
 }
 
+// ListMembers operation middleware
+func (sh *strictHandler) ListMembers(ctx echo.Context, params ListMembersParams) error {
+	var request ListMembersRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListMembers(ctx.Request().Context(), request.(ListMembersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListMembers")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListMembersResponseObject); ok {
+		return validResponse.VisitListMembersResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// AddMember operation middleware
+func (sh *strictHandler) AddMember(ctx echo.Context, params AddMemberParams) error {
+	var request AddMemberRequestObject
+
+	request.Params = params
+
+	var body AddMemberJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.AddMember(ctx.Request().Context(), request.(AddMemberRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AddMember")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(AddMemberResponseObject); ok {
+		return validResponse.VisitAddMemberResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// RemoveMember operation middleware
+func (sh *strictHandler) RemoveMember(ctx echo.Context, id ID, params RemoveMemberParams) error {
+	var request RemoveMemberRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.RemoveMember(ctx.Request().Context(), request.(RemoveMemberRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RemoveMember")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(RemoveMemberResponseObject); ok {
+		return validResponse.VisitRemoveMemberResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UpdateMember operation middleware
+func (sh *strictHandler) UpdateMember(ctx echo.Context, id ID, params UpdateMemberParams) error {
+	var request UpdateMemberRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body UpdateMemberJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateMember(ctx.Request().Context(), request.(UpdateMemberRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateMember")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateMemberResponseObject); ok {
+		return validResponse.VisitUpdateMemberResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Frrbts4Fn6VA+4CTbGK7Vw6izoYLDKZtpPZps2mKfojDiJaOrY4lkiVpOK4hYF9mn2wfZLFIWVZtqW4",
-	"6SXzZ39FlsjDc/3OhfnMIpXlSqK0hvU/s5xrnqFF7X6dFNooTU8xmkiL3AolWZ9dJggS7+xN5BaAGoFN",
-	"EHKNt0IVBnI+xg4LmKDFHwvUMxYwyTNkfea3sICZKMGME/GM371GObYJ6z/b2w+YneW00lgt5JjN5wE7",
-	"/ZXWOXI5t8mSmohZwDR+LITGmPWtLrCF8k+HAcuEXPzcazwmxixXFmU0+yfONuW+QKsFGpgKmziJDc8Q",
-	"JjgDjbbQ0r0bCW0saDS5kgZBSGORx6QjHlkhx8DHXMhKPQnyGPVSohoPu8REizj7vd52eV6LTNhNMc75",
-	"GMGITxjAHlgF+71eB37FES9Sa+jFs16b9VJHcY0nkRXZkiP/a8mPkBbHqNmcOFqoxbnXLzy+wI8FGsdj",
-	"pKRF6R55nqci4sRuN9dqmGL2tz8M8f65dvJfNY5Yn/2lu3Thrv9quud+lz90VfpTectTEYOQeWGPIBwJ",
-	"TOMQSEDjDKhGI5QxWcp96rB5wE6UHKUielRGKcrU8A+M7BMDxnKLECs0IJUFnqZqCjYRxrH3UumhiGOU",
-	"j81fxNMU9RMDWqUIgrxHQaqmjqs3yr5UhYwfk6n3ciLVVAagNHCpbIIaLEou7ROvqkulzriclY5nHlth",
-	"C15Akz1dOJHa8C5CjDGmuPOI4DgjwJntHo8s6lUONmNrHrD3khc2UVp8wkfV+RtF2hZlXEUaY5RW8NSs",
-	"SfPhw4fd48Im9DXiFhtFquCrlOiWi5QPU3xMgc6VsWON7/71mgS7wFgYMhKf8tkRQb2eQcot6m+w1nyB",
-	"oW7n8flpmXByrXLUVniEjDRyi/ENdzKPlM7oicXc4q4VGbIN1A+qPcNZg1YDhne50GgeRFLEjaRSbuxN",
-	"YR7In88kDeRyjSNx11xtTHD2hJBP7hqMNFrCQ20DSlYaIzWWglKt7TQdqPFWTR7IJMHZNge6oDU+qS3q",
-	"jytfkDgRSyKVXEHdmtfVmR7h6UzvBCd+kfPxNH07Yv2r+9kofWcerDuP11SrPkFYg+moA+8SNZWgZIQN",
-	"6lsTr6S5yf51JcBr4fP5KjPCYrb68EUyLY7hWnP3u1Z2NoHGmjHcWU269lr2x9RqEB7HgrTE0/Ma9yOe",
-	"GgzWBPqaOFq4fq2O26Oq6fu5n9vYJPBLKmUWkLdhHVfoNAalRl6i6v2q9hSq9U0s/IY8JZE3/NRyW3id",
-	"Siodr5ia1Ai0eaLf1XTQGW4ekmshI5HzdHtaWCx8kB0C5jP7ttWXftW6NEv2KkJBuzHP68KsxVm8GfAT",
-	"nPUHRa93EInY/UVKa4VBvfa6yWcnOLtpwf+J8LXdwmw8FzcT17IQ7QYT3gP+tKP5nDVNuUNdSmrWTOXh",
-	"a63byxN4fvjs71AWCxCj5cKXKKsa9B+ac6fWSn85iq3EXAOWVVG3ic+uOfH9B3ALrjWDncNe72ljiqMm",
-	"k8sIW0LY4VubFZfht16mBMwKmzYT9S/WWT+G9xen1EpR90S9FFmLWt9S69sTjPu6ODi4L8ovkMdCojEN",
-	"ZVOC0cS0A3qDPKtyvOBRAjHmKGNqxIHLGAZMTQaMImeacAtTlBamWslxTagld5ugppHHLjZqNe2Xolyw",
-	"EKlRESVIVeg5lW6gwONMSBawDLOhe3ErcNoSl5cVeH17AdriZy2hf0/9dG+9RDrGqNDCzt5RvHl+h8g1",
-	"NkysjiUcn5+6smfH5unNf//9n6euRYTfP1zCSKsMzt++u4Tu7V6XmqiuVRN0QxoXzHRwSbpiJLE2982D",
-	"kCO1eeSLW9QzmywiYYpDENLkGFmlfSM/Vm7ioFUxTlwvTzwGYBR4Osb53ckpRFxCrEBYaq87AzmQJ0re",
-	"UhulpOkP5C78/u7tGxiquJpOGckneBNxgx5FTAAEgQcHB8+BDGcsz3ITgMr5xwLBWwNEbDpELjwuG0nX",
-	"YPXhFyc7+GzhVOMTRtgHXtNsWKo2XNdt2KDc0J30wkEqcI1QQXTY1tyFXraQLBAGEDqUoAcfJvTk0Ts8",
-	"GkiAw17PuLlO01gHhKxmPzuk51QYC0hGq3IELfGYHz7teIp7IF23O+QrnW4Ah70DPwQpJyD05hAKP45o",
-	"mkaUs53A031eTniictAUwOH+Pliux2hB44jaLHr3vDY4wNg5yLPewQpWTfkMdobKJkTZK6zWmTpJdoGq",
-	"dAOWTxDCfzhqP5NJ93/ytfXPoSPNpZmihvDzwGe8AevDVafTuQ5gUC/F6f2AdTqdAZuHR6RuOpv6QzcL",
-	"hoRT8wZhbYs3/1lhuRuKRjxNDfAowtxCuDYEDY+Ag8YcuS0nraZh1OoC442y4ONwSOoxQGjGfaBA+OrF",
-	"JXQztFpEJoSdc60ytAkWBize2adBuULlKHkuOjOepSHsUGgOZKyiIkO5XBUrR4Q4kzFqjMlOqFFG+NRp",
-	"zy9zBNbin2zAApaKCKVxqFjOVylLaYGWa1chmCLL6JEya6KMJR/IitSKXe9FcHZyXkOVkSL34pmrasrc",
-	"zS55ngqJFKWUA1Abj0+9zl6nR4eU0rI+O3CvAjdjd3DaTVzN/omex76XrPR5GrM+e4X2t3LJ2nB3v9e7",
-	"Z2TzsFFN2Tk0jfvyzkoqYP2r67raLt21hIrQuAlOkTvN8LFxibJyDXZNRLouRd8r7IVf8QNlXZY1DeK6",
-	"490Y81nv4HGOPK5jSzkEu3/u1X4d0zIHa7FdbQpH0eTHcB6R7rUiZZlc7E5wZmqmXFMkIbV0I9c+uEKJ",
-	"SK6amyDSTwiMi4nlzVjLRGa5pOtvXubB1oXlFdv8+ge6VG0u02hgB9FqRDncz8gP/eFNNCsmu7XbG7dl",
-	"b/uWlQG123SwfdPyboN27D/fvmN9xL8Ml63sVZX5fL4OI1XeLssdE4DEKRrr09AR+NmYr2UkFRJgEjWV",
-	"dV8Vrl6wM3Y9D1iuzJd5JiwnoK7CyPjMXQL5SwOXCRf3MJteXJ90PdiN1y5EvZc6rf6i4tl3c9Cmadx8",
-	"tTMgKJlvxMjed46RxfC1IUzKT/+Pj6b48Mqp9QJHIKwpI4KyhpC+wamuxZVMZy2RsYbh3c8invs4SdHi",
-	"12H5hbsD+Noo+PVLkLwxVn4oorfdMZYXHmSHzmP6Xu9w+47qTvjPc1bvCzVn7YB75Tr1qYjcPfZISLzf",
-	"P/00Y3t14acumy75Cu0Z/shK8gzbHKSaNgcuTMtegoosyi/f4DN/jkE/JKqWBEGYNsOtFpvLadHVNUWr",
-	"QX27QIRCp6zPui6KS0pVj1YrOAkWqv9EKs+ZX8//FwAA//8=",
+	"7Fz9cts2tn+VM9w7E3uXluXY6W7k6dzrul/ZbdrcxG3+iDImRB6JqEmAASDLauOZfZp9sH2SOzgHpCiJ",
+	"smwncbt3+kcbSQSBg4Pz8Tsf8K9RqstKK1TORoNfo0oYUaJDQ99Op8Zq4z9laFMjKye1igbRWY6g8Mqd",
+	"pzQA9BhcjlAZvJR6aqESE+xFcST94HdTNPMojpQoMRpE/EoURzbNsRR+8lJcfYdq4vJo8OTgcRy5eeVH",
+	"WmekmkTX13H07Es/jqarhMsXs8ksiiOD76bSYBYNnJnihpk/O4qjUqr660HnMhmWlXao0vk/cL6+75fo",
+	"jEQLM+ly2rEVJcIFzsGgmxpFv42lsQ4M2koriyCVdSgyzyOROqkmICZCqoY9OYoMzWJHLRr2PBEbtvO4",
+	"39++n+9kKd36Nl6ICYKVv2AMB+A0PO73e/AljsW0cNb/8KS/6fQKmnGFJllOywVF/G1Bj1QOJ2iia09R",
+	"zRYSry9E9hLfTdESjalWDhV9FFVVyFR4cvcro0cFln/52Xraf22t/F8Gx9Eg+tP+QoT3+andf8Fv8aLL",
+	"u3+mLkUhM5CqmrpjSMYSiywBv0FLB6jHY1SZPyl61Iuu4+hUq3Eh0wcl1GuZHv2MqXtkwTrhEDKNFpR2",
+	"IIpCz8Dl0hJ5X2szklmG6qHpS0VRoHlkwegCQXrp0VDoGVH1vXZf66nKHpKoH9WF0jMVgzYglHY5GnCo",
+	"hHKPmFVnWj8Xah4Ezz40w2pawPjzJHXybMOrFDHDzOsdWwSizBuc+d7J2KFZpmBdt67j6Eclpi7XRv6C",
+	"D8rz77Xntgx6lRrMUDkpCruym9evX++dTF3un6bCYeeWGvMVdnQpZCFGBT7khl5o6yYGX/3vd35jLzGT",
+	"1h+SmIn5sTf1Zg6FcGg+4LSuaxtKb568eBYcTmV0hcZJtpCpQeEwOxe057E2pf8UZcLhnpMlRmtWP27e",
+	"Gc07uBpHeFVJg/ZOU8qsc6pCWHc+tXekjz1Jx3SVwbG86kYbFzh/5C2f2rOYGnTeHhoXe2dlMNUTJb2r",
+	"db2uBQ1e6os7EunN2TYBeunHsFOr8ccbBiS0xTBJs6+4fZpvmzXZwvs1WQhOeRDJeFH8MI4Gb24mI8jO",
+	"dbwqPMypjfwE6SwW4x68yvVMgVYpdrBvZXthznXy3zYb+E6yP18mRjoslz/cak/1MsIYQd9bsLPLaKwc",
+	"Bq3Vyesse47lCE0LgIgsk55FonjRIn0sCovxym6wFLJYQWSHj5cR2eHHFCteMEzQuaFpJt1Xl8E6LlPr",
+	"cSdbxmVBwN6kB6KS5xc477FwxlASW3rTKqOvFq2VWjWPndZFz3v9GIRfsodXlTauS4dE6viQViSh25hc",
+	"SAYKqDx8fBMFuqI4mlrCx3ZuHZatzW81KSs8pBXiloZ28VF0KMyPZ6cM+a28grFhdooCMjmRzsYgLOTC",
+	"5uy9b2mkC4nKncuqkxcZOiELu1koOc5ZI34Da31cdu4pXN/at3gFr7492Xv85LMNtpPU43zDzEbP7jmx",
+	"xXfrLx3E8DiGw3//819QNbhtialSuc+OovXYIo6cMBN0txY3/mGbyNBT4muXrDB9m3jjxfZcTIJGbjFU",
+	"XiYX0zF7SBhrNYprLW522haipdWWTm0hTG05aJ3czcbkoxjzhWn6hAbdL/ITGjkOqLADTOWYXrBnXRY7",
+	"os1jcFFKtaLFmwWO4vzzkciCAKw7Wc4EoJ8dZjkapPAyzYVUMDIoLmynaiwmDkpyC2I8Ct2giZ4Sj9Tg",
+	"kriDGVNEMRvLAOzkeLXbSQtBvE5d3TytxXe3ZKG+aB35SOsChWKrIwKUv1kc9IXXgnCsXVLBYIrRxD09",
+	"/T3gcu2OWuDgoN//mHBgIwz4WmKR1ZHNmgZQPqPbkN+S4zxDM76LhG9RFC5fX9w64aa27eL1RYc3XwWc",
+	"/FbXQs9xfZHKSJXKShTbo7964J3OobbS20af8ajV3SzIaya6AdMxQt0WFS6r5escKQ05h5+1N2aUI+ry",
+	"pDdKcINvN4SC66bA+59HFmTWu1PM92Fx1hIq3hpfMTs/hkcLB/PpvNmLthh34ZnlA7jA+WA47fcPU5nR",
+	"vwja0JGs/Nx1Nhc4P78fJn97l5MmgNK5zkaY3s2Zxrat5Oa/PoWnR0/+CiEbBAH39KJVk84PupMjxmhz",
+	"ezlYsrYd0tDY23V9oewzJ5hBOKDcO+wc9fvdflgq64RKNyjRzSB9YXg7ULN0Bd4IkJdJP4EfXz4D5YHS",
+	"hNCMPy3Q45rr2zMIAVLzwvFN9v0likwqtHYDlLshPuqMqZYgn0hzyLBClaFK5yBUBsNIXwwjrzmzXDiY",
+	"EWwzWk1am1pQt+7ODIqMdKOVtLytf4vrLXUyIhjJxm/OFEXEIiulDwg4ZI/i6FLibINenjVu68MzjBvk",
+	"7HZReDtBtsVg/0g5iA/J03xsgEWBazo10s1f+dd5lREKgx1l0hMFJy+eUa5tx1XF+b//+a9dqkvA31+f",
+	"wdjoEl788OoM9i8P9sXU5ftOXyBVBok2AsU8dUNI7lzFGWupxrozlDFzl9faOcMRSGUr9DEkV48mmspc",
+	"Rk8nOYODkxfPYrAaeB5LunD6DFKhINMgHTite0M1VKdaeYgvtbKDodqDv7/64XsY6awpiVolLvA8FRbZ",
+	"stkYvFk+PDx8Cl6YrBNlZWPQlXg3RWAJAZnZnp8uOQnVC4rfBvAF7R3YgxFr2IklAxAtziaBtckqb5MO",
+	"5ia00ldk5kEYhMZtJJsqCgnvLfEnkMSQkOXyH1h1/Sf2KMnxUAEc9fuWioldtUSQqik47ng+F5IjRDNv",
+	"/JYfwn4o2e3xjAegqMQyEkvllRiO+odceQtlN//LEUy5BtZVAgsFxZjnfRrKimmobsZw9PgxcH4BDI6n",
+	"FjP/29NWtQozEpAn/cMl+zkTc9gZaZf7mZlhrXII7WQPPPay4MQFQvLfNNvn/kgff8aI6fOEphbKztBA",
+	"8uuQvfAwGsCbXq/3NoZhG2D534dRr9cbRtfJsWe3X5ti0kpMEHJhPd+S1it8/M+nTlAlPhVFYUGkKVYO",
+	"kpXKe3IMAgxWKFwo79uO+j4pxvfaAevhyLPHgrdBghUFkm++OoP9Ep2RqU1g54XRJbocpx6WX7ndOIzQ",
+	"FSpRyd5clEUCO141hyrT6bREtRiVaZrEU6YyNJj5c0KDKsVd4h4PowlW9H+XaP3Tn8BbPFbzCk0pKcFr",
+	"/TOyHiEDTM9ZMmtV8wzVCknijgG9CyXhC5YCl22Pf2SHaoSFnnkrkgrVA16hYU+r6l6gPzguIztQiJkl",
+	"Vbjaq+3ynn+YDNVOorTCBMba8IHgDJz32P4lf+ItFdk95j4NNJdoANVYmxStX4FMxDKTYYRjHbI0uVBZ",
+	"gQbMVFmyjl4DG7LRpqJCC2khrG1STsTf97yH98SV90P1fm9vj/7zj9hBw3vwWKHOrdvYrygNJ1BszGIZ",
+	"QxUsR4B3fGK5tE6b+XE458uD/ZKM0eKbPzyb0NL1Ub4HUVjiC+XwDaZaKUwdzZgW2mKLFr86pfltzGQa",
+	"tHrq2RbXqrlKWQzWGwytneV1CZnUy5ZCeXUMUsTbCGTCzrQCp3n8Lq8XA5cUaBwll+Z0IlRugEJPeAkC",
+	"QfUSEyOU869f6gukFw2W+jLYYBrJQiuCJQRRzMTcwgViZT0AZ/Hz0h0mZr0e6WzOs1tvDfzJilGYWBo/",
+	"tu2MWn0QwkGprQPpLPNdm0eegd49DdVm/wSpMNRj5F9cTBnTprQq5kyfBaenaR6+kOARpF20FzRCY3DZ",
+	"eu94e95hoY83EOQ1hJhcT1ChAU49g8gyg9avH8VRIVNUlvBW6Bby+MxIdMJQOGSnZek/+jAi19Z551JO",
+	"Cyf3wqE8P33Rgiuk3yhKzpJyoBKdiaqQiqTJA140loFPv3fQ61NOkc1oNIgO6aeYOsYIp+3nlJr6xX8O",
+	"tYJGpZ9l0SD6Bt23YchKq9Ljfv+GBoS7NR6EBFlX80rVW8KY0eDN2zbbzqjJTqdoqR9hWhFnxMRSVND4",
+	"HA9cV8xmNIi80aTZ9ylQuZELL3nEJ2TCIrjr4AMtT906T/qHD7PkSRvNhF6Pm9s7Nncdbmj32HCorWYT",
+	"r+PcbcKG9n7H6/W3knve1rbOeIXD3kwpajkasPX1ay3LgUdrnDqn4lGrM3RDR8JiyD53Hl7HWweGFtPr",
+	"t59Q1lp9CZ0nT2hRj8k7kdQd8eJdczZE7re6F+mVg+2vLDVo0UuH219a9Pb5Nx4/3f7GaovbQo+2ktck",
+	"Lq6vVw1P41pqRx6Dwhlax4j4GLg3hD2O8mAQbK5nqi3EknCZm3eLMOczruOo0vZ2MguL3iByvKWYU3sk",
+	"t9NxuS10KK7Ld7s4dGcBX2kVZvklfn+hs/lHE92uAtb1crLCW5/rNe05+MjaU7cldShQePSH5nRpDjOn",
+	"hRGPCdmFLjZJMQ5lYZqGcQ/y7qwzK3Z//1eZXbMGFejwfvb/JaHp++rHl7ex/p1a9Em9wKa+3NAk6E+o",
+	"95BS2T/a/kbTR/3bifHLOrKqxbgH9BMF+zOZUswzlgrvLbk+ursLXAmphLLO5XB7jCcjR4MDmOUadhJq",
+	"nkl2Y07p03epVRIPVcJprkX6zvIwVDHnBma5TPM6wiFoNrVogHpsYpiqDE0YEww/yIwCsYSz6AnshARF",
+	"ckIZpgQYTA6Wc41XeyqjPGMMicMrt5/ay2QX0lxry7mRobK5qLAHCecjKbWT8X2N3QAVOTPjkcwxDys4",
+	"mZb42cA6g6IM6RxuSNHjoaI0jVAT9FaIMjtBFGLQRda49tg/TjWVoFydSymx5DwEhYWe+JBiGypaV5sM",
+	"TQJ+p3Mf4nvSLBs3+IoCfEYKLsfSYnGJliN8H6Em7dbChPNWoUnHv5ILm+9RG02IRhmaDCCpO1oS+Lzu",
+	"PttJmranBN6/pwN5+fUp/O2vf3syVKlQWslUFJzMDheZ6k4WTmJDSKHmgi/4uJnmfj8bQ1VMLSTD6HIY",
+	"DeCAJEi6fKjai4ZJ291AoijgFzSa5Sqx+C6BVE8VSfKiC44ST4JI2/NRrx2qkBtJhYKRP6+90P4Cejz2",
+	"Q3pw+uonSLEoLCfFqFE6xPuf+2P6i//fnv/f/yQxODECbTwjjJEeB4ebTBN0IKCgkGkCyaOEKgSVDx1t",
+	"jh7mZZqglpkSV0rOAXREEKTYa+6jswNLOMpZ+wgr9C3IcuNFMq+kSzeRblO88j6pc+km9bdlVac/wpon",
+	"KpgrvqYC3CEOIasmFfwZdkIf7p93N1HS9ANuvh92S0K0AZkNYL2LIO7qIfAkcy9ueODp4Uc3kLr5yt/t",
+	"KF29s3bQX720dtC/z601P8+Wa2u3D2K7qSZLuEyrsCnstE3sxlOml5dIb5oxbBoxkumsMq+S4n0C7Hgr",
+	"nO3GQB7Cn2RqL2GH3QNmG6kIYt5FBoGwmP4pojhK7WUXOZ8U2C13q3pE0eVflydcZs4PCmExTfAFVCkj",
+	"/1LUwGatsl077JsmPwl+H4yeUao/+Fo9o8nJI3TNfkOmoq4UBIAxyz0+Yk9en+Uf4djWREZTUaAWfjr0",
+	"gFJMw8bA2/o5eWH//PTVT22oy/D1tjh3n8sad4K7r0VxYVsNxG1IxliMsIR1mgsaK5BjqGa5tlTqdQRg",
+	"K4MZpmjp/raBSltqqlhcMS2FS3OqbiDBMo8CLRoP0LQBDiyzoTJ61oN/IFaQNE3IHiyUyC3PWFj0Ji9D",
+	"RxUnMDgz0mENi5i/vCe+VNcBJKixe/4HlPj0dnSphX5jrGynhfvDwHTmezwcX65XPuLrQUHGtQ+eBAkG",
+	"W+x7mRHutNpuPLjgvJ7b+Qbdc/yU9Z3nuEl6mh7omDJhdT1WZZTC/YDky29z4K9z3cozg7S3z4CEdr3F",
+	"mVJN/MMO1kOg52Gi/+iiTatb+0YoFLj2hzXaCncCp5ZzO3eX1tuXZ465c8LHtNxUwV099LlH7WczD4ZF",
+	"QQVpEPXd0zWhbm7r/l7LNGvXiR+4RlNfSOhQlCz7/ccC/VsoR/MXWH47bTrJskZIYTQHun4Sc3tP3fVG",
+	"OWISa8XNQ7kIiTgaDXN0902RB/29R23nmNuhKE2uunSxuczHz6wTcws7R/2nu11loVJf4n318SOVhY66",
+	"/jiTpyv7fVdv/kMknXm5EHbuqKMSkBfyppWPLpqldf337nV+H2LeToAro0vNWqY5/gxfqVazVaQp0++j",
+	"2hHyq9QI5+V7aTP1fsOWgGPmuqdP6Vm7+88OFTXXceWwB4nMEvoTSM08jyzbAyoMrSlS+3rDQyrSx3d/",
+	"XRc1buUB+w/gAc8Wx9r83TaFs3a08ft1jP9P7ctpTrlKsdATPo27OsbltrrFTZw3b72oc6WS1WlqimgQ",
+	"7ZMKhDWaNtVWa53XqeZPCwYKWr9xfH799vr/AgAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
