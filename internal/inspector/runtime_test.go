@@ -450,3 +450,94 @@ func TestStaleOwnerIsRefusedByTheDatabase(t *testing.T) {
 		t.Fatalf("%d events stored, want the current owner's 2 (%v)", n, err)
 	}
 }
+
+// answerInputRound answers every pending input request of a call as a person would.
+func (s *stack) answerInputRound(t *testing.T, sessionID, callID string, want int) {
+	t.Helper()
+	ctx := context.Background()
+	var round []inspector.Pending
+	eventually(t, 15*time.Second, "input requests of the call", func() bool {
+		list, err := s.svc.ListPending(ctx, s.a.Tenant.ID, sessionID, []inspector.PendingStatus{inspector.PendingWaiting})
+		if err != nil {
+			return false
+		}
+		round = round[:0]
+		for _, p := range list {
+			if p.Kind == inspector.PendingInputRequired && p.CallID == callID {
+				round = append(round, p)
+			}
+		}
+		return len(round) == want
+	})
+	for _, p := range round {
+		var req struct {
+			Method string `json:"method"`
+			Key    string `json:"key"`
+		}
+		_ = json.Unmarshal(p.Params, &req)
+		var ans inspector.PendingAnswer
+		switch req.Method {
+		case "elicitation/create":
+			ans = inspector.PendingAnswer{Action: "accept", Content: json.RawMessage(`{"approve":true}`)}
+		case "sampling/createMessage":
+			ans = inspector.PendingAnswer{Result: json.RawMessage(`{"role":"assistant","model":"human","content":{"type":"text","text":"LGTM"}}`)}
+		default:
+			t.Fatalf("unexpected input request %s", p.Params)
+		}
+		if _, err := s.svc.AnswerPending(ctx, s.a.Tenant.ID, sessionID, p.RequestID, "key:test", ans); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestInputRequiredRoundsAreParked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{leaseTTL: 30 * time.Second})
+	first := s.addWorker()
+	srv := mcptest.NewStatelessServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	ready := s.waitStatus(sess.ID, inspector.StatusReady)
+	if ready.ProtocolVersion != "2026-07-28" {
+		t.Fatalf("negotiated %q, want 2026-07-28", ready.ProtocolVersion)
+	}
+	if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, []inspector.Root{{URI: "file:///repo"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("AnsweredByAPerson", func(t *testing.T) {
+		c := s.call(sess.ID, "confirm", map[string]any{"key": "mrtr-1"})
+		// approve (elicitation) and summary (sampling) need a person; roots are answered
+		// from the session's roots.
+		s.answerInputRound(t, sess.ID, c.ID, 2)
+		done := s.wait(sess.ID, c.ID)
+		if done.Status != inspector.CallSucceeded || !strings.Contains(callText(t, done), `approve=true summary="LGTM" roots=file:///repo`) {
+			t.Fatalf("confirm = %+v %s", done, done.Result)
+		}
+	})
+	t.Run("SurvivesATakeoverMidRound", func(t *testing.T) {
+		c := s.call(sess.ID, "confirm", map[string]any{"key": "mrtr-2"})
+		eventually(t, 15*time.Second, "input requests parked", func() bool {
+			list, _ := s.svc.ListPending(ctx, s.a.Tenant.ID, sess.ID, []inspector.PendingStatus{inspector.PendingWaiting})
+			n := 0
+			for _, p := range list {
+				if p.CallID == c.ID {
+					n++
+				}
+			}
+			return n == 2
+		})
+		s.addWorker()
+		first.stop()
+		s.waitEvent(sess.ID, func(e inspector.Event) bool { return e.Type == inspector.EventSessionMoved })
+		got, _ := s.svc.GetCall(ctx, s.a.Tenant.ID, sess.ID, c.ID)
+		if got.Status != inspector.CallRunning {
+			t.Fatalf("call waiting for input after takeover = %s, want running", got.Status)
+		}
+		s.answerInputRound(t, sess.ID, c.ID, 2)
+		done := s.wait(sess.ID, c.ID)
+		if done.Status != inspector.CallSucceeded || !strings.Contains(callText(t, done), "approve=true") {
+			t.Fatalf("confirm after takeover = %+v %s", done, done.Result)
+		}
+	})
+}

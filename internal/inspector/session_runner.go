@@ -41,6 +41,7 @@ type sessionRunner struct {
 	callsWG       sync.WaitGroup
 	waiters       map[string]chan struct{} // pending request id → doorbell
 	roots         []Root
+	resumable     []resumableCall
 	lastActivity  time.Time
 	stale         bool
 	reconnectWant chan struct{}
@@ -185,6 +186,12 @@ func (r *sessionRunner) takeOver(m *movedFrom) {
 	for _, c := range calls {
 		if c.Status != CallRunning {
 			continue // queued calls never reached the target; they are dispatched below
+		}
+		if round, err := r.rt.store.inputRound(ctx, r.tenant, r.id, c.ID); err == nil && len(round) > 0 && roundAnswerable(round) {
+			// A 2026-07-28 call waiting for input carries its own state: the new owner
+			// retries it once the round is answered.
+			r.resumable = append(r.resumable, resumableCall{call: c, round: round})
+			continue
 		}
 		errJSON, _ := json.Marshal(map[string]string{"message": "interrupted: the worker holding the session stopped while the call ran"})
 		if r.ownerWrite(r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})) == nil {
@@ -332,8 +339,16 @@ func (r *sessionRunner) connect() error {
 	}
 	r.emit(EventStatus, map[string]any{"state": StatusReady, "protocol_version": pv})
 	r.logger.Info("session connected", slog.String("protocol_version", pv))
-	// Calls queued while nobody held the session go out now.
+	// Calls queued while nobody held the session go out now, and input rounds of calls
+	// that moved here continue.
 	r.dispatchQueued()
+	r.mu.Lock()
+	resumable := r.resumable
+	r.resumable = nil
+	r.mu.Unlock()
+	for _, rc := range resumable {
+		r.resumeInputCall(rc.call, rc.round)
+	}
 	return nil
 }
 
@@ -415,6 +430,9 @@ func (r *sessionRunner) closeIfIdle() {
 func (r *sessionRunner) clientOptions() *mcp.ClientOptions {
 	return &mcp.ClientOptions{
 		Logger: r.logger,
+		// Input requests of 2026-07-28 tool calls are parked for a person (see runCall), not
+		// answered in memory, so they survive a worker's death.
+		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 		Capabilities: &mcp.ClientCapabilities{
 			RootsV2:     &mcp.RootCapabilities{ListChanged: true},
 			Sampling:    &mcp.SamplingCapabilities{},
@@ -507,11 +525,35 @@ func (r *sessionRunner) park(ctx context.Context, kind PendingKind, params any, 
 	// The handler must end before the connection closes (go-sdk waits for it).
 	stopAfter := context.AfterFunc(r.ctx, cancel)
 	defer stopAfter()
-	p, err := r.rt.store.insertPending(ctx, r.tenant, r.id, r.epoch, kind, raw, time.Now().Add(r.rt.cfg.PendingTimeout), "")
+	p, err := r.parkRow(ctx, kind, raw, nil)
+	if err != nil {
+		return err
+	}
+	final, err := r.awaitAnswer(ctx, p)
+	if err != nil {
+		return err
+	}
+	return r.deliverAnswer(final, out)
+}
+
+// parkRow inserts a pending row and announces it.
+func (r *sessionRunner) parkRow(ctx context.Context, kind PendingKind, raw json.RawMessage, in *pendingInput) (*Pending, error) {
+	p, err := r.rt.store.insertPending(ctx, r.tenant, r.id, r.epoch, kind, raw, time.Now().Add(r.rt.cfg.PendingTimeout), in)
 	if err != nil {
 		_ = r.ownerWrite(err)
-		return fmt.Errorf("park request: %w", err)
+		return nil, fmt.Errorf("park request: %w", err)
 	}
+	ev := map[string]any{"request_id": p.RequestID, "kind": kind, "params": json.RawMessage(raw), "expires_at": p.ExpiresAt.UTC()}
+	if in != nil {
+		ev["call_id"] = in.CallID
+	}
+	r.emit(EventPendingRequest, ev)
+	return p, nil
+}
+
+// awaitAnswer waits until p is no longer pending and returns it; when ctx ends first, p is
+// expired (unless it was answered meanwhile).
+func (r *sessionRunner) awaitAnswer(ctx context.Context, p *Pending) (*Pending, error) {
 	bell := make(chan struct{}, 1)
 	r.mu.Lock()
 	r.waiters[p.RequestID] = bell
@@ -521,35 +563,49 @@ func (r *sessionRunner) park(ctx context.Context, kind PendingKind, params any, 
 		delete(r.waiters, p.RequestID)
 		r.mu.Unlock()
 	}()
-	r.emit(EventPendingRequest, map[string]any{"request_id": p.RequestID, "kind": kind, "params": json.RawMessage(raw),
-		"expires_at": p.ExpiresAt.UTC()})
 	poll := time.NewTicker(2 * time.Second)
 	defer poll.Stop()
 	for {
 		cur, err := r.rt.store.GetPending(context.WithoutCancel(ctx), r.tenant, r.id, p.RequestID)
 		if err == nil && cur.Status != PendingWaiting {
-			return r.deliverAnswer(cur, out)
+			return cur, nil
+		}
+		if time.Now().After(p.ExpiresAt) {
+			ctx = expiredContext{ctx}
 		}
 		select {
 		case <-ctx.Done():
 			reason := "nobody answered in time"
 			if r.ctx.Err() != nil {
+				if p.Kind == PendingInputRequired {
+					// It carries its own state: the next owner picks it up.
+					return nil, r.ctx.Err()
+				}
 				reason = "the connection ended"
 			}
-			cur, changed, _ := r.rt.store.resolvePending(context.WithoutCancel(ctx), r.tenant, r.id, p.RequestID, PendingExpired, nil, "")
+			cur, changed, err := r.rt.store.resolvePending(context.WithoutCancel(ctx), r.tenant, r.id, p.RequestID, PendingExpired, nil, "")
+			if err != nil {
+				return nil, err
+			}
 			if changed {
 				r.emit(EventPendingResolved, map[string]any{"request_id": p.RequestID, "status": PendingExpired, "reason": reason})
-				return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "request expired: " + reason}
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "request expired: " + reason}
 			}
-			if cur != nil && cur.Status != PendingWaiting {
-				return r.deliverAnswer(cur, out)
-			}
-			return ctx.Err()
+			return cur, nil
 		case <-bell:
 		case <-poll.C:
 		}
 	}
 }
+
+// expiredContext is a context whose deadline has passed: a parked request past its
+// expires_at (set by an earlier owner) ends like one whose timer fired.
+type expiredContext struct{ context.Context }
+
+func (expiredContext) Done() <-chan struct{} { return closedChan }
+func (expiredContext) Err() error            { return context.DeadlineExceeded }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // deliverAnswer emits pending_resolved and turns the stored answer into the handler's result.
 func (r *sessionRunner) deliverAnswer(p *Pending, out any) error {
@@ -643,11 +699,53 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 	if r.ownerWrite(err) != nil || !started {
 		return
 	}
+	if call.Status != CallRunning {
+		return
+	}
 	var args map[string]any
 	_ = json.Unmarshal(call.Arguments, &args)
 	params := &mcp.CallToolParams{Name: call.Name, Arguments: args}
 	params.SetProgressToken(callID)
 	res, callErr := cs.CallTool(ctx, params)
+	r.finishCall(ctx, cs, callID, params, res, callErr)
+}
+
+// resumableCall is a moved call whose input round can still be answered.
+type resumableCall struct {
+	call  Call
+	round []Pending
+}
+
+// roundAnswerable reports whether no request of an input round expired.
+func roundAnswerable(round []Pending) bool {
+	for _, p := range round {
+		if p.Status == PendingExpired || (p.Status == PendingWaiting && time.Now().After(p.ExpiresAt)) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxInputRounds bounds how often a server may answer a call with input_required.
+const maxInputRounds = 10
+
+// finishCall completes a call: it runs the input_required rounds of a 2026-07-28 server
+// (each input parked for a person, the call retried with the answers), then records the
+// outcome.
+func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, callID string, params *mcp.CallToolParams, res *mcp.CallToolResult, callErr error) {
+	for round := 0; callErr == nil && res.NeedsInput(); round++ {
+		if round >= maxInputRounds {
+			callErr = fmt.Errorf("the server asked for input more than %d times", maxInputRounds)
+			break
+		}
+		responses, err := r.answerInputs(ctx, callID, res)
+		if err != nil {
+			callErr = err
+			break
+		}
+		params.InputResponses, params.RequestState = responses, res.RequestState
+		res, callErr = cs.CallTool(ctx, params)
+	}
 
 	upd := callUpdate{}
 	event := map[string]any{"call_id": callID}
@@ -757,4 +855,147 @@ func (r *sessionRunner) watchers(ctx context.Context) {
 	}
 	r.touch()
 	r.emit(EventWatchers, map[string]any{"count": len(streams), "principals": principals})
+}
+
+// answerInputs parks every input request of an input_required result for a person (roots
+// are answered from the session's roots) and returns the answers once all are in.
+func (r *sessionRunner) answerInputs(ctx context.Context, callID string, res *mcp.CallToolResult) (mcp.InputResponseMap, error) {
+	if len(res.InputRequests) == 0 {
+		// The server is shedding load: retry after a pause.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+		return mcp.InputResponseMap{}, nil
+	}
+	keys := make([]string, 0, len(res.InputRequests))
+	for k := range res.InputRequests {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	responses := mcp.InputResponseMap{}
+	var parked []*Pending
+	for _, key := range keys {
+		var method string
+		switch req := res.InputRequests[key].(type) {
+		case *mcp.ListRootsParams:
+			r.mu.Lock()
+			roots := make([]*mcp.Root, 0, len(r.roots))
+			for _, x := range r.roots {
+				roots = append(roots, &mcp.Root{URI: x.URI, Name: x.Name})
+			}
+			r.mu.Unlock()
+			responses[key] = &mcp.ListRootsResult{Roots: roots}
+			continue
+		case *mcp.ElicitParams:
+			method = "elicitation/create"
+		case *mcp.CreateMessageWithToolsParams, *mcp.CreateMessageParams:
+			method = "sampling/createMessage"
+		default:
+			return nil, fmt.Errorf("the server asked for unsupported input %T", req)
+		}
+		raw, _ := json.Marshal(map[string]any{"call_id": callID, "key": key, "method": method, "params": res.InputRequests[key]})
+		p, err := r.parkRow(ctx, PendingInputRequired, raw, &pendingInput{CallID: callID, Key: key, RequestState: res.RequestState})
+		if err != nil {
+			return nil, err
+		}
+		parked = append(parked, p)
+	}
+	return r.collectInputs(ctx, parked, responses)
+}
+
+// collectInputs waits for the parked input requests of one round and turns their answers
+// into input responses.
+func (r *sessionRunner) collectInputs(ctx context.Context, parked []*Pending, responses mcp.InputResponseMap) (mcp.InputResponseMap, error) {
+	for _, p := range parked {
+		final, err := r.awaitAnswer(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		r.emit(EventPendingResolved, map[string]any{"request_id": final.RequestID, "status": final.Status, "answered_by": final.AnsweredBy})
+		var method struct {
+			Method string `json:"method"`
+		}
+		_ = json.Unmarshal(final.Params, &method)
+		var a PendingAnswer
+		if final.Status == PendingAnswered || final.Status == PendingCancelled {
+			if err := json.Unmarshal(final.Answer, &a); err != nil {
+				return nil, fmt.Errorf("decode answer: %w", err)
+			}
+		}
+		switch {
+		case method.Method == "elicitation/create":
+			action := a.Action
+			if final.Status == PendingExpired || action == "" {
+				action = "cancel"
+			}
+			out := &mcp.ElicitResult{Action: action}
+			if action == "accept" && len(a.Content) > 0 {
+				if err := json.Unmarshal(a.Content, &out.Content); err != nil {
+					return nil, fmt.Errorf("decode elicitation content: %w", err)
+				}
+			}
+			responses[final.inputKey] = out
+		case a.Error != nil:
+			return nil, &jsonrpc.Error{Code: a.Error.Code, Message: a.Error.Message, Data: a.Error.Data}
+		case final.Status != PendingAnswered || len(a.Result) == 0:
+			return nil, fmt.Errorf("input %q was not answered (%s)", final.inputKey, final.Status)
+		default:
+			var out mcp.CreateMessageResult
+			if err := json.Unmarshal(a.Result, &out); err != nil {
+				return nil, fmt.Errorf("decode sampling answer: %w", err)
+			}
+			responses[final.inputKey] = &out
+		}
+	}
+	return responses, nil
+}
+
+// resumeInputCall continues, after a takeover, a call whose latest input round is still
+// answerable: it waits for the round's answers and retries the call with the round's state.
+func (r *sessionRunner) resumeInputCall(call Call, round []Pending) {
+	cs := r.session()
+	if cs == nil {
+		return
+	}
+	r.mu.Lock()
+	if _, running := r.calls[call.ID]; running {
+		r.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.calls[call.ID] = cancel
+	r.callsWG.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.callsWG.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.calls, call.ID)
+			r.mu.Unlock()
+			cancel()
+		}()
+		var args map[string]any
+		_ = json.Unmarshal(call.Arguments, &args)
+		params := &mcp.CallToolParams{Name: call.Name, Arguments: args}
+		params.SetProgressToken(call.ID)
+		parked := make([]*Pending, len(round))
+		for i := range round {
+			parked[i] = &round[i]
+		}
+		// Roots are answered again from the session's roots; the rest from the rows.
+		responses := mcp.InputResponseMap{}
+		var state string
+		for _, p := range round {
+			state = p.requestState
+		}
+		responses, err := r.collectInputs(ctx, parked, responses)
+		var res *mcp.CallToolResult
+		if err == nil {
+			params.InputResponses, params.RequestState = responses, state
+			res, err = cs.CallTool(ctx, params)
+		}
+		r.finishCall(ctx, cs, call.ID, params, res, err)
+	}()
 }

@@ -598,26 +598,62 @@ func (s *Store) openCalls(ctx context.Context, tenantID, sessionID string) ([]Ca
 	return out, err
 }
 
-const pendingColumns = `id, session_id, kind, params, status, answer, answered_by, created_at, expires_at, answered_at`
+const pendingColumns = `id, session_id, kind, params, status, answer, answered_by, created_at, expires_at, answered_at,
+	coalesce(call_id::text, ''), coalesce(input_key, ''), coalesce(request_state, '')`
 
 func scanPending(row pgx.Row) (*Pending, error) {
 	var p Pending
 	if err := row.Scan(&p.RequestID, &p.SessionID, &p.Kind, &p.Params, &p.Status, &p.Answer, &p.AnsweredBy,
-		&p.CreatedAt, &p.ExpiresAt, &p.AnsweredAt); err != nil {
+		&p.CreatedAt, &p.ExpiresAt, &p.AnsweredAt, &p.CallID, &p.inputKey, &p.requestState); err != nil {
 		return nil, db.InterpretError(err)
 	}
 	return &p, nil
 }
 
+// inputRound returns the input requests of a call's latest round, oldest first.
+func (s *Store) inputRound(ctx context.Context, tenantID, sessionID, callID string) ([]Pending, error) {
+	var out []Pending
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `select `+pendingColumns+` from pending_requests
+			where tenant_id = $1 and session_id = $2 and call_id = $3 and kind = 'input_required'
+			  and request_state = (select request_state from pending_requests
+			      where tenant_id = $1 and session_id = $2 and call_id = $3 and kind = 'input_required'
+			      order by created_at desc limit 1)
+			order by created_at`, tenantID, sessionID, callID)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Pending, error) {
+			p, err := scanPending(r)
+			if err != nil {
+				return Pending{}, err
+			}
+			return *p, nil
+		})
+		return db.InterpretError(err)
+	})
+	return out, err
+}
+
+// pendingInput ties a parked request to a multi round-trip tool call.
+type pendingInput struct {
+	CallID, Key, RequestState string
+}
+
 // insertPending parks a server→client request, fenced by the owner's epoch.
-func (s *Store) insertPending(ctx context.Context, tenantID, sessionID string, epoch int64, kind PendingKind, params json.RawMessage, expires time.Time, callID string) (*Pending, error) {
+func (s *Store) insertPending(ctx context.Context, tenantID, sessionID string, epoch int64, kind PendingKind, params json.RawMessage, expires time.Time, in *pendingInput) (*Pending, error) {
 	var out *Pending
+	var callID, key, state string
+	if in != nil {
+		callID, key, state = in.CallID, in.Key, in.RequestState
+	}
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
-		out, err = scanPending(tx.QueryRow(ctx, `insert into pending_requests (id, tenant_id, session_id, kind, params, status, epoch, call_id, expires_at)
-			select $1, $2, $3, $4, $5, 'pending', $6, nullif($7, '')::uuid, $8
+		out, err = scanPending(tx.QueryRow(ctx, `insert into pending_requests
+				(id, tenant_id, session_id, kind, params, status, epoch, call_id, input_key, request_state, expires_at)
+			select $1, $2, $3, $4, $5, 'pending', $6, nullif($7, '')::uuid, nullif($8, ''), nullif($9, ''), $10
 			from sessions where tenant_id = $2 and id = $3 and epoch = $6
-			returning `+pendingColumns, newID(), tenantID, sessionID, kind, params, epoch, callID, expires))
+			returning `+pendingColumns, newID(), tenantID, sessionID, kind, params, epoch, callID, key, state, expires))
 		if errors.Is(err, db.ErrNotFound) {
 			return db.ErrStaleEpoch
 		}
@@ -706,8 +742,10 @@ func (s *Store) resolvePending(ctx context.Context, tenantID, sessionID, request
 func (s *Store) expireOldPending(ctx context.Context, tenantID, sessionID string, epoch int64) ([]string, error) {
 	var ids []string
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		// Input requests of a multi round-trip call carry their own state and stay answerable.
 		rows, err := tx.Query(ctx, `update pending_requests set status = 'expired', answered_at = now()
-			where tenant_id = $1 and session_id = $2 and status = 'pending' and epoch < $3 returning id`, tenantID, sessionID, epoch)
+			where tenant_id = $1 and session_id = $2 and status = 'pending' and epoch < $3 and kind <> 'input_required'
+			returning id`, tenantID, sessionID, epoch)
 		if err != nil {
 			return db.InterpretError(err)
 		}

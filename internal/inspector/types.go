@@ -233,6 +233,10 @@ type Pending struct {
 	CreatedAt  time.Time
 	ExpiresAt  time.Time
 	AnsweredAt *time.Time
+	// CallID is the tool call an input_required request belongs to.
+	CallID string
+
+	inputKey, requestState string
 }
 
 // PendingAnswer is a person's answer. For sampling: Result (a CreateMessageResult) or
