@@ -225,7 +225,8 @@ func (t *Tracker) cleanup(ctx context.Context) error {
 		p.Del(ctx, t.k.nodeEntries(t.nodeID))
 		p.Del(ctx, t.k.nodeSeq(t.nodeID))
 		p.ZRem(ctx, t.k.nodes(), t.nodeID)
-		cmpDelete.Run(ctx, p, []string{t.k.reaper()}, t.nodeID)
+		// EVAL, not EVALSHA: a pipeline has no NOSCRIPT fallback (fresh Redis, SCRIPT FLUSH).
+		cmpDelete.Eval(ctx, p, []string{t.k.reaper()}, t.nodeID)
 		return nil
 	})
 	if err != nil {
