@@ -10,14 +10,18 @@ help: ## List the targets.
 run: ## Start the whole local stack (Redis, PostgreSQL, api, worker) with data under .data/.
 	@deploy/local/run.sh
 
-test: ## Run every test against throw-away Redis, Redis Cluster and PostgreSQL on loopback.
+test: validate-manifests ## Run every test against throw-away Redis, Redis Cluster and PostgreSQL on loopback.
 	@deploy/local/test-services.sh $(GO) test -race -count=1 -timeout 20m ./...
+
+validate-manifests: ## Check the Dockerfile, Compose file and Kubernetes manifests offline.
+	@GO=$(GO) deploy/validate.sh
 
 verify: ## Fail when generated code is stale, code is unformatted or go vet complains.
 	@$(MAKE) --no-print-directory generate
 	@git diff --exit-code -- internal/httpapi/apigen || { echo "generated code is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt would change these files"; exit 1; }
 	@$(GO) vet ./...
+	@cd deploy/validate && $(GO) vet ./...
 
 generate: ## Regenerate the server glue from openapi.yaml.
 	@$(GO) generate ./internal/httpapi/apigen
