@@ -43,6 +43,8 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 		return err
 	}
 	defer sub.close()
+	instruments.sseSubscribers.Add(ctx, 1)
+	defer instruments.sseSubscribers.Add(context.WithoutCancel(ctx), -1)
 	if p.Watcher != nil {
 		ref := tracker.StreamRef(tenantID, sessionID, p.Watcher.StreamID)
 		if err := s.cfg.Tracker.Track(ctx, ref, tracker.Meta{"principal": p.Watcher.Principal, "name": p.Watcher.Name}); err == nil {

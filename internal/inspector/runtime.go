@@ -101,7 +101,10 @@ func NewRuntime(cfg *RuntimeConfig) (*Runtime, error) {
 		runners: map[string]*sessionRunner{}, seen: newReplyCache(4096), wakeup: make(chan struct{}, 1),
 	}
 	rt.persister = newPersister(c.Pool, c.Redis, c.Prefix, logger)
-	rt.persister.setHooks(rt.refused, nil)
+	rt.persister.setHooks(rt.refused, func(n int, took time.Duration) {
+		instruments.eventsStored.Add(context.Background(), int64(n))
+		instruments.batchSeconds.Record(context.Background(), took.Seconds())
+	})
 	return rt, nil
 }
 
@@ -265,9 +268,14 @@ func (rt *Runtime) tryAdopt(l liveSession) {
 	rt.runners[l.TenantID+"/"+l.ID] = r
 	rt.mu.Unlock()
 	_ = rt.cfg.Tracker.Track(ctx, tracker.SessionRef(l.TenantID, l.ID), tracker.Meta{"epoch": fmt.Sprint(epoch)})
+	addSessions(ctx, 1)
+	if moved != nil {
+		instruments.takeovers.Add(ctx, 1)
+	}
 	r.logger.Info("session adopted", slog.Int64("epoch", epoch), slog.Bool("moved", moved != nil))
 	go func() {
 		r.run(moved)
+		addSessions(context.Background(), -1)
 		rt.mu.Lock()
 		if rt.runners[l.TenantID+"/"+l.ID] == r {
 			delete(rt.runners, l.TenantID+"/"+l.ID)
@@ -329,7 +337,7 @@ func (rt *Runtime) serve(cmd *Command) {
 		return
 	}
 	ctx := otel.GetTextMapPropagator().Extract(rt.ctx, propagation.MapCarrier(cmd.Trace))
-	ctx, span := otel.Tracer("github.com/tapline/tapline/internal/inspector").Start(ctx, "worker "+string(cmd.Op),
+	ctx, span := tracer.Start(ctx, "worker "+string(cmd.Op),
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("tenant.id", cmd.TenantID), attribute.String("session.id", cmd.Session)))
 	defer span.End()
@@ -372,7 +380,7 @@ func (rt *Runtime) execute(ctx context.Context, cmd *Command) *Reply {
 	_ = json.Unmarshal(cmd.Params, &p)
 	switch cmd.Op {
 	case OpStartCall:
-		r.startCall(p.CallID)
+		r.startCall(trace.SpanContextFromContext(ctx), p.CallID)
 		return &Reply{}
 	case OpCancelCall:
 		return replyFrom(nil, r.cancelCall(p.CallID))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/secretbox"
@@ -284,7 +285,14 @@ func (s *Service) Request(ctx context.Context, tenantID, sessionID string, op Op
 
 // call delivers a command to the session's owner and waits for the reply, following the
 // session to a new owner when it moves, until the command timeout.
-func (s *Service) call(ctx context.Context, tenantID, sessionID string, cmd *Command) (*Reply, error) {
+func (s *Service) call(ctx context.Context, tenantID, sessionID string, cmd *Command) (_ *Reply, err error) {
+	ctx, span := tracer.Start(ctx, "command "+string(cmd.Op), trace.WithSpanKind(trace.SpanKindProducer))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+		}
+		span.End()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
 	defer cancel()
 	cmd.Deadline = time.Now().Add(s.cfg.CommandTimeout)
@@ -296,8 +304,12 @@ func (s *Service) call(ctx context.Context, tenantID, sessionID string, cmd *Com
 		// Give each attempt a slice of the budget, so a command sent to an owner that
 		// died is redelivered to the next one (the same id makes it harmless).
 		actx, acancel := context.WithTimeout(ctx, max(s.cfg.CommandTimeout/3, time.Second))
+		start := time.Now()
 		rep, err := s.commands.request(actx, node, cmd)
 		acancel()
+		if err == nil {
+			instruments.commandSeconds.Record(ctx, time.Since(start).Seconds())
+		}
 		switch {
 		case err == nil && errors.Is(rep.err(), errNotOwner):
 			// The session moved between our lookup and the delivery.
@@ -384,7 +396,10 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 	if err != nil {
 		return nil, err
 	}
-	if err := s.doorbell(ctx, tenantID, sessionID, OpStartCall, map[string]string{"call_id": call.ID}); err != nil {
+	bctx, span := tracer.Start(ctx, "command "+string(OpStartCall), trace.WithSpanKind(trace.SpanKindProducer))
+	err = s.doorbell(bctx, tenantID, sessionID, OpStartCall, map[string]string{"call_id": call.ID})
+	span.End()
+	if err != nil {
 		s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", err))
 	}
 	return call, nil

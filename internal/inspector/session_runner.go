@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -655,14 +658,17 @@ func (r *sessionRunner) dispatchQueued() {
 	}
 	for _, c := range calls {
 		if c.Status == CallQueued {
-			r.startCall(c.ID)
+			r.startCall(trace.SpanContext{}, c.ID)
 		}
 	}
 }
 
 // startCall runs a queued call in the background. The queued → running transition in
 // PostgreSQL makes a doorbell delivered twice start it once.
-func (r *sessionRunner) startCall(callID string) {
+//
+// parent is the span of the command that rang for the call, so the call's trace continues
+// the REST request's.
+func (r *sessionRunner) startCall(parent trace.SpanContext, callID string) {
 	cs := r.session()
 	if cs == nil {
 		return // dispatched once connected
@@ -673,6 +679,9 @@ func (r *sessionRunner) startCall(callID string) {
 		return
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
+	if parent.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, parent)
+	}
 	r.calls[callID] = cancel
 	r.callsWG.Add(1)
 	r.mu.Unlock()
@@ -695,6 +704,9 @@ func (r *sessionRunner) startCall(callID string) {
 }
 
 func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, callID string) {
+	ctx, span := tracer.Start(ctx, "mcp tools/call", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("tenant.id", r.tenant), attribute.String("session.id", r.id), attribute.String("call.id", callID)))
+	defer span.End()
 	call, started, err := r.rt.store.startCall(ctx, r.tenant, r.id, callID, r.epoch)
 	if r.ownerWrite(err) != nil || !started {
 		return

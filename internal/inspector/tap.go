@@ -11,6 +11,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tapline/tapline/internal/secretbox"
 )
 
@@ -58,10 +61,16 @@ func (t *tapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.ContentLength = int64(len(body))
 		t.emit("send", body, &frameHTTP{Method: req.Method, Headers: t.redact(req.Header)})
 	}
-	resp, err := t.next.RoundTrip(req)
+	ctx, span := tracer.Start(req.Context(), "mcp http "+req.Method, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("server.address", req.URL.Host)))
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		span.RecordError(err)
+		span.End()
 		return nil, err
 	}
+	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+	span.End()
 	head := &frameHTTP{Method: req.Method, Status: resp.StatusCode, Headers: t.redact(resp.Header)}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusAccepted {
