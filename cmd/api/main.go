@@ -28,9 +28,13 @@ import (
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/httpapi"
+	"github.com/tapline/tapline/internal/inspector"
+	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/telemetry"
 	"github.com/tapline/tapline/internal/tenant"
+	"github.com/tapline/tapline/internal/tracker"
 	"github.com/tapline/tapline/migrations"
 )
 
@@ -127,15 +131,56 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer rdb.Close()
 
+	// The tracker node and the inspector service outlive the signal: they stop after the
+	// HTTP server has drained, in the deferred calls below.
+	bg := context.WithoutCancel(ctx)
+	trk, err := tracker.New(rdb, &tracker.Config{
+		NodeName: "api-" + cfg.NodeName, Addr: cfg.InternalAddr, NodeTTL: cfg.NodeTTL, LeaseTTL: cfg.LeaseTTL, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := trk.Start(bg); err != nil {
+		return err
+	}
+	defer trk.Stop()
+	guard, err := netguard.New(&netguard.Config{
+		AllowLoopback: cfg.DevMode, AllowPrivate: cfg.AllowPrivateTargets, Allow: cfg.AllowedTargetCIDRs,
+	})
+	if err != nil {
+		return err
+	}
+	keys, err := secretbox.ParseKeyring(cfg.SecretKey)
+	if err != nil {
+		return err
+	}
+	sessions, err := inspector.NewService(&inspector.ServiceConfig{
+		Pool: pool, Redis: rdb, Tracker: trk, Guard: guard, Keys: keys,
+		MaxLiveSessions: cfg.Limits.MaxLiveSessions, CommandTimeout: cfg.Limits.CommandTimeout, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := sessions.Start(bg); err != nil {
+		return err
+	}
+	defer sessions.Stop()
+
+	// draining closes when Shutdown starts, ending SSE streams that Shutdown would
+	// otherwise wait for until its deadline.
+	draining := make(chan struct{})
 	tenants := tenant.NewStore(pool)
 	e, err := httpapi.New(&httpapi.Config{
-		Logger:  logger,
-		Pool:    pool,
-		Redis:   rdb,
-		Tenants: tenants,
-		Auth:    auth.NewAuthenticator(tenants, nil),
-		Metrics: providers.MetricsHandler(),
-		Spec:    tapline.OpenAPISpec,
+		Logger:    logger,
+		Pool:      pool,
+		Redis:     rdb,
+		Tenants:   tenants,
+		Auth:      auth.NewAuthenticator(tenants, nil),
+		Metrics:   providers.MetricsHandler(),
+		Spec:      tapline.OpenAPISpec,
+		Inspector: sessions,
+		Tracker:   trk,
+		Draining:  draining,
 	})
 	if err != nil {
 		return err
@@ -147,6 +192,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(draining) })
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return err

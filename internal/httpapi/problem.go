@@ -14,8 +14,10 @@ import (
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/redisconn"
 	"github.com/tapline/tapline/internal/tenant"
+	"github.com/tapline/tapline/internal/tracker"
 )
 
 // Problem is an RFC 9457 problem details body.
@@ -76,12 +78,35 @@ func problemFor(err error) *Problem {
 	var p *Problem
 	var he *echo.HTTPError
 	var tve *tenant.ValidationError
+	var ive *inspector.ValidationError
+	var refused *inspector.TargetRefusedError
+	var remote *inspector.RemoteError
 	var ave *audit.ValidationError
 	switch {
 	case errors.As(err, &p):
 		return p
 	case errors.As(err, &tve):
 		return invalidInput(FieldProblem{Field: tve.Field, Reason: tve.Reason})
+	case errors.As(err, &ive):
+		return invalidInput(FieldProblem{Field: ive.Field, Reason: ive.Reason})
+	case errors.As(err, &refused):
+		return newProblem(http.StatusUnprocessableEntity, "target-refused", "Target refused", refused.Reason)
+	case errors.As(err, &remote):
+		return newProblem(http.StatusBadGateway, "target-error", "The target answered with an error",
+			truncate(fmt.Sprintf("JSON-RPC error %d: %s", remote.Code, remote.Message), 1024))
+	case errors.Is(err, inspector.ErrNotReady):
+		return newProblem(http.StatusConflict, "not-ready", "Session not ready", err.Error())
+	case errors.Is(err, inspector.ErrLiveSessionLimit):
+		return newProblem(http.StatusConflict, "live-session-limit", "Live session limit reached",
+			"close a session before opening another")
+	case errors.Is(err, inspector.ErrConflict):
+		return newProblem(http.StatusConflict, "conflict", "Conflict", err.Error())
+	case errors.Is(err, inspector.ErrNoWorker):
+		p := newProblem(http.StatusGatewayTimeout, "no-worker", "No worker answered",
+			"no worker answered for the session in time; retry shortly")
+		p.retryAfter = 2
+		p.cause = err
+		return p
 	case errors.As(err, &ave):
 		return invalidInput(FieldProblem{Field: ave.Field, Reason: ave.Reason})
 	case errors.Is(err, auth.ErrUnauthenticated):
@@ -95,7 +120,7 @@ func problemFor(err error) *Problem {
 		return newProblem(http.StatusNotFound, "not-found", "Not found", "")
 	case errors.Is(err, db.ErrConflict), errors.Is(err, tenant.ErrLastOwner):
 		return newProblem(http.StatusConflict, "conflict", "Conflict", conflictDetail(err))
-	case errors.Is(err, db.ErrUnavailable), errors.Is(err, redisconn.ErrUnavailable):
+	case errors.Is(err, db.ErrUnavailable), errors.Is(err, redisconn.ErrUnavailable), errors.Is(err, tracker.ErrUnavailable):
 		p := newProblem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 			"a dependency is unreachable; retry shortly")
 		p.retryAfter = 5
@@ -111,6 +136,14 @@ func problemFor(err error) *Problem {
 	p = newProblem(http.StatusInternalServerError, "internal", "Internal error", "")
 	p.cause = err
 	return p
+}
+
+// truncate keeps text from outside (a target's error message) to a sane length.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 func conflictDetail(err error) string {

@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -19,8 +20,10 @@ import (
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/httpapi/apigen"
+	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/redisconn"
 	"github.com/tapline/tapline/internal/tenant"
+	"github.com/tapline/tapline/internal/tracker"
 )
 
 // Config holds what the API needs.
@@ -45,12 +48,23 @@ type Config struct {
 	Spec []byte
 	// BodyLimit caps request bodies. Defaults to "1M".
 	BodyLimit string
+	// Inspector serves the /v1/sessions endpoints; nil answers them 501.
+	Inspector *inspector.Service
+	// Tracker backs Idempotency-Key handling across api nodes; nil turns it off.
+	Tracker *tracker.Tracker
+	// IdempotencyWait is how long a retry waits for the first request with its
+	// Idempotency-Key to finish before answering 409. Defaults to 20s.
+	IdempotencyWait time.Duration
+	// Draining, once closed, ends long-lived responses (SSE streams), so the http.Server's
+	// Shutdown need not wait for them; clients resume elsewhere with Last-Event-ID.
+	Draining <-chan struct{}
 }
 
 // Server implements apigen.StrictServerInterface.
 type Server struct {
-	cfg    Config
-	logger *slog.Logger
+	cfg             Config
+	logger          *slog.Logger
+	idempotencyWait time.Duration
 }
 
 var _ apigen.StrictServerInterface = (*Server)(nil)
@@ -60,7 +74,7 @@ func New(cfg *Config) (*echo.Echo, error) {
 	if cfg == nil || cfg.Pool == nil || cfg.Redis == nil || cfg.Tenants == nil || cfg.Auth == nil {
 		return nil, errors.New("httpapi: Pool, Redis, Tenants and Auth are required")
 	}
-	s := &Server{cfg: *cfg, logger: cfg.Logger}
+	s := &Server{cfg: *cfg, logger: cfg.Logger, idempotencyWait: cmp.Or(cfg.IdempotencyWait, defaultIdempotencyWait)}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -98,6 +112,7 @@ func New(cfg *Config) (*echo.Echo, error) {
 	e.Use(s.auditMiddleware)
 	e.Use(gate.middleware)
 	e.Use(validator.middleware)
+	e.Use(s.idempotencyMiddleware)
 
 	apigen.RegisterHandlers(e, apigen.NewStrictHandler(s, nil))
 	if cfg.Metrics != nil {

@@ -67,9 +67,11 @@ type env struct {
 func newEnv(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient) *env {
 	t.Helper()
 	tenants := tenant.NewStore(dbtest.Pool(t))
+	insp, trk := testInspector(t, pool, rdb)
 	e, err := httpapi.New(&httpapi.Config{
 		Pool: pool, Redis: rdb, Tenants: tenants,
 		Auth: auth.NewAuthenticator(tenants, nil), Spec: tapline.OpenAPISpec,
+		Inspector: insp, Tracker: trk,
 	})
 	if err != nil {
 		t.Fatal(err)

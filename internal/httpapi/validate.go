@@ -144,6 +144,13 @@ func bodyProblem(err error) FieldProblem {
 			field = withName(strings.TrimSuffix(strings.TrimPrefix(reason, "property \""), "\" is unsupported"))
 			reason = "is not a known field"
 		}
+		// The JSON Schema 2020 validator (schemas with raw-JSON members) words them so.
+		if name, ok := quotedIn(reason, "missing property '", "'"); ok {
+			field, reason = withName(name), "is required"
+		}
+		if name, ok := quotedIn(reason, "additional properties '", "' not allowed"); ok {
+			field, reason = withName(name), "is not a known field"
+		}
 		if field == "" {
 			field = "body"
 		}
@@ -175,4 +182,17 @@ func reasonOf(err error, fallback string) string {
 		return fallback
 	}
 	return http.StatusText(http.StatusBadRequest)
+}
+
+// quotedIn returns the single name between prefix and suffix in s, if s has that shape.
+func quotedIn(s, prefix, suffix string) (string, bool) {
+	name, ok := strings.CutPrefix(s, prefix)
+	if !ok {
+		return "", false
+	}
+	name, ok = strings.CutSuffix(name, suffix)
+	if !ok || name == "" || strings.Contains(name, "'") {
+		return "", false
+	}
+	return name, true
 }

@@ -43,6 +43,111 @@ func (e AuditEventActorKind) Valid() bool {
 	}
 }
 
+// Defines values for CallStatus.
+const (
+	CallStatusCancelled   CallStatus = "cancelled"
+	CallStatusFailed      CallStatus = "failed"
+	CallStatusInterrupted CallStatus = "interrupted"
+	CallStatusQueued      CallStatus = "queued"
+	CallStatusRunning     CallStatus = "running"
+	CallStatusSucceeded   CallStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the CallStatus enum.
+func (e CallStatus) Valid() bool {
+	switch e {
+	case CallStatusCancelled:
+		return true
+	case CallStatusFailed:
+		return true
+	case CallStatusInterrupted:
+		return true
+	case CallStatusQueued:
+		return true
+	case CallStatusRunning:
+		return true
+	case CallStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ClientServerConfigType.
+const (
+	ClientServerConfigTypeHTTP ClientServerConfigType = "http"
+	ClientServerConfigTypeSse  ClientServerConfigType = "sse"
+)
+
+// Valid indicates whether the value is a known member of the ClientServerConfigType enum.
+func (e ClientServerConfigType) Valid() bool {
+	switch e {
+	case ClientServerConfigTypeHTTP:
+		return true
+	case ClientServerConfigTypeSse:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CompleteRequestRefType.
+const (
+	CompleteRequestRefTypeRefPrompt   CompleteRequestRefType = "ref/prompt"
+	CompleteRequestRefTypeRefResource CompleteRequestRefType = "ref/resource"
+)
+
+// Valid indicates whether the value is a known member of the CompleteRequestRefType enum.
+func (e CompleteRequestRefType) Valid() bool {
+	switch e {
+	case CompleteRequestRefTypeRefPrompt:
+		return true
+	case CompleteRequestRefTypeRefResource:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EventType.
+const (
+	EventTypeCallResult      EventType = "call_result"
+	EventTypeFrame           EventType = "frame"
+	EventTypeNotification    EventType = "notification"
+	EventTypePendingRequest  EventType = "pending_request"
+	EventTypePendingResolved EventType = "pending_resolved"
+	EventTypeProgress        EventType = "progress"
+	EventTypeSessionMoved    EventType = "session_moved"
+	EventTypeStatus          EventType = "status"
+	EventTypeWatchers        EventType = "watchers"
+)
+
+// Valid indicates whether the value is a known member of the EventType enum.
+func (e EventType) Valid() bool {
+	switch e {
+	case EventTypeCallResult:
+		return true
+	case EventTypeFrame:
+		return true
+	case EventTypeNotification:
+		return true
+	case EventTypePendingRequest:
+		return true
+	case EventTypePendingResolved:
+		return true
+	case EventTypeProgress:
+		return true
+	case EventTypeSessionMoved:
+		return true
+	case EventTypeStatus:
+		return true
+	case EventTypeWatchers:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
 	HealthStatusOk HealthStatus = "ok"
@@ -52,6 +157,108 @@ const (
 func (e HealthStatus) Valid() bool {
 	switch e {
 	case HealthStatusOk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for LoggingLevelLevel.
+const (
+	LoggingLevelLevelAlert     LoggingLevelLevel = "alert"
+	LoggingLevelLevelCritical  LoggingLevelLevel = "critical"
+	LoggingLevelLevelDebug     LoggingLevelLevel = "debug"
+	LoggingLevelLevelEmergency LoggingLevelLevel = "emergency"
+	LoggingLevelLevelError     LoggingLevelLevel = "error"
+	LoggingLevelLevelInfo      LoggingLevelLevel = "info"
+	LoggingLevelLevelNotice    LoggingLevelLevel = "notice"
+	LoggingLevelLevelWarning   LoggingLevelLevel = "warning"
+)
+
+// Valid indicates whether the value is a known member of the LoggingLevelLevel enum.
+func (e LoggingLevelLevel) Valid() bool {
+	switch e {
+	case LoggingLevelLevelAlert:
+		return true
+	case LoggingLevelLevelCritical:
+		return true
+	case LoggingLevelLevelDebug:
+		return true
+	case LoggingLevelLevelEmergency:
+		return true
+	case LoggingLevelLevelError:
+		return true
+	case LoggingLevelLevelInfo:
+		return true
+	case LoggingLevelLevelNotice:
+		return true
+	case LoggingLevelLevelWarning:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PendingAnswerAction.
+const (
+	PendingAnswerActionAccept  PendingAnswerAction = "accept"
+	PendingAnswerActionCancel  PendingAnswerAction = "cancel"
+	PendingAnswerActionDecline PendingAnswerAction = "decline"
+)
+
+// Valid indicates whether the value is a known member of the PendingAnswerAction enum.
+func (e PendingAnswerAction) Valid() bool {
+	switch e {
+	case PendingAnswerActionAccept:
+		return true
+	case PendingAnswerActionCancel:
+		return true
+	case PendingAnswerActionDecline:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PendingKind.
+const (
+	PendingKindElicitation   PendingKind = "elicitation"
+	PendingKindInputRequired PendingKind = "input_required"
+	PendingKindSampling      PendingKind = "sampling"
+)
+
+// Valid indicates whether the value is a known member of the PendingKind enum.
+func (e PendingKind) Valid() bool {
+	switch e {
+	case PendingKindElicitation:
+		return true
+	case PendingKindInputRequired:
+		return true
+	case PendingKindSampling:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PendingStatus.
+const (
+	PendingStatusAnswered  PendingStatus = "answered"
+	PendingStatusCancelled PendingStatus = "cancelled"
+	PendingStatusExpired   PendingStatus = "expired"
+	PendingStatusPending   PendingStatus = "pending"
+)
+
+// Valid indicates whether the value is a known member of the PendingStatus enum.
+func (e PendingStatus) Valid() bool {
+	switch e {
+	case PendingStatusAnswered:
+		return true
+	case PendingStatusCancelled:
+		return true
+	case PendingStatusExpired:
+		return true
+	case PendingStatusPending:
 		return true
 	default:
 		return false
@@ -70,6 +277,36 @@ func (e PrincipalKind) Valid() bool {
 	case PrincipalKindAPIKey:
 		return true
 	case PrincipalKindUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ProtocolVersionPreference.
+const (
+	ProtocolVersionPreferenceAuto      ProtocolVersionPreference = "auto"
+	ProtocolVersionPreferenceN20241105 ProtocolVersionPreference = "2024-11-05"
+	ProtocolVersionPreferenceN20250326 ProtocolVersionPreference = "2025-03-26"
+	ProtocolVersionPreferenceN20250618 ProtocolVersionPreference = "2025-06-18"
+	ProtocolVersionPreferenceN20251125 ProtocolVersionPreference = "2025-11-25"
+	ProtocolVersionPreferenceN20260728 ProtocolVersionPreference = "2026-07-28"
+)
+
+// Valid indicates whether the value is a known member of the ProtocolVersionPreference enum.
+func (e ProtocolVersionPreference) Valid() bool {
+	switch e {
+	case ProtocolVersionPreferenceAuto:
+		return true
+	case ProtocolVersionPreferenceN20241105:
+		return true
+	case ProtocolVersionPreferenceN20250326:
+		return true
+	case ProtocolVersionPreferenceN20250618:
+		return true
+	case ProtocolVersionPreferenceN20251125:
+		return true
+	case ProtocolVersionPreferenceN20260728:
 		return true
 	default:
 		return false
@@ -118,6 +355,48 @@ func (e Role) Valid() bool {
 	}
 }
 
+// Defines values for SessionStatus.
+const (
+	SessionStatusClosed     SessionStatus = "closed"
+	SessionStatusConnecting SessionStatus = "connecting"
+	SessionStatusError      SessionStatus = "error"
+	SessionStatusReady      SessionStatus = "ready"
+)
+
+// Valid indicates whether the value is a known member of the SessionStatus enum.
+func (e SessionStatus) Valid() bool {
+	switch e {
+	case SessionStatusClosed:
+		return true
+	case SessionStatusConnecting:
+		return true
+	case SessionStatusError:
+		return true
+	case SessionStatusReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for Transport.
+const (
+	TransportSse            Transport = "sse"
+	TransportStreamableHTTP Transport = "streamable_http"
+)
+
+// Valid indicates whether the value is a known member of the Transport enum.
+func (e Transport) Valid() bool {
+	switch e {
+	case TransportSse:
+		return true
+	case TransportStreamableHTTP:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ListAuditParamsOrder.
 const (
 	ListAuditParamsOrderAsc  ListAuditParamsOrder = "asc"
@@ -151,6 +430,24 @@ func (e ListAuditParamsFormat) Valid() bool {
 	case ListAuditParamsFormatJSON:
 		return true
 	case ListAuditParamsFormatJsonl:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportSessionParamsFormat.
+const (
+	ExportSessionParamsFormatJSON  ExportSessionParamsFormat = "json"
+	ExportSessionParamsFormatJsonl ExportSessionParamsFormat = "jsonl"
+)
+
+// Valid indicates whether the value is a known member of the ExportSessionParamsFormat enum.
+func (e ExportSessionParamsFormat) Valid() bool {
+	switch e {
+	case ExportSessionParamsFormatJSON:
+		return true
+	case ExportSessionParamsFormatJsonl:
 		return true
 	default:
 		return false
@@ -262,6 +559,71 @@ type AuditVerification struct {
 	Reason  *string `json:"reason,omitempty"`
 }
 
+// Call defines model for Call.
+type Call struct {
+	Arguments json.RawMessage `json:"arguments"`
+	CallID    string          `json:"call_id"`
+	CreatedAt time.Time       `json:"created_at"`
+	CreatedBy *string         `json:"created_by,omitempty"`
+
+	// Error `{code?, message, data?}`: the JSON-RPC error, or why the call did not finish.
+	Error      *json.RawMessage `json:"error,omitempty"`
+	FinishedAt *time.Time       `json:"finished_at,omitempty"`
+	Name       string           `json:"name"`
+	Progress   *Progress        `json:"progress,omitempty"`
+
+	// Result The target's CallToolResult (a tool-level error has `isError` true and status failed).
+	Result *json.RawMessage `json:"result,omitempty"`
+
+	// Status `queued`: not sent to the target yet; `interrupted`: its worker died while it ran.
+	Status CallStatus `json:"status"`
+}
+
+// CallList defines model for CallList.
+type CallList struct {
+	Items []Call `json:"items"`
+}
+
+// CallStatus `queued`: not sent to the target yet; `interrupted`: its worker died while it ran.
+type CallStatus string
+
+// ClientConfig The mcp.json shape clients such as Claude Desktop and VS Code read.
+type ClientConfig struct {
+	McpServers map[string]ClientServerConfig `json:"mcpServers"`
+}
+
+// ClientServerConfig defines model for ClientServerConfig.
+type ClientServerConfig struct {
+	Headers *map[string]string     `json:"headers,omitempty"`
+	Type    ClientServerConfigType `json:"type"`
+	URL     string                 `json:"url"`
+}
+
+// ClientServerConfigType defines model for ClientServerConfig.Type.
+type ClientServerConfigType string
+
+// CompleteRequest defines model for CompleteRequest.
+type CompleteRequest struct {
+	Argument struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	} `json:"argument"`
+	Context *struct {
+		// Arguments Arguments already resolved.
+		Arguments *map[string]string `json:"arguments,omitempty"`
+	} `json:"context,omitempty"`
+
+	// Ref `{type: "ref/prompt", name}` or `{type: "ref/resource", uri}`.
+	Ref struct {
+		Name *string                `json:"name,omitempty"`
+		Type CompleteRequestRefType `json:"type"`
+		URI  *string                `json:"uri,omitempty"`
+	} `json:"ref"`
+}
+
+// CompleteRequestRefType defines model for CompleteRequest.Ref.Type.
+type CompleteRequestRefType string
+
 // CreateAPIKeyRequest defines model for CreateAPIKeyRequest.
 type CreateAPIKeyRequest struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
@@ -269,10 +631,44 @@ type CreateAPIKeyRequest struct {
 	Role      Role       `json:"role"`
 }
 
+// CreateSessionRequest defines model for CreateSessionRequest.
+type CreateSessionRequest struct {
+	Name   *string     `json:"name,omitempty"`
+	Roots  *[]Root     `json:"roots,omitempty"`
+	Target TargetInput `json:"target"`
+}
+
+// Event defines model for Event.
+type Event struct {
+	At time.Time `json:"at"`
+
+	// Data Per type, as API.md's "Event JSON" lists.
+	Data json.RawMessage `json:"data"`
+	Seq  int64           `json:"seq"`
+	Type EventType       `json:"type"`
+}
+
+// EventPage defines model for EventPage.
+type EventPage struct {
+	Items []Event `json:"items"`
+
+	// NextAfterSeq Present when the page is full; pass it as after_seq for the next page.
+	NextAfterSeq *int64 `json:"next_after_seq,omitempty"`
+}
+
+// EventType defines model for EventType.
+type EventType string
+
 // FieldProblem defines model for FieldProblem.
 type FieldProblem struct {
 	Field  string `json:"field"`
 	Reason string `json:"reason"`
+}
+
+// GetPromptRequest defines model for GetPromptRequest.
+type GetPromptRequest struct {
+	Arguments *map[string]string `json:"arguments,omitempty"`
+	Name      string             `json:"name"`
 }
 
 // Health defines model for Health.
@@ -282,6 +678,17 @@ type Health struct {
 
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
+
+// LoggingLevel defines model for LoggingLevel.
+type LoggingLevel struct {
+	Level LoggingLevelLevel `json:"level"`
+}
+
+// LoggingLevelLevel defines model for LoggingLevel.Level.
+type LoggingLevelLevel string
+
+// MCPResult A result object exactly as the target sent it (camelCase MCP fields).
+type MCPResult = json.RawMessage
 
 // Me defines model for Me.
 type Me struct {
@@ -306,6 +713,55 @@ type Member struct {
 type MemberList struct {
 	Items      []Member `json:"items"`
 	NextCursor *string  `json:"next_cursor,omitempty"`
+}
+
+// Pending defines model for Pending.
+type Pending struct {
+	// Answer The answer given, once answered.
+	Answer     *json.RawMessage `json:"answer,omitempty"`
+	AnsweredAt *time.Time       `json:"answered_at,omitempty"`
+	AnsweredBy *string          `json:"answered_by,omitempty"`
+	CreatedAt  time.Time        `json:"created_at"`
+	ExpiresAt  time.Time        `json:"expires_at"`
+	Kind       PendingKind      `json:"kind"`
+
+	// Params The server's request params (CreateMessageRequest, ElicitRequest, …).
+	Params    json.RawMessage `json:"params"`
+	RequestID string          `json:"request_id"`
+	Status    PendingStatus   `json:"status"`
+}
+
+// PendingAnswer defines model for PendingAnswer.
+type PendingAnswer struct {
+	// Action Elicitation: what the person chose.
+	Action *PendingAnswerAction `json:"action,omitempty"`
+
+	// Content Elicitation accepted: the form's values.
+	Content *json.RawMessage `json:"content,omitempty"`
+	Error   *RPCError        `json:"error,omitempty"`
+
+	// Result Sampling: the CreateMessageResult (`role`, `model`, `content`, …).
+	Result *json.RawMessage `json:"result,omitempty"`
+}
+
+// PendingAnswerAction Elicitation: what the person chose.
+type PendingAnswerAction string
+
+// PendingKind defines model for PendingKind.
+type PendingKind string
+
+// PendingList defines model for PendingList.
+type PendingList struct {
+	Items []Pending `json:"items"`
+}
+
+// PendingStatus defines model for PendingStatus.
+type PendingStatus string
+
+// PingResult defines model for PingResult.
+type PingResult struct {
+	// Ms Round trip in milliseconds.
+	Ms float64 `json:"ms"`
 }
 
 // Principal defines model for Principal.
@@ -337,6 +793,40 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// Progress defines model for Progress.
+type Progress struct {
+	Message  *string  `json:"message,omitempty"`
+	Progress float64  `json:"progress"`
+	Total    *float64 `json:"total,omitempty"`
+}
+
+// PromptsPage The target's ListPromptsResult.
+type PromptsPage = json.RawMessage
+
+// ProtocolVersionPreference `auto` negotiates the newest version both sides speak; the others pin one.
+type ProtocolVersionPreference string
+
+// RPCError defines model for RPCError.
+type RPCError struct {
+	Code int64 `json:"code"`
+
+	// Data Anything the error carries.
+	Data    *json.RawMessage `json:"data,omitempty"`
+	Message string           `json:"message"`
+}
+
+// RPCRequest defines model for RPCRequest.
+type RPCRequest struct {
+	Method string           `json:"method"`
+	Params *json.RawMessage `json:"params,omitempty"`
+}
+
+// RPCResponse Exactly one of result and error.
+type RPCResponse struct {
+	Error  *RPCError        `json:"error,omitempty"`
+	Result *json.RawMessage `json:"result,omitempty"`
+}
+
 // Readiness defines model for Readiness.
 type Readiness struct {
 	// Checks Each dependency and "ok" or what went wrong.
@@ -347,8 +837,122 @@ type Readiness struct {
 // ReadinessStatus defines model for Readiness.Status.
 type ReadinessStatus string
 
+// ResourceTemplatesPage The target's ListResourceTemplatesResult.
+type ResourceTemplatesPage = json.RawMessage
+
+// ResourceURIRequest defines model for ResourceURIRequest.
+type ResourceURIRequest struct {
+	URI string `json:"uri"`
+}
+
+// ResourcesPage The target's ListResourcesResult.
+type ResourcesPage = json.RawMessage
+
 // Role defines model for Role.
 type Role string
+
+// Root defines model for Root.
+type Root struct {
+	Name *string `json:"name,omitempty"`
+
+	// URI An absolute URI such as file:///work.
+	URI string `json:"uri"`
+}
+
+// Roots defines model for Roots.
+type Roots struct {
+	Roots []Root `json:"roots"`
+}
+
+// Session defines model for Session.
+type Session struct {
+	// Capabilities The target's ServerCapabilities, once connected.
+	Capabilities *json.RawMessage `json:"capabilities,omitempty"`
+	ClosedAt     *time.Time       `json:"closed_at,omitempty"`
+	CreatedAt    time.Time        `json:"created_at"`
+
+	// CreatedBy key:<id> or user:<id>.
+	CreatedBy *string `json:"created_by,omitempty"`
+
+	// Error Why the session is in error, or why it was closed.
+	Error        *string `json:"error,omitempty"`
+	ID           string  `json:"id"`
+	Instructions string  `json:"instructions"`
+
+	// LastSeq The seq of the latest event; 0 before any.
+	LastSeq int64 `json:"last_seq"`
+
+	// LoggingLevel The level last set, or empty.
+	LoggingLevel string `json:"logging_level"`
+	Name         string `json:"name"`
+
+	// ProtocolVersion The negotiated version; empty until connected.
+	ProtocolVersion string `json:"protocol_version"`
+	Roots           []Root `json:"roots"`
+
+	// ServerInfo The target's Implementation (`name`, `version`, …), once connected.
+	ServerInfo *json.RawMessage `json:"server_info,omitempty"`
+	Status     SessionStatus    `json:"status"`
+
+	// Subscriptions Resource URIs the session is subscribed to.
+	Subscriptions []string `json:"subscriptions"`
+
+	// Target A session's target as the API shows it; secrets are reduced to their names.
+	Target    Target    `json:"target"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// SessionExport defines model for SessionExport.
+type SessionExport struct {
+	Events  []Event `json:"events"`
+	Session Session `json:"session"`
+}
+
+// SessionList defines model for SessionList.
+type SessionList struct {
+	Items      []Session `json:"items"`
+	NextCursor *string   `json:"next_cursor,omitempty"`
+}
+
+// SessionStatus defines model for SessionStatus.
+type SessionStatus string
+
+// StartCallRequest defines model for StartCallRequest.
+type StartCallRequest struct {
+	Arguments *json.RawMessage `json:"arguments,omitempty"`
+	Name      string           `json:"name"`
+}
+
+// Subscription defines model for Subscription.
+type Subscription struct {
+	Subscribed bool   `json:"subscribed"`
+	URI        string `json:"uri"`
+}
+
+// Target A session's target as the API shows it; secrets are reduced to their names.
+type Target struct {
+	HasBearerToken bool     `json:"has_bearer_token"`
+	HeaderNames    []string `json:"header_names"`
+
+	// ProtocolVersion `auto` negotiates the newest version both sides speak; the others pin one.
+	ProtocolVersion ProtocolVersionPreference `json:"protocol_version"`
+	Transport       Transport                 `json:"transport"`
+	URL             string                    `json:"url"`
+}
+
+// TargetInput defines model for TargetInput.
+type TargetInput struct {
+	// BearerToken Sent as `Authorization: Bearer …`. Secret; never returned.
+	BearerToken *string `json:"bearer_token,omitempty"`
+
+	// Headers Sent with every request. Values are secret; they are never returned.
+	Headers         *map[string]string         `json:"headers,omitempty"`
+	ProtocolVersion *ProtocolVersionPreference `json:"protocol_version,omitempty"`
+	Transport       *Transport                 `json:"transport,omitempty"`
+
+	// URL An absolute http or https URL.
+	URL string `json:"url"`
+}
 
 // Tenant defines model for Tenant.
 type Tenant struct {
@@ -357,13 +961,28 @@ type Tenant struct {
 	Name      string    `json:"name"`
 }
 
+// ToolsPage The target's ListToolsResult; `nextCursor` only when one page was asked for.
+type ToolsPage = json.RawMessage
+
+// Transport defines model for Transport.
+type Transport string
+
 // UpdateMemberRequest defines model for UpdateMemberRequest.
 type UpdateMemberRequest struct {
 	Role Role `json:"role"`
 }
 
+// AfterSeq defines model for AfterSeq.
+type AfterSeq = int64
+
+// CallID defines model for CallID.
+type CallID = string
+
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// EventTypeFilter defines model for EventTypeFilter.
+type EventTypeFilter = []string
 
 // ID defines model for ID.
 type ID = string
@@ -374,6 +993,12 @@ type IdempotencyKey = string
 // Limit defines model for Limit.
 type Limit = int
 
+// MCPCursor defines model for MCPCursor.
+type MCPCursor = string
+
+// SessionStatusFilter defines model for SessionStatusFilter.
+type SessionStatusFilter = []string
+
 // BadRequest RFC 9457 problem details.
 type BadRequest = Problem
 
@@ -383,8 +1008,20 @@ type Conflict = Problem
 // Forbidden RFC 9457 problem details.
 type Forbidden = Problem
 
+// NoWorker RFC 9457 problem details.
+type NoWorker = Problem
+
 // NotFound RFC 9457 problem details.
 type NotFound = Problem
+
+// NotReady RFC 9457 problem details.
+type NotReady = Problem
+
+// TargetError RFC 9457 problem details.
+type TargetError = Problem
+
+// TargetRefused RFC 9457 problem details.
+type TargetRefused = Problem
 
 // TooManyRequests RFC 9457 problem details.
 type TooManyRequests = Problem
@@ -485,6 +1122,179 @@ type UpdateMemberParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListSessionsParams defines parameters for ListSessions.
+type ListSessionsParams struct {
+	// Status Only sessions in these states; repeat the parameter or give a comma list.
+	Status *SessionStatusFilter `form:"status,omitempty" json:"status,omitempty"`
+
+	// Limit Page size, 1 to 200. Defaults to 50.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The next_cursor of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateSessionParams defines parameters for CreateSession.
+type CreateSessionParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// CloseSessionParams defines parameters for CloseSession.
+type CloseSessionParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListCallsParams defines parameters for ListCalls.
+type ListCallsParams struct {
+	// Limit Page size, 1 to 200. Defaults to 50.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// StartCallParams defines parameters for StartCall.
+type StartCallParams struct {
+	// Wait Seconds to wait for the call to finish, 0 to 60.
+	Wait *int `form:"wait,omitempty" json:"wait,omitempty"`
+
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// CancelCallParams defines parameters for CancelCall.
+type CancelCallParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// CompleteParams defines parameters for Complete.
+type CompleteParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListEventsParams defines parameters for ListEvents.
+type ListEventsParams struct {
+	// AfterSeq Start after this seq (0, the default, is the beginning).
+	AfterSeq *AfterSeq `form:"after_seq,omitempty" json:"after_seq,omitempty"`
+
+	// Limit Page size, 1 to 1000. Defaults to 100.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Type Only events of these types; repeat the parameter or give a comma list.
+	Type *EventTypeFilter `form:"type,omitempty" json:"type,omitempty"`
+}
+
+// StreamEventsParams defines parameters for StreamEvents.
+type StreamEventsParams struct {
+	// AfterSeq Start after this seq (0, the default, is the beginning).
+	AfterSeq *AfterSeq `form:"after_seq,omitempty" json:"after_seq,omitempty"`
+
+	// Type Only events of these types; repeat the parameter or give a comma list.
+	Type *EventTypeFilter `form:"type,omitempty" json:"type,omitempty"`
+
+	// LastEventID The last seq received; replay starts after it.
+	LastEventID *int64 `json:"Last-Event-ID,omitempty"`
+}
+
+// ExportSessionParams defines parameters for ExportSession.
+type ExportSessionParams struct {
+	Format *ExportSessionParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+}
+
+// ExportSessionParamsFormat defines parameters for ExportSession.
+type ExportSessionParamsFormat string
+
+// SetLoggingLevelParams defines parameters for SetLoggingLevel.
+type SetLoggingLevelParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListPendingParams defines parameters for ListPending.
+type ListPendingParams struct {
+	// Status Only these states; repeat the parameter or give a comma list.
+	Status *[]string `form:"status,omitempty" json:"status,omitempty"`
+}
+
+// AnswerPendingParams defines parameters for AnswerPending.
+type AnswerPendingParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// PingSessionParams defines parameters for PingSession.
+type PingSessionParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListPromptsParams defines parameters for ListPrompts.
+type ListPromptsParams struct {
+	// Cursor The target's nextCursor; answers that one page. Without it, every page.
+	Cursor *MCPCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// GetPromptParams defines parameters for GetPrompt.
+type GetPromptParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ReconnectSessionParams defines parameters for ReconnectSession.
+type ReconnectSessionParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListResourceTemplatesParams defines parameters for ListResourceTemplates.
+type ListResourceTemplatesParams struct {
+	// Cursor The target's nextCursor; answers that one page. Without it, every page.
+	Cursor *MCPCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListResourcesParams defines parameters for ListResources.
+type ListResourcesParams struct {
+	// Cursor The target's nextCursor; answers that one page. Without it, every page.
+	Cursor *MCPCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ReadResourceParams defines parameters for ReadResource.
+type ReadResourceParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// SubscribeResourceParams defines parameters for SubscribeResource.
+type SubscribeResourceParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// UnsubscribeResourceParams defines parameters for UnsubscribeResource.
+type UnsubscribeResourceParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// SetRootsParams defines parameters for SetRoots.
+type SetRootsParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// SendRPCParams defines parameters for SendRPC.
+type SendRPCParams struct {
+	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListToolsParams defines parameters for ListTools.
+type ListToolsParams struct {
+	// Cursor The target's nextCursor; answers that one page. Without it, every page.
+	Cursor *MCPCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
 type CreateAPIKeyJSONRequestBody = CreateAPIKeyRequest
 
@@ -493,6 +1303,39 @@ type AddMemberJSONRequestBody = AddMemberRequest
 
 // UpdateMemberJSONRequestBody defines body for UpdateMember for application/json ContentType.
 type UpdateMemberJSONRequestBody = UpdateMemberRequest
+
+// CreateSessionJSONRequestBody defines body for CreateSession for application/json ContentType.
+type CreateSessionJSONRequestBody = CreateSessionRequest
+
+// StartCallJSONRequestBody defines body for StartCall for application/json ContentType.
+type StartCallJSONRequestBody = StartCallRequest
+
+// CompleteJSONRequestBody defines body for Complete for application/json ContentType.
+type CompleteJSONRequestBody = CompleteRequest
+
+// SetLoggingLevelJSONRequestBody defines body for SetLoggingLevel for application/json ContentType.
+type SetLoggingLevelJSONRequestBody = LoggingLevel
+
+// AnswerPendingJSONRequestBody defines body for AnswerPending for application/json ContentType.
+type AnswerPendingJSONRequestBody = PendingAnswer
+
+// GetPromptJSONRequestBody defines body for GetPrompt for application/json ContentType.
+type GetPromptJSONRequestBody = GetPromptRequest
+
+// ReadResourceJSONRequestBody defines body for ReadResource for application/json ContentType.
+type ReadResourceJSONRequestBody = ResourceURIRequest
+
+// SubscribeResourceJSONRequestBody defines body for SubscribeResource for application/json ContentType.
+type SubscribeResourceJSONRequestBody = ResourceURIRequest
+
+// UnsubscribeResourceJSONRequestBody defines body for UnsubscribeResource for application/json ContentType.
+type UnsubscribeResourceJSONRequestBody = ResourceURIRequest
+
+// SetRootsJSONRequestBody defines body for SetRoots for application/json ContentType.
+type SetRootsJSONRequestBody = Roots
+
+// SendRPCJSONRequestBody defines body for SendRPC for application/json ContentType.
+type SendRPCJSONRequestBody = RPCRequest
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -532,6 +1375,93 @@ type ServerInterface interface {
 	// UpdateMember Change a member's role.
 	// (PATCH /v1/members/{id})
 	UpdateMember(ctx echo.Context, id ID, params UpdateMemberParams) error
+	// ListSessions The tenant's sessions, newest first.
+	// (GET /v1/sessions)
+	ListSessions(ctx echo.Context, params ListSessionsParams) error
+	// CreateSession Create an inspector session; a worker connects it to the target.
+	// (POST /v1/sessions)
+	CreateSession(ctx echo.Context, params CreateSessionParams) error
+	// CloseSession Close the session; its history stays. Closing twice is fine.
+	// (DELETE /v1/sessions/{id})
+	CloseSession(ctx echo.Context, id ID, params CloseSessionParams) error
+	// GetSession One session, with its target's secrets redacted.
+	// (GET /v1/sessions/{id})
+	GetSession(ctx echo.Context, id ID) error
+	// ListCalls The session's tool calls, newest first.
+	// (GET /v1/sessions/{id}/calls)
+	ListCalls(ctx echo.Context, id ID, params ListCallsParams) error
+	// StartCall Call a tool asynchronously.
+	// (POST /v1/sessions/{id}/calls)
+	StartCall(ctx echo.Context, id ID, params StartCallParams) error
+	// CancelCall Cancel a tool call.
+	// (DELETE /v1/sessions/{id}/calls/{call_id})
+	CancelCall(ctx echo.Context, id ID, callID CallID, params CancelCallParams) error
+	// GetCall One tool call, with its latest progress and, once finished, its result.
+	// (GET /v1/sessions/{id}/calls/{call_id})
+	GetCall(ctx echo.Context, id ID, callID CallID) error
+	// Complete Ask for argument completions (completion/complete).
+	// (POST /v1/sessions/{id}/complete)
+	Complete(ctx echo.Context, id ID, params CompleteParams) error
+	// GetSessionConfig Client configuration for the session's target, in the mcp.json shape.
+	// (GET /v1/sessions/{id}/config)
+	GetSessionConfig(ctx echo.Context, id ID) error
+	// ListEvents A page of the session's events, in seq order.
+	// (GET /v1/sessions/{id}/events)
+	ListEvents(ctx echo.Context, id ID, params ListEventsParams) error
+	// StreamEvents Follow the session's events live (Server-Sent Events).
+	// (GET /v1/sessions/{id}/events/stream)
+	StreamEvents(ctx echo.Context, id ID, params StreamEventsParams) error
+	// ExportSession The session's whole history, streamed.
+	// (GET /v1/sessions/{id}/export)
+	ExportSession(ctx echo.Context, id ID, params ExportSessionParams) error
+	// SetLoggingLevel Set the target's log level (logging/setLevel).
+	// (POST /v1/sessions/{id}/logging-level)
+	SetLoggingLevel(ctx echo.Context, id ID, params SetLoggingLevelParams) error
+	// ListPending Parked server→client requests (sampling, elicitation, input required), oldest first.
+	// (GET /v1/sessions/{id}/pending)
+	ListPending(ctx echo.Context, id ID, params ListPendingParams) error
+	// AnswerPending Answer a parked request.
+	// (POST /v1/sessions/{id}/pending/{request_id})
+	AnswerPending(ctx echo.Context, id ID, requestID string, params AnswerPendingParams) error
+	// PingSession Ping the target and measure the round trip.
+	// (POST /v1/sessions/{id}/ping)
+	PingSession(ctx echo.Context, id ID, params PingSessionParams) error
+	// ListPrompts The target's prompts/list result.
+	// (GET /v1/sessions/{id}/prompts)
+	ListPrompts(ctx echo.Context, id ID, params ListPromptsParams) error
+	// GetPrompt Render a prompt (prompts/get).
+	// (POST /v1/sessions/{id}/prompts/get)
+	GetPrompt(ctx echo.Context, id ID, params GetPromptParams) error
+	// ReconnectSession Connect again to the same target.
+	// (POST /v1/sessions/{id}/reconnect)
+	ReconnectSession(ctx echo.Context, id ID, params ReconnectSessionParams) error
+	// ListResourceTemplates The target's resources/templates/list result.
+	// (GET /v1/sessions/{id}/resource-templates)
+	ListResourceTemplates(ctx echo.Context, id ID, params ListResourceTemplatesParams) error
+	// ListResources The target's resources/list result.
+	// (GET /v1/sessions/{id}/resources)
+	ListResources(ctx echo.Context, id ID, params ListResourcesParams) error
+	// ReadResource Read one resource (resources/read).
+	// (POST /v1/sessions/{id}/resources/read)
+	ReadResource(ctx echo.Context, id ID, params ReadResourceParams) error
+	// SubscribeResource Subscribe to a resource's updates (resources/subscribe).
+	// (POST /v1/sessions/{id}/resources/subscribe)
+	SubscribeResource(ctx echo.Context, id ID, params SubscribeResourceParams) error
+	// UnsubscribeResource Stop a resource subscription (resources/unsubscribe).
+	// (POST /v1/sessions/{id}/resources/unsubscribe)
+	UnsubscribeResource(ctx echo.Context, id ID, params UnsubscribeResourceParams) error
+	// GetRoots The roots the session offers the target.
+	// (GET /v1/sessions/{id}/roots)
+	GetRoots(ctx echo.Context, id ID) error
+	// SetRoots Replace the roots; a connected target gets notifications/roots/list_changed.
+	// (PUT /v1/sessions/{id}/roots)
+	SetRoots(ctx echo.Context, id ID, params SetRootsParams) error
+	// SendRPC Send any JSON-RPC request to the target, for power users.
+	// (POST /v1/sessions/{id}/rpc)
+	SendRPC(ctx echo.Context, id ID, params SendRPCParams) error
+	// ListTools The target's tools/list result.
+	// (GET /v1/sessions/{id}/tools)
+	ListTools(ctx echo.Context, id ID, params ListToolsParams) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -874,6 +1804,928 @@ func (w *ServerInterfaceWrapper) UpdateMember(ctx echo.Context) error {
 	return err
 }
 
+// ListSessions converts echo context to params.
+func (w *ServerInterfaceWrapper) ListSessions(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListSessionsParams
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", ctx.QueryParams(), &params.Status, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter status: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListSessions(ctx, params)
+	return err
+}
+
+// CreateSession converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateSession(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateSessionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateSession(ctx, params)
+	return err
+}
+
+// CloseSession converts echo context to params.
+func (w *ServerInterfaceWrapper) CloseSession(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CloseSessionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CloseSession(ctx, id, params)
+	return err
+}
+
+// GetSession converts echo context to params.
+func (w *ServerInterfaceWrapper) GetSession(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetSession(ctx, id)
+	return err
+}
+
+// ListCalls converts echo context to params.
+func (w *ServerInterfaceWrapper) ListCalls(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListCallsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListCalls(ctx, id, params)
+	return err
+}
+
+// StartCall converts echo context to params.
+func (w *ServerInterfaceWrapper) StartCall(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params StartCallParams
+	// ------------- Optional query parameter "wait" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "wait", ctx.QueryParams(), &params.Wait, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter wait: %s", err))
+	}
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.StartCall(ctx, id, params)
+	return err
+}
+
+// CancelCall converts echo context to params.
+func (w *ServerInterfaceWrapper) CancelCall(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "call_id" -------------
+	var callID CallID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "call_id", ctx.Param("call_id"), &callID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter call_id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CancelCallParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CancelCall(ctx, id, callID, params)
+	return err
+}
+
+// GetCall converts echo context to params.
+func (w *ServerInterfaceWrapper) GetCall(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "call_id" -------------
+	var callID CallID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "call_id", ctx.Param("call_id"), &callID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter call_id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetCall(ctx, id, callID)
+	return err
+}
+
+// Complete converts echo context to params.
+func (w *ServerInterfaceWrapper) Complete(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CompleteParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.Complete(ctx, id, params)
+	return err
+}
+
+// GetSessionConfig converts echo context to params.
+func (w *ServerInterfaceWrapper) GetSessionConfig(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetSessionConfig(ctx, id)
+	return err
+}
+
+// ListEvents converts echo context to params.
+func (w *ServerInterfaceWrapper) ListEvents(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListEventsParams
+	// ------------- Optional query parameter "after_seq" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after_seq", ctx.QueryParams(), &params.AfterSeq, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter after_seq: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "type", ctx.QueryParams(), &params.Type, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter type: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListEvents(ctx, id, params)
+	return err
+}
+
+// StreamEvents converts echo context to params.
+func (w *ServerInterfaceWrapper) StreamEvents(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params StreamEventsParams
+	// ------------- Optional query parameter "after_seq" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after_seq", ctx.QueryParams(), &params.AfterSeq, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter after_seq: %s", err))
+	}
+
+	// ------------- Optional query parameter "type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "type", ctx.QueryParams(), &params.Type, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter type: %s", err))
+	}
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Last-Event-ID" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Last-Event-ID")]; found {
+		var LastEventID int64
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Last-Event-ID, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Last-Event-ID", valueList[0], &LastEventID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Last-Event-ID: %s", err))
+		}
+
+		params.LastEventID = &LastEventID
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.StreamEvents(ctx, id, params)
+	return err
+}
+
+// ExportSession converts echo context to params.
+func (w *ServerInterfaceWrapper) ExportSession(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ExportSessionParams
+	// ------------- Optional query parameter "format" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "format", ctx.QueryParams(), &params.Format, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter format: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ExportSession(ctx, id, params)
+	return err
+}
+
+// SetLoggingLevel converts echo context to params.
+func (w *ServerInterfaceWrapper) SetLoggingLevel(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SetLoggingLevelParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SetLoggingLevel(ctx, id, params)
+	return err
+}
+
+// ListPending converts echo context to params.
+func (w *ServerInterfaceWrapper) ListPending(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListPendingParams
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", ctx.QueryParams(), &params.Status, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter status: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListPending(ctx, id, params)
+	return err
+}
+
+// AnswerPending converts echo context to params.
+func (w *ServerInterfaceWrapper) AnswerPending(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "request_id" -------------
+	var requestID string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "request_id", ctx.Param("request_id"), &requestID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter request_id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AnswerPendingParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AnswerPending(ctx, id, requestID, params)
+	return err
+}
+
+// PingSession converts echo context to params.
+func (w *ServerInterfaceWrapper) PingSession(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params PingSessionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.PingSession(ctx, id, params)
+	return err
+}
+
+// ListPrompts converts echo context to params.
+func (w *ServerInterfaceWrapper) ListPrompts(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListPromptsParams
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListPrompts(ctx, id, params)
+	return err
+}
+
+// GetPrompt converts echo context to params.
+func (w *ServerInterfaceWrapper) GetPrompt(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetPromptParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetPrompt(ctx, id, params)
+	return err
+}
+
+// ReconnectSession converts echo context to params.
+func (w *ServerInterfaceWrapper) ReconnectSession(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReconnectSessionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ReconnectSession(ctx, id, params)
+	return err
+}
+
+// ListResourceTemplates converts echo context to params.
+func (w *ServerInterfaceWrapper) ListResourceTemplates(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListResourceTemplatesParams
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListResourceTemplates(ctx, id, params)
+	return err
+}
+
+// ListResources converts echo context to params.
+func (w *ServerInterfaceWrapper) ListResources(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListResourcesParams
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListResources(ctx, id, params)
+	return err
+}
+
+// ReadResource converts echo context to params.
+func (w *ServerInterfaceWrapper) ReadResource(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReadResourceParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ReadResource(ctx, id, params)
+	return err
+}
+
+// SubscribeResource converts echo context to params.
+func (w *ServerInterfaceWrapper) SubscribeResource(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SubscribeResourceParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SubscribeResource(ctx, id, params)
+	return err
+}
+
+// UnsubscribeResource converts echo context to params.
+func (w *ServerInterfaceWrapper) UnsubscribeResource(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UnsubscribeResourceParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UnsubscribeResource(ctx, id, params)
+	return err
+}
+
+// GetRoots converts echo context to params.
+func (w *ServerInterfaceWrapper) GetRoots(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetRoots(ctx, id)
+	return err
+}
+
+// SetRoots converts echo context to params.
+func (w *ServerInterfaceWrapper) SetRoots(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SetRootsParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SetRoots(ctx, id, params)
+	return err
+}
+
+// SendRPC converts echo context to params.
+func (w *ServerInterfaceWrapper) SendRPC(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SendRPCParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SendRPC(ctx, id, params)
+	return err
+}
+
+// ListTools converts echo context to params.
+func (w *ServerInterfaceWrapper) ListTools(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListToolsParams
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListTools(ctx, id, params)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -933,6 +2785,35 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.PATCH(options.BaseURL+"/v1/members/:id", wrapper.UpdateMember, options.OperationMiddlewares["updateMember"]...)
 	router.GET(options.BaseURL+"/v1/audit", wrapper.ListAudit, options.OperationMiddlewares["listAudit"]...)
 	router.GET(options.BaseURL+"/v1/audit/verify", wrapper.VerifyAudit, options.OperationMiddlewares["verifyAudit"]...)
+	router.GET(options.BaseURL+"/v1/sessions", wrapper.ListSessions, options.OperationMiddlewares["listSessions"]...)
+	router.POST(options.BaseURL+"/v1/sessions", wrapper.CreateSession, options.OperationMiddlewares["createSession"]...)
+	router.DELETE(options.BaseURL+"/v1/sessions/:id", wrapper.CloseSession, options.OperationMiddlewares["closeSession"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id", wrapper.GetSession, options.OperationMiddlewares["getSession"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/reconnect", wrapper.ReconnectSession, options.OperationMiddlewares["reconnectSession"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/tools", wrapper.ListTools, options.OperationMiddlewares["listTools"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/calls", wrapper.ListCalls, options.OperationMiddlewares["listCalls"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/calls", wrapper.StartCall, options.OperationMiddlewares["startCall"]...)
+	router.DELETE(options.BaseURL+"/v1/sessions/:id/calls/:call_id", wrapper.CancelCall, options.OperationMiddlewares["cancelCall"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/calls/:call_id", wrapper.GetCall, options.OperationMiddlewares["getCall"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/resources", wrapper.ListResources, options.OperationMiddlewares["listResources"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/resource-templates", wrapper.ListResourceTemplates, options.OperationMiddlewares["listResourceTemplates"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/resources/read", wrapper.ReadResource, options.OperationMiddlewares["readResource"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/resources/subscribe", wrapper.SubscribeResource, options.OperationMiddlewares["subscribeResource"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/resources/unsubscribe", wrapper.UnsubscribeResource, options.OperationMiddlewares["unsubscribeResource"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/prompts", wrapper.ListPrompts, options.OperationMiddlewares["listPrompts"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/prompts/get", wrapper.GetPrompt, options.OperationMiddlewares["getPrompt"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/complete", wrapper.Complete, options.OperationMiddlewares["complete"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/logging-level", wrapper.SetLoggingLevel, options.OperationMiddlewares["setLoggingLevel"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/ping", wrapper.PingSession, options.OperationMiddlewares["pingSession"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/roots", wrapper.GetRoots, options.OperationMiddlewares["getRoots"]...)
+	router.PUT(options.BaseURL+"/v1/sessions/:id/roots", wrapper.SetRoots, options.OperationMiddlewares["setRoots"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/rpc", wrapper.SendRPC, options.OperationMiddlewares["sendRPC"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/pending", wrapper.ListPending, options.OperationMiddlewares["listPending"]...)
+	router.POST(options.BaseURL+"/v1/sessions/:id/pending/:request_id", wrapper.AnswerPending, options.OperationMiddlewares["answerPending"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/events", wrapper.ListEvents, options.OperationMiddlewares["listEvents"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/events/stream", wrapper.StreamEvents, options.OperationMiddlewares["streamEvents"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/export", wrapper.ExportSession, options.OperationMiddlewares["exportSession"]...)
+	router.GET(options.BaseURL+"/v1/sessions/:id/config", wrapper.GetSessionConfig, options.OperationMiddlewares["getSessionConfig"]...)
 
 }
 
@@ -942,7 +2823,15 @@ type ConflictApplicationProblemPlusJSONResponse Problem
 
 type ForbiddenApplicationProblemPlusJSONResponse Problem
 
+type NoWorkerApplicationProblemPlusJSONResponse Problem
+
 type NotFoundApplicationProblemPlusJSONResponse Problem
+
+type NotReadyApplicationProblemPlusJSONResponse Problem
+
+type TargetErrorApplicationProblemPlusJSONResponse Problem
+
+type TargetRefusedApplicationProblemPlusJSONResponse Problem
 
 type TooManyRequestsResponseHeaders struct {
 	RetryAfter *int
@@ -2239,6 +4128,4372 @@ func (response UpdateMember503ApplicationProblemPlusJSONResponse) VisitUpdateMem
 	return err
 }
 
+type ListSessionsRequestObject struct {
+	Params ListSessionsParams
+}
+
+type ListSessionsResponseObject interface {
+	VisitListSessionsResponse(w http.ResponseWriter) error
+}
+
+type ListSessions200JSONResponse SessionList
+
+func (response ListSessions200JSONResponse) VisitListSessionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSessions400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListSessions400ApplicationProblemPlusJSONResponse) VisitListSessionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSessions401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListSessions401ApplicationProblemPlusJSONResponse) VisitListSessionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSessions403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListSessions403ApplicationProblemPlusJSONResponse) VisitListSessionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSessions429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListSessions429ApplicationProblemPlusJSONResponse) VisitListSessionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSessions503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListSessions503ApplicationProblemPlusJSONResponse) VisitListSessionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSessionRequestObject struct {
+	Params CreateSessionParams
+	Body   *CreateSessionJSONRequestBody
+}
+
+type CreateSessionResponseObject interface {
+	VisitCreateSessionResponse(w http.ResponseWriter) error
+}
+
+type CreateSession201JSONResponse Session
+
+func (response CreateSession201JSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSession400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSession400ApplicationProblemPlusJSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSession401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSession401ApplicationProblemPlusJSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSession403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSession403ApplicationProblemPlusJSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSession409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSession409ApplicationProblemPlusJSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSession422ApplicationProblemPlusJSONResponse struct {
+	TargetRefusedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSession422ApplicationProblemPlusJSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSession429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSession429ApplicationProblemPlusJSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSession503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSession503ApplicationProblemPlusJSONResponse) VisitCreateSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CloseSessionRequestObject struct {
+	ID     ID `json:"id"`
+	Params CloseSessionParams
+}
+
+type CloseSessionResponseObject interface {
+	VisitCloseSessionResponse(w http.ResponseWriter) error
+}
+
+type CloseSession200JSONResponse Session
+
+func (response CloseSession200JSONResponse) VisitCloseSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CloseSession401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CloseSession401ApplicationProblemPlusJSONResponse) VisitCloseSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CloseSession403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CloseSession403ApplicationProblemPlusJSONResponse) VisitCloseSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CloseSession404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CloseSession404ApplicationProblemPlusJSONResponse) VisitCloseSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CloseSession429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response CloseSession429ApplicationProblemPlusJSONResponse) VisitCloseSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CloseSession503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CloseSession503ApplicationProblemPlusJSONResponse) VisitCloseSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSessionRequestObject struct {
+	ID ID `json:"id"`
+}
+
+type GetSessionResponseObject interface {
+	VisitGetSessionResponse(w http.ResponseWriter) error
+}
+
+type GetSession200JSONResponse Session
+
+func (response GetSession200JSONResponse) VisitGetSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSession401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetSession401ApplicationProblemPlusJSONResponse) VisitGetSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSession403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetSession403ApplicationProblemPlusJSONResponse) VisitGetSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSession404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetSession404ApplicationProblemPlusJSONResponse) VisitGetSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSession429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetSession429ApplicationProblemPlusJSONResponse) VisitGetSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSession503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetSession503ApplicationProblemPlusJSONResponse) VisitGetSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCallsRequestObject struct {
+	ID     ID `json:"id"`
+	Params ListCallsParams
+}
+
+type ListCallsResponseObject interface {
+	VisitListCallsResponse(w http.ResponseWriter) error
+}
+
+type ListCalls200JSONResponse CallList
+
+func (response ListCalls200JSONResponse) VisitListCallsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCalls400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListCalls400ApplicationProblemPlusJSONResponse) VisitListCallsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCalls401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListCalls401ApplicationProblemPlusJSONResponse) VisitListCallsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCalls403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListCalls403ApplicationProblemPlusJSONResponse) VisitListCallsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCalls404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListCalls404ApplicationProblemPlusJSONResponse) VisitListCallsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCalls429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListCalls429ApplicationProblemPlusJSONResponse) VisitListCallsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCalls503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListCalls503ApplicationProblemPlusJSONResponse) VisitListCallsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCallRequestObject struct {
+	ID     ID `json:"id"`
+	Params StartCallParams
+	Body   *StartCallJSONRequestBody
+}
+
+type StartCallResponseObject interface {
+	VisitStartCallResponse(w http.ResponseWriter) error
+}
+
+type StartCall200JSONResponse Call
+
+func (response StartCall200JSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall202JSONResponse Call
+
+func (response StartCall202JSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response StartCall400ApplicationProblemPlusJSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response StartCall401ApplicationProblemPlusJSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response StartCall403ApplicationProblemPlusJSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response StartCall404ApplicationProblemPlusJSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response StartCall409ApplicationProblemPlusJSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response StartCall429ApplicationProblemPlusJSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartCall503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response StartCall503ApplicationProblemPlusJSONResponse) VisitStartCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCallRequestObject struct {
+	ID     ID     `json:"id"`
+	CallID CallID `json:"call_id"`
+	Params CancelCallParams
+}
+
+type CancelCallResponseObject interface {
+	VisitCancelCallResponse(w http.ResponseWriter) error
+}
+
+type CancelCall200JSONResponse Call
+
+func (response CancelCall200JSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCall401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CancelCall401ApplicationProblemPlusJSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCall403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CancelCall403ApplicationProblemPlusJSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCall404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CancelCall404ApplicationProblemPlusJSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCall409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response CancelCall409ApplicationProblemPlusJSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCall429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response CancelCall429ApplicationProblemPlusJSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCall503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CancelCall503ApplicationProblemPlusJSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelCall504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response CancelCall504ApplicationProblemPlusJSONResponse) VisitCancelCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCallRequestObject struct {
+	ID     ID     `json:"id"`
+	CallID CallID `json:"call_id"`
+}
+
+type GetCallResponseObject interface {
+	VisitGetCallResponse(w http.ResponseWriter) error
+}
+
+type GetCall200JSONResponse Call
+
+func (response GetCall200JSONResponse) VisitGetCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCall401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetCall401ApplicationProblemPlusJSONResponse) VisitGetCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCall403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetCall403ApplicationProblemPlusJSONResponse) VisitGetCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCall404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetCall404ApplicationProblemPlusJSONResponse) VisitGetCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCall429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetCall429ApplicationProblemPlusJSONResponse) VisitGetCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCall503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetCall503ApplicationProblemPlusJSONResponse) VisitGetCallResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteRequestObject struct {
+	ID     ID `json:"id"`
+	Params CompleteParams
+	Body   *CompleteJSONRequestBody
+}
+
+type CompleteResponseObject interface {
+	VisitCompleteResponse(w http.ResponseWriter) error
+}
+
+type Complete200JSONResponse MCPResult
+
+func (response Complete200JSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response Complete400ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response Complete401ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response Complete403ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response Complete404ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response Complete409ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response Complete429ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response Complete502ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response Complete503ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Complete504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response Complete504ApplicationProblemPlusJSONResponse) VisitCompleteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSessionConfigRequestObject struct {
+	ID ID `json:"id"`
+}
+
+type GetSessionConfigResponseObject interface {
+	VisitGetSessionConfigResponse(w http.ResponseWriter) error
+}
+
+type GetSessionConfig200JSONResponse ClientConfig
+
+func (response GetSessionConfig200JSONResponse) VisitGetSessionConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSessionConfig401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetSessionConfig401ApplicationProblemPlusJSONResponse) VisitGetSessionConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSessionConfig403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetSessionConfig403ApplicationProblemPlusJSONResponse) VisitGetSessionConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSessionConfig404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetSessionConfig404ApplicationProblemPlusJSONResponse) VisitGetSessionConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSessionConfig429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetSessionConfig429ApplicationProblemPlusJSONResponse) VisitGetSessionConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSessionConfig503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetSessionConfig503ApplicationProblemPlusJSONResponse) VisitGetSessionConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEventsRequestObject struct {
+	ID     ID `json:"id"`
+	Params ListEventsParams
+}
+
+type ListEventsResponseObject interface {
+	VisitListEventsResponse(w http.ResponseWriter) error
+}
+
+type ListEvents200JSONResponse EventPage
+
+func (response ListEvents200JSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents400ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents401ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents403ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents404ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents429ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents503ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEventsRequestObject struct {
+	ID     ID `json:"id"`
+	Params StreamEventsParams
+}
+
+type StreamEventsResponseObject interface {
+	VisitStreamEventsResponse(w http.ResponseWriter) error
+}
+
+type StreamEvents200TextEventStreamResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response StreamEvents200TextEventStreamResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type StreamEvents400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents400ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEvents401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents401ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEvents403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents403ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEvents404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents404ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEvents429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents429ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEvents503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents503ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportSessionRequestObject struct {
+	ID     ID `json:"id"`
+	Params ExportSessionParams
+}
+
+type ExportSessionResponseObject interface {
+	VisitExportSessionResponse(w http.ResponseWriter) error
+}
+
+type ExportSession200JSONResponse SessionExport
+
+func (response ExportSession200JSONResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportSession200ApplicationXNdjsonResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response ExportSession200ApplicationXNdjsonResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type ExportSession400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ExportSession400ApplicationProblemPlusJSONResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportSession401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ExportSession401ApplicationProblemPlusJSONResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportSession403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ExportSession403ApplicationProblemPlusJSONResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportSession404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ExportSession404ApplicationProblemPlusJSONResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportSession429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ExportSession429ApplicationProblemPlusJSONResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportSession503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ExportSession503ApplicationProblemPlusJSONResponse) VisitExportSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevelRequestObject struct {
+	ID     ID `json:"id"`
+	Params SetLoggingLevelParams
+	Body   *SetLoggingLevelJSONRequestBody
+}
+
+type SetLoggingLevelResponseObject interface {
+	VisitSetLoggingLevelResponse(w http.ResponseWriter) error
+}
+
+type SetLoggingLevel200JSONResponse LoggingLevel
+
+func (response SetLoggingLevel200JSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel400ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel401ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel403ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel404ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel409ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel429ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel502ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel503ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetLoggingLevel504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response SetLoggingLevel504ApplicationProblemPlusJSONResponse) VisitSetLoggingLevelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPendingRequestObject struct {
+	ID     ID `json:"id"`
+	Params ListPendingParams
+}
+
+type ListPendingResponseObject interface {
+	VisitListPendingResponse(w http.ResponseWriter) error
+}
+
+type ListPending200JSONResponse PendingList
+
+func (response ListPending200JSONResponse) VisitListPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPending400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListPending400ApplicationProblemPlusJSONResponse) VisitListPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPending401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListPending401ApplicationProblemPlusJSONResponse) VisitListPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPending403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListPending403ApplicationProblemPlusJSONResponse) VisitListPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPending404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListPending404ApplicationProblemPlusJSONResponse) VisitListPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPending429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListPending429ApplicationProblemPlusJSONResponse) VisitListPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPending503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListPending503ApplicationProblemPlusJSONResponse) VisitListPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPendingRequestObject struct {
+	ID        ID     `json:"id"`
+	RequestID string `json:"request_id"`
+	Params    AnswerPendingParams
+	Body      *AnswerPendingJSONRequestBody
+}
+
+type AnswerPendingResponseObject interface {
+	VisitAnswerPendingResponse(w http.ResponseWriter) error
+}
+
+type AnswerPending200JSONResponse Pending
+
+func (response AnswerPending200JSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPending400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AnswerPending400ApplicationProblemPlusJSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPending401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AnswerPending401ApplicationProblemPlusJSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPending403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response AnswerPending403ApplicationProblemPlusJSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPending404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response AnswerPending404ApplicationProblemPlusJSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPending409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AnswerPending409ApplicationProblemPlusJSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPending429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response AnswerPending429ApplicationProblemPlusJSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AnswerPending503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AnswerPending503ApplicationProblemPlusJSONResponse) VisitAnswerPendingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSessionRequestObject struct {
+	ID     ID `json:"id"`
+	Params PingSessionParams
+}
+
+type PingSessionResponseObject interface {
+	VisitPingSessionResponse(w http.ResponseWriter) error
+}
+
+type PingSession200JSONResponse PingResult
+
+func (response PingSession200JSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession401ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession403ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession404ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession409ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession429ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession502ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession503ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingSession504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response PingSession504ApplicationProblemPlusJSONResponse) VisitPingSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPromptsRequestObject struct {
+	ID     ID `json:"id"`
+	Params ListPromptsParams
+}
+
+type ListPromptsResponseObject interface {
+	VisitListPromptsResponse(w http.ResponseWriter) error
+}
+
+type ListPrompts200JSONResponse PromptsPage
+
+func (response ListPrompts200JSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts400ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts401ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts403ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts404ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts409ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts429ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts502ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts503ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPrompts504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response ListPrompts504ApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPromptRequestObject struct {
+	ID     ID `json:"id"`
+	Params GetPromptParams
+	Body   *GetPromptJSONRequestBody
+}
+
+type GetPromptResponseObject interface {
+	VisitGetPromptResponse(w http.ResponseWriter) error
+}
+
+type GetPrompt200JSONResponse MCPResult
+
+func (response GetPrompt200JSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt400ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt401ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt403ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt404ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt409ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt429ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt502ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt503ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPrompt504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response GetPrompt504ApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectSessionRequestObject struct {
+	ID     ID `json:"id"`
+	Params ReconnectSessionParams
+}
+
+type ReconnectSessionResponseObject interface {
+	VisitReconnectSessionResponse(w http.ResponseWriter) error
+}
+
+type ReconnectSession200JSONResponse Session
+
+func (response ReconnectSession200JSONResponse) VisitReconnectSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectSession401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ReconnectSession401ApplicationProblemPlusJSONResponse) VisitReconnectSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectSession403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ReconnectSession403ApplicationProblemPlusJSONResponse) VisitReconnectSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectSession404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ReconnectSession404ApplicationProblemPlusJSONResponse) VisitReconnectSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectSession409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ReconnectSession409ApplicationProblemPlusJSONResponse) VisitReconnectSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectSession429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ReconnectSession429ApplicationProblemPlusJSONResponse) VisitReconnectSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectSession503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ReconnectSession503ApplicationProblemPlusJSONResponse) VisitReconnectSessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplatesRequestObject struct {
+	ID     ID `json:"id"`
+	Params ListResourceTemplatesParams
+}
+
+type ListResourceTemplatesResponseObject interface {
+	VisitListResourceTemplatesResponse(w http.ResponseWriter) error
+}
+
+type ListResourceTemplates200JSONResponse ResourceTemplatesPage
+
+func (response ListResourceTemplates200JSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates400ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates401ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates403ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates404ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates409ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates429ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates502ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates503ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourceTemplates504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response ListResourceTemplates504ApplicationProblemPlusJSONResponse) VisitListResourceTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResourcesRequestObject struct {
+	ID     ID `json:"id"`
+	Params ListResourcesParams
+}
+
+type ListResourcesResponseObject interface {
+	VisitListResourcesResponse(w http.ResponseWriter) error
+}
+
+type ListResources200JSONResponse ResourcesPage
+
+func (response ListResources200JSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources400ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources401ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources403ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources404ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources409ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources429ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources502ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources503ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListResources504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response ListResources504ApplicationProblemPlusJSONResponse) VisitListResourcesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResourceRequestObject struct {
+	ID     ID `json:"id"`
+	Params ReadResourceParams
+	Body   *ReadResourceJSONRequestBody
+}
+
+type ReadResourceResponseObject interface {
+	VisitReadResourceResponse(w http.ResponseWriter) error
+}
+
+type ReadResource200JSONResponse MCPResult
+
+func (response ReadResource200JSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource400ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource401ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource403ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource404ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource409ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource429ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource502ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource503ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReadResource504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response ReadResource504ApplicationProblemPlusJSONResponse) VisitReadResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResourceRequestObject struct {
+	ID     ID `json:"id"`
+	Params SubscribeResourceParams
+	Body   *SubscribeResourceJSONRequestBody
+}
+
+type SubscribeResourceResponseObject interface {
+	VisitSubscribeResourceResponse(w http.ResponseWriter) error
+}
+
+type SubscribeResource200JSONResponse Subscription
+
+func (response SubscribeResource200JSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource400ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource401ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource403ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource404ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource409ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource429ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource502ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource503ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SubscribeResource504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response SubscribeResource504ApplicationProblemPlusJSONResponse) VisitSubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResourceRequestObject struct {
+	ID     ID `json:"id"`
+	Params UnsubscribeResourceParams
+	Body   *UnsubscribeResourceJSONRequestBody
+}
+
+type UnsubscribeResourceResponseObject interface {
+	VisitUnsubscribeResourceResponse(w http.ResponseWriter) error
+}
+
+type UnsubscribeResource200JSONResponse Subscription
+
+func (response UnsubscribeResource200JSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource400ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource401ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource403ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource404ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource409ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource429ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource502ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource503ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UnsubscribeResource504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response UnsubscribeResource504ApplicationProblemPlusJSONResponse) VisitUnsubscribeResourceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRootsRequestObject struct {
+	ID ID `json:"id"`
+}
+
+type GetRootsResponseObject interface {
+	VisitGetRootsResponse(w http.ResponseWriter) error
+}
+
+type GetRoots200JSONResponse Roots
+
+func (response GetRoots200JSONResponse) VisitGetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoots401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetRoots401ApplicationProblemPlusJSONResponse) VisitGetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoots403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetRoots403ApplicationProblemPlusJSONResponse) VisitGetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoots404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetRoots404ApplicationProblemPlusJSONResponse) VisitGetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoots429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetRoots429ApplicationProblemPlusJSONResponse) VisitGetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoots503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetRoots503ApplicationProblemPlusJSONResponse) VisitGetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRootsRequestObject struct {
+	ID     ID `json:"id"`
+	Params SetRootsParams
+	Body   *SetRootsJSONRequestBody
+}
+
+type SetRootsResponseObject interface {
+	VisitSetRootsResponse(w http.ResponseWriter) error
+}
+
+type SetRoots200JSONResponse Roots
+
+func (response SetRoots200JSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots400ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots401ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots403ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots404ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots409ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots429ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots502ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots503ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRoots504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response SetRoots504ApplicationProblemPlusJSONResponse) VisitSetRootsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPCRequestObject struct {
+	ID     ID `json:"id"`
+	Params SendRPCParams
+	Body   *SendRPCJSONRequestBody
+}
+
+type SendRPCResponseObject interface {
+	VisitSendRPCResponse(w http.ResponseWriter) error
+}
+
+type SendRPC200JSONResponse RPCResponse
+
+func (response SendRPC200JSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC400ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC401ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC403ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC404ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC409ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC429ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC503ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendRPC504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response SendRPC504ApplicationProblemPlusJSONResponse) VisitSendRPCResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListToolsRequestObject struct {
+	ID     ID `json:"id"`
+	Params ListToolsParams
+}
+
+type ListToolsResponseObject interface {
+	VisitListToolsResponse(w http.ResponseWriter) error
+}
+
+type ListTools200JSONResponse ToolsPage
+
+func (response ListTools200JSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools400ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools401ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools403ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools404ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools409ApplicationProblemPlusJSONResponse struct {
+	NotReadyApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools409ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools429ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools502ApplicationProblemPlusJSONResponse struct {
+	TargetErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools502ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools503ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTools504ApplicationProblemPlusJSONResponse struct {
+	NoWorkerApplicationProblemPlusJSONResponse
+}
+
+func (response ListTools504ApplicationProblemPlusJSONResponse) VisitListToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// GetHealthz The process is up.
@@ -2277,6 +8532,93 @@ type StrictServerInterface interface {
 	// UpdateMember Change a member's role.
 	// (PATCH /v1/members/{id})
 	UpdateMember(ctx context.Context, request UpdateMemberRequestObject) (UpdateMemberResponseObject, error)
+	// ListSessions The tenant's sessions, newest first.
+	// (GET /v1/sessions)
+	ListSessions(ctx context.Context, request ListSessionsRequestObject) (ListSessionsResponseObject, error)
+	// CreateSession Create an inspector session; a worker connects it to the target.
+	// (POST /v1/sessions)
+	CreateSession(ctx context.Context, request CreateSessionRequestObject) (CreateSessionResponseObject, error)
+	// CloseSession Close the session; its history stays. Closing twice is fine.
+	// (DELETE /v1/sessions/{id})
+	CloseSession(ctx context.Context, request CloseSessionRequestObject) (CloseSessionResponseObject, error)
+	// GetSession One session, with its target's secrets redacted.
+	// (GET /v1/sessions/{id})
+	GetSession(ctx context.Context, request GetSessionRequestObject) (GetSessionResponseObject, error)
+	// ListCalls The session's tool calls, newest first.
+	// (GET /v1/sessions/{id}/calls)
+	ListCalls(ctx context.Context, request ListCallsRequestObject) (ListCallsResponseObject, error)
+	// StartCall Call a tool asynchronously.
+	// (POST /v1/sessions/{id}/calls)
+	StartCall(ctx context.Context, request StartCallRequestObject) (StartCallResponseObject, error)
+	// CancelCall Cancel a tool call.
+	// (DELETE /v1/sessions/{id}/calls/{call_id})
+	CancelCall(ctx context.Context, request CancelCallRequestObject) (CancelCallResponseObject, error)
+	// GetCall One tool call, with its latest progress and, once finished, its result.
+	// (GET /v1/sessions/{id}/calls/{call_id})
+	GetCall(ctx context.Context, request GetCallRequestObject) (GetCallResponseObject, error)
+	// Complete Ask for argument completions (completion/complete).
+	// (POST /v1/sessions/{id}/complete)
+	Complete(ctx context.Context, request CompleteRequestObject) (CompleteResponseObject, error)
+	// GetSessionConfig Client configuration for the session's target, in the mcp.json shape.
+	// (GET /v1/sessions/{id}/config)
+	GetSessionConfig(ctx context.Context, request GetSessionConfigRequestObject) (GetSessionConfigResponseObject, error)
+	// ListEvents A page of the session's events, in seq order.
+	// (GET /v1/sessions/{id}/events)
+	ListEvents(ctx context.Context, request ListEventsRequestObject) (ListEventsResponseObject, error)
+	// StreamEvents Follow the session's events live (Server-Sent Events).
+	// (GET /v1/sessions/{id}/events/stream)
+	StreamEvents(ctx context.Context, request StreamEventsRequestObject) (StreamEventsResponseObject, error)
+	// ExportSession The session's whole history, streamed.
+	// (GET /v1/sessions/{id}/export)
+	ExportSession(ctx context.Context, request ExportSessionRequestObject) (ExportSessionResponseObject, error)
+	// SetLoggingLevel Set the target's log level (logging/setLevel).
+	// (POST /v1/sessions/{id}/logging-level)
+	SetLoggingLevel(ctx context.Context, request SetLoggingLevelRequestObject) (SetLoggingLevelResponseObject, error)
+	// ListPending Parked server→client requests (sampling, elicitation, input required), oldest first.
+	// (GET /v1/sessions/{id}/pending)
+	ListPending(ctx context.Context, request ListPendingRequestObject) (ListPendingResponseObject, error)
+	// AnswerPending Answer a parked request.
+	// (POST /v1/sessions/{id}/pending/{request_id})
+	AnswerPending(ctx context.Context, request AnswerPendingRequestObject) (AnswerPendingResponseObject, error)
+	// PingSession Ping the target and measure the round trip.
+	// (POST /v1/sessions/{id}/ping)
+	PingSession(ctx context.Context, request PingSessionRequestObject) (PingSessionResponseObject, error)
+	// ListPrompts The target's prompts/list result.
+	// (GET /v1/sessions/{id}/prompts)
+	ListPrompts(ctx context.Context, request ListPromptsRequestObject) (ListPromptsResponseObject, error)
+	// GetPrompt Render a prompt (prompts/get).
+	// (POST /v1/sessions/{id}/prompts/get)
+	GetPrompt(ctx context.Context, request GetPromptRequestObject) (GetPromptResponseObject, error)
+	// ReconnectSession Connect again to the same target.
+	// (POST /v1/sessions/{id}/reconnect)
+	ReconnectSession(ctx context.Context, request ReconnectSessionRequestObject) (ReconnectSessionResponseObject, error)
+	// ListResourceTemplates The target's resources/templates/list result.
+	// (GET /v1/sessions/{id}/resource-templates)
+	ListResourceTemplates(ctx context.Context, request ListResourceTemplatesRequestObject) (ListResourceTemplatesResponseObject, error)
+	// ListResources The target's resources/list result.
+	// (GET /v1/sessions/{id}/resources)
+	ListResources(ctx context.Context, request ListResourcesRequestObject) (ListResourcesResponseObject, error)
+	// ReadResource Read one resource (resources/read).
+	// (POST /v1/sessions/{id}/resources/read)
+	ReadResource(ctx context.Context, request ReadResourceRequestObject) (ReadResourceResponseObject, error)
+	// SubscribeResource Subscribe to a resource's updates (resources/subscribe).
+	// (POST /v1/sessions/{id}/resources/subscribe)
+	SubscribeResource(ctx context.Context, request SubscribeResourceRequestObject) (SubscribeResourceResponseObject, error)
+	// UnsubscribeResource Stop a resource subscription (resources/unsubscribe).
+	// (POST /v1/sessions/{id}/resources/unsubscribe)
+	UnsubscribeResource(ctx context.Context, request UnsubscribeResourceRequestObject) (UnsubscribeResourceResponseObject, error)
+	// GetRoots The roots the session offers the target.
+	// (GET /v1/sessions/{id}/roots)
+	GetRoots(ctx context.Context, request GetRootsRequestObject) (GetRootsResponseObject, error)
+	// SetRoots Replace the roots; a connected target gets notifications/roots/list_changed.
+	// (PUT /v1/sessions/{id}/roots)
+	SetRoots(ctx context.Context, request SetRootsRequestObject) (SetRootsResponseObject, error)
+	// SendRPC Send any JSON-RPC request to the target, for power users.
+	// (POST /v1/sessions/{id}/rpc)
+	SendRPC(ctx context.Context, request SendRPCRequestObject) (SendRPCResponseObject, error)
+	// ListTools The target's tools/list result.
+	// (GET /v1/sessions/{id}/tools)
+	ListTools(ctx context.Context, request ListToolsRequestObject) (ListToolsResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx echo.Context, request any) (any, error)
@@ -2657,91 +8999,1192 @@ func (sh *strictHandler) UpdateMember(ctx echo.Context, id ID, params UpdateMemb
 	return nil
 }
 
+// ListSessions operation middleware
+func (sh *strictHandler) ListSessions(ctx echo.Context, params ListSessionsParams) error {
+	var request ListSessionsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListSessions(ctx.Request().Context(), request.(ListSessionsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListSessions")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListSessionsResponseObject); ok {
+		return validResponse.VisitListSessionsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateSession operation middleware
+func (sh *strictHandler) CreateSession(ctx echo.Context, params CreateSessionParams) error {
+	var request CreateSessionRequestObject
+
+	request.Params = params
+
+	var body CreateSessionJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateSession(ctx.Request().Context(), request.(CreateSessionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateSession")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateSessionResponseObject); ok {
+		return validResponse.VisitCreateSessionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CloseSession operation middleware
+func (sh *strictHandler) CloseSession(ctx echo.Context, id ID, params CloseSessionParams) error {
+	var request CloseSessionRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CloseSession(ctx.Request().Context(), request.(CloseSessionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CloseSession")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CloseSessionResponseObject); ok {
+		return validResponse.VisitCloseSessionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetSession operation middleware
+func (sh *strictHandler) GetSession(ctx echo.Context, id ID) error {
+	var request GetSessionRequestObject
+
+	request.ID = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetSession(ctx.Request().Context(), request.(GetSessionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetSession")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetSessionResponseObject); ok {
+		return validResponse.VisitGetSessionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListCalls operation middleware
+func (sh *strictHandler) ListCalls(ctx echo.Context, id ID, params ListCallsParams) error {
+	var request ListCallsRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListCalls(ctx.Request().Context(), request.(ListCallsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListCalls")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListCallsResponseObject); ok {
+		return validResponse.VisitListCallsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// StartCall operation middleware
+func (sh *strictHandler) StartCall(ctx echo.Context, id ID, params StartCallParams) error {
+	var request StartCallRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body StartCallJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.StartCall(ctx.Request().Context(), request.(StartCallRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StartCall")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(StartCallResponseObject); ok {
+		return validResponse.VisitStartCallResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CancelCall operation middleware
+func (sh *strictHandler) CancelCall(ctx echo.Context, id ID, callID CallID, params CancelCallParams) error {
+	var request CancelCallRequestObject
+
+	request.ID = id
+	request.CallID = callID
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CancelCall(ctx.Request().Context(), request.(CancelCallRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CancelCall")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CancelCallResponseObject); ok {
+		return validResponse.VisitCancelCallResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetCall operation middleware
+func (sh *strictHandler) GetCall(ctx echo.Context, id ID, callID CallID) error {
+	var request GetCallRequestObject
+
+	request.ID = id
+	request.CallID = callID
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetCall(ctx.Request().Context(), request.(GetCallRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetCall")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetCallResponseObject); ok {
+		return validResponse.VisitGetCallResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// Complete operation middleware
+func (sh *strictHandler) Complete(ctx echo.Context, id ID, params CompleteParams) error {
+	var request CompleteRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body CompleteJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.Complete(ctx.Request().Context(), request.(CompleteRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "Complete")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CompleteResponseObject); ok {
+		return validResponse.VisitCompleteResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetSessionConfig operation middleware
+func (sh *strictHandler) GetSessionConfig(ctx echo.Context, id ID) error {
+	var request GetSessionConfigRequestObject
+
+	request.ID = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetSessionConfig(ctx.Request().Context(), request.(GetSessionConfigRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetSessionConfig")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetSessionConfigResponseObject); ok {
+		return validResponse.VisitGetSessionConfigResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListEvents operation middleware
+func (sh *strictHandler) ListEvents(ctx echo.Context, id ID, params ListEventsParams) error {
+	var request ListEventsRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListEvents(ctx.Request().Context(), request.(ListEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListEvents")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListEventsResponseObject); ok {
+		return validResponse.VisitListEventsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// StreamEvents operation middleware
+func (sh *strictHandler) StreamEvents(ctx echo.Context, id ID, params StreamEventsParams) error {
+	var request StreamEventsRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.StreamEvents(ctx.Request().Context(), request.(StreamEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StreamEvents")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(StreamEventsResponseObject); ok {
+		return validResponse.VisitStreamEventsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ExportSession operation middleware
+func (sh *strictHandler) ExportSession(ctx echo.Context, id ID, params ExportSessionParams) error {
+	var request ExportSessionRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ExportSession(ctx.Request().Context(), request.(ExportSessionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ExportSession")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ExportSessionResponseObject); ok {
+		return validResponse.VisitExportSessionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SetLoggingLevel operation middleware
+func (sh *strictHandler) SetLoggingLevel(ctx echo.Context, id ID, params SetLoggingLevelParams) error {
+	var request SetLoggingLevelRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body SetLoggingLevelJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SetLoggingLevel(ctx.Request().Context(), request.(SetLoggingLevelRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetLoggingLevel")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SetLoggingLevelResponseObject); ok {
+		return validResponse.VisitSetLoggingLevelResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListPending operation middleware
+func (sh *strictHandler) ListPending(ctx echo.Context, id ID, params ListPendingParams) error {
+	var request ListPendingRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListPending(ctx.Request().Context(), request.(ListPendingRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListPending")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListPendingResponseObject); ok {
+		return validResponse.VisitListPendingResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// AnswerPending operation middleware
+func (sh *strictHandler) AnswerPending(ctx echo.Context, id ID, requestID string, params AnswerPendingParams) error {
+	var request AnswerPendingRequestObject
+
+	request.ID = id
+	request.RequestID = requestID
+	request.Params = params
+
+	var body AnswerPendingJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.AnswerPending(ctx.Request().Context(), request.(AnswerPendingRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AnswerPending")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(AnswerPendingResponseObject); ok {
+		return validResponse.VisitAnswerPendingResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// PingSession operation middleware
+func (sh *strictHandler) PingSession(ctx echo.Context, id ID, params PingSessionParams) error {
+	var request PingSessionRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.PingSession(ctx.Request().Context(), request.(PingSessionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PingSession")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(PingSessionResponseObject); ok {
+		return validResponse.VisitPingSessionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListPrompts operation middleware
+func (sh *strictHandler) ListPrompts(ctx echo.Context, id ID, params ListPromptsParams) error {
+	var request ListPromptsRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListPrompts(ctx.Request().Context(), request.(ListPromptsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListPrompts")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListPromptsResponseObject); ok {
+		return validResponse.VisitListPromptsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetPrompt operation middleware
+func (sh *strictHandler) GetPrompt(ctx echo.Context, id ID, params GetPromptParams) error {
+	var request GetPromptRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body GetPromptJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetPrompt(ctx.Request().Context(), request.(GetPromptRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetPrompt")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetPromptResponseObject); ok {
+		return validResponse.VisitGetPromptResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ReconnectSession operation middleware
+func (sh *strictHandler) ReconnectSession(ctx echo.Context, id ID, params ReconnectSessionParams) error {
+	var request ReconnectSessionRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ReconnectSession(ctx.Request().Context(), request.(ReconnectSessionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReconnectSession")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ReconnectSessionResponseObject); ok {
+		return validResponse.VisitReconnectSessionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListResourceTemplates operation middleware
+func (sh *strictHandler) ListResourceTemplates(ctx echo.Context, id ID, params ListResourceTemplatesParams) error {
+	var request ListResourceTemplatesRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListResourceTemplates(ctx.Request().Context(), request.(ListResourceTemplatesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListResourceTemplates")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListResourceTemplatesResponseObject); ok {
+		return validResponse.VisitListResourceTemplatesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListResources operation middleware
+func (sh *strictHandler) ListResources(ctx echo.Context, id ID, params ListResourcesParams) error {
+	var request ListResourcesRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListResources(ctx.Request().Context(), request.(ListResourcesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListResources")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListResourcesResponseObject); ok {
+		return validResponse.VisitListResourcesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ReadResource operation middleware
+func (sh *strictHandler) ReadResource(ctx echo.Context, id ID, params ReadResourceParams) error {
+	var request ReadResourceRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body ReadResourceJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ReadResource(ctx.Request().Context(), request.(ReadResourceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReadResource")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ReadResourceResponseObject); ok {
+		return validResponse.VisitReadResourceResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SubscribeResource operation middleware
+func (sh *strictHandler) SubscribeResource(ctx echo.Context, id ID, params SubscribeResourceParams) error {
+	var request SubscribeResourceRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body SubscribeResourceJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SubscribeResource(ctx.Request().Context(), request.(SubscribeResourceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SubscribeResource")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SubscribeResourceResponseObject); ok {
+		return validResponse.VisitSubscribeResourceResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UnsubscribeResource operation middleware
+func (sh *strictHandler) UnsubscribeResource(ctx echo.Context, id ID, params UnsubscribeResourceParams) error {
+	var request UnsubscribeResourceRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body UnsubscribeResourceJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UnsubscribeResource(ctx.Request().Context(), request.(UnsubscribeResourceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UnsubscribeResource")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UnsubscribeResourceResponseObject); ok {
+		return validResponse.VisitUnsubscribeResourceResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetRoots operation middleware
+func (sh *strictHandler) GetRoots(ctx echo.Context, id ID) error {
+	var request GetRootsRequestObject
+
+	request.ID = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetRoots(ctx.Request().Context(), request.(GetRootsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetRoots")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetRootsResponseObject); ok {
+		return validResponse.VisitGetRootsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SetRoots operation middleware
+func (sh *strictHandler) SetRoots(ctx echo.Context, id ID, params SetRootsParams) error {
+	var request SetRootsRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body SetRootsJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SetRoots(ctx.Request().Context(), request.(SetRootsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetRoots")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SetRootsResponseObject); ok {
+		return validResponse.VisitSetRootsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SendRPC operation middleware
+func (sh *strictHandler) SendRPC(ctx echo.Context, id ID, params SendRPCParams) error {
+	var request SendRPCRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	var body SendRPCJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SendRPC(ctx.Request().Context(), request.(SendRPCRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SendRPC")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SendRPCResponseObject); ok {
+		return validResponse.VisitSendRPCResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListTools operation middleware
+func (sh *strictHandler) ListTools(ctx echo.Context, id ID, params ListToolsParams) error {
+	var request ListToolsRequestObject
+
+	request.ID = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListTools(ctx.Request().Context(), request.(ListToolsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListTools")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListToolsResponseObject); ok {
+		return validResponse.VisitListToolsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fz9cts2tn+VM9w7E3uXluXY6W7k6dzrul/ZbdrcxG3+iDImRB6JqEmAASDLauOZfZp9sH2SOzgHpCiJ",
-	"smwncbt3+kcbSQSBg4Pz8Tsf8K9RqstKK1TORoNfo0oYUaJDQ99Op8Zq4z9laFMjKye1igbRWY6g8Mqd",
-	"pzQA9BhcjlAZvJR6aqESE+xFcST94HdTNPMojpQoMRpE/EoURzbNsRR+8lJcfYdq4vJo8OTgcRy5eeVH",
-	"WmekmkTX13H07Es/jqarhMsXs8ksiiOD76bSYBYNnJnihpk/O4qjUqr660HnMhmWlXao0vk/cL6+75fo",
-	"jEQLM+ly2rEVJcIFzsGgmxpFv42lsQ4M2koriyCVdSgyzyOROqkmICZCqoY9OYoMzWJHLRr2PBEbtvO4",
-	"39++n+9kKd36Nl6ICYKVv2AMB+A0PO73e/AljsW0cNb/8KS/6fQKmnGFJllOywVF/G1Bj1QOJ2iia09R",
-	"zRYSry9E9hLfTdESjalWDhV9FFVVyFR4cvcro0cFln/52Xraf22t/F8Gx9Eg+tP+QoT3+andf8Fv8aLL",
-	"u3+mLkUhM5CqmrpjSMYSiywBv0FLB6jHY1SZPyl61Iuu4+hUq3Eh0wcl1GuZHv2MqXtkwTrhEDKNFpR2",
-	"IIpCz8Dl0hJ5X2szklmG6qHpS0VRoHlkwegCQXrp0VDoGVH1vXZf66nKHpKoH9WF0jMVgzYglHY5GnCo",
-	"hHKPmFVnWj8Xah4Ezz40w2pawPjzJHXybMOrFDHDzOsdWwSizBuc+d7J2KFZpmBdt67j6Eclpi7XRv6C",
-	"D8rz77Xntgx6lRrMUDkpCruym9evX++dTF3un6bCYeeWGvMVdnQpZCFGBT7khl5o6yYGX/3vd35jLzGT",
-	"1h+SmIn5sTf1Zg6FcGg+4LSuaxtKb568eBYcTmV0hcZJtpCpQeEwOxe057E2pf8UZcLhnpMlRmtWP27e",
-	"Gc07uBpHeFVJg/ZOU8qsc6pCWHc+tXekjz1Jx3SVwbG86kYbFzh/5C2f2rOYGnTeHhoXe2dlMNUTJb2r",
-	"db2uBQ1e6os7EunN2TYBeunHsFOr8ccbBiS0xTBJs6+4fZpvmzXZwvs1WQhOeRDJeFH8MI4Gb24mI8jO",
-	"dbwqPMypjfwE6SwW4x68yvVMgVYpdrBvZXthznXy3zYb+E6yP18mRjoslz/cak/1MsIYQd9bsLPLaKwc",
-	"Bq3Vyesse47lCE0LgIgsk55FonjRIn0sCovxym6wFLJYQWSHj5cR2eHHFCteMEzQuaFpJt1Xl8E6LlPr",
-	"cSdbxmVBwN6kB6KS5xc477FwxlASW3rTKqOvFq2VWjWPndZFz3v9GIRfsodXlTauS4dE6viQViSh25hc",
-	"SAYKqDx8fBMFuqI4mlrCx3ZuHZatzW81KSs8pBXiloZ28VF0KMyPZ6cM+a28grFhdooCMjmRzsYgLOTC",
-	"5uy9b2mkC4nKncuqkxcZOiELu1koOc5ZI34Da31cdu4pXN/at3gFr7492Xv85LMNtpPU43zDzEbP7jmx",
-	"xXfrLx3E8DiGw3//819QNbhtialSuc+OovXYIo6cMBN0txY3/mGbyNBT4muXrDB9m3jjxfZcTIJGbjFU",
-	"XiYX0zF7SBhrNYprLW522haipdWWTm0hTG05aJ3czcbkoxjzhWn6hAbdL/ITGjkOqLADTOWYXrBnXRY7",
-	"os1jcFFKtaLFmwWO4vzzkciCAKw7Wc4EoJ8dZjkapPAyzYVUMDIoLmynaiwmDkpyC2I8Ct2giZ4Sj9Tg",
-	"kriDGVNEMRvLAOzkeLXbSQtBvE5d3TytxXe3ZKG+aB35SOsChWKrIwKUv1kc9IXXgnCsXVLBYIrRxD09",
-	"/T3gcu2OWuDgoN//mHBgIwz4WmKR1ZHNmgZQPqPbkN+S4zxDM76LhG9RFC5fX9w64aa27eL1RYc3XwWc",
-	"/FbXQs9xfZHKSJXKShTbo7964J3OobbS20af8ajV3SzIaya6AdMxQt0WFS6r5escKQ05h5+1N2aUI+ry",
-	"pDdKcINvN4SC66bA+59HFmTWu1PM92Fx1hIq3hpfMTs/hkcLB/PpvNmLthh34ZnlA7jA+WA47fcPU5nR",
-	"vwja0JGs/Nx1Nhc4P78fJn97l5MmgNK5zkaY3s2Zxrat5Oa/PoWnR0/+CiEbBAH39KJVk84PupMjxmhz",
-	"ezlYsrYd0tDY23V9oewzJ5hBOKDcO+wc9fvdflgq64RKNyjRzSB9YXg7ULN0Bd4IkJdJP4EfXz4D5YHS",
-	"hNCMPy3Q45rr2zMIAVLzwvFN9v0likwqtHYDlLshPuqMqZYgn0hzyLBClaFK5yBUBsNIXwwjrzmzXDiY",
-	"EWwzWk1am1pQt+7ODIqMdKOVtLytf4vrLXUyIhjJxm/OFEXEIiulDwg4ZI/i6FLibINenjVu68MzjBvk",
-	"7HZReDtBtsVg/0g5iA/J03xsgEWBazo10s1f+dd5lREKgx1l0hMFJy+eUa5tx1XF+b//+a9dqkvA31+f",
-	"wdjoEl788OoM9i8P9sXU5ftOXyBVBok2AsU8dUNI7lzFGWupxrozlDFzl9faOcMRSGUr9DEkV48mmspc",
-	"Rk8nOYODkxfPYrAaeB5LunD6DFKhINMgHTite0M1VKdaeYgvtbKDodqDv7/64XsY6awpiVolLvA8FRbZ",
-	"stkYvFk+PDx8Cl6YrBNlZWPQlXg3RWAJAZnZnp8uOQnVC4rfBvAF7R3YgxFr2IklAxAtziaBtckqb5MO",
-	"5ia00ldk5kEYhMZtJJsqCgnvLfEnkMSQkOXyH1h1/Sf2KMnxUAEc9fuWioldtUSQqik47ng+F5IjRDNv",
-	"/JYfwn4o2e3xjAegqMQyEkvllRiO+odceQtlN//LEUy5BtZVAgsFxZjnfRrKimmobsZw9PgxcH4BDI6n",
-	"FjP/29NWtQozEpAn/cMl+zkTc9gZaZf7mZlhrXII7WQPPPay4MQFQvLfNNvn/kgff8aI6fOEphbKztBA",
-	"8uuQvfAwGsCbXq/3NoZhG2D534dRr9cbRtfJsWe3X5ti0kpMEHJhPd+S1it8/M+nTlAlPhVFYUGkKVYO",
-	"kpXKe3IMAgxWKFwo79uO+j4pxvfaAevhyLPHgrdBghUFkm++OoP9Ep2RqU1g54XRJbocpx6WX7ndOIzQ",
-	"FSpRyd5clEUCO141hyrT6bREtRiVaZrEU6YyNJj5c0KDKsVd4h4PowlW9H+XaP3Tn8BbPFbzCk0pKcFr",
-	"/TOyHiEDTM9ZMmtV8wzVCknijgG9CyXhC5YCl22Pf2SHaoSFnnkrkgrVA16hYU+r6l6gPzguIztQiJkl",
-	"Vbjaq+3ynn+YDNVOorTCBMba8IHgDJz32P4lf+ItFdk95j4NNJdoANVYmxStX4FMxDKTYYRjHbI0uVBZ",
-	"gQbMVFmyjl4DG7LRpqJCC2khrG1STsTf97yH98SV90P1fm9vj/7zj9hBw3vwWKHOrdvYrygNJ1BszGIZ",
-	"QxUsR4B3fGK5tE6b+XE458uD/ZKM0eKbPzyb0NL1Ub4HUVjiC+XwDaZaKUwdzZgW2mKLFr86pfltzGQa",
-	"tHrq2RbXqrlKWQzWGwytneV1CZnUy5ZCeXUMUsTbCGTCzrQCp3n8Lq8XA5cUaBwll+Z0IlRugEJPeAkC",
-	"QfUSEyOU869f6gukFw2W+jLYYBrJQiuCJQRRzMTcwgViZT0AZ/Hz0h0mZr0e6WzOs1tvDfzJilGYWBo/",
-	"tu2MWn0QwkGprQPpLPNdm0eegd49DdVm/wSpMNRj5F9cTBnTprQq5kyfBaenaR6+kOARpF20FzRCY3DZ",
-	"eu94e95hoY83EOQ1hJhcT1ChAU49g8gyg9avH8VRIVNUlvBW6Bby+MxIdMJQOGSnZek/+jAi19Z551JO",
-	"Cyf3wqE8P33Rgiuk3yhKzpJyoBKdiaqQiqTJA140loFPv3fQ61NOkc1oNIgO6aeYOsYIp+3nlJr6xX8O",
-	"tYJGpZ9l0SD6Bt23YchKq9Ljfv+GBoS7NR6EBFlX80rVW8KY0eDN2zbbzqjJTqdoqR9hWhFnxMRSVND4",
-	"HA9cV8xmNIi80aTZ9ylQuZELL3nEJ2TCIrjr4AMtT906T/qHD7PkSRvNhF6Pm9s7Nncdbmj32HCorWYT",
-	"r+PcbcKG9n7H6/W3knve1rbOeIXD3kwpajkasPX1ay3LgUdrnDqn4lGrM3RDR8JiyD53Hl7HWweGFtPr",
-	"t59Q1lp9CZ0nT2hRj8k7kdQd8eJdczZE7re6F+mVg+2vLDVo0UuH219a9Pb5Nx4/3f7GaovbQo+2ktck",
-	"Lq6vVw1P41pqRx6Dwhlax4j4GLg3hD2O8mAQbK5nqi3EknCZm3eLMOczruOo0vZ2MguL3iByvKWYU3sk",
-	"t9NxuS10KK7Ld7s4dGcBX2kVZvklfn+hs/lHE92uAtb1crLCW5/rNe05+MjaU7cldShQePSH5nRpDjOn",
-	"hRGPCdmFLjZJMQ5lYZqGcQ/y7qwzK3Z//1eZXbMGFejwfvb/JaHp++rHl7ex/p1a9Em9wKa+3NAk6E+o",
-	"95BS2T/a/kbTR/3bifHLOrKqxbgH9BMF+zOZUswzlgrvLbk+ursLXAmphLLO5XB7jCcjR4MDmOUadhJq",
-	"nkl2Y07p03epVRIPVcJprkX6zvIwVDHnBma5TPM6wiFoNrVogHpsYpiqDE0YEww/yIwCsYSz6AnshARF",
-	"ckIZpgQYTA6Wc41XeyqjPGMMicMrt5/ay2QX0lxry7mRobK5qLAHCecjKbWT8X2N3QAVOTPjkcwxDys4",
-	"mZb42cA6g6IM6RxuSNHjoaI0jVAT9FaIMjtBFGLQRda49tg/TjWVoFydSymx5DwEhYWe+JBiGypaV5sM",
-	"TQJ+p3Mf4nvSLBs3+IoCfEYKLsfSYnGJliN8H6Em7dbChPNWoUnHv5ILm+9RG02IRhmaDCCpO1oS+Lzu",
-	"PttJmranBN6/pwN5+fUp/O2vf3syVKlQWslUFJzMDheZ6k4WTmJDSKHmgi/4uJnmfj8bQ1VMLSTD6HIY",
-	"DeCAJEi6fKjai4ZJ291AoijgFzSa5Sqx+C6BVE8VSfKiC44ST4JI2/NRrx2qkBtJhYKRP6+90P4Cejz2",
-	"Q3pw+uonSLEoLCfFqFE6xPuf+2P6i//fnv/f/yQxODECbTwjjJEeB4ebTBN0IKCgkGkCyaOEKgSVDx1t",
-	"jh7mZZqglpkSV0rOAXREEKTYa+6jswNLOMpZ+wgr9C3IcuNFMq+kSzeRblO88j6pc+km9bdlVac/wpon",
-	"KpgrvqYC3CEOIasmFfwZdkIf7p93N1HS9ANuvh92S0K0AZkNYL2LIO7qIfAkcy9ueODp4Uc3kLr5yt/t",
-	"KF29s3bQX720dtC/z601P8+Wa2u3D2K7qSZLuEyrsCnstE3sxlOml5dIb5oxbBoxkumsMq+S4n0C7Hgr",
-	"nO3GQB7Cn2RqL2GH3QNmG6kIYt5FBoGwmP4pojhK7WUXOZ8U2C13q3pE0eVflydcZs4PCmExTfAFVCkj",
-	"/1LUwGatsl077JsmPwl+H4yeUao/+Fo9o8nJI3TNfkOmoq4UBIAxyz0+Yk9en+Uf4djWREZTUaAWfjr0",
-	"gFJMw8bA2/o5eWH//PTVT22oy/D1tjh3n8sad4K7r0VxYVsNxG1IxliMsIR1mgsaK5BjqGa5tlTqdQRg",
-	"K4MZpmjp/raBSltqqlhcMS2FS3OqbiDBMo8CLRoP0LQBDiyzoTJ61oN/IFaQNE3IHiyUyC3PWFj0Ji9D",
-	"RxUnMDgz0mENi5i/vCe+VNcBJKixe/4HlPj0dnSphX5jrGynhfvDwHTmezwcX65XPuLrQUHGtQ+eBAkG",
-	"W+x7mRHutNpuPLjgvJ7b+Qbdc/yU9Z3nuEl6mh7omDJhdT1WZZTC/YDky29z4K9z3cozg7S3z4CEdr3F",
-	"mVJN/MMO1kOg52Gi/+iiTatb+0YoFLj2hzXaCncCp5ZzO3eX1tuXZ465c8LHtNxUwV099LlH7WczD4ZF",
-	"QQVpEPXd0zWhbm7r/l7LNGvXiR+4RlNfSOhQlCz7/ccC/VsoR/MXWH47bTrJskZIYTQHun4Sc3tP3fVG",
-	"OWISa8XNQ7kIiTgaDXN0902RB/29R23nmNuhKE2uunSxuczHz6wTcws7R/2nu11loVJf4n318SOVhY66",
-	"/jiTpyv7fVdv/kMknXm5EHbuqKMSkBfyppWPLpqldf337nV+H2LeToAro0vNWqY5/gxfqVazVaQp0++j",
-	"2hHyq9QI5+V7aTP1fsOWgGPmuqdP6Vm7+88OFTXXceWwB4nMEvoTSM08jyzbAyoMrSlS+3rDQyrSx3d/",
-	"XRc1buUB+w/gAc8Wx9r83TaFs3a08ft1jP9P7ctpTrlKsdATPo27OsbltrrFTZw3b72oc6WS1WlqimgQ",
-	"7ZMKhDWaNtVWa53XqeZPCwYKWr9xfH799vr/AgAA//8=",
+	"7L3rchs30jd+K118tsrSPiOKlg+7kSqVv1br7PpZO9FfcuIPYR4NNNMksRoCYwAjmmurKp/eC3gvIheW",
+	"K3kL3ZjhkByKBx1sJ/qQWCRncGh0N/qEHz60Ej3MtULlbGv/QysXRgzRoaFPhz2H5hTf+b9TtImRuZNa",
+	"tfZbp04YB8L/Dm4gLVh8B1udCNwAIcWeKDIXgbT0+Rz7Uimp+tvtVtSS/v13BZpxK2opMcTWfosaOrP4",
+	"rhW1bDLAofBd9rQZCtfab0nlnj9tRa2hVHJYDFv7najlxjnyT9hH07q6ilpHIste/t2/SX3kwg0mXSQi",
+	"y85k2opaBt8V0mDa2nemwHqHQ/H+Faq+G7T2nz+l7sqPj6sOrTNS9bm/wlht5onzZoCg8L07S+gB0D0i",
+	"Q27wUurCQi76uIgS/EprwaiePd5rGsiLS1TuzTjHb2XmsGFE36tsDOifsmE0FsG3Yw/AYI7C8QjL1Qdt",
+	"oC8vEQQkejgUkEnr/JDxfZ7pFEvSNc2Ahlcfv3Q4DMzlHBr/yv9uWSdcYT/2fIcflXayJxPhR/sxN7pv",
+	"0NqPtGIGbZG5jzmqVKr+mV87tPXPVmeXmH60aK3U6myo/aeRcMkAjd3eiu6rp+0//6k1tzaRX7yXPP+v",
+	"ql+FMWLsf7RunPkvPKP7zwuZ93b59mWKw1w7VMn4Xzie55YTdEaihZF0A+ILK4YIFzgGg64wir7rSWMd",
+	"GLS5VhZBKutQpJ67ROKk6oPoC6kqNh+gSNFMZlQbw44fxILp7HU6y+fzSg6lm5/GsegjWPkfjOAxOA17",
+	"nU4b/s66yfovnnUWSWFGLc6MiVVPOSL+9LhREb0+Or5ONzhh+ugeWVIS/OABCGVHaLzCFA60QtYS8Fa6",
+	"gS4cSBd5ATbjG2iPp52vni+n5inz9ymJzbUKJUiCBamCSvGydhc6hWV4uVZJtFJI7PfRoEjHH9EYbT4m",
+	"mbaYemVw/QNLZfjpMhm+8mLKIkGD+5tIT1iR+E+JVg4V/SnyPAt6aDc3+jzD4X//23rafqhN8k8Ge639",
+	"1n/tTnbpXf7V7h7zW60r3+n06rxUlyKTKUiVF+4A4p7ELI3BE5N3ZN3rsVoD+qntJ3KkVS+Tyb0O1EuD",
+	"Pv83Jl4aiHkg1WhBaQciy/SIjAsa3rfanMs0RXXf4/ObA5pHFozOkEwarSHTIxrVd/qtNhcsIfc1qO80",
+	"jKjToDMwhZ42rKhZIkkg5RC9IDozDiN13+pCpfc50h/UhdIjFXnRF0q7gbcWUQnlHtlyUCdeDO97TSs6",
+	"MasFrYAp1BREBKQb/NiDeqAhvyHl/cL/dN+j5n1jsuq0Pwv4n9Pvv9s5OT7i8R5AnKITMothICxIZyHR",
+	"KYJQKQzRWto9qnmcYK+wmH6imYyEBcMjiADb/Tacj4mPT09PvoV+IUwKWwJyIy+9atAGhuhEKpwAkabe",
+	"dAtrovVrocZB09p7n01gaTB+lGQ7eM7C9wliiqnf49j8oZF562q8Q67V9AjmDAnf2w9KFG6gjfzP/a7S",
+	"d9qTW4aNJDGYonJSZHZmNm/fvt05LNzA/5oIh41TqqyLMKNLITNxnuF9TuhYW9c3ePr/v/ITO8FUWr9I",
+	"YiTGQU1CJhyaG6zWVWmfsPN8/DJY17nRORon2SRIDAqH6ZlwUz5uKhzueKXdZIGU75yPG6hKFpQ0aNdq",
+	"UqaNTWXCujMvkGs1xmZaQ3O5wZ5832wGX+DY28Ba7VhMDDpvABgXecvcYKL7Snq/gkzEuXYNXuqLNQfp",
+	"9+9lDHTin2ErrnS2fmLvi6YYGqnmFdVX8+eqTzZpfJ/MBEf8EPF4ln3fa+3/dP0wAu9cRbPMw5RaSE+v",
+	"7jHrteF0oEcKtEqwgXwz0wttzg//52oCryQbsNODqUzw6o+V5jRnQtdiJU1KY2YxqK9GWqfpaxyeo6lZ",
+	"3CJNpSeRyI5rQ++JzGI0MxscCpnNeExP9qbdzye3yVbcYWigcUJFKh3FduZp751s1ozTjEC7qMjl2QWO",
+	"28ycEQyJLO0iT+ljsH6qn53WWdubuREI32Ub3+fauCYZEonjRZrhhGZlciHZ3kTlfeWfWmFcrahVWAoG",
+	"2LF1OKxNfqlKmaEh9RDVJLSJjqJBYH54c8T2k5XvoWeYnCKDVPalsxEI682nAe/eKyrpTKJyZzJvpAUb",
+	"ZXYxU7L3Ozf4BaTNDV6e+RHOT+2f+B5O/3m4s/fs+QLdSeJxtqBlo0cbNmybIsWPI9iL4Mlvv/wKeWX+",
+	"TxG1jO7O7qhRi83EldmNv1jGMiE+KdNGXuHxLaKNZ9sz0Q8SuURReZ6cNMfkIWYsxSgqpbiaaZ2Jpnqb",
+	"WrUJM9X5oLZy1yuTW1HmE9V0hwrdd/Ijmipi22BMDTC54J11mu1ecLAb34uhVDNSvJjhKKh5di7SwADz",
+	"myyHPSmUDqMBGiR/JRkIqeDcoLiwjaIxaTgIyQqD8VboAkn0I/GWGlwSdTDlEVGQgnkAtgb4frtxLGTi",
+	"Ncrq4mYtvluRhPqituTnWmcoFGsdEUz569lBX3gpCMvaxBVHIssa9kPTL4ZlFmt1BRu13u/09U740jsb",
+	"7RMxes1+Min1kDZq0gZ3YcmXcYXrpjC9aPEH799/E5XefQTeQf7mKt4n1pyODlAoZjRgL9vPDVKZUgyk",
+	"J5W0gxrDrEohfvH2HAbOyazg6fFzHHEtMrce1abi8J6l3midnVBDsCXIJNrJ8BKzEAUaCAuxtBT3icG3",
+	"SBEVDkxDT8iMAkRrUy9EtpfM1g+QA/Jz8jLJawYPZSIJ0SRuvsRN8e3fxrZAsjm3Iays8GvTnNNN8bsC",
+	"C0zjfeJW6/Wv08TGIZg0RncAsddExhS5o0els2WsNPXqbDSQmfcpwQhKTZWGKbftt9CCEtWedEXC4Ruv",
+	"9mh5PRmFSjDjv2s9NRqwR7STH2nVk/1mVTtM8rZnCbADkSPw1m/BFsnA259HmShShL+jvXA6J3b78RSO",
+	"dIpgUNCWNr1WwyQ/RXMZIhfNsrBk/WgI3EgY+dXcOs0sZ63XxjWdb3KOyWrxlkWjXmDs1S23YP2Vazpw",
+	"zhtR1mLj8hQmW9lW9M82zk0P8wwdbuZwloK65mul6qxnSZ8ty+tFrUuRFdiYELyeBEGr8OtNRKAA3vtN",
+	"J7/eok/L0GHZBoiMsnlQJunnFfFVE8uQJCwZ9uxm6xvZh65/dzc3epi7biui1NpV7DfX6Sf8gAqToH+m",
+	"MPIqnpfaReu50L0pGXwyAnIPJp0t4He5werTrz8vUwGejpONp1lUaAPiGNCG8ZkNgpwNtH3c6dxmEGdh",
+	"8IYnHJLpm824iTMWjF671TfpE63ddFq7TpPKiZs439c1xmmklyov5tkitNBEnUVRrTXW1lu569l8x2io",
+	"6ImiO4fHL9vD9JGFLg+GDOVui6oS7CaG3Mp+XSnH15G1quhqiNa+K1sNwQQixEIiH/vx3dCsu97RnxTv",
+	"zZfgGLTBU1ahGqRPOfRekWUHkAtrvTUmLFSNVLls33ZV7LKUrCvbmBPK1lRpZSdTlZi3pWt1Yq2aVxIc",
+	"wuBxRK2ZarGpb3grosBPrWKsFbXKmrFGPf2txCwt81hz60blGs1huxX9a26her6JRP9Ad0z7ys3smhva",
+	"cxvZOU3GS9MU/4kic4N5+k7csZI19EXDMs3KJL/V1NEr3e9L1X/lXck16ZiV75RDSfG86JPn0dOBRxMk",
+	"fjLBaeHwgXf3pJOJyLyKyJBC+ThE00eVjJdPhztums3ro+OTDZztQ2CBCbU+gO9F4rKxl/uaA0eaQjrY",
+	"SsQQsyNhEV4fHXOFkt3Et37doPhyI1Uic5EtDzCUD65lHpQh36X7Jj81S/rJ8KqGrkkQcbprWYp5ei3e",
+	"BlU8hn9rqTDl8u2GsPy1m2+VLFuQV553dgtLRVQyba8VD7pZ0nYqxbY0CsLkvI04SFiYuwuNH/Mu02BB",
+	"UXHQ+rEwfo8KNFVEieOqzmgDyStfXctYr15aEBvdJNy6idNQZi2v1Q5M/3/5R68iPjZh16e6pbDIIwvB",
+	"fuBqWQtb7D0EioZtOIIXmUykqz7+9suvm6jFJfm/1SKSgQALgpJTyaqQow00ag5KTq3UNQx/uIS9w0Y6",
+	"lKr+7eNoxew5E5isvn0YDcoSZjRWK0gG2mI9aiiSBMn5TjHJpMIqQNho2NULnVZmktqAgLvDlOP6npcf",
+	"WaC4zCb+SpVpuFazHh9xpeOGUfZTMcwzqfo85Bmm5lh77HVzHEE81Clm/o9AqHhDBr9azD3/mqlHsGF4",
+	"fk0nhCYLKy/cWcXRTcsZmryN3aJU5psHzqelsTbD4I20Jtq1ErXpeHbjFKXqT8y9mVhzQ4j+RBcqBWdk",
+	"DlLBUGaZtJholdppw0IX51lN86qCN8vZuPKCqdYNuKaygOkxXeB4v1t0Ok8SmdK/VEbqjZGZrxt3Ahyf",
+	"bVba8vM6Ng7l+Rv7WVjt0kyZymmcWZdvj+Crp8/+AqGoEkL5wHwskn9YnJlcnaen3NgGO6hyZOc3RRI+",
+	"NvtBOKDzOrD1tNNpTmdLZZ1n4wVe8Yp7XUOYRroMr60zmXVyfjh5CUoMpeqTuvOrBbpXUn15IV4I6nDH",
+	"0XVe5XEtSzojl0ENLsutLpXGqOW0YylbV3KrfhYMfZg7W4alNszYerUbWmIN1RBXrw5XLSKGf3uKodcq",
+	"zJpT1WtuwMdGO53o7Ec0Vmp1bLCHBgMjz2QdROF0DAr72knhwiEehSPkWg06y3CuqZotRQs2R3FxwCd9",
+	"3ACNhVwq0GraeimcbkWtvc7e853OX3b2/sofnu08fryz96z80Hm+87j6pfNkZ+85f3jqH+s8a1R0ldUw",
+	"75jSOa+VoqRleHdGyNTYDUoB48x8IoyRbAItoXhNNtZMg9C4Jw008fXJ8dFm4bIhuoFON8joreZ0rGs7",
+	"TW3BPLSF0+WDbg1mdIjvaIVeAYbgj1ApL9m8rN6RMXpju/EERSpVo6KlEqWbZC9fiGQAKXoLDVUyJvJ0",
+	"W/qi2+IaHeFgRLFzo1W/IaEZNQQrKQvqbZDaGYtVo5dROaXG5Q6pxTc4zDOvgW5Bf8+1uaEmN7PtfDqd",
+	"Xk7ph5OXmymDRVnadYLevo3r1vA21+6ma/Yp1ypEFqtA/0hRTbpIh1KRsifjJmpdShwtMOkplXpHSd3A",
+	"CrP7H4hzq7PCIZmbZa1QT2a4v7u7O9Lmwi/GVOtP/3pLDFSmmdeY7h2kpucy8L6HpvGG5HuD7ha5OJeZ",
+	"rMJBmwlCKGqqNRYip9V50g3iMnzWdKOa0s3rUDf0mRv9sWovn807jKePKBNswHRRquQjoUyC9hqn1rwP",
+	"aAoK6tnFx9oW1jxbfFeCtNAGEgq8D6AD59jTBkGo8Yr1zxkn/M6q7F1DiTXVlVKhtUVHs8dh7sbtdStl",
+	"yX84Cw7AIhya4DOkpaNwwJ1BoZzMGln1poUlcxAJJCdnlLbcXNpeDvMMh6hCNHQr9pSJI4jDvEK88BZE",
+	"cLUI+BROBr1WnFeDb4qOhS3P6207Kwrh3XNMwWlC9ygJvihRvlGdDu0rdApsHW1xzXHIynasDrBMiWID",
+	"l5ZMNSsps/SryexMpqA2gWu0/gs+wzan+xkF6ealL3ayuazAJQ1lPDaQIwzomqncRoy5GsedpSSn5aFm",
+	"WE0gFbjshDyUqlKBdH2jcUUYY0ciy+6sDGWjEyF3WpdyWpOBhuqUSks0n7EJJuNy6y6qN9U0jjeVUpkN",
+	"cgbGfWQrOApWZofHL8EO9MiCdAfAZ4otCINgMC0SUmz+QWkYh2beZRgIe3aOwqA5c/oCVfMcuVb8jNqY",
+	"4v6lirJpw1xyxGRBgM43boSypYa5VvFWD65cdF69wS80KtEpMkTztFu8qFyruZ4szS7LTJYPFbFBfBig",
+	"KkIC9W/0lt+V4zacEkccgMJLNAFIjHfnmiD99fFXew2aYIXzAcsbaRgzHQBmVK2QKGjDj5RQJca1YchU",
+	"LeO/aBx7fRxP9hrI3sR3q8EAXMOBP/sJUWrEs3jh9BxTrtZFjT2nmrTOoBiK8wzP6CDFhHkXO6T+QW/M",
+	"+n8t/HDy6hY80eY6tDdVjdXNsTUWuBSrnT+v20JLqoveaJ3dRuiF2uGwywHEkzhLDFplYy61LfHjyJ0S",
+	"9oIhotaO0jjf1aeL0Lyps/OkVHeaMRef8PmB7MSbQELc9qkAMhuTwkg3PvWv15Vro2j5TfUCx7Dl8uzM",
+	"ezeEpAX/8/YN9IwewvH3p29g9/LxrijcYJfUc7tEyaN9k5uuBsKifHUVakibTk2bWoJlhOcglc0xcdow",
+	"MltfU/bJ6KI/4NLBw+OXEVgN3I6lOPbRS0iEglR7l95p3e6qrjrSypu63rrf76odKriHc51WUJNWiQs8",
+	"S4TFUPQZwcm3R/DkyZOvCM7MOjHMbQQ6F+8KBF5pkKlt++YW7D4csSDScNAi3gdRo2wcSBvP0jZuIG5M",
+	"PVEWgreIKrUeLwIvinlusV8B761Sdtf/wa6T/yvgdR10FcDTTseSgdSE0wdSVWB+W57OmeRYhRlXuX3/",
+	"COfq4+02t/gYFKE5nYspJKcInnaeMKpdgLTz3zyFglHbmkDbQgFvxO1+FSD7koAcGMHTvb3SLKxwvZ7u",
+	"fVUDxsKUGORZ58lU7mMkxrB1rt3At8wEqyEv0Ux2SPt5s/MCIf6GWvvaL+nec3Zevo6p6VDJGH/ostrq",
+	"tvbhp3a7/XME3bqv47/vttrtdrd1FdMm7/umqAypzoGwnm5x7RVe/teFE4Rwmogss6EsC+IZRNP4AESJ",
+	"g8kWg23ATSXB+E47YDn0/r+w4HWQYEGB+B8v3sDuEJ2RiY1h69joIboBFhYcvnfbUXhC56hELttjMcxi",
+	"2PKi2VWpTsgHqp5KNTXiR6ZSApGrbIptoh4/Rg3MyP82jfW//gu8xmMxz9EMJWOA+t9IewSwGc720Rel",
+	"qHmC+o3Jc9wBoEgGzHxBU+C07vE/2a46x0yPvBZJhGoD91CRp4ZomaFfOIZodKAQU4ovxu93Sr28Q4Vm",
+	"XbUVK60wrs6Z9HDEoKv+Jb/iNRHZPgiBGuMNP1Q9bRKkIyukIqaJXMYK/RsDodLM24qFsqQdvQRWw0ab",
+	"iBwtJJmwtjpnQvT9yHP4SFT52FUfd3Z26D//E2ci4COd/63gV6PgVnEgIWK2jCCUfpWWLa/YQFqnzfgg",
+	"rPPl412OoU0++cWzMXVdLuVHEJkluhBckMHg0VOL5MDXxkKgAmQ4RDzMKtUTlaI5O7IIrFcYWjvL/VIK",
+	"pux2KJQXx8BFNgAZ0jBhq8i9W0nPb3N/ETB6ET1HOBYcdyZkI8h0n7ugbE/ZRd8I5fzrl/qCz/UbHOrL",
+	"oIPpSWZaETQhiGwkxhYuEHMLwgX2o3w3N8xyfa7TMbduvTbwKyvOQ8PS+Gfrm1ENY1Q4GGrrGL7R012b",
+	"R56AfnvqqsX7U1kNQS9OmoxoUmQf0vgsOF0kg/CBGI/S0RMkw4ppvANf195bXp83aOiDBQPyEkJELhvI",
+	"0YSj7iWIY7vrPdpMJhiqCQLqr7fPjEQnDEfciuHQ/7nfOoSBts5vLsMic3InLMrro+OauULyjWLIxbFc",
+	"zNV6I/JMKuKmVtSqHLJWp/243SH4Elajrf3WE/oqIiRustN2B3Ro6D/+7xAcqUT6Zdrab/0D3T/DIzMw",
+	"wHudzjVYh+thHIajS01wq3l7ysZs7f/0c51sbwiEXidoCfqwyIkyom8p/VntOd5wnVGbrf2WV5rU+i6F",
+	"8K6lwgk/cYdEmBRmNNCBuidg0GedJ/fT5WHdmgmwktcjSS5Gc1+ALLlgUWu4ll7GGdiSFe1my+vlN5c7",
+	"XtfW1ni20jdD2i8x3Wft6/ua5gNvrfF5b1tW/4eLJRaEJCaP7DKi+1W09MHgvF79fIe8VoNAbFx5shZ1",
+	"j3Yn4rqn3HlTm9Ugd2vI4PTK4+WvTGHB0ktPlr80wc32b+x9tfyNWTTdiRwtHV5VdHR1Nat4qq2l3Mij",
+	"soCRLOLpkDEH2uxAj1SdiSXZZW7czMJcuHEVtXJtV+NZmMCQ0sY7FGNCl2Hk3gojCc0jO8/fdUSDtRl8",
+	"5goG5l+i99/0tXDY67FuE+rC1XSwwmufqznpeXzL0lMioDYIUPjpQXKaJIeJU7MRD8iyC4C5Mly9IO3k",
+	"Ig5v5K0tMzN6f/eDTK9YgjJ0uJn+PyFrelP5+Psq2r9Riu50F1gEAR7wiP0Kte+TKztPl79RIf9/OjY+",
+	"KT2rko3bQF+Rsz+SCWNCSC5Q34hzvXe3jrkSQgnDMpbDJwL9MAZocB9GAw1bMeF0xtsRl+PSZ6o06aqY",
+	"w1yT8J3lx1BFHBsYDWQyKD0cMs0KiwYIzjOCQqVowjPl2U+ZkiMWc9oihq0QoIgPKcIUAxuT+9Oxxvc7",
+	"KqU4YwSxw/duN7GX8TYkA60tx0a6ivDF2hBzPHKrdkfXdnXvTJkyOODHMg6mxb414Jh7COcw9qXudRWF",
+	"aYTqI/DpgkoJRaCztNraI/9zoumYjitjKUMcchyC3EI69schtq6ifrVJ0cTgZzr2Lr4fmmXlBlzawZaC",
+	"G+DQYnaJlj1876HGdRTjmONWAQ/UvzIQdrBDiJ3BG2XTZB/iEjwzhq9LoNutuEJYjeHjR1qQk2+P4K9/",
+	"+euzrkqE0komIuNgdqghK0EzOYgNIYQ6EAyB4kaaoYVtBHlWWIi7rctuax8eEwdJN+iqeqeh0TrwqMgy",
+	"+A8azXwVW3wXQ6ILRZw8AdylwFO4H8J7vbarQmwkEQrO/XrtBKRN0L2ef6QNR6c/QoJZFm4iIkz24O9/",
+	"7Zfpv/3/dvz//r84AifOQRtPCGOkt4PDDVFUGAAZuUx9iB/FlCHIvetoB+jNvFSTqWUKosqQYwANHgQJ",
+	"9tz20Qj2KhzFrCeX0jk5XHhVkhfS5tvmrq2EWtB1Ffpb0isdublpn4cqqCu+WAUYjB5CVE0q+DNsBcjv",
+	"Py++cq+EHl5879aKA9EGZLoP81WjUVPNqB8yw36HH/x4JuWkC4a6+FKr1UY6exfY487sZWCPO5vcBubb",
+	"WXYd2MpObPOoSRNOj1XYBLbqKnbhKtPLU0Ovjn/ZpMWWTOMJkdmhEE7lltfC6XYEtEPQzTj2ErZ4ewj4",
+	"p42yxmzeNAwywiL6J2tFrcReNg3nTg27aWBsb1E07a/TDc7ehoYwaSbsBQx14/eXrDRs5koJyg37usYP",
+	"w74PRo8o1B/2Wj2ixmlHaGr9mkhFmSkIBsZo4O0j3snLtXxwx5YGMqqMAuHJ0aIHK8VUZAy0LX+nXdj/",
+	"fnT6Y93UZfN1VTt3l9Maa5m7b0V2YWtY5XWTjG2xgGesOaExY3J01WigLaV6HRmwucEUE7SWb8jKtaWi",
+	"isn1bUPhkgFlN5DMMm8FWjTeQNMG2LFMu8roURv+hZhDXOGde2NhiIyujplFr/JSdJRxAoMjIx2WZhHT",
+	"l+fE9/c0GBKEIT9+MCXuXo9OofUv9JX5yNiDgmmI93hzfDpf+YhvIgk8rr3zJIgxWGNvpEa4tG258uCE",
+	"83xs5x/oXuNd5nde4yLuqRDSIoqElflYlVII9wbBl0+z4G8HuhZnBmlXj4CEc4mTNaWc+M0W1ptAr0ND",
+	"X3TSpobldq0pFKj2oI2WmjuBUtOxnfW5dfX0zAFXTniflosquKqH/m5T+RnVupbY36K85mqOqauLwT7X",
+	"NM3czWX3nKMp4QobBCVNP39foLOCcFS3G386aTpM04pJ4XwMBE4ZcXlPWfVGMWJia8XFQwMRAnH0NIzR",
+	"bRoiD/K7QW7ngMuhKEyummSxujeIf7NOjC1sPe18td2UFhrqS9xUHm8pLfS06XgmwTN/3tmbL4TTmZYT",
+	"ZueKOkoBlUfFqJSPDtYkZf53/Ty/dzFXY+Dc6KFmKdPsf4aPlKtZytIU6fde7Tnyq1QI5/l7ajLlfMOU",
+	"gH3msqZP6VG9+s92FZ+Oo8xhG2KZxnS9eNXOI8v6gBJDc4JUP95wn4J0+9tf00GNlXbAzj3sgG8my0pZ",
+	"kIC8Vfc2Pt+N8XeqX44GFKsUEznh1dhsYyxrl2/uOZ2WLa0rjlNnp7+VmUOzinx+Vh5X/bD6tS5XSe8H",
+	"n2upzzUpq6/XytUZvWLemztdwX2CNzVoCkr/WsLkDWf44wOg+yso+lIeYgoZBY4EZ1lXScfthMNAubCh",
+	"GKF+tT/Hl7ee7u2xyRuODG234Z+c8bgMZ3FVynUMfJwNqLKcUvmoEjPO6VARnanhQND0Md39KawNOqJe",
+	"lW+068eoQ8VD+cvMiWo+Xtm0EU/d9PN5VwLOXEd0z27mBAvjSy0CXH9/3FtBhxDDnTDzfxa1hpNDFEFs",
+	"DkCU9ygGTWD5ZGft/o7VtdIQK9jY+v67nme6KNhzlGm7uTB+dmWH18iM168Mn1Ld6P5QejjP1XQ+rbYF",
+	"cAVtOAjHsYo2+KeuLUZcjaOjm+VUbsK2n5AJH7hvIfd9ryrycG0fJ61KPIfyzIPBVCQzQZDVLLsmHbpL",
+	"J0Bv7s4cUTN3o0OD63KXXFtdarzIq9d0EDtB5cJR7nCctKpJDUWy8Kyz/btz9T+dd1NDkNI6K48r36OD",
+	"cxhKnvc6e5OYDl8BzceXhSMQQd4pSjT7EMW0Rea6ShgjL6muJy5/LwumJ/cDVm6R/0EqPmX92y+/snzu",
+	"fghXd1/FbXjLZb/fjEQANXiShKszAmgF1wTw+Wn/kAXmVcoNZJpC86nfuPY6ncmkyrvZaVpdRV6WdICK",
+	"T8dTFcHWFBl4/mTdyVC6PJIWt6fdwmFhHZxjV8WUe4spGFp/usFNquDc7skqi+ZhqoignmqeghUAQDix",
+	"HogVQcd/eL6wGtS/21wM+rxeCtppKAW9I99uDijvnoOnfOv7AgPVE7diQ89mXhA8DWNSqXudvfsbh7Sl",
+	"mGuCZlBS9f+QMdzvNJ/R/pR2OSka3gKEHatkYLTShZ0+vba5IzmrZNd1LOFwakuQFqrLkib7gyi5iEpy",
+	"J7BI2FXsLkfhjI8llRvXr5W1u1WDfNaHfDkOkpVHgsLBG626anJPx/ZkB5vX2FyyGPaGkYawixyUo6ck",
+	"biWQXUVvJxRPp7rNgReJpiAXvX6H6ts3/fm538tUSvtBFWykCvw7K83mLYnRnO7wzFhqD16He3bV70ES",
+	"Hvj68/PlK4arefMBMr7uJwQQ8lLNcqmqqa7KuA0XXw/zcjNbwfXhtvYhvOZt+IBvZmWKgL0eJq4J5KDs",
+	"5osuMChn8amKC6pbsxdIXBUPmgz0SyiR/4z3o5XTLtWNUve9hx3aC/JAS5jymmha2Jp8qCR9+9Y0h+rJ",
+	"/lrRwQDeXOVjDUL8pw8vvvvxKoY8EwkOdJYSHlv8+uj47G8vDk9enJy9+f5fL76rcPams7cRo+Rxmpfg",
+	"LqWCIidsMML/1Cb8arcPoETtqid27cJjw5NA+hFP9XMLpx8R+lkY3KJNmH4teFoPu3FTXkey1NToVIV0",
+	"ZkHqI8ZJQRgmeZuOsjIkwu1I1ORKidUl6lhYdt9y0cdHNsCMkvd2Ruf5hYW49rGcmX+McRq6Knh855aw",
+	"zMO9/lxmE+oIsxKV0GroCbPokD2fPLujPZ4Qz07xXesLO5VNRHkzzrGsx7pLlUCdHfM9hI36gHnsIQtx",
+	"O5X4VS3atLIoz0VLxVdC0cn729QRuxzQWU9VnGCeiVBgXCYUKMoTvxLW7RDr7Lz8OweRajojYBqHTXYk",
+	"ld3mcmfrtBF9DIfJezrL9MhCJi8xeDVKQ1/kXEulIS2Yq7ENL0Qy6KpwDSp5EFS1/LUnVwQxjc5/9OLG",
+	"6ZBUOEHflIOng9BdtRV/6LYsvuu2IuiSePJfwvG//r1u6yrebsMhxPuEtLoj/BhjbymRxSQtTFRfiF11",
+	"1UDkOSpGvAcBo4HM0BOxBK1lLJMZ0jlN7tkQvecGQo1B5BKUTrE5leFX8f605rqaKmq8dYzvG3tHKU95",
+	"iekBGOKsssiPmUq6SuEy50w07hTNmg8fl/eiLU+DXKtICReB2GVnIjFzCJmLoQ4qjRkiqA9681b05rek",
+	"KhqVJqkP2OIrEXfodhWWj9tyW7C6z2t1zRmgtL4OuFcV5pW0wOqHOui29uG0rNHohvu4CDWeZvDbL7/+",
+	"fBUfVMBcXwd4LMmYWROlNsH6oFwpHd/yKipAQQQ0prLwSPe8mumqjHBs/IM8Qy+XAlI9UpkWaTj7pVIL",
+	"KEw2hi0BqdF5jmlZiSe12ubjJeSgyZQG06S2GDfrhrVxK+K7TG6SCQgvjYAv9wz1Mn013KZILy8aVnwV",
+	"/BXPFGH1H/TRHVSTMBRIoHBUQ7K5Ff0Tbivcqe71XKPg5JXuQzCaLNRKR+rpwLgy8eesDXSvuPNX4abE",
+	"LzgUOzWTe47Dzve96G5WpUdg8SEA+3sOwJ6iq1WvP7J0NwQv/1YQ9l2Ljrhl+5ZqEsLNFzcvzTwODW2o",
+	"C2Y3tYzuyLDIF/rYg/LiGo4nhbdBG+iT6iIPTNDtQ354+D7PdIolkn2ThVDdEzuR1OpOsVw4h8a/9L9b",
+	"gUAfudIN04/4PvfU/VjVSmxvRas8tf3nPzVd9ja5WPxpw5WubpyV5szdhnvC8i2qTv2ByjeedTqe+Bd0",
+	"SQ/L1oPdcCt2wzFTlaFof/s//zdcR1JderJlxTDPpOpHgJlMJF85HYFUecGPeW7bXgyFcgM7I/D27ocw",
+	"mrJ2aQ1z4zSMfp+8nFCy2toHPuATLtjjFONVTPCt/jm6NMw/9iHRKUalwXJ1FbfhxYQKfPHYDCX2uQnG",
+	"FOWLtfharG7rY7eVYuKNZPqbJZRjPEGUuq1v9uHDb7/8enUVH/AlNeFOrfIym/Bgu6sq1JdwVXwF/hI0",
+	"QVSr0tIGgl5ocoa4hOqGepRUXS7cYKLpJsvWiq655KOGYPr86dJLMT8X6y2Qi2l33+ZbuVaLYeV0djlR",
+	"lg+H8z9RcJ2L1MXM3nVbFlQwn1aueZm3n46l6v9+Dgj62VxfXWI8B4EzMo8oqu10dXW3SuFcJBeU8RjK",
+	"LJOhXPShrPFL8WKOS+So2pIOUdgiXEQ4Wfzbsk+MHubrZrtLcH86RGxBWM5na53ZBf5N6OVu5PP10fF9",
+	"IGKESVyX1p262Tk8/1D89buX2qmlDxK1S5f53mqRaNlyENQ16kT5elg+LMCtrFYv+g8MXPxlRymraXz2",
+	"FaO1kT5ojd+51jghoZxI5FZNvm8rzVpd7rtmzOGwhKLQBnpCZhNQCjjHRA9xGkQIRF9IghWhvLFW2FWp",
+	"0TlfXDvJbPK9tTkqC4Jg17TCNhyXpfaE5kNHa6eBiJoc/qoC5A8DDlIuQHU4TOnRA77lbdSelvdfeyYu",
+	"UXAsXdp/i1A4u+XN2TsOhzmdMrljq/skdPim6u+Ltr/nprOyJT735sPu+seyyatL63cr2bsD+7zq5Z7k",
+	"+nciz+vL8YP8/mHl9w6llm7CX9ux5isRV/Km/bqVLPxlO9TlLH44efnZu9R1qj/ojT+AVy3S8vZaWnPY",
+	"mpbw7VvXG7Y499x3jms62QyUvrSEsKu2ZpBGJl0X1EQabx9MweJ6LWkDpC8PjgZi48bjD+XwH3TTLfnx",
+	"NZI3qaeK4OmDJvo9VySWy0x3vFb66JGFIgj+VoMO2b7laIPdLdSGCmr+jopJSw+64n50RY3kD9rid60t",
+	"nM5rWgLq+3ZdUdSk+dZUhdbO3vgGyRNq5XMDZ+BRLSyl0c4+oDE0n8Qh4kxZlbrXK1Hq1g2M14Bdi1XN",
+	"4+8ViKpvOjgXjsWFxA+mUaiJ8QMVBuECc8YB9ZYvQStMUk+NB3E259nPZwubMPj97VrLpYrO3BDDPOxb",
+	"v3N/myCDJpJ4QAdKgoSWdWx9JJaYcmL9wxTPO2PAyvS2trM8WdMRn4oXBVTmALlCx35RugEBNY9na/B/",
+	"++VXqrmPJmjMZe06IxMIOlm6c3J8BFSRH8E1xfkRpMKJb66uYtiyTmYZ7HU6zejLqNKT46MvXHUdH30i",
+	"q5t65raXxg95sUGbmZV80GpfCLyolxXCAKnWr8TjnbrwJiLLIdde+AtLl0jfijqiRN56GcG30g104arM",
+	"YAR4iWZcYUH10CUDTEN1sOljClI5zXU3zK8HJaBlBPheJI6PBHILtfriEnyN8aiEA+5xAofZVQRlxfnA",
+	"eBHi1Bua4xedjaQprJyJpKc5mxCFghzCrpEPyYU/TFKSBPuGCUnfOiaFkW5MEsOgiq39n372zM4nGlmW",
+	"CpO19lu7JAShkw/lIbVKIC0JVPi2ujSz9l01rNp3okjp7par/xcAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -1,0 +1,419 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapline/tapline/internal/inspector"
+)
+
+// appendEvents writes events as the session's owner would (through tapline_append_events,
+// fenced by the epoch setSessionStatus gave the session) and returns their seqs. It does not
+// publish them.
+func appendEvents(t *testing.T, c *cluster, tenantID, sessionID string, types ...inspector.EventType) []int64 {
+	t.Helper()
+	n := len(types)
+	tenants, sessions, epochs, kinds, datas, ats := make([]string, n), make([]string, n), make([]int64, n), make([]string, n), make([]string, n), make([]time.Time, n)
+	for i, ty := range types {
+		tenants[i], sessions[i], epochs[i], kinds[i], ats[i] = tenantID, sessionID, 1, string(ty), time.Now()
+		datas[i] = fmt.Sprintf(`{"n": %d, "method": "notifications/message"}`, i)
+	}
+	var first, last int64
+	var refused bool
+	err := c.pool.QueryRow(context.Background(), `select first_seq, last_seq, refused from tapline_append_events(
+		$1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::jsonb[], $6::timestamptz[])`,
+		tenants, sessions, epochs, kinds, datas, ats).Scan(&first, &last, &refused)
+	if err != nil || refused {
+		t.Fatalf("append events: %v (refused %v)", err, refused)
+	}
+	seqs := make([]int64, 0, n)
+	for s := first; s <= last; s++ {
+		seqs = append(seqs, s)
+	}
+	return seqs
+}
+
+// publish sends a committed event on the session's live channel, as the owner does after
+// the commit. The channel name is inspector's (live.go).
+func publish(t *testing.T, c *cluster, tenantID, sessionID string, seq int64) {
+	t.Helper()
+	var e inspector.Event
+	var data []byte
+	c.queryRow(t, tenantID, `select seq, type, at, data from session_events where tenant_id = $1 and session_id = $2 and seq = $3`,
+		[]any{tenantID, sessionID, seq}, &e.Seq, &e.Type, &e.At, &data)
+	e.Data = data
+	payload, _ := json.Marshal(e)
+	channel := c.inspPrefix + ":ev:{" + tenantID + ":" + sessionID + "}"
+	if err := c.rdb.Publish(context.Background(), channel, payload).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sseMsg is one Server-Sent Events message; comment holds a comment-only message's text.
+type sseMsg struct {
+	id, event, data, comment string
+}
+
+type sseStream struct {
+	res  *http.Response
+	msgs chan sseMsg
+}
+
+// openStream connects to a session's event stream and reads it in the background.
+func openStream(t *testing.T, n *apiNode, path, token string, headers ...string) *sseStream {
+	t.Helper()
+	req, _ := http.NewRequest("GET", n.srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 {
+		res.Body.Close()
+		t.Fatalf("stream status %d", res.StatusCode)
+	}
+	for k, want := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"} {
+		if got := res.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	s := &sseStream{res: res, msgs: make(chan sseMsg, 1000)}
+	go func() {
+		defer close(s.msgs)
+		sc := bufio.NewScanner(res.Body)
+		var m sseMsg
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				s.msgs <- m
+				m = sseMsg{}
+			case strings.HasPrefix(line, ":"):
+				m.comment = strings.TrimSpace(strings.TrimPrefix(line, ":"))
+			default:
+				k, v, _ := strings.Cut(line, ": ")
+				switch k {
+				case "id":
+					m.id = v
+				case "event":
+					m.event = v
+				case "data":
+					m.data = v
+				}
+			}
+		}
+	}()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *sseStream) close() { s.res.Body.Close() }
+
+// nextEvent returns the next event, skipping comments; it fails after timeout.
+func (s *sseStream) nextEvent(t *testing.T, timeout time.Duration) sseMsg {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			if m.event != "" {
+				return m
+			}
+		case <-deadline:
+			t.Fatal("no event in time")
+		}
+	}
+}
+
+// expectSeqs reads events and checks their seqs, ids, types and data.
+func (s *sseStream) expectSeqs(t *testing.T, seqs ...int64) {
+	t.Helper()
+	for _, want := range seqs {
+		m := s.nextEvent(t, 5*time.Second)
+		var e struct {
+			Seq  int64           `json:"seq"`
+			Type string          `json:"type"`
+			At   time.Time       `json:"at"`
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(m.data), &e); err != nil {
+			t.Fatalf("data %q: %v", m.data, err)
+		}
+		if e.Seq != want || m.id != fmt.Sprint(want) || m.event != e.Type || e.At.IsZero() || len(e.Data) == 0 {
+			t.Fatalf("got id %s event %s data %s, want seq %d", m.id, m.event, m.data, want)
+		}
+	}
+}
+
+// expectQuiet checks that no event arrives for d.
+func (s *sseStream) expectQuiet(t *testing.T, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if ok && m.event != "" {
+				t.Fatalf("unexpected event: id %s %s", m.id, m.data)
+			}
+			if !ok {
+				return
+			}
+		case <-deadline:
+			return
+		}
+	}
+}
+
+// expectEnd waits for the server to end the stream.
+func (s *sseStream) expectEnd(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case _, ok := <-s.msgs:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("stream did not end")
+		}
+	}
+}
+
+func TestEventStream(t *testing.T) {
+	t.Parallel()
+	t.Run("ReplaysThenFollowsWithoutGapOrDuplicate", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		n := c.node(t)
+		a := c.a.Tenant.ID
+		id := n.createSession(t, c.a.Secret, "stream")
+		c.setSessionStatus(t, a, id, inspector.StatusReady)
+		appendEvents(t, c, a, id, inspector.EventStatus, inspector.EventFrame, inspector.EventFrame, inspector.EventNotification, inspector.EventFrame)
+
+		// Last-Event-ID wins over after_seq.
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream?after_seq=4", c.a.Secret, "Last-Event-ID", "2")
+		s.expectSeqs(t, 3, 4, 5)
+
+		// Live: published after commit. The keep-alive is an hour here, so only pub/sub
+		// (and the gap it reveals) can deliver these.
+		publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventProgress)[0])
+		s.expectSeqs(t, 6)
+		// A message published twice is emitted once.
+		publish(t, c, a, id, 6)
+		// A lost message shows as a gap when the next one arrives and is read back.
+		appendEvents(t, c, a, id, inspector.EventFrame)
+		publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventCallResult)[0])
+		s.expectSeqs(t, 7, 8)
+		s.expectQuiet(t, 300*time.Millisecond)
+	})
+	t.Run("AfterSeqAndTypeFilter", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		n := c.node(t)
+		a := c.a.Tenant.ID
+		id := n.createSession(t, c.a.Secret, "filtered")
+		c.setSessionStatus(t, a, id, inspector.StatusReady)
+		appendEvents(t, c, a, id, inspector.EventFrame, inspector.EventNotification, inspector.EventFrame, inspector.EventNotification)
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream?after_seq=1&type=notification,status", c.a.Secret)
+		s.expectSeqs(t, 2, 4)
+		publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventFrame)[0])
+		publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventStatus)[0])
+		s.expectSeqs(t, 6)
+	})
+	t.Run("KeepAliveAndPresence", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		c.keepAlive = 150 * time.Millisecond
+		n := c.node(t)
+		id := n.createSession(t, c.a.Secret, "quiet")
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream", c.a.Secret)
+		deadline := time.After(3 * time.Second)
+		for got := false; !got; {
+			select {
+			case m := <-s.msgs:
+				got = m.comment == "keep-alive"
+			case <-deadline:
+				t.Fatal("no keep-alive comment")
+			}
+		}
+		streams, err := n.trk.StreamsOf(context.Background(), c.a.Tenant.ID, id)
+		if err != nil || len(streams) != 1 || streams[0].Meta["principal"] != "key:"+c.a.Key.ID {
+			t.Fatalf("watchers while streaming = %v, %v", streams, err)
+		}
+		s.close()
+		for i := 0; ; i++ {
+			streams, err = n.trk.StreamsOf(context.Background(), c.a.Tenant.ID, id)
+			if err == nil && len(streams) == 0 {
+				break
+			}
+			if i > 100 {
+				t.Fatalf("watcher not removed after the client left: %v %v", streams, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Run("TwoAPINodesServeTheSameStream", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		n1, n2 := c.node(t), c.node(t)
+		a := c.a.Tenant.ID
+		id := n1.createSession(t, c.a.Secret, "shared")
+		c.setSessionStatus(t, a, id, inspector.StatusReady)
+		appendEvents(t, c, a, id, inspector.EventStatus, inspector.EventFrame)
+		s1 := openStream(t, n1, "/v1/sessions/"+id+"/events/stream", c.a.Secret)
+		s2 := openStream(t, n2, "/v1/sessions/"+id+"/events/stream", c.a.Secret, "Last-Event-ID", "1")
+		s1.expectSeqs(t, 1, 2)
+		s2.expectSeqs(t, 2)
+		for _, seq := range appendEvents(t, c, a, id, inspector.EventFrame, inspector.EventFrame, inspector.EventFrame) {
+			publish(t, c, a, id, seq)
+		}
+		s1.expectSeqs(t, 3, 4, 5)
+		s2.expectSeqs(t, 3, 4, 5)
+		// A client that drops its stream on one node resumes on the other without a gap.
+		s1.close()
+		appendEvents(t, c, a, id, inspector.EventFrame)
+		s3 := openStream(t, n2, "/v1/sessions/"+id+"/events/stream", c.a.Secret, "Last-Event-ID", "5")
+		s3.expectSeqs(t, 6)
+	})
+	t.Run("EndsWhenTheServerDrains", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		n := c.node(t)
+		id := n.createSession(t, c.a.Secret, "draining")
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream", c.a.Secret)
+		close(n.draining)
+		s.expectEnd(t, 3*time.Second)
+	})
+	t.Run("ShutdownDoesNotWaitForStreams", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		n := c.node(t)
+		id := n.createSession(t, c.a.Secret, "shutdown")
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream", c.a.Secret)
+		// What cmd/api does: Shutdown closes draining through RegisterOnShutdown.
+		srv := n.srv.Config
+		srv.RegisterOnShutdown(func() { close(n.draining) })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Fatalf("shutdown: %v after %v", err, time.Since(start))
+		}
+		s.expectEnd(t, time.Second)
+	})
+}
+
+func TestEventsPage(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	n := c.node(t)
+	a := c.a.Tenant.ID
+	id := n.createSession(t, c.a.Secret, "paged")
+	if r := n.call(t, "GET", "/v1/sessions/"+id+"/events", c.a.Secret, nil); r.status != 200 || r.raw != "{\"items\":[]}\n" {
+		t.Fatalf("empty page = %d %q", r.status, r.raw)
+	}
+	c.setSessionStatus(t, a, id, inspector.StatusReady)
+	appendEvents(t, c, a, id, inspector.EventStatus, inspector.EventFrame, inspector.EventNotification, inspector.EventFrame, inspector.EventNotification)
+
+	seqsOf := func(r response) []int64 {
+		var out []int64
+		for _, it := range r.body["items"].([]any) {
+			out = append(out, int64(it.(map[string]any)["seq"].(float64)))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		query string
+		want  string
+		next  any
+	}{
+		{"?limit=2", "[1 2]", float64(2)},
+		{"?limit=2&after_seq=2", "[3 4]", float64(4)},
+		{"?limit=2&after_seq=4", "[5]", nil},
+		{"", "[1 2 3 4 5]", nil},
+		{"?type=notification", "[3 5]", nil},
+		{"?type=frame&type=status&after_seq=1", "[2 4]", nil},
+		{"?after_seq=99", "[]", nil},
+	} {
+		r := n.call(t, "GET", "/v1/sessions/"+id+"/events"+tc.query, c.a.Secret, nil)
+		requireStatus(t, r, 200)
+		if got := fmt.Sprint(seqsOf(r)); got != tc.want || r.body["next_after_seq"] != tc.next {
+			t.Errorf("events%s = %s next %v, want %s next %v", tc.query, got, r.body["next_after_seq"], tc.want, tc.next)
+		}
+	}
+	r := n.call(t, "GET", "/v1/sessions/"+id+"/events?limit=1", c.a.Secret, nil)
+	e := r.body["items"].([]any)[0].(map[string]any)
+	if e["type"] != "status" || e["at"] == nil || e["data"].(map[string]any)["n"] != float64(0) {
+		t.Fatalf("event = %v", e)
+	}
+}
+
+func TestExport(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	n := c.node(t)
+	a := c.a.Tenant.ID
+	id := n.createSession(t, c.a.Secret, "export")
+	empty := n.call(t, "GET", "/v1/sessions/"+id+"/export", c.a.Secret, nil)
+	if empty.status != 200 || len(empty.body["events"].([]any)) != 0 || empty.body["session"].(map[string]any)["id"] != id {
+		t.Fatalf("empty export = %d %s", empty.status, empty.raw)
+	}
+	c.setSessionStatus(t, a, id, inspector.StatusReady)
+	// More than one store page (1000), so the export pages through the history.
+	types := make([]inspector.EventType, 1203)
+	for i := range types {
+		types[i] = inspector.EventFrame
+	}
+	appendEvents(t, c, a, id, types...)
+
+	r := n.call(t, "GET", "/v1/sessions/"+id+"/export", c.a.Secret, nil)
+	requireStatus(t, r, 200)
+	if ct := r.header.Get("Content-Type"); ct != "application/json" || !strings.Contains(r.header.Get("Content-Disposition"), "session-"+id+".json") {
+		t.Fatalf("headers = %v", r.header)
+	}
+	var doc struct {
+		Session map[string]any    `json:"session"`
+		Events  []inspector.Event `json:"events"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &doc); err != nil {
+		t.Fatalf("export is not JSON: %v", err)
+	}
+	if doc.Session["id"] != id || len(doc.Events) != len(types) {
+		t.Fatalf("export has session %v and %d events", doc.Session["id"], len(doc.Events))
+	}
+	for i, e := range doc.Events {
+		if e.Seq != int64(i+1) || e.Type != inspector.EventFrame {
+			t.Fatalf("event %d = %+v", i, e)
+		}
+	}
+	if strings.Contains(r.raw, secretToken) || strings.Contains(r.raw, secretHeader) {
+		t.Fatal("export shows a secret")
+	}
+
+	l := n.call(t, "GET", "/v1/sessions/"+id+"/export?format=jsonl", c.a.Secret, nil)
+	requireStatus(t, l, 200)
+	if ct := l.header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Fatalf("jsonl content type = %q", ct)
+	}
+	lines := strings.Split(strings.TrimSuffix(l.raw, "\n"), "\n")
+	if len(lines) != len(types) {
+		t.Fatalf("jsonl has %d lines, want %d", len(lines), len(types))
+	}
+	var last inspector.Event
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Seq != int64(len(types)) {
+		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+	}
+}

@@ -1,0 +1,233 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tapline/tapline/internal/auth"
+	"github.com/tapline/tapline/internal/tracker"
+)
+
+// Idempotency-Key handling (DESIGN.md §2.6): the first request with a key claims it in the
+// tracker, which every api node shares, runs, and stores its response; a retry on any node
+// replays that response instead of acting again, after waiting for it if the first one still
+// runs. Server faults (5xx) are not stored, so a retry after one runs afresh.
+
+const (
+	// idempotencyHeader is the request header carrying the key.
+	idempotencyHeader = "Idempotency-Key"
+	// maxStoredResponse caps the response kept for replays; a larger one is not stored and a
+	// retry runs again.
+	maxStoredResponse = 1 << 20
+	// defaultIdempotencyWait is how long a retry waits for a first request still running.
+	defaultIdempotencyWait = 20 * time.Second
+)
+
+// storedResponse is what a completed claim keeps for replays.
+type storedResponse struct {
+	// Hash identifies the request (method, path, query, body), so a key reused for another
+	// request is refused rather than answered with someone else's response.
+	Hash        string `json:"hash"`
+	Status      int    `json:"status"`
+	ContentType string `json:"content_type,omitempty"`
+	Body        []byte `json:"body,omitempty"`
+}
+
+func isMutating(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// idempotencyMiddleware makes mutating /v1 requests with an Idempotency-Key run once per key
+// and principal across every api node.
+func (s *Server) idempotencyMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		key := req.Header.Get(idempotencyHeader)
+		if key == "" || s.cfg.Tracker == nil || !isMutating(req.Method) || !strings.HasPrefix(req.URL.Path, "/v1/") {
+			return next(c)
+		}
+		p, ok := auth.FromContext(req.Context())
+		if !ok {
+			return next(c)
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return err
+		}
+		req.Body = replayBody(req.Body, body)
+		sum := sha256.New()
+		for _, part := range []string{req.Method, req.URL.EscapedPath(), req.URL.RawQuery} {
+			sum.Write([]byte(part))
+			sum.Write([]byte{0})
+		}
+		sum.Write(body)
+		hash := hex.EncodeToString(sum.Sum(nil))
+
+		scope := "idem:" + p.ID()
+		requestID := req.Method + " " + req.URL.EscapedPath() + " " + key
+		if len(requestID) > tracker.MaxIDLen || !utf8.ValidString(requestID) {
+			h := sha256.Sum256([]byte(requestID))
+			requestID = "sha256:" + hex.EncodeToString(h[:])
+		}
+		wait := s.idempotencyWait
+		if secs, err := strconv.Atoi(req.URL.Query().Get("wait")); err == nil && secs > 0 && secs <= 60 {
+			wait += time.Duration(secs) * time.Second
+		}
+		ctx := req.Context()
+		// A retry normally finds the stored response or waits for it; it claims the key
+		// itself only when the first request gave it up (a server fault).
+		for range 3 {
+			claim, err := s.cfg.Tracker.ClaimInFlight(ctx, p.TenantID, scope, requestID)
+			if err == nil {
+				return s.runClaimed(c, next, claim, hash)
+			}
+			var dup *tracker.DuplicateError
+			if !errors.As(err, &dup) {
+				return err
+			}
+			result := dup.Result
+			if !dup.Done {
+				result, err = s.cfg.Tracker.AwaitResult(ctx, p.TenantID, scope, requestID, wait)
+				switch {
+				case errors.Is(err, tracker.ErrNotFound):
+					continue
+				case errors.Is(err, tracker.ErrNoResult):
+					return stillRunning()
+				case err != nil:
+					return err
+				}
+			}
+			return replayStored(c, result, hash)
+		}
+		return stillRunning()
+	}
+}
+
+func stillRunning() *Problem {
+	p := newProblem(http.StatusConflict, "idempotency-in-progress", "Conflict",
+		"request with this Idempotency-Key is still running; retry later")
+	p.retryAfter = 1
+	return p
+}
+
+// runClaimed runs the request under its claim, capturing the response as it is written, and
+// stores it for retries, or gives the claim up on a server fault so a retry may run.
+func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracker.Claim, hash string) (err error) {
+	res := c.Response()
+	capture := &capturingWriter{ResponseWriter: res.Writer}
+	res.Writer = capture
+	settled := false
+	// The claim must end however the handler does, panics included: a claim left held
+	// would be renewed for as long as this node lives and every retry would wait in vain.
+	bg := context.WithoutCancel(c.Request().Context())
+	defer func() {
+		res.Writer = capture.ResponseWriter
+		if !settled {
+			_ = s.cfg.Tracker.ReleaseInFlight(bg, claim)
+		}
+	}()
+	if herr := next(c); herr != nil {
+		// Render the error here so the problem is part of what is captured and replayed.
+		c.Error(herr)
+	}
+	status := res.Status
+	if status >= 500 || status == http.StatusTooManyRequests || capture.overflow || !res.Committed {
+		return nil
+	}
+	stored, merr := json.Marshal(storedResponse{
+		Hash: hash, Status: status, ContentType: res.Header().Get(echo.HeaderContentType), Body: capture.body.Bytes(),
+	})
+	if merr != nil {
+		return nil
+	}
+	if cerr := s.cfg.Tracker.CompleteInFlight(bg, claim, stored); cerr != nil {
+		s.logger.WarnContext(bg, "store idempotent response", slog.Any("error", cerr))
+		return nil
+	}
+	settled = true
+	return nil
+}
+
+// replayStored answers with a stored response, or 422 when the key was first used for a
+// different request.
+func replayStored(c echo.Context, raw []byte, hash string) error {
+	var sr storedResponse
+	if err := json.Unmarshal(raw, &sr); err != nil {
+		return fmt.Errorf("decode stored idempotent response: %w", err)
+	}
+	if sr.Hash != hash {
+		return newProblem(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused",
+			"this Idempotency-Key was first used with a different request")
+	}
+	h := c.Response().Header()
+	if sr.ContentType != "" {
+		h.Set(echo.HeaderContentType, sr.ContentType)
+	}
+	h.Set("Idempotent-Replayed", "true")
+	h.Set("Cache-Control", "no-store")
+	c.Response().WriteHeader(sr.Status)
+	_, err := c.Response().Write(sr.Body)
+	return err
+}
+
+// capturingWriter passes a response through and keeps a copy of its body, up to
+// maxStoredResponse.
+type capturingWriter struct {
+	http.ResponseWriter
+	body     bytes.Buffer
+	overflow bool
+}
+
+func (w *capturingWriter) Write(b []byte) (int, error) {
+	if !w.overflow {
+		if w.body.Len()+len(b) > maxStoredResponse {
+			w.overflow = true
+			w.body = bytes.Buffer{}
+		} else {
+			w.body.Write(b)
+		}
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *capturingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush passes flushes through.
+func (w *capturingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+// replayBody gives the handler the body the middleware read, keeping the validator's
+// validated value when it left one.
+func replayBody(orig io.ReadCloser, body []byte) io.ReadCloser {
+	r := io.NopCloser(bytes.NewReader(body))
+	if v, ok := orig.(interface{ ValidatedValue() any }); ok {
+		return validatedReplay{ReadCloser: r, value: v.ValidatedValue()}
+	}
+	return r
+}
+
+type validatedReplay struct {
+	io.ReadCloser
+	value any
+}
+
+// ValidatedValue returns the value the spec validator decoded.
+func (v validatedReplay) ValidatedValue() any { return v.value }
