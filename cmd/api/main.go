@@ -24,12 +24,14 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tapline/tapline"
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/netguard"
+	"github.com/tapline/tapline/internal/ratelimit"
 	"github.com/tapline/tapline/internal/redisconn"
 	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/telemetry"
@@ -150,6 +152,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	auditLog := audit.NewRecorder(pool, nil)
 	keys, err := secretbox.ParseKeyring(cfg.SecretKey)
 	if err != nil {
 		return err
@@ -170,17 +173,27 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// otherwise wait for until its deadline.
 	draining := make(chan struct{})
 	tenants := tenant.NewStore(pool)
+	tokens, err := newTokenService(cfg, tenants)
+	if err != nil {
+		return err
+	}
 	e, err := httpapi.New(&httpapi.Config{
-		Logger:    logger,
-		Pool:      pool,
-		Redis:     rdb,
-		Tenants:   tenants,
-		Auth:      auth.NewAuthenticator(tenants, nil),
-		Metrics:   providers.MetricsHandler(),
-		Spec:      tapline.OpenAPISpec,
-		Inspector: sessions,
-		Tracker:   trk,
-		Draining:  draining,
+		Logger:         logger,
+		Pool:           pool,
+		Redis:          rdb,
+		Tenants:        tenants,
+		Auth:           auth.NewAuthenticator(tenants, tokens),
+		Tokens:         tokens,
+		Audit:          auditLog,
+		TrustedProxies: cfg.TrustedProxies,
+		RateLimiter:    ratelimit.New(rdb, "tapline"),
+		TenantRate:     ratelimit.PerSecond(cfg.Limits.RateLimitPerSecond, cfg.Limits.RateLimitBurst),
+		TokenRate:      ratelimit.PerMinute(cfg.Limits.TokenRatePerMinute, max(cfg.Limits.TokenRatePerMinute/2, 1)),
+		Metrics:        providers.MetricsHandler(),
+		Spec:           tapline.OpenAPISpec,
+		Inspector:      sessions,
+		Tracker:        trk,
+		Draining:       draining,
 	})
 	if err != nil {
 		return err
@@ -234,4 +247,32 @@ func checkAppRole(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) 
 		return nil
 	}
 	return err
+}
+
+// newTokenService builds the browser-token issuer and verifier: TAPLINE_JWT_KEYS, or keys
+// derived from TAPLINE_SECRET_KEY, and the external OIDC issuer when one is configured.
+func newTokenService(cfg *config.Config, dir auth.Directory) (*auth.TokenService, error) {
+	var keys *auth.JWTKeys
+	var err error
+	if cfg.JWT.SigningKeys != "" {
+		keys, err = auth.ParseJWTKeys(cfg.JWT.SigningKeys)
+	} else {
+		keys, err = auth.DeriveJWTKeys(cfg.SecretKey)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var oidc *auth.OIDC
+	if cfg.JWT.OIDCIssuer != "" {
+		oidc, err = auth.NewOIDC(&auth.OIDCConfig{
+			Issuer: cfg.JWT.OIDCIssuer, Audience: cfg.JWT.OIDCAudience, JWKSURL: cfg.JWT.OIDCJWKSURL,
+			TenantClaim: cfg.JWT.OIDCTenantClaim,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return auth.NewTokenService(dir, &auth.TokenConfig{
+		Keys: keys, Issuer: cfg.JWT.Issuer, Audience: cfg.JWT.Audience, TTL: cfg.JWT.TTL, OIDC: oidc,
+	})
 }

@@ -4,12 +4,19 @@
 // A token is either an API key (tpl_…, verified against package tenant) or a JWT (short-lived
 // browser tokens this service issues, or an external OIDC issuer's). The principal travels in
 // the request context; handlers and domain services ask Require for the role they need.
+//
+// JWTs (TokenService) are verified with pinned algorithms (EdDSA for Tapline's own, the
+// asymmetric ones for OIDC), required exp, iss, aud and iat, a small leeway and key ids with
+// rotation. A token minted from an API key re-checks the key on every use, so revoking the
+// key ends its tokens; a user's token re-reads the membership, so removal and role changes
+// apply at once.
 package auth
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tapline/tapline/internal/tenant"
 )
@@ -43,6 +50,9 @@ type Principal struct {
 	Role  tenant.Role
 	// Name is a display name: the key's name or the user's email.
 	Name string
+
+	// keyExpiresAt bounds tokens minted for an API key.
+	keyExpiresAt *time.Time
 }
 
 // ID is a stable identifier for audit and presence: "key:<id>" or "user:<id>".
@@ -115,10 +125,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Princi
 		if err != nil {
 			return nil, err
 		}
-		return &Principal{
-			Kind: KindAPIKey, TenantID: key.TenantID, UserID: key.CreatedByUser,
-			KeyID: key.ID, Role: key.Role, Name: key.Name,
-		}, nil
+		return KeyPrincipal(key), nil
 	}
 	if a.tokens == nil {
 		return nil, fmt.Errorf("%w: not an api key", ErrUnauthenticated)

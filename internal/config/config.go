@@ -35,6 +35,8 @@ const (
 	DefaultRateLimitPerSec  = 50
 	DefaultRateLimitBurst   = 100
 	DefaultCommandTimeout   = 15 * time.Second
+	DefaultEventRetention   = 30
+	DefaultTokenRatePerMin  = 20
 )
 
 // Config is the configuration shared by every Tapline process.
@@ -85,6 +87,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// OTLPEndpoint enables OTLP trace export when set (OTEL_EXPORTER_OTLP_ENDPOINT).
 	OTLPEndpoint string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For header names the client
+	// (TAPLINE_TRUSTED_PROXIES, comma-separated CIDRs). Empty: the peer address is the
+	// client, which is right when nothing sits in front or the proxy keeps the peer address.
+	TrustedProxies []netip.Prefix
 	// JWT configures the short-lived browser tokens issued by POST /v1/auth/token.
 	JWT JWTConfig
 	// Limits holds per-tenant limits and session timeouts.
@@ -131,6 +137,12 @@ type LimitsConfig struct {
 	// a rate of 0 disables limiting.
 	RateLimitPerSecond int
 	RateLimitBurst     int
+	// TokenRatePerMinute limits POST /v1/auth/token per client address
+	// (TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE). Defaults to 20; 0 disables.
+	TokenRatePerMinute int
+	// EventRetentionDays is how long session history is kept unless a tenant has its own
+	// setting (TAPLINE_EVENT_RETENTION_DAYS). Defaults to 30; 0 keeps it forever.
+	EventRetentionDays int
 }
 
 // RedisConfig describes a Redis deployment. Exactly one of the shapes applies: Addrs with one
@@ -185,6 +197,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		NodeTTL:             l.duration("TAPLINE_NODE_TTL", DefaultNodeTTL),
 		LeaseTTL:            l.duration("TAPLINE_LEASE_TTL", DefaultLeaseTTL),
 		OTLPEndpoint:        l.str("OTEL_EXPORTER_OTLP_ENDPOINT"),
+		TrustedProxies:      l.prefixes("TAPLINE_TRUSTED_PROXIES"),
 		JWT: JWTConfig{
 			Issuer:          cmp.Or(l.str("TAPLINE_JWT_ISSUER"), DefaultJWTIssuer),
 			Audience:        cmp.Or(l.str("TAPLINE_JWT_AUDIENCE"), DefaultJWTAudience),
@@ -202,6 +215,8 @@ func Load(getenv func(string) string) (*Config, error) {
 			CommandTimeout:     l.duration("TAPLINE_COMMAND_TIMEOUT", DefaultCommandTimeout),
 			RateLimitPerSecond: l.integer("TAPLINE_RATE_LIMIT_PER_SECOND", DefaultRateLimitPerSec),
 			RateLimitBurst:     l.integer("TAPLINE_RATE_LIMIT_BURST", DefaultRateLimitBurst),
+			TokenRatePerMinute: l.integer("TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE", DefaultTokenRatePerMin),
+			EventRetentionDays: l.integer("TAPLINE_EVENT_RETENTION_DAYS", DefaultEventRetention),
 		},
 	}
 	if raw := l.str("TAPLINE_REDIS_URL"); raw != "" {
@@ -293,6 +308,12 @@ func (c *Config) validate(l *loader) {
 	}
 	if c.Limits.RateLimitBurst < 1 {
 		l.fail("TAPLINE_RATE_LIMIT_BURST", "must be at least 1")
+	}
+	if c.Limits.TokenRatePerMinute < 0 {
+		l.fail("TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE", "must not be negative")
+	}
+	if c.Limits.EventRetentionDays < 0 || c.Limits.EventRetentionDays > 36500 {
+		l.fail("TAPLINE_EVENT_RETENTION_DAYS", "must be 0 (keep forever) to 36500")
 	}
 	oidc := []string{c.JWT.OIDCIssuer, c.JWT.OIDCAudience, c.JWT.OIDCJWKSURL}
 	set := 0

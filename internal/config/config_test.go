@@ -41,6 +41,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.AllowPrivateTargets || c.DevMode {
 		t.Error("private targets and dev mode must be off by default")
 	}
+	if len(c.TrustedProxies) != 0 || c.Limits.EventRetentionDays != DefaultEventRetention || c.Limits.TokenRatePerMinute != DefaultTokenRatePerMin {
+		t.Errorf("proxy, retention or token rate defaults: %v %d %d", c.TrustedProxies, c.Limits.EventRetentionDays, c.Limits.TokenRatePerMinute)
+	}
 }
 
 func TestLoadOverrides(t *testing.T) {
@@ -51,6 +54,8 @@ func TestLoadOverrides(t *testing.T) {
 	kv["TAPLINE_ALLOWED_TARGET_CIDRS"] = "10.1.0.0/16, 192.168.1.7"
 	kv["TAPLINE_LEASE_TTL"] = "3s"
 	kv["TAPLINE_LOG_LEVEL"] = "DEBUG"
+	kv["TAPLINE_TRUSTED_PROXIES"] = "10.0.0.0/8"
+	kv["TAPLINE_EVENT_RETENTION_DAYS"] = "0"
 	c, err := Load(env(kv))
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +69,9 @@ func TestLoadOverrides(t *testing.T) {
 	}
 	if c.PublicURL != "http://127.0.0.1:9090" {
 		t.Errorf("PublicURL = %q", c.PublicURL)
+	}
+	if !slices.Equal(c.TrustedProxies, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}) || c.Limits.EventRetentionDays != 0 {
+		t.Errorf("TrustedProxies = %v, EventRetentionDays = %d", c.TrustedProxies, c.Limits.EventRetentionDays)
 	}
 }
 
@@ -88,6 +96,9 @@ func TestLoadValidationNamesEveryVariable(t *testing.T) {
 		{"BadCIDR", map[string]string{"TAPLINE_ALLOWED_TARGET_CIDRS": "10.0.0.0/8,nope"}, nil, []string{"TAPLINE_ALLOWED_TARGET_CIDRS"}},
 		{"BadInt", map[string]string{"TAPLINE_MAX_LIVE_SESSIONS": "many"}, nil, []string{"TAPLINE_MAX_LIVE_SESSIONS"}},
 		{"HalfOIDC", map[string]string{"TAPLINE_OIDC_ISSUER": "https://id.example"}, nil, []string{"TAPLINE_OIDC_ISSUER"}},
+		{"BadProxy", map[string]string{"TAPLINE_TRUSTED_PROXIES": "lb"}, nil, []string{"TAPLINE_TRUSTED_PROXIES"}},
+		{"NegativeRetention", map[string]string{"TAPLINE_EVENT_RETENTION_DAYS": "-1"}, nil, []string{"TAPLINE_EVENT_RETENTION_DAYS"}},
+		{"NegativeTokenRate", map[string]string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE": "-5"}, nil, []string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE"}},
 		{"TwoProblemsAtOnce", map[string]string{"TAPLINE_LEASE_TTL": "x", "TAPLINE_HTTP_ADDR": "y"}, nil,
 			[]string{"TAPLINE_HTTP_ADDR", "TAPLINE_LEASE_TTL"}},
 	}

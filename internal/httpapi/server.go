@@ -21,6 +21,7 @@ import (
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/httpapi/apigen"
 	"github.com/tapline/tapline/internal/inspector"
+	"github.com/tapline/tapline/internal/ratelimit"
 	"github.com/tapline/tapline/internal/redisconn"
 	"github.com/tapline/tapline/internal/tenant"
 	"github.com/tapline/tapline/internal/tracker"
@@ -37,11 +38,19 @@ type Config struct {
 	Tenants *tenant.Store
 	// Auth verifies bearer tokens.
 	Auth *auth.Authenticator
+	// Tokens issues and verifies browser JWTs (POST /v1/auth/token); nil disables the
+	// exchange.
+	Tokens *auth.TokenService
 	// Audit records and reads the audit log. Defaults to a Recorder on Pool.
 	Audit *audit.Recorder
 	// TrustedProxies are the addresses of reverse proxies whose X-Forwarded-For names the
 	// client (audit, per-address rate limits). Empty: the peer address is the client.
 	TrustedProxies []netip.Prefix
+	// RateLimiter enforces TenantRate on each tenant's requests and TokenRate per client
+	// address on POST /v1/auth/token; nil turns rate limiting off.
+	RateLimiter *ratelimit.Limiter
+	TenantRate  ratelimit.Limit
+	TokenRate   ratelimit.Limit
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	// Spec is openapi.yaml's text, served at /openapi.yaml.
@@ -110,6 +119,7 @@ func New(cfg *Config) (*echo.Echo, error) {
 	e.Use(securityHeaders)
 	e.Use(s.authMiddleware)
 	e.Use(s.auditMiddleware)
+	e.Use(s.rateLimitMiddleware)
 	e.Use(gate.middleware)
 	e.Use(validator.middleware)
 	e.Use(s.idempotencyMiddleware)

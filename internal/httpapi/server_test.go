@@ -3,6 +3,8 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,17 +64,36 @@ type env struct {
 	srv     *httptest.Server
 	tenants *tenant.Store
 	a, b    *tenant.BootstrapResult
+	// jwtKey signs tokens the server accepts (kid "test-1"), for crafting hostile ones.
+	jwtKey ed25519.PrivateKey
+	tokens *auth.TokenService
 }
 
-func newEnv(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient) *env {
+// testJWTSeed is the server's JWT signing seed in tests.
+const testJWTSeed = "dGFwbGluZS10ZXN0LWp3dC1zZWVkLTMyLWJ5dGVzISE="
+
+// newEnv serves the API on loopback with two tenants; opts adjust the configuration.
+func newEnv(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...func(*httpapi.Config)) *env {
 	t.Helper()
 	tenants := tenant.NewStore(dbtest.Pool(t))
 	insp, trk := testInspector(t, pool, rdb)
-	e, err := httpapi.New(&httpapi.Config{
-		Pool: pool, Redis: rdb, Tenants: tenants,
-		Auth: auth.NewAuthenticator(tenants, nil), Spec: tapline.OpenAPISpec,
+	keys, err := auth.ParseJWTKeys("test-1:" + testJWTSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := auth.NewTokenService(tenants, &auth.TokenConfig{Keys: keys, Issuer: "tapline", Audience: "tapline-api", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &httpapi.Config{
+		Pool: pool, Redis: rdb, Tenants: tenants, Tokens: tokens,
+		Auth: auth.NewAuthenticator(tenants, tokens), Spec: tapline.OpenAPISpec,
 		Inspector: insp, Tracker: trk,
-	})
+	}
+	for _, o := range opts {
+		o(cfg)
+	}
+	e, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +108,8 @@ func newEnv(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient) *env {
 		}
 		return res
 	}
-	return &env{srv: srv, tenants: tenants, a: mk("a"), b: mk("b")}
+	seed, _ := base64.StdEncoding.DecodeString(testJWTSeed)
+	return &env{srv: srv, tenants: tenants, a: mk("a"), b: mk("b"), jwtKey: ed25519.NewKeyFromSeed(seed), tokens: tokens}
 }
 
 func setup(t *testing.T) *env {

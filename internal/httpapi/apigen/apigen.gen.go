@@ -379,6 +379,21 @@ func (e SessionStatus) Valid() bool {
 	}
 }
 
+// Defines values for TokenTokenType.
+const (
+	TokenTokenTypeBearer TokenTokenType = "Bearer"
+)
+
+// Valid indicates whether the value is a known member of the TokenTokenType enum.
+func (e TokenTokenType) Valid() bool {
+	switch e {
+	case TokenTokenTypeBearer:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Transport.
 const (
 	TransportSse            Transport = "sse"
@@ -961,6 +976,27 @@ type Tenant struct {
 	Name      string    `json:"name"`
 }
 
+// Token defines model for Token.
+type Token struct {
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// Token Send as Authorization: Bearer <token>.
+	Token     string         `json:"token"`
+	TokenType TokenTokenType `json:"token_type"`
+}
+
+// TokenTokenType defines model for Token.TokenType.
+type TokenTokenType string
+
+// TokenRequest defines model for TokenRequest.
+type TokenRequest struct {
+	// APIKey A Tapline API key (tpl_…).
+	APIKey *string `json:"api_key,omitempty"`
+
+	// IDToken A token from the configured OIDC issuer.
+	IDToken *string `json:"id_token,omitempty"`
+}
+
 // ToolsPage The target's ListToolsResult; `nextCursor` only when one page was asked for.
 type ToolsPage = json.RawMessage
 
@@ -1298,6 +1334,9 @@ type ListToolsParams struct {
 // CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
 type CreateAPIKeyJSONRequestBody = CreateAPIKeyRequest
 
+// CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
+type CreateTokenJSONRequestBody = TokenRequest
+
 // AddMemberJSONRequestBody defines body for AddMember for application/json ContentType.
 type AddMemberJSONRequestBody = AddMemberRequest
 
@@ -1360,6 +1399,9 @@ type ServerInterface interface {
 	// VerifyAudit Check the audit log's hash chain over a time range.
 	// (GET /v1/audit/verify)
 	VerifyAudit(ctx echo.Context, params VerifyAuditParams) error
+	// CreateToken Exchange an API key or an external OIDC token for a short-lived JWT for the browser.
+	// (POST /v1/auth/token)
+	CreateToken(ctx echo.Context) error
 	// GetMe Who the caller is.
 	// (GET /v1/me)
 	GetMe(ctx echo.Context) error
@@ -1666,6 +1708,15 @@ func (w *ServerInterfaceWrapper) VerifyAudit(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.VerifyAudit(ctx, params)
+	return err
+}
+
+// CreateToken converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateToken(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateToken(ctx)
 	return err
 }
 
@@ -2779,6 +2830,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/api-keys", wrapper.ListAPIKeys, options.OperationMiddlewares["listAPIKeys"]...)
 	router.POST(options.BaseURL+"/v1/api-keys", wrapper.CreateAPIKey, options.OperationMiddlewares["createAPIKey"]...)
 	router.DELETE(options.BaseURL+"/v1/api-keys/:id", wrapper.RevokeAPIKey, options.OperationMiddlewares["revokeAPIKey"]...)
+	router.POST(options.BaseURL+"/v1/auth/token", wrapper.CreateToken, options.OperationMiddlewares["createToken"]...)
 	router.GET(options.BaseURL+"/v1/members", wrapper.ListMembers, options.OperationMiddlewares["listMembers"]...)
 	router.POST(options.BaseURL+"/v1/members", wrapper.AddMember, options.OperationMiddlewares["addMember"]...)
 	router.DELETE(options.BaseURL+"/v1/members/:id", wrapper.RemoveMember, options.OperationMiddlewares["removeMember"]...)
@@ -3530,6 +3582,111 @@ type VerifyAudit503ApplicationProblemPlusJSONResponse struct {
 }
 
 func (response VerifyAudit503ApplicationProblemPlusJSONResponse) VisitVerifyAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateTokenRequestObject struct {
+	Body *CreateTokenJSONRequestBody
+}
+
+type CreateTokenResponseObject interface {
+	VisitCreateTokenResponse(w http.ResponseWriter) error
+}
+
+type CreateToken200ResponseHeaders struct {
+	CacheControl *string
+}
+
+type CreateToken200JSONResponse struct {
+	Body    Token
+	Headers CreateToken200ResponseHeaders
+}
+
+func (response CreateToken200JSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken400ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken401ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken429ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken503ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -8517,6 +8674,9 @@ type StrictServerInterface interface {
 	// VerifyAudit Check the audit log's hash chain over a time range.
 	// (GET /v1/audit/verify)
 	VerifyAudit(ctx context.Context, request VerifyAuditRequestObject) (VerifyAuditResponseObject, error)
+	// CreateToken Exchange an API key or an external OIDC token for a short-lived JWT for the browser.
+	// (POST /v1/auth/token)
+	CreateToken(ctx context.Context, request CreateTokenRequestObject) (CreateTokenResponseObject, error)
 	// GetMe Who the caller is.
 	// (GET /v1/me)
 	GetMe(ctx context.Context, request GetMeRequestObject) (GetMeResponseObject, error)
@@ -8822,6 +8982,52 @@ func (sh *strictHandler) VerifyAudit(ctx echo.Context, params VerifyAuditParams)
 		return err
 	} else if validResponse, ok := response.(VerifyAuditResponseObject); ok {
 		return validResponse.VisitVerifyAuditResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateToken operation middleware
+func (sh *strictHandler) CreateToken(ctx echo.Context) error {
+	var request CreateTokenRequestObject
+
+	var body CreateTokenJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateToken(ctx.Request().Context(), request.(CreateTokenRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateToken")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateTokenResponseObject); ok {
+		return validResponse.VisitCreateTokenResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -10008,183 +10214,191 @@ func (sh *strictHandler) ListTools(ctx echo.Context, id ID, params ListToolsPara
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3rchs30jd+K118tsrSPiOKlg+7kSqVv1br7PpZO9FfcuIPYR4NNNMksRoCYwAjmmurKp/eC3gvIheW",
-	"K3kL3ZjhkByKBx1sJ/qQWCRncGh0N/qEHz60Ej3MtULlbGv/QysXRgzRoaFPhz2H5hTf+b9TtImRuZNa",
-	"tfZbp04YB8L/Dm4gLVh8B1udCNwAIcWeKDIXgbT0+Rz7Uimp+tvtVtSS/v13BZpxK2opMcTWfosaOrP4",
-	"rhW1bDLAofBd9rQZCtfab0nlnj9tRa2hVHJYDFv7najlxjnyT9hH07q6ilpHIste/t2/SX3kwg0mXSQi",
-	"y85k2opaBt8V0mDa2nemwHqHQ/H+Faq+G7T2nz+l7sqPj6sOrTNS9bm/wlht5onzZoCg8L07S+gB0D0i",
-	"Q27wUurCQi76uIgS/EprwaiePd5rGsiLS1TuzTjHb2XmsGFE36tsDOifsmE0FsG3Yw/AYI7C8QjL1Qdt",
-	"oC8vEQQkejgUkEnr/JDxfZ7pFEvSNc2Ahlcfv3Q4DMzlHBr/yv9uWSdcYT/2fIcflXayJxPhR/sxN7pv",
-	"0NqPtGIGbZG5jzmqVKr+mV87tPXPVmeXmH60aK3U6myo/aeRcMkAjd3eiu6rp+0//6k1tzaRX7yXPP+v",
-	"ql+FMWLsf7RunPkvPKP7zwuZ93b59mWKw1w7VMn4Xzie55YTdEaihZF0A+ILK4YIFzgGg64wir7rSWMd",
-	"GLS5VhZBKutQpJ67ROKk6oPoC6kqNh+gSNFMZlQbw44fxILp7HU6y+fzSg6lm5/GsegjWPkfjOAxOA17",
-	"nU4b/s66yfovnnUWSWFGLc6MiVVPOSL+9LhREb0+Or5ONzhh+ugeWVIS/OABCGVHaLzCFA60QtYS8Fa6",
-	"gS4cSBd5ATbjG2iPp52vni+n5inz9ymJzbUKJUiCBamCSvGydhc6hWV4uVZJtFJI7PfRoEjHH9EYbT4m",
-	"mbaYemVw/QNLZfjpMhm+8mLKIkGD+5tIT1iR+E+JVg4V/SnyPAt6aDc3+jzD4X//23rafqhN8k8Ge639",
-	"1n/tTnbpXf7V7h7zW60r3+n06rxUlyKTKUiVF+4A4p7ELI3BE5N3ZN3rsVoD+qntJ3KkVS+Tyb0O1EuD",
-	"Pv83Jl4aiHkg1WhBaQciy/SIjAsa3rfanMs0RXXf4/ObA5pHFozOkEwarSHTIxrVd/qtNhcsIfc1qO80",
-	"jKjToDMwhZ42rKhZIkkg5RC9IDozDiN13+pCpfc50h/UhdIjFXnRF0q7gbcWUQnlHtlyUCdeDO97TSs6",
-	"MasFrYAp1BREBKQb/NiDeqAhvyHl/cL/dN+j5n1jsuq0Pwv4n9Pvv9s5OT7i8R5AnKITMothICxIZyHR",
-	"KYJQKQzRWto9qnmcYK+wmH6imYyEBcMjiADb/Tacj4mPT09PvoV+IUwKWwJyIy+9atAGhuhEKpwAkabe",
-	"dAtrovVrocZB09p7n01gaTB+lGQ7eM7C9wliiqnf49j8oZF562q8Q67V9AjmDAnf2w9KFG6gjfzP/a7S",
-	"d9qTW4aNJDGYonJSZHZmNm/fvt05LNzA/5oIh41TqqyLMKNLITNxnuF9TuhYW9c3ePr/v/ITO8FUWr9I",
-	"YiTGQU1CJhyaG6zWVWmfsPN8/DJY17nRORon2SRIDAqH6ZlwUz5uKhzueKXdZIGU75yPG6hKFpQ0aNdq",
-	"UqaNTWXCujMvkGs1xmZaQ3O5wZ5832wGX+DY28Ba7VhMDDpvABgXecvcYKL7Snq/gkzEuXYNXuqLNQfp",
-	"9+9lDHTin2ErrnS2fmLvi6YYGqnmFdVX8+eqTzZpfJ/MBEf8EPF4ln3fa+3/dP0wAu9cRbPMw5RaSE+v",
-	"7jHrteF0oEcKtEqwgXwz0wttzg//52oCryQbsNODqUzw6o+V5jRnQtdiJU1KY2YxqK9GWqfpaxyeo6lZ",
-	"3CJNpSeRyI5rQ++JzGI0MxscCpnNeExP9qbdzye3yVbcYWigcUJFKh3FduZp751s1ozTjEC7qMjl2QWO",
-	"28ycEQyJLO0iT+ljsH6qn53WWdubuREI32Ub3+fauCYZEonjRZrhhGZlciHZ3kTlfeWfWmFcrahVWAoG",
-	"2LF1OKxNfqlKmaEh9RDVJLSJjqJBYH54c8T2k5XvoWeYnCKDVPalsxEI682nAe/eKyrpTKJyZzJvpAUb",
-	"ZXYxU7L3Ozf4BaTNDV6e+RHOT+2f+B5O/3m4s/fs+QLdSeJxtqBlo0cbNmybIsWPI9iL4Mlvv/wKeWX+",
-	"TxG1jO7O7qhRi83EldmNv1jGMiE+KdNGXuHxLaKNZ9sz0Q8SuURReZ6cNMfkIWYsxSgqpbiaaZ2Jpnqb",
-	"WrUJM9X5oLZy1yuTW1HmE9V0hwrdd/Ijmipi22BMDTC54J11mu1ecLAb34uhVDNSvJjhKKh5di7SwADz",
-	"myyHPSmUDqMBGiR/JRkIqeDcoLiwjaIxaTgIyQqD8VboAkn0I/GWGlwSdTDlEVGQgnkAtgb4frtxLGTi",
-	"Ncrq4mYtvluRhPqituTnWmcoFGsdEUz569lBX3gpCMvaxBVHIssa9kPTL4ZlFmt1BRu13u/09U740jsb",
-	"7RMxes1+Min1kDZq0gZ3YcmXcYXrpjC9aPEH799/E5XefQTeQf7mKt4n1pyODlAoZjRgL9vPDVKZUgyk",
-	"J5W0gxrDrEohfvH2HAbOyazg6fFzHHEtMrce1abi8J6l3midnVBDsCXIJNrJ8BKzEAUaCAuxtBT3icG3",
-	"SBEVDkxDT8iMAkRrUy9EtpfM1g+QA/Jz8jLJawYPZSIJ0SRuvsRN8e3fxrZAsjm3Iays8GvTnNNN8bsC",
-	"C0zjfeJW6/Wv08TGIZg0RncAsddExhS5o0els2WsNPXqbDSQmfcpwQhKTZWGKbftt9CCEtWedEXC4Ruv",
-	"9mh5PRmFSjDjv2s9NRqwR7STH2nVk/1mVTtM8rZnCbADkSPw1m/BFsnA259HmShShL+jvXA6J3b78RSO",
-	"dIpgUNCWNr1WwyQ/RXMZIhfNsrBk/WgI3EgY+dXcOs0sZ63XxjWdb3KOyWrxlkWjXmDs1S23YP2Vazpw",
-	"zhtR1mLj8hQmW9lW9M82zk0P8wwdbuZwloK65mul6qxnSZ8ty+tFrUuRFdiYELyeBEGr8OtNRKAA3vtN",
-	"J7/eok/L0GHZBoiMsnlQJunnFfFVE8uQJCwZ9uxm6xvZh65/dzc3epi7biui1NpV7DfX6Sf8gAqToH+m",
-	"MPIqnpfaReu50L0pGXwyAnIPJp0t4He5werTrz8vUwGejpONp1lUaAPiGNCG8ZkNgpwNtH3c6dxmEGdh",
-	"8IYnHJLpm824iTMWjF671TfpE63ddFq7TpPKiZs439c1xmmklyov5tkitNBEnUVRrTXW1lu569l8x2io",
-	"6ImiO4fHL9vD9JGFLg+GDOVui6oS7CaG3Mp+XSnH15G1quhqiNa+K1sNwQQixEIiH/vx3dCsu97RnxTv",
-	"zZfgGLTBU1ahGqRPOfRekWUHkAtrvTUmLFSNVLls33ZV7LKUrCvbmBPK1lRpZSdTlZi3pWt1Yq2aVxIc",
-	"wuBxRK2ZarGpb3grosBPrWKsFbXKmrFGPf2txCwt81hz60blGs1huxX9a26her6JRP9Ad0z7ys3smhva",
-	"cxvZOU3GS9MU/4kic4N5+k7csZI19EXDMs3KJL/V1NEr3e9L1X/lXck16ZiV75RDSfG86JPn0dOBRxMk",
-	"fjLBaeHwgXf3pJOJyLyKyJBC+ThE00eVjJdPhztums3ro+OTDZztQ2CBCbU+gO9F4rKxl/uaA0eaQjrY",
-	"SsQQsyNhEV4fHXOFkt3Et37doPhyI1Uic5EtDzCUD65lHpQh36X7Jj81S/rJ8KqGrkkQcbprWYp5ei3e",
-	"BlU8hn9rqTDl8u2GsPy1m2+VLFuQV553dgtLRVQyba8VD7pZ0nYqxbY0CsLkvI04SFiYuwuNH/Mu02BB",
-	"UXHQ+rEwfo8KNFVEieOqzmgDyStfXctYr15aEBvdJNy6idNQZi2v1Q5M/3/5R68iPjZh16e6pbDIIwvB",
-	"fuBqWQtb7D0EioZtOIIXmUykqz7+9suvm6jFJfm/1SKSgQALgpJTyaqQow00ag5KTq3UNQx/uIS9w0Y6",
-	"lKr+7eNoxew5E5isvn0YDcoSZjRWK0gG2mI9aiiSBMn5TjHJpMIqQNho2NULnVZmktqAgLvDlOP6npcf",
-	"WaC4zCb+SpVpuFazHh9xpeOGUfZTMcwzqfo85Bmm5lh77HVzHEE81Clm/o9AqHhDBr9azD3/mqlHsGF4",
-	"fk0nhCYLKy/cWcXRTcsZmryN3aJU5psHzqelsTbD4I20Jtq1ErXpeHbjFKXqT8y9mVhzQ4j+RBcqBWdk",
-	"DlLBUGaZtJholdppw0IX51lN86qCN8vZuPKCqdYNuKaygOkxXeB4v1t0Ok8SmdK/VEbqjZGZrxt3Ahyf",
-	"bVba8vM6Ng7l+Rv7WVjt0kyZymmcWZdvj+Crp8/+AqGoEkL5wHwskn9YnJlcnaen3NgGO6hyZOc3RRI+",
-	"NvtBOKDzOrD1tNNpTmdLZZ1n4wVe8Yp7XUOYRroMr60zmXVyfjh5CUoMpeqTuvOrBbpXUn15IV4I6nDH",
-	"0XVe5XEtSzojl0ENLsutLpXGqOW0YylbV3KrfhYMfZg7W4alNszYerUbWmIN1RBXrw5XLSKGf3uKodcq",
-	"zJpT1WtuwMdGO53o7Ec0Vmp1bLCHBgMjz2QdROF0DAr72knhwiEehSPkWg06y3CuqZotRQs2R3FxwCd9",
-	"3ACNhVwq0GraeimcbkWtvc7e853OX3b2/sofnu08fryz96z80Hm+87j6pfNkZ+85f3jqH+s8a1R0ldUw",
-	"75jSOa+VoqRleHdGyNTYDUoB48x8IoyRbAItoXhNNtZMg9C4Jw008fXJ8dFm4bIhuoFON8joreZ0rGs7",
-	"TW3BPLSF0+WDbg1mdIjvaIVeAYbgj1ApL9m8rN6RMXpju/EERSpVo6KlEqWbZC9fiGQAKXoLDVUyJvJ0",
-	"W/qi2+IaHeFgRLFzo1W/IaEZNQQrKQvqbZDaGYtVo5dROaXG5Q6pxTc4zDOvgW5Bf8+1uaEmN7PtfDqd",
-	"Xk7ph5OXmymDRVnadYLevo3r1vA21+6ma/Yp1ypEFqtA/0hRTbpIh1KRsifjJmpdShwtMOkplXpHSd3A",
-	"CrP7H4hzq7PCIZmbZa1QT2a4v7u7O9Lmwi/GVOtP/3pLDFSmmdeY7h2kpucy8L6HpvGG5HuD7ha5OJeZ",
-	"rMJBmwlCKGqqNRYip9V50g3iMnzWdKOa0s3rUDf0mRv9sWovn807jKePKBNswHRRquQjoUyC9hqn1rwP",
-	"aAoK6tnFx9oW1jxbfFeCtNAGEgq8D6AD59jTBkGo8Yr1zxkn/M6q7F1DiTXVlVKhtUVHs8dh7sbtdStl",
-	"yX84Cw7AIhya4DOkpaNwwJ1BoZzMGln1poUlcxAJJCdnlLbcXNpeDvMMh6hCNHQr9pSJI4jDvEK88BZE",
-	"cLUI+BROBr1WnFeDb4qOhS3P6207Kwrh3XNMwWlC9ygJvihRvlGdDu0rdApsHW1xzXHIynasDrBMiWID",
-	"l5ZMNSsps/SryexMpqA2gWu0/gs+wzan+xkF6ealL3ayuazAJQ1lPDaQIwzomqncRoy5GsedpSSn5aFm",
-	"WE0gFbjshDyUqlKBdH2jcUUYY0ciy+6sDGWjEyF3WpdyWpOBhuqUSks0n7EJJuNy6y6qN9U0jjeVUpkN",
-	"cgbGfWQrOApWZofHL8EO9MiCdAfAZ4otCINgMC0SUmz+QWkYh2beZRgIe3aOwqA5c/oCVfMcuVb8jNqY",
-	"4v6lirJpw1xyxGRBgM43boSypYa5VvFWD65cdF69wS80KtEpMkTztFu8qFyruZ4szS7LTJYPFbFBfBig",
-	"KkIC9W/0lt+V4zacEkccgMJLNAFIjHfnmiD99fFXew2aYIXzAcsbaRgzHQBmVK2QKGjDj5RQJca1YchU",
-	"LeO/aBx7fRxP9hrI3sR3q8EAXMOBP/sJUWrEs3jh9BxTrtZFjT2nmrTOoBiK8wzP6CDFhHkXO6T+QW/M",
-	"+n8t/HDy6hY80eY6tDdVjdXNsTUWuBSrnT+v20JLqoveaJ3dRuiF2uGwywHEkzhLDFplYy61LfHjyJ0S",
-	"9oIhotaO0jjf1aeL0Lyps/OkVHeaMRef8PmB7MSbQELc9qkAMhuTwkg3PvWv15Vro2j5TfUCx7Dl8uzM",
-	"ezeEpAX/8/YN9IwewvH3p29g9/LxrijcYJfUc7tEyaN9k5uuBsKifHUVakibTk2bWoJlhOcglc0xcdow",
-	"MltfU/bJ6KI/4NLBw+OXEVgN3I6lOPbRS0iEglR7l95p3e6qrjrSypu63rrf76odKriHc51WUJNWiQs8",
-	"S4TFUPQZwcm3R/DkyZOvCM7MOjHMbQQ6F+8KBF5pkKlt++YW7D4csSDScNAi3gdRo2wcSBvP0jZuIG5M",
-	"PVEWgreIKrUeLwIvinlusV8B761Sdtf/wa6T/yvgdR10FcDTTseSgdSE0wdSVWB+W57OmeRYhRlXuX3/",
-	"COfq4+02t/gYFKE5nYspJKcInnaeMKpdgLTz3zyFglHbmkDbQgFvxO1+FSD7koAcGMHTvb3SLKxwvZ7u",
-	"fVUDxsKUGORZ58lU7mMkxrB1rt3At8wEqyEv0Ux2SPt5s/MCIf6GWvvaL+nec3Zevo6p6VDJGH/ostrq",
-	"tvbhp3a7/XME3bqv47/vttrtdrd1FdMm7/umqAypzoGwnm5x7RVe/teFE4Rwmogss6EsC+IZRNP4AESJ",
-	"g8kWg23ATSXB+E47YDn0/r+w4HWQYEGB+B8v3sDuEJ2RiY1h69joIboBFhYcvnfbUXhC56hELttjMcxi",
-	"2PKi2VWpTsgHqp5KNTXiR6ZSApGrbIptoh4/Rg3MyP82jfW//gu8xmMxz9EMJWOA+t9IewSwGc720Rel",
-	"qHmC+o3Jc9wBoEgGzHxBU+C07vE/2a46x0yPvBZJhGoD91CRp4ZomaFfOIZodKAQU4ovxu93Sr28Q4Vm",
-	"XbUVK60wrs6Z9HDEoKv+Jb/iNRHZPgiBGuMNP1Q9bRKkIyukIqaJXMYK/RsDodLM24qFsqQdvQRWw0ab",
-	"iBwtJJmwtjpnQvT9yHP4SFT52FUfd3Z26D//E2ci4COd/63gV6PgVnEgIWK2jCCUfpWWLa/YQFqnzfgg",
-	"rPPl412OoU0++cWzMXVdLuVHEJkluhBckMHg0VOL5MDXxkKgAmQ4RDzMKtUTlaI5O7IIrFcYWjvL/VIK",
-	"pux2KJQXx8BFNgAZ0jBhq8i9W0nPb3N/ETB6ET1HOBYcdyZkI8h0n7ugbE/ZRd8I5fzrl/qCz/UbHOrL",
-	"oIPpSWZaETQhiGwkxhYuEHMLwgX2o3w3N8xyfa7TMbduvTbwKyvOQ8PS+Gfrm1ENY1Q4GGrrGL7R012b",
-	"R56AfnvqqsX7U1kNQS9OmoxoUmQf0vgsOF0kg/CBGI/S0RMkw4ppvANf195bXp83aOiDBQPyEkJELhvI",
-	"0YSj7iWIY7vrPdpMJhiqCQLqr7fPjEQnDEfciuHQ/7nfOoSBts5vLsMic3InLMrro+OauULyjWLIxbFc",
-	"zNV6I/JMKuKmVtSqHLJWp/243SH4Elajrf3WE/oqIiRustN2B3Ro6D/+7xAcqUT6Zdrab/0D3T/DIzMw",
-	"wHudzjVYh+thHIajS01wq3l7ysZs7f/0c51sbwiEXidoCfqwyIkyom8p/VntOd5wnVGbrf2WV5rU+i6F",
-	"8K6lwgk/cYdEmBRmNNCBuidg0GedJ/fT5WHdmgmwktcjSS5Gc1+ALLlgUWu4ll7GGdiSFe1my+vlN5c7",
-	"XtfW1ni20jdD2i8x3Wft6/ua5gNvrfF5b1tW/4eLJRaEJCaP7DKi+1W09MHgvF79fIe8VoNAbFx5shZ1",
-	"j3Yn4rqn3HlTm9Ugd2vI4PTK4+WvTGHB0ktPlr80wc32b+x9tfyNWTTdiRwtHV5VdHR1Nat4qq2l3Mij",
-	"soCRLOLpkDEH2uxAj1SdiSXZZW7czMJcuHEVtXJtV+NZmMCQ0sY7FGNCl2Hk3gojCc0jO8/fdUSDtRl8",
-	"5goG5l+i99/0tXDY67FuE+rC1XSwwmufqznpeXzL0lMioDYIUPjpQXKaJIeJU7MRD8iyC4C5Mly9IO3k",
-	"Ig5v5K0tMzN6f/eDTK9YgjJ0uJn+PyFrelP5+Psq2r9Riu50F1gEAR7wiP0Kte+TKztPl79RIf9/OjY+",
-	"KT2rko3bQF+Rsz+SCWNCSC5Q34hzvXe3jrkSQgnDMpbDJwL9MAZocB9GAw1bMeF0xtsRl+PSZ6o06aqY",
-	"w1yT8J3lx1BFHBsYDWQyKD0cMs0KiwYIzjOCQqVowjPl2U+ZkiMWc9oihq0QoIgPKcIUAxuT+9Oxxvc7",
-	"KqU4YwSxw/duN7GX8TYkA60tx0a6ivDF2hBzPHKrdkfXdnXvTJkyOODHMg6mxb414Jh7COcw9qXudRWF",
-	"aYTqI/DpgkoJRaCztNraI/9zoumYjitjKUMcchyC3EI69schtq6ifrVJ0cTgZzr2Lr4fmmXlBlzawZaC",
-	"G+DQYnaJlj1876HGdRTjmONWAQ/UvzIQdrBDiJ3BG2XTZB/iEjwzhq9LoNutuEJYjeHjR1qQk2+P4K9/",
-	"+euzrkqE0komIuNgdqghK0EzOYgNIYQ6EAyB4kaaoYVtBHlWWIi7rctuax8eEwdJN+iqeqeh0TrwqMgy",
-	"+A8azXwVW3wXQ6ILRZw8AdylwFO4H8J7vbarQmwkEQrO/XrtBKRN0L2ef6QNR6c/QoJZFm4iIkz24O9/",
-	"7Zfpv/3/dvz//r84AifOQRtPCGOkt4PDDVFUGAAZuUx9iB/FlCHIvetoB+jNvFSTqWUKosqQYwANHgQJ",
-	"9tz20Qj2KhzFrCeX0jk5XHhVkhfS5tvmrq2EWtB1Ffpb0isdublpn4cqqCu+WAUYjB5CVE0q+DNsBcjv",
-	"Py++cq+EHl5879aKA9EGZLoP81WjUVPNqB8yw36HH/x4JuWkC4a6+FKr1UY6exfY487sZWCPO5vcBubb",
-	"WXYd2MpObPOoSRNOj1XYBLbqKnbhKtPLU0Ovjn/ZpMWWTOMJkdmhEE7lltfC6XYEtEPQzTj2ErZ4ewj4",
-	"p42yxmzeNAwywiL6J2tFrcReNg3nTg27aWBsb1E07a/TDc7ehoYwaSbsBQx14/eXrDRs5koJyg37usYP",
-	"w74PRo8o1B/2Wj2ixmlHaGr9mkhFmSkIBsZo4O0j3snLtXxwx5YGMqqMAuHJ0aIHK8VUZAy0LX+nXdj/",
-	"fnT6Y93UZfN1VTt3l9Maa5m7b0V2YWtY5XWTjG2xgGesOaExY3J01WigLaV6HRmwucEUE7SWb8jKtaWi",
-	"isn1bUPhkgFlN5DMMm8FWjTeQNMG2LFMu8roURv+hZhDXOGde2NhiIyujplFr/JSdJRxAoMjIx2WZhHT",
-	"l+fE9/c0GBKEIT9+MCXuXo9OofUv9JX5yNiDgmmI93hzfDpf+YhvIgk8rr3zJIgxWGNvpEa4tG258uCE",
-	"83xs5x/oXuNd5nde4yLuqRDSIoqElflYlVII9wbBl0+z4G8HuhZnBmlXj4CEc4mTNaWc+M0W1ptAr0ND",
-	"X3TSpobldq0pFKj2oI2WmjuBUtOxnfW5dfX0zAFXTniflosquKqH/m5T+RnVupbY36K85mqOqauLwT7X",
-	"NM3czWX3nKMp4QobBCVNP39foLOCcFS3G386aTpM04pJ4XwMBE4ZcXlPWfVGMWJia8XFQwMRAnH0NIzR",
-	"bRoiD/K7QW7ngMuhKEyummSxujeIf7NOjC1sPe18td2UFhrqS9xUHm8pLfS06XgmwTN/3tmbL4TTmZYT",
-	"ZueKOkoBlUfFqJSPDtYkZf53/Ty/dzFXY+Dc6KFmKdPsf4aPlKtZytIU6fde7Tnyq1QI5/l7ajLlfMOU",
-	"gH3msqZP6VG9+s92FZ+Oo8xhG2KZxnS9eNXOI8v6gBJDc4JUP95wn4J0+9tf00GNlXbAzj3sgG8my0pZ",
-	"kIC8Vfc2Pt+N8XeqX44GFKsUEznh1dhsYyxrl2/uOZ2WLa0rjlNnp7+VmUOzinx+Vh5X/bD6tS5XSe8H",
-	"n2upzzUpq6/XytUZvWLemztdwX2CNzVoCkr/WsLkDWf44wOg+yso+lIeYgoZBY4EZ1lXScfthMNAubCh",
-	"GKF+tT/Hl7ee7u2xyRuODG234Z+c8bgMZ3FVynUMfJwNqLKcUvmoEjPO6VARnanhQND0Md39KawNOqJe",
-	"lW+068eoQ8VD+cvMiWo+Xtm0EU/d9PN5VwLOXEd0z27mBAvjSy0CXH9/3FtBhxDDnTDzfxa1hpNDFEFs",
-	"DkCU9ygGTWD5ZGft/o7VtdIQK9jY+v67nme6KNhzlGm7uTB+dmWH18iM168Mn1Ld6P5QejjP1XQ+rbYF",
-	"cAVtOAjHsYo2+KeuLUZcjaOjm+VUbsK2n5AJH7hvIfd9ryrycG0fJ61KPIfyzIPBVCQzQZDVLLsmHbpL",
-	"J0Bv7s4cUTN3o0OD63KXXFtdarzIq9d0EDtB5cJR7nCctKpJDUWy8Kyz/btz9T+dd1NDkNI6K48r36OD",
-	"cxhKnvc6e5OYDl8BzceXhSMQQd4pSjT7EMW0Rea6ShgjL6muJy5/LwumJ/cDVm6R/0EqPmX92y+/snzu",
-	"fghXd1/FbXjLZb/fjEQANXiShKszAmgF1wTw+Wn/kAXmVcoNZJpC86nfuPY6ncmkyrvZaVpdRV6WdICK",
-	"T8dTFcHWFBl4/mTdyVC6PJIWt6fdwmFhHZxjV8WUe4spGFp/usFNquDc7skqi+ZhqoignmqeghUAQDix",
-	"HogVQcd/eL6wGtS/21wM+rxeCtppKAW9I99uDijvnoOnfOv7AgPVE7diQ89mXhA8DWNSqXudvfsbh7Sl",
-	"mGuCZlBS9f+QMdzvNJ/R/pR2OSka3gKEHatkYLTShZ0+vba5IzmrZNd1LOFwakuQFqrLkib7gyi5iEpy",
-	"J7BI2FXsLkfhjI8llRvXr5W1u1WDfNaHfDkOkpVHgsLBG626anJPx/ZkB5vX2FyyGPaGkYawixyUo6ck",
-	"biWQXUVvJxRPp7rNgReJpiAXvX6H6ts3/fm538tUSvtBFWykCvw7K83mLYnRnO7wzFhqD16He3bV70ES",
-	"Hvj68/PlK4arefMBMr7uJwQQ8lLNcqmqqa7KuA0XXw/zcjNbwfXhtvYhvOZt+IBvZmWKgL0eJq4J5KDs",
-	"5osuMChn8amKC6pbsxdIXBUPmgz0SyiR/4z3o5XTLtWNUve9hx3aC/JAS5jymmha2Jp8qCR9+9Y0h+rJ",
-	"/lrRwQDeXOVjDUL8pw8vvvvxKoY8EwkOdJYSHlv8+uj47G8vDk9enJy9+f5fL76rcPams7cRo+Rxmpfg",
-	"LqWCIidsMML/1Cb8arcPoETtqid27cJjw5NA+hFP9XMLpx8R+lkY3KJNmH4teFoPu3FTXkey1NToVIV0",
-	"ZkHqI8ZJQRgmeZuOsjIkwu1I1ORKidUl6lhYdt9y0cdHNsCMkvd2Ruf5hYW49rGcmX+McRq6Knh855aw",
-	"zMO9/lxmE+oIsxKV0GroCbPokD2fPLujPZ4Qz07xXesLO5VNRHkzzrGsx7pLlUCdHfM9hI36gHnsIQtx",
-	"O5X4VS3atLIoz0VLxVdC0cn729QRuxzQWU9VnGCeiVBgXCYUKMoTvxLW7RDr7Lz8OweRajojYBqHTXYk",
-	"ld3mcmfrtBF9DIfJezrL9MhCJi8xeDVKQ1/kXEulIS2Yq7ENL0Qy6KpwDSp5EFS1/LUnVwQxjc5/9OLG",
-	"6ZBUOEHflIOng9BdtRV/6LYsvuu2IuiSePJfwvG//r1u6yrebsMhxPuEtLoj/BhjbymRxSQtTFRfiF11",
-	"1UDkOSpGvAcBo4HM0BOxBK1lLJMZ0jlN7tkQvecGQo1B5BKUTrE5leFX8f605rqaKmq8dYzvG3tHKU95",
-	"iekBGOKsssiPmUq6SuEy50w07hTNmg8fl/eiLU+DXKtICReB2GVnIjFzCJmLoQ4qjRkiqA9681b05rek",
-	"KhqVJqkP2OIrEXfodhWWj9tyW7C6z2t1zRmgtL4OuFcV5pW0wOqHOui29uG0rNHohvu4CDWeZvDbL7/+",
-	"fBUfVMBcXwd4LMmYWROlNsH6oFwpHd/yKipAQQQ0prLwSPe8mumqjHBs/IM8Qy+XAlI9UpkWaTj7pVIL",
-	"KEw2hi0BqdF5jmlZiSe12ubjJeSgyZQG06S2GDfrhrVxK+K7TG6SCQgvjYAv9wz1Mn013KZILy8aVnwV",
-	"/BXPFGH1H/TRHVSTMBRIoHBUQ7K5Ff0Tbivcqe71XKPg5JXuQzCaLNRKR+rpwLgy8eesDXSvuPNX4abE",
-	"LzgUOzWTe47Dzve96G5WpUdg8SEA+3sOwJ6iq1WvP7J0NwQv/1YQ9l2Ljrhl+5ZqEsLNFzcvzTwODW2o",
-	"C2Y3tYzuyLDIF/rYg/LiGo4nhbdBG+iT6iIPTNDtQ354+D7PdIolkn2ThVDdEzuR1OpOsVw4h8a/9L9b",
-	"gUAfudIN04/4PvfU/VjVSmxvRas8tf3nPzVd9ja5WPxpw5WubpyV5szdhnvC8i2qTv2ByjeedTqe+Bd0",
-	"SQ/L1oPdcCt2wzFTlaFof/s//zdcR1JderJlxTDPpOpHgJlMJF85HYFUecGPeW7bXgyFcgM7I/D27ocw",
-	"mrJ2aQ1z4zSMfp+8nFCy2toHPuATLtjjFONVTPCt/jm6NMw/9iHRKUalwXJ1FbfhxYQKfPHYDCX2uQnG",
-	"FOWLtfharG7rY7eVYuKNZPqbJZRjPEGUuq1v9uHDb7/8enUVH/AlNeFOrfIym/Bgu6sq1JdwVXwF/hI0",
-	"QVSr0tIGgl5ocoa4hOqGepRUXS7cYKLpJsvWiq655KOGYPr86dJLMT8X6y2Qi2l33+ZbuVaLYeV0djlR",
-	"lg+H8z9RcJ2L1MXM3nVbFlQwn1aueZm3n46l6v9+Dgj62VxfXWI8B4EzMo8oqu10dXW3SuFcJBeU8RjK",
-	"LJOhXPShrPFL8WKOS+So2pIOUdgiXEQ4Wfzbsk+MHubrZrtLcH86RGxBWM5na53ZBf5N6OVu5PP10fF9",
-	"IGKESVyX1p262Tk8/1D89buX2qmlDxK1S5f53mqRaNlyENQ16kT5elg+LMCtrFYv+g8MXPxlRymraXz2",
-	"FaO1kT5ojd+51jghoZxI5FZNvm8rzVpd7rtmzOGwhKLQBnpCZhNQCjjHRA9xGkQIRF9IghWhvLFW2FWp",
-	"0TlfXDvJbPK9tTkqC4Jg17TCNhyXpfaE5kNHa6eBiJoc/qoC5A8DDlIuQHU4TOnRA77lbdSelvdfeyYu",
-	"UXAsXdp/i1A4u+XN2TsOhzmdMrljq/skdPim6u+Ltr/nprOyJT735sPu+seyyatL63cr2bsD+7zq5Z7k",
-	"+nciz+vL8YP8/mHl9w6llm7CX9ux5isRV/Km/bqVLPxlO9TlLH44efnZu9R1qj/ojT+AVy3S8vZaWnPY",
-	"mpbw7VvXG7Y499x3jms62QyUvrSEsKu2ZpBGJl0X1EQabx9MweJ6LWkDpC8PjgZi48bjD+XwH3TTLfnx",
-	"NZI3qaeK4OmDJvo9VySWy0x3vFb66JGFIgj+VoMO2b7laIPdLdSGCmr+jopJSw+64n50RY3kD9rid60t",
-	"nM5rWgLq+3ZdUdSk+dZUhdbO3vgGyRNq5XMDZ+BRLSyl0c4+oDE0n8Qh4kxZlbrXK1Hq1g2M14Bdi1XN",
-	"4+8ViKpvOjgXjsWFxA+mUaiJ8QMVBuECc8YB9ZYvQStMUk+NB3E259nPZwubMPj97VrLpYrO3BDDPOxb",
-	"v3N/myCDJpJ4QAdKgoSWdWx9JJaYcmL9wxTPO2PAyvS2trM8WdMRn4oXBVTmALlCx35RugEBNY9na/B/",
-	"++VXqrmPJmjMZe06IxMIOlm6c3J8BFSRH8E1xfkRpMKJb66uYtiyTmYZ7HU6zejLqNKT46MvXHUdH30i",
-	"q5t65raXxg95sUGbmZV80GpfCLyolxXCAKnWr8TjnbrwJiLLIdde+AtLl0jfijqiRN56GcG30g104arM",
-	"YAR4iWZcYUH10CUDTEN1sOljClI5zXU3zK8HJaBlBPheJI6PBHILtfriEnyN8aiEA+5xAofZVQRlxfnA",
-	"eBHi1Bua4xedjaQprJyJpKc5mxCFghzCrpEPyYU/TFKSBPuGCUnfOiaFkW5MEsOgiq39n372zM4nGlmW",
-	"CpO19lu7JAShkw/lIbVKIC0JVPi2ujSz9l01rNp3okjp7par/xcAAP//",
+	"7L3rchs38jd8KyjuVpna/4iiZTu7kSqVV6vYu961Hb2SEn8I89dAM00SqyEwBjCiubaq8um5gOcicmG5",
+	"kqfQDQxnyKF40MF2og+JRXIGh0Z3o0/44UMrUaNcSZDWtPY+tHKu+QgsaPx00LegT+Cd+zsFk2iRW6Fk",
+	"a691Yrm2jLvfmR0Kwwy8Y+1uxOwQWAp9XmQ2YsLg53MYCCmFHGx1WlFLuPffFaAnragl+Qhaey1s6MzA",
+	"u1bUMskQRtx12Vd6xG1rryWk/eppK2qNhBSjYtTa60YtO8mBfoIB6NbVVdQ65Fn28jv3JvaRczucdpHw",
+	"LDsTaStqaXhXCA1pa8/qAqodjvj7VyAHdtja++opdhc+Pi47NFYLOaD+Cm2UnifO6RCYhPf2LMEHmOoj",
+	"GXINl0IVhuV8AIsoQa+0Fozq2ePdpoE8vwRpTyc5vBCZhYYRfS+zCQP3lPGjMcBcO2afaciBWxphWH2m",
+	"NBuIS2CcJWo04iwTxrohw/s8UykE0jXNAIdXHb+wMPLMZS1o98r/to3ltjAf+67Dj1JZ0RcJd6P9mGs1",
+	"0GDMR1wxDabI7MccZCrk4MytHZjqZ6OyS0g/GjBGKHk2Uu7TmNtkCNpstaP76mnrL39uza1N5BbvJc3/",
+	"6/JXrjWfuB+NnWTuC8fo7vNC5r1dvn2ZwihXFmQy+TdM5rnlGKwWYNhY2CHyheEjYBcwYRpsoSV+1xfa",
+	"WKbB5EoaYEIaCzx13MUTK+SA8QEXsmTzIfAU9HRGlTFsu0EsmM5ut7t8Pq/ESNj5aRzxATAj/gsRe8ys",
+	"Yrvdbod9R7rJuC+edRdJYYYtzoyJVE8YEX163KiIXh8eXacbLNcDsI8MKgl6cJ9xacagncLklikJpCXY",
+	"W2GHqrBM2MgJsJ7cQHs87X791XJqnhB/n6DYXKtQvCQYJqRXKU7W7kKnkAwv1yqJkhKQ/T5q4OnkI2it",
+	"9MckUwZSpwyuf2CpDD9dJsNXTkxJJHBwf+fpMSkS9ylR0oLEP3meZ14P7eRanWcw+p//GEfbD5VJ/llD",
+	"v7XX+tPOdJfeoV/NzhG91bpyndZX56W85JlImZB5YfdZ3BeQpTFzxKQdWfX7pNYY/tRxEzlUsp+J5F4H",
+	"6qRBnf8HEicNyDwsVWCYVJbxLFNjNC5weC+UPhdpCvK+x+c2B9CPDNMqAzRplGKZGuOo3qi3Sl+QhNzX",
+	"oN4oNsZOvc6AlPWVJkVNEokCKUbgBNHqiR+pfaEKmd7nSH+QF1KNZeREn0tlh85aBMmlfWTCoI6dGN73",
+	"mpZ0IlbzWgFSVlEQEUPd4Mbu1QMO+RSV93P3032PmvaN6arj/szZv06+f7N9fHRI491ncQqWiyxmQ26Y",
+	"sIYlKgXGZcpGYAzuHuU8jqFfGEg/0UzG3DBNI4gYdAYddj5BPj45OX7BBgXXKWtzlmtx6VSD0mwElqfc",
+	"csbT1Jlufk2Ues3lxGtac++z8SzNtBsl2g6Os+B9ApBC6vY4Mn9wZM66mmyja1UfwZwh4Xr7QfLCDpUW",
+	"/73fVXqjHLmF30gSDSlIK3hmZmbz9u3b7YPCDt2vCbfQOKXSuvAzuuQi4+cZ3OeEjpSxAw0n//8rN7Fj",
+	"SIVxi8THfOLVJMu4BX2D1boK9gk5z0cvvXWda5WDtoJMgkQDt5CecVvzcVNuYdsp7SYLJLxzPmmgKlpQ",
+	"QoNZq0mRNjaVcWPPnECu1RiZaQ3N5Rr64n2zGXwBE2cDK7ltINFgnQGgbeQscw2JGkjh/Ao0Eefa1XCp",
+	"LtYcpNu/lzHQsXuGrLjgbP1E3hdO0TdSziuqrubPZZ9k0rg+iQkO6SHk8Sz7vt/a++n6YXjeuYpmmYco",
+	"tZCeTt1D1u+wk6EaS6ZkAg3km5meb3N++D+XE3glyICtD6Y0wcs/VprTnAldiZU0KY2ZxcC+Gmmdpq9h",
+	"dA66YnHzNBWORDw7qgy9zzMD0cxsYMRFNuMxPdmtu59PbpOtqEPfQOOEilRYjO3M09452aQZ64yAuyjP",
+	"xdkFTDrEnBEbIVk6RZ7iR2/9lD9bpbKOM3Mjxl2XHXifK22bZIgnlhZphhOalcmFIHsTpPOVf2r5cbWi",
+	"VmEwGGAmxsKoMvmlKmWGhthDVJHQJjryBoH54fSQ7Ccj3rO+JnLyjKViIKyJGDfOfBrS7r2iks4ESHsm",
+	"8kZakFFmFjMleb9zg19A2lzD5Zkb4fzU/gnv2ck/D7Z3n321QHeieJwtaFmr8YYNm6ZI8eOI7UbsyW+/",
+	"/Mry0vyvETVEd2d31KhFZuLK7EZfLGMZH58UaSOv0PgW0cax7RkfeIlcoqgcT06bI/IgMwYxioIUlzOt",
+	"MlGtt9qqTZmpygeVlbtemdyKMp+qpjtU6K6TH0GXEdsGY2oIyQXtrHW2e07BbnjPR0LOSPFihsOg5tk5",
+	"Tz0DzG+yFPbEUDobD0ED+ivJkAvJzjXwC9MoGtOGvZCsMBhnhS6QRDcSZ6mxS6QOpDQiDFIQD7D2EN5v",
+	"NY4FTbxGWV3crIF3K5JQXVSW/FypDLgkrcO9KX89O6gLJwV+WZu44pBnWcN+qAfFKGSxVlewUev99kBt",
+	"+y+ds9E55uPX5CejUvdpoyZtcBeWfIgrXDeF+qLFH5x//20UvPuIOQf526t4D1mzHh3AUMx4SF62mxtL",
+	"RYoxkL6QwgwrDLMqhejF23MYKCezgqdHz1HEtcjselSrxeEdS50qlR1jQ6zN0STazuASMh8FGnLDYmEw",
+	"7hMz1yJGVCgwzfpcZBggWpt6PrK9ZLZugBSQn5OXaV7TeyhTSYimcfMlbopr/za2BZTNuQ1hZYVfmeac",
+	"borfFVBAGu8htxqnf61CNvbBpAnYfRY7TaR1kVt8VFgTYqWpU2fjocicT8k0x9RUMEypbbeFFpiodqQr",
+	"EgrfOLWHy+vIyGUCGf1d6anRgD3EnfxQyb4YNKvaUZJ3HEswM+Q5MNr6DTNFMnT252HGixTYd2AurMqR",
+	"3X48YYcqBaaB45ZWX6tRkp+AvvSRi2ZZWLJ+OARqxI/8am6dZpaz0mvjms43OcdklXjLolEvMPaqlpu3",
+	"/sKaDq11RpQx0Lg8hc5WthXds41zU6M8AwubOZxBUNd8LajOapb02bK8XtS65FkBjQnB60ngtQq93kQE",
+	"DOC933Ty6y16XYYOQhuMZ5jNYyFJP6+Ir5pYBiVhybBnN1vXyB7ruXd3cq1Gue21IkytXcVuc60/4QZU",
+	"6ATcM4UWV/G81C5az4XuTWDw6QjQPZh2toDfxQarj7/+vEwFODpON55mUcENiGJAG8ZnNghyNtD2cbd7",
+	"m0GchcEbmrBPpm824ybOWDB6ZVffpI+VsvW0dpUmpRM3db6va4zSSC9lXsyzhW+hiTqLolprrK2zctez",
+	"+Y5AY9ETRncOjl52Rukjw3o0GDSUey2sSjCbGHIr+3VBjq8ja1nR1RCtfRda9cEEJMRCIh+58d3QrLve",
+	"0Z8W782X4Ggw3lOWvhpkgDn0fpFl+yznxjhrjBtWNlLmsl3bZbHLUrKubGNOKVtRpaWdjFVizpau1Im1",
+	"Kl6Jdwi9xxG1ZqrFat/QVoSBn0rFWCtqhZqxRj39QkCWhjzW3LphuUZz2G5F/5paKJ9vItE/wB7hvnIz",
+	"u+aG9txGdk6T8dI0xX8Cz+xwnr5TdyywhrpoWKZZmaS3mjp6pQYDIQevnCu5Jh2z8E4YSgrnxQA9j77y",
+	"PJoA8pP2TguFD5y7J6xIeOZURAYYyocR6AHIZLJ8OtRx02xeHx4db+BsHzASGF/rw+A9T2w2cXJfceBQ",
+	"UwjL2gkfQXbIDbDXh0dUoWQ28a1fNyi+XAuZiJxnywMM4cG1zIMQ8l26b9JTs6SfDq9s6JoEEaW7lqWY",
+	"62vx1qviCfuPEhJSKt9uCMtfu/mWybIFeeV5Z7cwWEQl0s5a8aCbJW1rKbalURAi523EQfzC3F1o/Ih2",
+	"mQYLCouD1o+F0XtYoCkjTByXdUYbSF54dS1jvXxpQWx0k3DrJk5DyFpeqx2I/v92j15FdGzCrE91g2GR",
+	"R4Z5+4GqZQ1rk/fgKeq34Yg9z0QibPnxt19+3UQtLsn/rRaR9ARYEJSsJat8jtbTqDkoWVupaxj+YAl7",
+	"+410JGT128fRitlzIjBafXtsPAwlzKCNkiwZKgPVqCFPEkDnO4UkExLKAGGjYVctdFqZSSoDYtQdpBTX",
+	"d7z8yDCMy2zir5SZhms169EhVTpuGGU/4aM8E3JAQ55haoq1x043xxGLRyqFzP3hCRVvyOBXi7nn3zP1",
+	"CMYPz63plNBoYeWFPSs5umk5fZO3sVsEZb554LwujZUZem+kNdWupajV49mNUxRyMDX3ZmLNDSH6Y1XI",
+	"lFktciYkG4ksEwYSJVNTNyxUcZ5VNK8saLOcjSsvmGrVgGsqC6iP6QIme72i232SiBT/xTJSZ4zMfN24",
+	"E8DkbLPSlp/XsXEwz9/Yz8Jql2bKlE7jzLq8OGRfP332V+aLKpkvH5iPRdIPizOTq/N0zY1tsINKR3Z+",
+	"U0ThI7OfccvwvA5rP+12m9PZQhrr2HiBV7ziXtcQphE2g2vrTGadnB+OXzLJR0IOUN251WKqH6i+vBDP",
+	"B3Wo4+g6r/KokiWdkUuvBpflVpdKY9SyypKUrSu5ZT8Lhj7KrQlhqQ0ztk7t+pZIQzXE1cvDVYuI4d6u",
+	"MfRahVlzqnrNDfhIK6sSlf0I2ggljzT0QYNn5JmsAy+sipmEgbKCW3+IR8IYqFYDzzKcK6xmS8EwkwO/",
+	"2KeTPnYI2rBcSKZk3XoprGpFrd3u7lfb3b9u7/6NPjzbfvx4e/dZ+ND9avtx+Uv3yfbuV/ThqXus+6xR",
+	"0ZVWw7xjiue8VoqShvDujJDJiR0GAaPMfMK1FmQCLaF4RTbWTIPguKcNNPH18dHhZuGyEdihSjfI6K3m",
+	"dKxrO9W2YBrawunSQbcGM9rHd5QEpwB98IfLlJZsXlbvyBi9sd14DDwVslHRYonSTbKXz3kyZCk4Cw1k",
+	"MkHy9FrqoteiGh1u2Rhj51rJQUNCM2oIVmIW1NkglTMWq0YvozClxuX2qcVTGOWZ00C3oL/n2txQk+vZ",
+	"dj6dTg9T+uH45WbKYFGWdp2gt2vjujW8zbW76Zp9yrXykcUy0D+WWJPO05GQqOzRuIlalwLGC0x6TKXe",
+	"UVLXs8Ls/sf4uVFZYQHNzVAr1BcZ7O3s7IyVvnCLUWv96d9uiYFCmnmN6d5BanouA+96aBqvT7436G6e",
+	"83ORiTIctJkg+KKmSmM+clqeJ90gLkNnTTeqKd28DnVDn7nRHyv38tm8w6R+RBlhA+pFqYKOhBIJOmuc",
+	"WnM+oC4wqGcWH2tbWPNs4F0AacENxBd477MuO4e+0sC4nKxY/5xRwu+szN41lFhjXSkWWhuwOHsY5XbS",
+	"WbdSFv2HM+8ALMKh8T5DGhyFfeqMFdKKrJFVb1pYMgeRgHJyhmnLzaXt5SjPYATSR0PbsaNMHLHYz8vH",
+	"C29BBFeLgNdwMvC14rwcfFN0zG95Tm+bWVHw755DyqxCdI9A8EWJ8o3qdHBfwVNg62iLa45DlrZjeYCl",
+	"JooNXBqYalZSZulXkdmZTEFlAtdo/ed0hm1O9xMK0s1LX8x0c1mBSxrKeIwnhx/QNVO5jRhzOY47S0nW",
+	"5aFiWE0hFajsBD2UslIBdX2jcYUYY4c8y+6sDGWjEyF3WpdyUpGBhuqUUks0n7HxJuNy6y6qNtU0jtNS",
+	"qcwGOT3jPjIlHAUps4Ojl8wM1dgwYfcZnSk2jGtgGtIiQcXmHhSacGjmXYYhN2fnwDXoM6suQDbPkWrF",
+	"z7CNGvcvVZRNG+aSIyYLAnSucc2lCRrmWsVbPrhy0Xn5Br3QqERrZIjmabd4UalWcz1Zml2WmSwfSGSD",
+	"+MBDVfgE6t/xLbcrxx12ghyxzyRcgvZAYrQ7VwTpb4+/3m3QBCucD1jeSMOY8QAwoWr5REGH/YgJVWRc",
+	"44eM1TLui8axV8fxZLeB7E18txoMwDUc+LObEKZGHIsXVs0x5WpdVNiz1qSxGviIn2dwhgcppsy72CF1",
+	"Dzpj1v1r2A/Hr27BE22uQzsta6xujq2xwKVY7fx51RZaUl10GoTn5mXti+UwxdLmRjEk1w1fvcZ7w9/P",
+	"Zo8aUBPLQ4k0sForSys7kC4bbvE+6dqwTZ3yPBOStqULmLC2zbOzUE+wFsCg45BFmu+A4Q+sr9WIjlTi",
+	"CadCQ8q+f/ndIRPGFIQpM6eglslBA6FUdhuxO2yH4nb7LJ4G6mKmZDahWu0AQIj+ODcXhDG2dpjPuq4+",
+	"XYjvtKoPp7Xedc22+IjYD+ho3ART5LaPlaDfkRRa2MmJe726Ozfq5jn2Ryg29q+3p8SzR9+fnLKdy8c7",
+	"vLDDHWTmToBZRMOLmi4HQnvB1ZUvQm46dq8rGboxnDMhTQ6JVZqg/QYK05daFYMh1Z4eHL2MmFGM2jGY",
+	"CDl8yRIuWaqYsMwq1enJnjxU0vlKzj3c68ltPLHBzlVaYpUayS/gLOEGfNVwxI5fHLInT558jXh4xvJR",
+	"biKmcv6uAEYrzURqOq65eEW9Ge8xXqFs7Ekbz9I2biBujD1hGotsjLI2I16EfhXT3GK3AnHEYiwPcH+Q",
+	"7+3+8oBv+z3J2NNu16CF3QT0yIQs0SDbjs6ZoGCXnpTFIe4RKvaItzrU4mMmEQ7snNegwCL2tPuEYBE9",
+	"JqL75ikrCPavCfXPV4BH1O7XHvMx8dCTEXu6uxv8ihIY7unu1xVkNUiRQZ51n9SSZ2M+Ye1zZYeuZSJY",
+	"BboLZ7KN2s/5LRfA4m+xtW/cku5+Rd7vNzE27Uth4w89Ulu91h77qdPp/ByxXtVZdt/3Wp1Op9e6itFK",
+	"dH1jWA9V55AbR7e48got/+vCcoTITXiWGV/Xx+IZSNx4n/EApEomp2kA3kXBeKMsIzk8B7QAnA7iJCgs",
+	"/sfzU7YzAqtFYmLWPtJqBHYIhWEW3tutyD+hcpA8F50JH2UxazvR7MlUJehEl0+lChtxI5MpohCWRukW",
+	"Uo8ewwZm5H8Lx/qnPzGn8UjMc9AjQSCy7jfUHh6tiNLF+EUQNUdQtzE5jttnwJMhMZ/XFFDXPe4n05Pn",
+	"kKmx0yIJlx1GPZTkqUCiZuAWjjA+LZMAKQao4/fbQS9vY6ViT7ZjqSTE5UGlPowJtde95Fa8IiJb+z7S",
+	"p53nALKvdAJ45smbDFUih2Cze2PIZZo5Z6OQBrWjk8By2GASnoNhScaNKQ8qIX0/0hw+IlU+9uTH7e1t",
+	"/M/9RKks9hEPkJf4vZH3yykSFRFbRszXDgbXiFZsKIxVerLv1/ny8Q4FYaef3OKZGLsOS/mR8cwgXRBv",
+	"SoMPCWGLGAGqjAVRKdBwiGiYZa4wCqI5O7KIGacwlLKG+sUcXuh2xKUTR89FxiNh4jBZu8iZVfT8FvUX",
+	"MYK/wucQCIUSFwiNxTI1oC4wXRi6GGgurXv9Ul0QMISGkbr0OhifJKblXhMyno35xLALgNwwbj37YcEE",
+	"NUxyfa7SCbVunDZwK8vPfcNCu2erm1EFpJZbNlLGEv6no7vSjxwB3fbUk4v3p1BOgy9Om4xwUmgf4vgM",
+	"s6pIhv4DMh7WM0yhMEum0VDX3m2nzxs09P6CATkJQSKHBnLQHishoIB2es7pyEQCvhzFw0Y7+0wLsFxT",
+	"yLYYjdyfzm4fKmPd5jIqMiu2/aK8PjyqmCso38BHVF1N1YCtil/RilqlR9/qdh53uoh/Q2q0tdd6gl9F",
+	"COWOdtrOEE+d/df97aNrpUi/TFt7rX+A/ad/ZAZHerfbvQYscz2QTH/2rQmvN+/UbMzW3k8/V8l2ircY",
+	"qAQMYmcWOVKGDwzmz8s9xxmuM2qztddyShNb38EY8LVUOKYn7pAI08qeBjpg94gs+6z75H66PKhaMx6X",
+	"9Hoo0sXXASyAJl2wqBVgVCfjhIxKinaz5XXym4ttp2srazxbKp4B7peQ7pH2dX3V+cBZawQYYMLxEX8z",
+	"yYKY1vSRHboS4Cpa+qB3Xq9+vkNeq2BoNq48Wouqj7sTct1T6rypzXKQOxVoeXzl8fJXamDC+NKT5S9N",
+	"gdfdG7tfL39jFo55KkdLh1dWrV1dzSqecmsJG3kUKmDRIq7nHChSa4ZqLKtMLNAus5NmFqbKn6uolSuz",
+	"Gs+yKY4tbrwjPkF4IoJ+LkG2QD8y8/xdhcRYm8Fn7vAg/kV6/11di6e+Hus2wXZc1YMVTvtczUnP41uW",
+	"ngCh2yBA/qcHyWmSHCJOxUbcR8vOIy4Lf3eHMNObXJyRt7bMzOj9nQ8ivSIJysDCZvr/GK3pTeXju1W0",
+	"f6MU3ekusAhD3gNauxXq3CdXdp8uf6O8OuLTsfFx8KwCG3cYfoXO/lgkBCoi6ITDRpzrvLt1zBUfShiF",
+	"WA4dKXXDGIKGPTYeKtaOEeg13oqonhs/Y6lST8YU5pqG7ww9BjKi2MB4KJJh8HDQNCsMaIZ4sBErZAra",
+	"PxMOD4sUHbGYkkgxa/sARXyAEaaYkTG5V481vt+WKcYZIxZbeG93EnMZb7FkqJSh2EhPIkBdh8UUj2xX",
+	"LnnbKi8uCimDfXoso2Ba7FpjFHP34RwCT1X9nsQwDZcDYHQ8pVRCEVNZWm7tkfs5UXjOy4ZYyghGFIdA",
+	"txDPjVKIrSexX6VT0DFzM504F98NzZByY1QbRJaCHcLIQHYJhjx856HGVRjsmOJWHlDWvTLkZriNkK/e",
+	"GyXTZI/FAX01Zt8EpOR2XEL0xuzjR1yQ4xeH7G9//duznky4VFIkPKNgti9CDKirFMRmPoQ65IShY8eK",
+	"sKlNxPKsMCzutS57rT32GDlI2GFPVjv1jVaRa3mWsf+CVsRXsYF3MUtUIZGTp4jNGHjyF4w4r9f0pI+N",
+	"JFyyc7de2x6qlal+3z3SYYcnP7IEssxfZYWg/t7f/8Yt0/+4/227//1/ccQsP2dKO0JoLZwd7K8Yw8oS",
+	"lqHLNGDxoxgzBLlzHc0QnJmXKjS1dIFUGVEMoMGDQMGe2z4a0YK5xZj19FZDK0YL79pyQtp8XeG1pXQL",
+	"ui5Df0t6xTNbN+3zQHp1RTfzMLrNgPmompDsL6ztMeP/svjOxoBdvfjithUHojQT6R6bLzuOmoqO3ZAJ",
+	"N97/4MYzzWgvGOriW9FWG+nsZXKPu7O3yT3ubnKdnGtn2X1yKzuxzaNGTVgfKzcJa1dV7MJVxpdrQy/P",
+	"D5qkRZZMY13A7FAQ6LTttHC6FTHcIfBqJXPJ2rQ9eADdRlkjNm8aBhphEf6TtaJWYi6bhnOnhl0dWd1Z",
+	"FE37a73B2ev0gE2b8XsBYSW5/SULhs18kYDfsK9r/MDv+0yrMYb6/V6rxtg47ghNrV8TqQiZAm9gjIfO",
+	"PqKdPKzlgzu2NJBRZhQQkBAX3VspuiSjp234HXdh9/vhyY9VU5fM11Xt3B1Ka6xl7r7l2YWpgN1XTTKy",
+	"xTwgtqKExozJ0ZPjoTKY6rVowOYaUkjAGLpiLVcGiyqm9/+NuE2GmN0ANMucFWhAOwNNaUaOZdqTWo07",
+	"7N8AOYtLwHxnLIyA4PkhM+BUXgoWM05Mw1gLC8EsIvrSnOgCqAZDAi8hmDyYEnevR2vXPSz0lenM4YOC",
+	"aYj3OHO8nq98RFfZeB5XznniyBiksTdUIyFBhxWNjfHSN6peiVi6n6hEyhx5GYQCdq7SSVSiA/rT47Gv",
+	"8ovRT4hDMV7M2mXVXaXUrlqBh07H6cHRq5dvnp+5Z87+4jxsp4Z8wi/JuBj15LQKIGRnZeofnN6EMeIi",
+	"Y6PCWOf4cJ9BfmS2KAj8r7enZeoUXWaKCuOVhfSgz97KlIW4BF6Q/jz97uRg24iBnN7oGF+INKaUayYu",
+	"ndsVZvGvt6dnp6evWJsC3Dn3KV7qDSstJ1sdFuoSR86KTCmewLGGgvTzWOkLIQc9yQ0zSslQxI9XiJkQ",
+	"jNqvTDMUOqosU2Pj089JobWzV9zMOj15XE3zNmRp2UtjCvQw6r62HXao8gyXEP3tBcHyU19feheh7lod",
+	"6kox7u7t9r3weslQlVfJBR7yZAjbh0parbLldy7em5q8V6W3IKH5/H0yRFO0UqWHpWgM3lvQkmekMAJH",
+	"O3VohkrbbSdsKRXwecv2XKuxqSdCr48q1tKgVEG+3MSispz5CPg/wL6Gu8yCv4ZFTFcCkUaoXyp6EYX9",
+	"C+GQkifeDlUlG8eEWX1F/fH/6Zpi5dDNFtY5iq99Q190arsCmXqtw+ip9mCzLXUKPaXqEfD1uXX1JPY+",
+	"1Ze5fZlKz6j2Ef/uYJEunggIV2wEk2Ceqcv7Nz/XZPbcBaH3nMkOqMANgpKmn3/EpLuCcBz6Su5PKE0H",
+	"aVoyKTufkOEeURFkqA3GTBqytaQSyyH36Qoy8ydgN00kevndIAO+T0WjmEyUTbJYXs9HvxnLJ4a1n3a/",
+	"3mpKno/UJWwqj7eUPH/ahIKAtyB83jnuL4TTiZZTZqe6Y0yUhxPZWPCM51eTUCWzfjUUt8lwNQbOtRop",
+	"kjJFUTr/ET3QpSyN+VCp0MPGV7Fc2PF3bTJhvn5K3lMPlc9Sjas10qYn6RA6urQdFos0do9N23lkSB9g",
+	"+nxOkKqHwO5TkG5/+2s6znbPfu7iHfB0uqwYBPEAl1Vv4/PdGH+n+uXQu9H1ENamG2M44XFzz+kktLSu",
+	"ONYgSl6IzIJeRT4/K4+riglzrcsV6P3gcy31uaaHj6oVxVVGL5n35k6Xd5/YaQUBCotkDELfe6iceJ/h",
+	"NVEYfQlHPX3elfJlWdaTwlI7/shkzo0v2WInJ8cv2KDgOvVZuPbT3V0yef3Byq0O+yflhS895IVMKXRN",
+	"h359fMxtniATPcnx6CWePKRAUB0NY68GaYVIMGWRW6eKVuLrwsIvM8AldAh9cQT4pMRN+ozrpWdu/btn",
+	"N3MKOfWllkqvvz/urqBDkOGOifk/i4rs6VEzLzb7jIfrir0mMHT+vXJN1upaaQQlOnt1/13PM10U7DnM",
+	"lNlcGD+74uxrZMbpV0IpC8v0UKDdwNV4ireyBdA5A39cmGIVHeaeurZkezWOjm6WU7kJ235CJnzgvoXc",
+	"970syUMV0JS0Cqg34WSYhpQnM0GQ1Sy7Jh26g+fkb+7OHGIzd6NDvetyl1zrhr/IG0GvXiFcRQLSesAL",
+	"f+i+rNz3RwnYs+7W787V/3TeTQWoUaksgDrco4Nz4A+G7HZ3pzGddwUUkBLIA7eI1Us7Rbg0xkcxTZHZ",
+	"nuRai0usfozD7+FYyfQa3tItwtoaSVgUv/3yK8nnzgd8VKRXcYe9pcMR3465h355kvgbqjy0D1VOEcqE",
+	"e8gw4lXMDWQKQ/Op27h2u93ppPpCCjP00+pJ9LKEZSAJQwRrrdo1MtD80boT/oDHWBjYqruFvtqoJ2PM",
+	"vcUYDK0+3eAmlaip92SVRfModEhQRzVHwbKUwuN6eGJFrOs+fLWwZt6921wy/1W1YL7bUDB/R77dHB7t",
+	"PQdPcVEXGaiOuCUbOjZzguBoGKNK3e3u3t84hAlirhDARgo5+EPGcN8oQrL4lHY5KhraAriZyGSolVSF",
+	"qZ/x3dyRnFWy6zqW7KC2JQjDyjsJp/sDD1yENaFT8DjoSXKXI38S0qDKjau3t5udskE6EYm+HAXJwsFJ",
+	"fzxRyZ6cXoe1Nd3B5jU2FXb7vWGsmN9F9sPoMYlbCmRP4ttUlobV7UMnEk1BLnz9DtW3a/rzc7+XqZTO",
+	"gyrYSBW4d1aazVsUoznd4ZgxaA9ah3t21e9BEh74+vPz5UuGq3jz/maWqp/g7/oIapZKVXV5I9VtuPhq",
+	"lIfNbAXXh9raY/41PPRAKJBGpMCg34fENkHBhG6+6AKDMItPVVxweORvK15USB/iQdOBfgkHiT7j/Wjl",
+	"tEt5ceN972EH5oJK/P1tIBXRNKw9/VBK+tataQ7ZF4O1ooP+joQyH6uBxX/+8PzNj1cxyzOewFBlKaJW",
+	"xq8Pj87+/vzg+Pnx2en3/37+pkQjrWdvI8ISpTQvggILyYocz+YgSrLS/leztV9iplcTu2YhuMI0kH5I",
+	"U/3cwumHePrID27RJuxPixF+6sNu3JDXESQ1FTqVIZ3Zu2CicJBvlOQdPPBPwDG3I1HTm5tWl6gjbsh9",
+	"y/kAHhkPxoze2xminnDD4srHMDP3GKHZ9KT3+M4NXhkyBFk2GOoIs4DdahTrc70IioTO597RHo+4kCfw",
+	"rvWFYVcgUU4nOYR6rLtUCdjZEV3326gPiMceshC3U4lf1qLVlUVAjxCSbl5EfJLb1BE7FNBZT1UcQ55x",
+	"X2AcEgoY5YlfcWO3kXW2X35HQaSKzvDI736THQtptqjc2Vil+QA85EY4OZuJS/BejVRswHOqpVIsLYir",
+	"ocOe82TYk/62cfQgsGr5G0euiMU4OvfRiRulQ1JuOX4TBo9wET3Zjj/0Wgbe9VoR66F40l/c0r/uvV7r",
+	"KsYzw/Ee4lFvczfG2FlKaDEJw6aqz8euenLI8xwk3QvCOBsPRQaOiAHamxCfZkhnFbpnI3CeG+Nywngu",
+	"mFQpNKcy3Cren9ZcV1NFjZd70rWe7zDlKS4h3WcaOSsU+RFTCVsqXOKcqcat0awZoiFcP7o8DXKtIkX0",
+	"GGSX7anEXHOSeKHG9BHUB715K3rzBaqKRqWJ6oO16ebhbbzEjOTjttwWKK/NXF1zesDBbzw6YIkMKAwj",
+	"9YMd9Fp77CTUaPT8tZd4twbO4Ldffv35Kt4v4Qu/8SCCgpAFp0ptioiEuVI8vuVUlAfM8Zh1ofBI9Z2a",
+	"6ckM0b7cgzRDQjdI1Vhmiqf+7JdMDQOuswlrc5ZqleeQhko8oeQWHS9BB02kOJgmtUXogjesjVsRBWt6",
+	"YZvHwWqExbpnQKz6Dayb4mE9b1jxVVCqHFP41X/QR3dQTUKASZ7CUQXv61b0j78UeLu8PnuNgpNXasC8",
+	"0WRYpXSkmg6MSxN/ztoA+4o6f+UvJP6CQ7G1mdxzHHa+70VXoEs1ZgYeArC/5wDsCdhK9fojgzfo0PK3",
+	"vbDvGLDILVu3VJPg7we6eWnmkW9oQ10wu6lleJOQAbr2zOyH670onuTfZkqzAaou9MA43tHWoXs0M5VC",
+	"uO+jyUIor2OfSmp582LOrQXtXvrftifQR6p0g/Qj3dGZfixrJbba0SpPbf3lz023iI74+5fU79OGm9Pt",
+	"JAvmzN2Ge/zyLapO/QHLN551u474F3iVGcnWg91wK3bDEVGVALt/+z//18OBlVdDtQ0f5ZmQg4hBJhJh",
+	"OWESC5kX9Jjjtq3FUCg3sDM8b+988KMJtUtrmBsnfvR76OX4ktXWHqMDPv4aUkoxXnnwug89uvjePfYh",
+	"USlEwWC5uoo77PmUCnQ94wwl9qgJQl6m6wfp8sBe62OvlULijGT8mySUYjxelHqtb/fYh99++fXqKt6n",
+	"q7z8zYMBt84/2OnJEvVFWLoBNoC/eE0QVaq0lGZeLzQ5Q1RCdUM9iqou53Y41XTTZWtF11yFVMF5/urp",
+	"0jt3PxfrzZOLaHff5ltYq8Xgmyq7nCrLh8P5nyi4TkXqfGbvui0LyptPK9e8zNtPR0IOfj8HBN1srq8u",
+	"0Y6DmNUijzCqbVU4lu00+TlPLjDjMRJZJny56ENZ45fixRwF5KjKko6Am8Jf1zpd/NuyT7Qa5etmu8MV",
+	"KHiI2DBuKJ+tVGYW+De+l7uRz9eHR/eBiOEncV1at3b/vX/+ofjrdy+1taX3ErWDV57fapFoaNkL6hp1",
+	"onSJNh0WoFZWqxf9B3gu/rKjlOU0PvuK0cpIH7TG71xrHKNQTiWyXZHv20qzllegrxlzOAhQFEqzPhfZ",
+	"FJSCnUOiRlAHEWJ8wAXCimDeWEnoyVSrnK73nmY26XbvHKRhHGHXlIQOOwql9ojmg0dr60BETQ5/WQHy",
+	"hwEHCQtQHg6TavyAb3kbtae+lAiZOKDgGD66XSgcNxRV6AS2LYxyPGVyx1b3se/wtOzvi7a/56azsiU+",
+	"9+bD7vrHssmD6JmdUvbuwD4ve7knuf6dyPP6cvwgv39Y+b1Dqd3RwNO1HWu6OHYlb9qtW2DhL9uhDrP4",
+	"4fjlZ+9SV6n+oDf+AF41T8Md37jmrF2X8K1b1xumOHfcdw5rOtkElL60hLAn2zNII9OuC2wijbf2a7C4",
+	"TksaD+lLg8OBmLjx+EMY/oNuuiU/vkLyJvVUEjx90ES/54rEsMx4E3apjx4ZVnjBbzfokK1bjjaYnUJu",
+	"qKDm76iYtvSgK+5HV1RI/qAtftfawqq8oiVYdd+uKoqKNN+aqlDKmhvfIHmMrXxu4Aw0qoWlNMqaBzSG",
+	"5pM4SJyaVan6/YBSt25gvALsWqxqHn8vGS/7xoNz/licT/xAGvmaGDdQroFdQE44oM7yRWiFaeqp8SDO",
+	"5jz7+WxhUwa/v11ruVThmRtkmId963fubyNk0FQS9/FAiZfQUMc2AGSJmhPrHsZ43hkBVqa3tZ3lyZqO",
+	"eC1e5FGZPeQKHvsFYYcI1DyZrcH/7ZdfseY+mqIxh9r1cMn6v06+f7N9fHTIsCI/YtcU50cs5ZZ/e3UV",
+	"s7axIsvYbrfbjL4MMj0+OvzCVdfR4SeyurFnantp/JAWmyk9s5IPWu0LgRd1soIYIOX6BTze2oU3EVoO",
+	"uXLCXxi8RPpW1BEm8tbLCL4VdqgKW2YGIwaXoCclFlQfbDKE1FcH6wGkTEirqO6G+HU/AFpGDN7zxNKR",
+	"QGqhUl8cwNcIj4pbRj1O4TB7EqGsKB8YL0KcOsU5ftHZSJzCyplIfJqyCZEvyEHsGvGQXPjDJCVRsG+Y",
+	"kHStQ1JoYScoMQSq2Nr76WfH7HSikWSp0Flrr7WDQuA7+RAOqZUCaVCg/LflpZmV78phVb7jRYp3t1z9",
+	"vwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

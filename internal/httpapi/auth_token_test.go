@@ -1,0 +1,167 @@
+package httpapi_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tapline/tapline/internal/tenant"
+)
+
+// exchange trades an API key for a JWT through the API.
+func (e *env) exchange(t *testing.T, key string) string {
+	t.Helper()
+	r := e.do(t, "POST", "/v1/auth/token", "", map[string]any{"api_key": key})
+	if r.status != 200 || r.body["token_type"] != "Bearer" || r.body["expires_at"] == nil || r.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("exchange = %d %s", r.status, r.raw)
+	}
+	return r.body["token"].(string)
+}
+
+// claimsFor are valid claims for tenant a's bootstrap key, as the server would issue them.
+func (e *env) claimsFor() jwt.MapClaims {
+	now := time.Now()
+	return jwt.MapClaims{
+		"iss": "tapline", "aud": []string{"tapline-api"}, "sub": "key:" + e.a.Key.ID,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+		"tid": e.a.Tenant.ID, "role": "owner", "key": e.a.Key.ID,
+	}
+}
+
+func sign(t *testing.T, method jwt.SigningMethod, key any, kid, typ string, c jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(method, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	if typ != "" {
+		tok.Header["typ"] = typ
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestTokenExchange(t *testing.T) {
+	t.Parallel()
+	t.Run("KeyTokenActsAsTheKeyUntilRevoked", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t)
+		r := e.do(t, "POST", "/v1/api-keys", e.a.Secret, map[string]any{"name": "browser", "role": "member"})
+		keyID, secret := r.body["id"].(string), r.body["secret"].(string)
+		tok := e.exchange(t, secret)
+		me := e.do(t, "GET", "/v1/me", tok, nil)
+		p, _ := me.body["principal"].(map[string]any)
+		if me.status != 200 || me.body["role"] != "member" || p["key_id"] != keyID || p["kind"] != "api_key" {
+			t.Fatalf("me with token = %d %s", me.status, me.raw)
+		}
+		// The token carries the key's role: no more.
+		requireProblem(t, e.do(t, "GET", "/v1/api-keys", tok, nil), 403, "")
+		e.do(t, "DELETE", "/v1/api-keys/"+keyID, e.a.Secret, nil)
+		requireProblem(t, e.do(t, "GET", "/v1/me", tok, nil), 401, "")
+		requireProblem(t, e.do(t, "POST", "/v1/auth/token", "", map[string]any{"api_key": secret}), 401, "")
+		issued := auditActions(t, e.do(t, "GET", "/v1/audit?action=auth.token.issue", e.a.Secret, nil))
+		if len(issued) != 1 {
+			t.Fatalf("token issues audited: %v", issued)
+		}
+	})
+	t.Run("InvalidInputNamesField", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t)
+		requireProblem(t, e.do(t, "POST", "/v1/auth/token", "", map[string]any{}), 400, "api_key")
+		requireProblem(t, e.do(t, "POST", "/v1/auth/token", "", map[string]any{"api_key": e.a.Secret, "id_token": "x"}), 400, "id_token")
+		requireProblem(t, e.do(t, "POST", "/v1/auth/token", "", map[string]any{"password": "x"}), 400, "password")
+		requireProblem(t, e.do(t, "POST", "/v1/auth/token", "", map[string]any{"api_key": "tpl_nope"}), 401, "")
+		// Without an OIDC issuer configured, id tokens are refused.
+		requireProblem(t, e.do(t, "POST", "/v1/auth/token", "", map[string]any{"id_token": "a.b.c"}), 401, "")
+	})
+	t.Run("CrossTenantReturnsNotFound", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t)
+		tokB := e.exchange(t, e.b.Secret)
+		requireProblem(t, e.do(t, "DELETE", "/v1/api-keys/"+e.a.Key.ID, tokB, nil), 404, "")
+		requireProblem(t, e.do(t, "PATCH", "/v1/members/"+e.a.User.ID, tokB, map[string]any{"role": "viewer"}), 404, "")
+		if r := e.do(t, "GET", "/v1/me", tokB, nil); r.body["tenant"].(map[string]any)["id"] != e.b.Tenant.ID {
+			t.Fatalf("tenant b's token sees %s", r.raw)
+		}
+	})
+}
+
+// TestJWTAttacksAre401 sends hostile tokens to the real server.
+func TestJWTAttacksAre401(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	good := sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", e.claimsFor())
+	if r := e.do(t, "GET", "/v1/me", good, nil); r.status != 200 {
+		t.Fatalf("a well-formed token is refused: %d %s", r.status, r.raw)
+	}
+	with := func(mut func(jwt.MapClaims)) jwt.MapClaims {
+		c := e.claimsFor()
+		mut(c)
+		return c
+	}
+	pub := e.jwtKey.Public().(ed25519.PublicKey)
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	none := func() string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodNone, e.claimsFor()).SignedString(jwt.UnsafeAllowNoneSignatureType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}()
+	tampered := func() string {
+		parts := strings.Split(good, ".")
+		payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		payload = []byte(strings.Replace(string(payload), `"role":"owner"`, `"role":"ownr"`, 1))
+		payload = []byte(strings.Replace(string(payload), e.a.Tenant.ID, e.b.Tenant.ID, 1))
+		return parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
+	}()
+	cases := map[string]string{
+		"AlgNone":            none,
+		"BadSignature":       good[:len(good)-4] + "AAAA",
+		"HS256WithPublicKey": sign(t, jwt.SigningMethodHS256, []byte(pub), "test-1", "at+jwt", e.claimsFor()),
+		"HS256WithB64PubKey": sign(t, jwt.SigningMethodHS256, []byte(base64.StdEncoding.EncodeToString(pub)), "test-1", "at+jwt", e.claimsFor()),
+		"Expired":            sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-2 * time.Minute).Unix() })),
+		"NoExpiry":           sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { delete(c, "exp") })),
+		"NotYetValid":        sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(10 * time.Minute).Unix() })),
+		"IssuedInTheFuture":  sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { c["iat"] = time.Now().Add(10 * time.Minute).Unix() })),
+		"WrongAudience":      sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { c["aud"] = "someone-else" })),
+		"WrongIssuer":        sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { c["iss"] = "evil" })),
+		"UnknownKid":         sign(t, jwt.SigningMethodEdDSA, otherKey, "test-2", "at+jwt", e.claimsFor()),
+		"NoKid":              sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "", "at+jwt", e.claimsFor()),
+		"KnownKidForeignKey": sign(t, jwt.SigningMethodEdDSA, otherKey, "test-1", "at+jwt", e.claimsFor()),
+		"WrongType":          sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "JWT", e.claimsFor()),
+		"TamperedPayload":    tampered,
+		"OtherTenantWithKey": sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { c["tid"] = e.b.Tenant.ID })),
+		"UnknownKeyID":       sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) { c["key"] = e.b.Key.ID })),
+		"Garbage":            "eyJhbGciOiJFZERTQSJ9.garbage.garbage",
+		"Huge":               strings.Repeat("a", 9000) + "." + strings.Repeat("b", 10) + ".c",
+	}
+	// Even a correctly signed token that claims owner for a viewer key gets viewer: the
+	// key's stored role counts, not the claim.
+	viewer := e.keyWithRole(t, tenant.RoleViewer)
+	viewerID := e.do(t, "GET", "/v1/me", viewer, nil).body["principal"].(map[string]any)["key_id"].(string)
+	escalate := sign(t, jwt.SigningMethodEdDSA, e.jwtKey, "test-1", "at+jwt", with(func(c jwt.MapClaims) {
+		c["key"], c["sub"], c["role"] = viewerID, "key:"+viewerID, "owner"
+	}))
+	for name, tok := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := e.do(t, "GET", "/v1/me", tok, nil)
+			requireProblem(t, r, 401, "")
+		})
+	}
+	t.Run("RoleClaimIsIgnored", func(t *testing.T) {
+		r := e.do(t, "GET", "/v1/me", escalate, nil)
+		if r.status != 200 || r.body["role"] != "viewer" {
+			t.Fatalf("forged role claim = %d %s, want the key's viewer role", r.status, r.raw)
+		}
+		requireProblem(t, e.do(t, "GET", "/v1/api-keys", escalate, nil), 403, "")
+	})
+}
