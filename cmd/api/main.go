@@ -4,6 +4,8 @@
 //	api migrate         apply database migrations and exit
 //	api bootstrap --tenant NAME --email EMAIL
 //	                    create a tenant, its owner and an owner API key; print the key
+//	api quota --tenant ID [--max-live-sessions N] [--event-retention-days D] [--reset]
+//	                    show or set a tenant's quotas (no API role can change them)
 package main
 
 import (
@@ -68,8 +70,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, cfg, logger)
 	case "bootstrap":
 		return bootstrap(ctx, cfg, args, stdout, stderr)
+	case "quota":
+		return quota(ctx, cfg, args, stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q: want serve, migrate or bootstrap", cmd)
+		return fmt.Errorf("unknown command %q: want serve, migrate, bootstrap or quota", cmd)
 	}
 }
 
@@ -275,4 +279,46 @@ func newTokenService(cfg *config.Config, dir auth.Directory) (*auth.TokenService
 	return auth.NewTokenService(dir, &auth.TokenConfig{
 		Keys: keys, Issuer: cfg.JWT.Issuer, Audience: cfg.JWT.Audience, TTL: cfg.JWT.TTL, OIDC: oidc,
 	})
+}
+
+// quota shows a tenant's effective quotas, after applying any flags given.
+func quota(ctx context.Context, cfg *config.Config, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("quota", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tenantID := fs.String("tenant", "", "tenant id")
+	live := fs.Int("max-live-sessions", -1, "live sessions at once (default: TAPLINE_MAX_LIVE_SESSIONS)")
+	days := fs.Int("event-retention-days", -1, "days of session history to keep, 0 forever (default: TAPLINE_EVENT_RETENTION_DAYS)")
+	reset := fs.Bool("reset", false, "go back to the install's defaults before applying the other flags")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *tenantID == "" {
+		return errors.New("quota needs --tenant ID")
+	}
+	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := tenant.NewStore(pool)
+	o := tenant.QuotaOverrides{Reset: *reset}
+	if *live >= 0 {
+		o.MaxLiveSessions = live
+	}
+	if *days >= 0 {
+		o.EventRetentionDays = days
+	}
+	if o.Reset || o.MaxLiveSessions != nil || o.EventRetentionDays != nil {
+		if err := store.SetQuotas(ctx, *tenantID, o); err != nil {
+			return err
+		}
+	}
+	q, err := store.Quotas(ctx, *tenantID, tenant.Quotas{
+		MaxLiveSessions: cfg.Limits.MaxLiveSessions, EventRetentionDays: cfg.Limits.EventRetentionDays,
+	})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "max_live_sessions=%d event_retention_days=%d\n", q.MaxLiveSessions, q.EventRetentionDays)
+	return err
 }

@@ -19,11 +19,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/retention"
 	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/telemetry"
 	"github.com/tapline/tapline/internal/tracker"
@@ -118,6 +120,14 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		trk.Stop()
 		return err
 	}
+	// Every worker runs the retention job; an advisory lock lets one purge at a time.
+	purger := retention.New(pool, &retention.Config{
+		DefaultDays: cfg.Limits.EventRetentionDays, Audit: audit.NewRecorder(pool, nil), Logger: logger,
+	})
+	if err := purger.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer purger.Stop()
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -158,6 +168,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		defer cancel()
 		// Drain: close the connections, commit what is queued and hand the leases over at
 		// once, so other workers take the sessions without waiting for the leases to expire.
+		purger.Stop()
 		rt.Stop(sctx)
 		trk.Stop()
 		return srv.Shutdown(sctx)

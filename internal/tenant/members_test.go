@@ -186,3 +186,45 @@ func TestMembers(t *testing.T) {
 		}
 	})
 }
+
+func TestQuotas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	defaults := tenant.Quotas{MaxLiveSessions: 50, EventRetentionDays: 30}
+	bu := setup(t)
+	if q, err := bu.store.Quotas(ctx, bu.a.Tenant.ID, defaults); err != nil || q != defaults {
+		t.Fatalf("fresh tenant quotas = %+v, %v", q, err)
+	}
+	five, forever := 5, 0
+	if err := bu.store.SetQuotas(ctx, bu.a.Tenant.ID, tenant.QuotaOverrides{MaxLiveSessions: &five, EventRetentionDays: &forever}); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := bu.store.Quotas(ctx, bu.a.Tenant.ID, defaults); q != (tenant.Quotas{MaxLiveSessions: 5, EventRetentionDays: 0}) {
+		t.Fatalf("overridden quotas = %+v", q)
+	}
+	seven := 7
+	_ = bu.store.SetQuotas(ctx, bu.a.Tenant.ID, tenant.QuotaOverrides{EventRetentionDays: &seven})
+	if q, _ := bu.store.Quotas(ctx, bu.a.Tenant.ID, defaults); q != (tenant.Quotas{MaxLiveSessions: 5, EventRetentionDays: 7}) {
+		t.Fatalf("partly overridden quotas = %+v", q)
+	}
+	var ve *tenant.ValidationError
+	zero := 0
+	if err := bu.store.SetQuotas(ctx, bu.a.Tenant.ID, tenant.QuotaOverrides{MaxLiveSessions: &zero}); !errors.As(err, &ve) {
+		t.Fatalf("zero live sessions = %v", err)
+	}
+	t.Run("CrossTenantReturnsNotFound", func(t *testing.T) {
+		if q, _ := bu.store.Quotas(ctx, bu.b.Tenant.ID, defaults); q != defaults {
+			t.Fatalf("tenant b's quotas changed with a's: %+v", q)
+		}
+		// Reset puts a back to the defaults; b is untouched either way.
+		if err := bu.store.SetQuotas(ctx, bu.a.Tenant.ID, tenant.QuotaOverrides{Reset: true}); err != nil {
+			t.Fatal(err)
+		}
+		if q, _ := bu.store.Quotas(ctx, bu.a.Tenant.ID, defaults); q != defaults {
+			t.Fatalf("after reset = %+v", q)
+		}
+		if err := bu.store.SetQuotas(ctx, "0192f0c4-aaaa-7bbb-8ccc-000000000009", tenant.QuotaOverrides{Reset: true}); !errors.Is(err, tenant.ErrNotFound) {
+			t.Fatalf("unknown tenant = %v", err)
+		}
+	})
+}

@@ -1,0 +1,158 @@
+package retention_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+
+	"github.com/tapline/tapline/internal/audit"
+	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/internal/retention"
+	"github.com/tapline/tapline/internal/tenant"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dbtest.Shutdown()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			_, _ = os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func newTenant(t *testing.T, store *tenant.Store, name string) string {
+	t.Helper()
+	res, err := store.Bootstrap(context.Background(), tenant.BootstrapParams{
+		TenantName: fmt.Sprintf("%s-%s-%d", name, t.Name(), time.Now().UnixNano()), Email: name + "@retention.test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Tenant.ID
+}
+
+// seedEvents gives tenantID a session with one event per age (days ago), as the owner.
+func seedEvents(t *testing.T, tenantID string, ages ...float64) {
+	t.Helper()
+	ctx := context.Background()
+	owner := dbtest.OwnerPool(t)
+	sid := uuid.NewString()
+	if _, err := owner.Exec(ctx, `insert into sessions (id, tenant_id, transport, url, status) values ($1, $2, 'streamable_http', 'https://mcp.example/', 'closed')`, sid, tenantID); err != nil {
+		t.Fatal(err)
+	}
+	for i, age := range ages {
+		at := time.Now().Add(-time.Duration(age * 24 * float64(time.Hour)))
+		if _, err := owner.Exec(ctx, `insert into session_events (tenant_id, session_id, seq, type, data, at) values ($1, $2, $3, 'frame', '{}', $4)`,
+			tenantID, sid, i+1, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func countEvents(t *testing.T, tenantID string) int {
+	t.Helper()
+	var n int
+	if err := dbtest.OwnerPool(t).QueryRow(context.Background(), "select count(*) from session_events where tenant_id = $1", tenantID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestRunOncePurgesPerTenantRetention covers the whole job in one database: tests in this
+// package must not run purges concurrently, since a purge visits every tenant.
+func TestRunOncePurgesPerTenantRetention(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.Pool(t)
+	store := tenant.NewStore(pool)
+	short, long, forever := newTenant(t, store, "short"), newTenant(t, store, "long"), newTenant(t, store, "forever")
+	one, zero := 1, 0
+	if err := store.SetQuotas(ctx, short, tenant.QuotaOverrides{EventRetentionDays: &one}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetQuotas(ctx, forever, tenant.QuotaOverrides{EventRetentionDays: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	ages := []float64{60, 45, 40, 20, 10, 3, 2, 1.5, 0.5, 0.1, 0}
+	for _, id := range []string{short, long, forever} {
+		seedEvents(t, id, ages...)
+	}
+	rec := audit.NewRecorder(pool, nil)
+	svc := retention.New(pool, &retention.Config{DefaultDays: 30, BatchSize: 2, Audit: rec})
+
+	t.Run("OnlyOnePurgeAtATime", func(t *testing.T) {
+		conn, err := dbtest.OwnerPool(t).Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		if _, err := conn.Exec(ctx, "select pg_advisory_lock(7346118232)"); err != nil {
+			t.Fatal(err)
+		}
+		res, err := svc.RunOnce(ctx)
+		_, _ = conn.Exec(ctx, "select pg_advisory_unlock(7346118232)")
+		if err != nil || res.Ran {
+			t.Fatalf("purge while another holds the lock = %+v, %v", res, err)
+		}
+		if countEvents(t, short) != len(ages) {
+			t.Fatal("a skipped purge deleted events")
+		}
+	})
+	t.Run("DeletesInBatchesByEachTenantsRetention", func(t *testing.T) {
+		res, err := svc.RunOnce(ctx)
+		if err != nil || !res.Ran {
+			t.Fatalf("purge = %+v, %v", res, err)
+		}
+		// short keeps the last day (0.5, 0.1, 0), long the last 30 days, forever everything.
+		for id, want := range map[string]int{short: 3, long: 8, forever: len(ages)} {
+			if got := countEvents(t, id); got != want {
+				t.Errorf("tenant %s keeps %d events, want %d", id, got, want)
+			}
+		}
+		if res.Deleted != 8+3 || res.Tenants != 2 {
+			t.Fatalf("result = %+v, want 11 deleted in 2 tenants", res)
+		}
+		page, err := rec.List(ctx, short, audit.Filter{Action: retention.ActionPurge}, audit.PageParams{})
+		if err != nil || len(page.Items) != 1 || page.Items[0].Actor.ID != "system:retention" {
+			t.Fatalf("purge audit = %+v, %v", page, err)
+		}
+		if again, _ := svc.RunOnce(ctx); again.Deleted != 0 {
+			t.Fatalf("second purge deleted %d", again.Deleted)
+		}
+	})
+	t.Run("CrossTenantReturnsNotFound", func(t *testing.T) {
+		// A purge audits in the purged tenant only.
+		for _, id := range []string{forever} {
+			page, _ := rec.List(ctx, id, audit.Filter{Action: retention.ActionPurge}, audit.PageParams{})
+			if len(page.Items) != 0 {
+				t.Fatalf("tenant %s got a purge event it did not have", id)
+			}
+		}
+	})
+	t.Run("StartStop", func(t *testing.T) {
+		seedEvents(t, long, 90)
+		s := retention.New(pool, &retention.Config{DefaultDays: 30, Interval: 20 * time.Millisecond})
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(ctx); err == nil {
+			t.Error("started twice")
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for countEvents(t, long) != 8 {
+			if time.Now().After(deadline) {
+				t.Fatal("the running service did not purge")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		s.Stop()
+		s.Stop()
+	})
+}
