@@ -288,6 +288,20 @@ func TestEventStream(t *testing.T) {
 		s3 := openStream(t, n2, "/v1/sessions/"+id+"/events/stream", c.a.Secret, "Last-Event-ID", "5")
 		s3.expectSeqs(t, 6)
 	})
+	t.Run("OutlivesTheServerWriteTimeout", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		c.keepAlive = 200 * time.Millisecond
+		c.writeTimeout = 500 * time.Millisecond
+		n := c.node(t)
+		a := c.a.Tenant.ID
+		id := n.createSession(t, c.a.Secret, "long")
+		c.setSessionStatus(t, a, id, inspector.StatusReady)
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream", c.a.Secret)
+		time.Sleep(4 * c.writeTimeout)
+		publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventFrame)[0])
+		s.expectSeqs(t, 1)
+	})
 	t.Run("EndsWhenTheServerDrains", func(t *testing.T) {
 		t.Parallel()
 		c := newCluster(t)

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/tapline/tapline/internal/inspector"
 )
 
 func TestIdempotencyKey(t *testing.T) {
@@ -78,6 +81,23 @@ func TestIdempotencyKey(t *testing.T) {
 			requireStatus(t, n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{
 				"name": fmt.Sprint("no-key-", i), "target": map[string]any{"url": "https://mcp.example.test/"},
 			}), 201)
+		}
+	})
+	t.Run("ServerFaultsAreNotStored", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		c.commandAfter = 300 * time.Millisecond
+		n := c.node(t)
+		id := n.createSession(t, c.a.Secret, "nobody holds me")
+		c.setSessionStatus(t, c.a.Tenant.ID, id, inspector.StatusReady)
+		// No worker: 504. The claim is given up, so the retry runs again (and may succeed
+		// once a worker is back) instead of replaying the failure.
+		for range 2 {
+			r := n.call(t, "POST", "/v1/sessions/"+id+"/ping", c.a.Secret, nil, "Idempotency-Key", "ping-1")
+			requireProblem(t, r, 504, "")
+			if r.header.Get("Idempotent-Replayed") != "" {
+				t.Fatal("a 504 was replayed")
+			}
 		}
 	})
 	t.Run("SessionCreatedOnceAcrossNodes", func(t *testing.T) {

@@ -52,6 +52,10 @@ type cluster struct {
 	guardConfig  netguard.Config
 	keepAlive    time.Duration
 	commandAfter time.Duration
+	// maxLive caps live sessions per tenant (0: the service default).
+	maxLive int
+	// writeTimeout, when set, is the api servers' http.Server WriteTimeout.
+	writeTimeout time.Duration
 }
 
 // apiNode is one api "pod": its own tracker node, inspector service and HTTP server.
@@ -116,7 +120,7 @@ func (c *cluster) services(t *testing.T) (*inspector.Service, *tracker.Tracker) 
 	}
 	svc, err := inspector.NewService(&inspector.ServiceConfig{
 		Pool: c.pool, Redis: c.rdb, Tracker: trk, Guard: guard, Keys: keys, Prefix: c.inspPrefix,
-		KeepAlive: c.keepAlive, CommandTimeout: c.commandAfter,
+		KeepAlive: c.keepAlive, CommandTimeout: c.commandAfter, MaxLiveSessions: c.maxLive,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +144,9 @@ func (c *cluster) node(t *testing.T) *apiNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(e)
+	srv := httptest.NewUnstartedServer(e)
+	srv.Config.WriteTimeout = c.writeTimeout
+	srv.Start()
 	// Registered after the services, so it runs before them: streams end first.
 	t.Cleanup(func() {
 		select {
@@ -725,4 +731,23 @@ func TestTargetOperationsWithoutWorkerAre504(t *testing.T) {
 	if r.body["type"] != "urn:tapline:problem:no-worker" || r.header.Get("Retry-After") == "" {
 		t.Fatalf("no worker = %v %s", r.header, r.raw)
 	}
+}
+
+func TestLiveSessionLimit(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	c.maxLive = 2
+	n := c.node(t)
+	first := n.createSession(t, c.a.Secret, "one")
+	n.createSession(t, c.a.Secret, "two")
+	body := map[string]any{"target": map[string]any{"url": "https://mcp.example.test/"}}
+	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, body)
+	requireProblem(t, r, 409, "")
+	if r.body["type"] != "urn:tapline:problem:live-session-limit" {
+		t.Fatalf("limit problem = %s", r.raw)
+	}
+	// The limit is per tenant, and a closed session frees its place.
+	requireStatus(t, n.call(t, "POST", "/v1/sessions", c.b.Secret, body), 201)
+	requireStatus(t, n.call(t, "DELETE", "/v1/sessions/"+first, c.a.Secret, nil), 200)
+	requireStatus(t, n.call(t, "POST", "/v1/sessions", c.a.Secret, body), 201)
 }
