@@ -25,6 +25,7 @@ import (
 	"github.com/tapline/tapline/internal/redisconn"
 	"github.com/tapline/tapline/internal/tenant"
 	"github.com/tapline/tapline/internal/tracker"
+	"github.com/tapline/tapline/web"
 )
 
 // Config holds what the API needs.
@@ -131,6 +132,11 @@ func New(cfg *Config) (*echo.Echo, error) {
 	e.GET("/openapi.yaml", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/yaml", s.cfg.Spec)
 	})
+	// The web inspector: embedded files with a strict CSP, no build step.
+	inspectorUI := echo.WrapHandler(web.Handler())
+	e.GET("/", inspectorUI)
+	e.GET("/index.html", inspectorUI)
+	e.GET("/assets/*", inspectorUI)
 	return e, nil
 }
 
