@@ -164,6 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	sessions, err := inspector.NewService(&inspector.ServiceConfig{
 		Pool: pool, Redis: rdb, Tracker: trk, Guard: guard, Keys: keys,
 		MaxLiveSessions: cfg.Limits.MaxLiveSessions, CommandTimeout: cfg.Limits.CommandTimeout, Logger: logger,
+		Audit: auditLog,
 	})
 	if err != nil {
 		return err

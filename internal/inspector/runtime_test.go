@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/mcptest"
 )
@@ -540,4 +541,59 @@ func TestInputRequiredRoundsAreParked(t *testing.T) {
 			t.Fatalf("confirm after takeover = %+v %s", done, done.Result)
 		}
 	})
+}
+
+func TestSessionActionsAreAudited(t *testing.T) {
+	t.Parallel()
+	ctx := audit.WithActor(context.Background(), audit.Actor{Kind: "api_key", ID: "key:auditor"})
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess, err := s.svc.CreateSession(ctx, s.a.Tenant.ID, inspector.CreateSessionParams{
+		Name: "audited", Target: inspector.Target{URL: srv.URL(), BearerToken: "never-in-the-log"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	c, err := s.svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo", Arguments: json.RawMessage(`{"text":"x"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.wait(sess.ID, c.ID)
+	if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, []inspector.Root{{URI: "file:///a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A failed change records nothing: a call on the closed session.
+	if _, err := s.svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo"}); err == nil {
+		t.Fatal("call on a closed session was accepted")
+	}
+	page, err := s.audit.List(context.Background(), s.a.Tenant.ID, audit.Filter{}, audit.PageParams{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range page.Items {
+		got = append(got, ev.Action+" "+ev.Target.Type)
+		if ev.Actor.ID != "key:auditor" {
+			t.Errorf("%s recorded actor %+v", ev.Action, ev.Actor)
+		}
+		if strings.Contains(string(ev.Details), "never-in-the-log") {
+			t.Fatalf("audit details leak the bearer token: %s", ev.Details)
+		}
+	}
+	want := []string{"session.create session", "tool.call call", "roots.update session", "session.close session"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("audit log = %v, want %v", got, want)
+	}
+	res, err := s.audit.Verify(context.Background(), s.a.Tenant.ID, nil, nil)
+	if err != nil || !res.OK {
+		t.Fatalf("verify = %+v, %v", res, err)
+	}
+	other, _ := s.audit.List(context.Background(), s.b.Tenant.ID, audit.Filter{}, audit.PageParams{})
+	if len(other.Items) != 0 {
+		t.Fatalf("tenant b's log has %d events", len(other.Items))
+	}
 }

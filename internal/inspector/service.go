@@ -7,15 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/tracker"
@@ -39,8 +42,38 @@ type ServiceConfig struct {
 	CommandTimeout time.Duration
 	// KeepAlive is the SSE keep-alive interval. Defaults to 15s.
 	KeepAlive time.Duration
-	Logger    *slog.Logger
+	// Audit records every mutating action; nil records nothing.
+	Audit  Auditor
+	Logger *slog.Logger
 }
+
+// Auditor appends to the audit log; *audit.Recorder is one. With a tx, the entry commits or
+// rolls back with the change it records.
+type Auditor interface {
+	Record(ctx context.Context, tx pgx.Tx, e audit.Entry) (*audit.Event, error)
+}
+
+// audited returns a hook that records action on a session inside the change's transaction.
+func (s *Service) audited(tenantID, action string, target audit.Target, details any) txHook {
+	if s.cfg.Audit == nil {
+		return nil
+	}
+	return func(ctx context.Context, tx pgx.Tx) error {
+		_, err := s.cfg.Audit.Record(ctx, tx, audit.Entry{TenantID: tenantID, Action: action, Target: target, Details: details})
+		return err
+	}
+}
+
+// auditAfter records an action that was carried out by a worker (no local transaction).
+func (s *Service) auditAfter(ctx context.Context, tenantID, action string, target audit.Target, details any) error {
+	if s.cfg.Audit == nil {
+		return nil
+	}
+	_, err := s.cfg.Audit.Record(ctx, nil, audit.Entry{TenantID: tenantID, Action: action, Target: target, Details: details})
+	return err
+}
+
+func sessionTarget(id string) audit.Target { return audit.Target{Type: "session", ID: id} }
 
 // Service is the api side of inspector sessions: it stores what scripts and browsers ask
 // for and forwards what needs the live connection to the worker that owns the session.
@@ -210,7 +243,10 @@ func (s *Service) CreateSession(ctx context.Context, tenantID string, p CreateSe
 	sess, err := s.store.insertSession(ctx, tenantID, insertSessionParams{
 		ID: id, Name: p.Name, CreatedBy: p.CreatedBy, Target: p.Target, Sealed: sealed, Roots: p.Roots,
 		MaxLive: s.cfg.MaxLiveSessions,
-	})
+	}, s.audited(tenantID, audit.ActionSessionCreate, sessionTarget(id), map[string]any{
+		"name": p.Name, "url": p.Target.URL, "transport": p.Target.Transport, "protocol_version": p.Target.ProtocolVersion,
+		"header_names": slices.Sorted(maps.Keys(p.Target.Headers)), "has_bearer_token": p.Target.BearerToken != "",
+	}))
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +266,8 @@ func (s *Service) ListSessions(ctx context.Context, tenantID string, p ListSessi
 
 // CloseSession closes a session; its history stays. Closing a closed session is a no-op.
 func (s *Service) CloseSession(ctx context.Context, tenantID, id string) (*Session, error) {
-	sess, changed, err := s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusConnecting, StatusReady, StatusError}, StatusClosed, "closed by request")
+	sess, changed, err := s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusConnecting, StatusReady, StatusError}, StatusClosed, "closed by request",
+		s.audited(tenantID, audit.ActionSessionClose, sessionTarget(id), nil))
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +286,8 @@ func (s *Service) ReconnectSession(ctx context.Context, tenantID, id string) (*S
 		return nil, err
 	}
 	if sess.Status == StatusClosed || sess.Status == StatusError {
-		sess, _, err = s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusClosed, StatusError}, StatusConnecting, "")
+		sess, _, err = s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusClosed, StatusError}, StatusConnecting, "",
+			s.audited(tenantID, audit.ActionSessionConnect, sessionTarget(id), nil))
 		if err != nil {
 			return nil, err
 		}
@@ -257,6 +295,9 @@ func (s *Service) ReconnectSession(ctx context.Context, tenantID, id string) (*S
 		return sess, nil
 	}
 	if err := s.doorbell(ctx, tenantID, id, OpReconnect, nil); err != nil {
+		return nil, err
+	}
+	if err := s.auditAfter(ctx, tenantID, audit.ActionSessionConnect, sessionTarget(id), nil); err != nil {
 		return nil, err
 	}
 	return s.store.GetSession(ctx, tenantID, id)
@@ -280,7 +321,21 @@ func (s *Service) Request(ctx context.Context, tenantID, sessionID string, op Op
 	if err != nil {
 		return nil, err
 	}
+	if action, ok := auditedOps[op]; ok {
+		// Recorded once the worker acted, whatever the target answered.
+		if err := s.auditAfter(ctx, tenantID, action, sessionTarget(sessionID), map[string]any{"op": op, "params": json.RawMessage(raw)}); err != nil {
+			return nil, err
+		}
+	}
 	return rep.Result, rep.err()
+}
+
+// auditedOps are the forwarded operations that change something at the target.
+var auditedOps = map[Op]string{ //nolint:gochecknoglobals // lookup table
+	OpRPC:             audit.ActionRPC,
+	OpSubscribe:       audit.ActionRPC,
+	OpUnsubscribe:     audit.ActionRPC,
+	OpSetLoggingLevel: audit.ActionRPC,
 }
 
 // call delivers a command to the session's owner and waits for the reply, following the
@@ -392,7 +447,10 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 	if err := json.Unmarshal(args, &obj); err != nil {
 		return nil, &ValidationError{Field: "arguments", Reason: "must be a JSON object"}
 	}
-	call, err := s.store.insertCall(ctx, tenantID, sessionID, newID(), p.Name, args, p.CreatedBy)
+	callID := newID()
+	call, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy,
+		s.audited(tenantID, audit.ActionToolCall, audit.Target{Type: "call", ID: callID},
+			map[string]any{"session_id": sessionID, "tool": p.Name}))
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +510,8 @@ func (s *Service) CancelCall(ctx context.Context, tenantID, sessionID, callID st
 		return call, err
 	}
 	if call.Status == CallQueued {
-		if ok, err := s.store.cancelQueuedCall(ctx, tenantID, sessionID, callID); err != nil || ok {
+		if ok, err := s.store.cancelQueuedCall(ctx, tenantID, sessionID, callID,
+			s.audited(tenantID, audit.ActionCallCancel, audit.Target{Type: "call", ID: callID}, map[string]any{"session_id": sessionID})); err != nil || ok {
 			if err != nil {
 				return nil, err
 			}
@@ -461,6 +520,9 @@ func (s *Service) CancelCall(ctx context.Context, tenantID, sessionID, callID st
 	}
 	raw, _ := json.Marshal(map[string]string{"call_id": callID})
 	if _, err := s.call(ctx, tenantID, sessionID, &Command{ID: newID(), Op: OpCancelCall, TenantID: tenantID, Session: sessionID, Params: raw}); err != nil {
+		return nil, err
+	}
+	if err := s.auditAfter(ctx, tenantID, audit.ActionCallCancel, audit.Target{Type: "call", ID: callID}, map[string]any{"session_id": sessionID}); err != nil {
 		return nil, err
 	}
 	return s.WaitCall(ctx, tenantID, sessionID, callID, 2*time.Second)
@@ -494,7 +556,9 @@ func (s *Service) AnswerPending(ctx context.Context, tenantID, sessionID, reques
 	if a.Action == "cancel" {
 		status = PendingCancelled
 	}
-	out, changed, err := s.store.resolvePending(ctx, tenantID, sessionID, requestID, status, answer, by)
+	out, changed, err := s.store.resolvePending(ctx, tenantID, sessionID, requestID, status, answer, by,
+		s.audited(tenantID, audit.ActionPendingAnswer, audit.Target{Type: "pending_request", ID: requestID},
+			map[string]any{"session_id": sessionID, "kind": p.Kind, "status": status, "action": a.Action}))
 	if err != nil {
 		return nil, err
 	}
@@ -560,10 +624,14 @@ func (s *Service) SetRoots(ctx context.Context, tenantID, sessionID string, root
 		if _, err := s.Request(ctx, tenantID, sessionID, OpSetRoots, map[string]any{"roots": roots}); err != nil {
 			return nil, err
 		}
+		if err := s.auditAfter(ctx, tenantID, audit.ActionRootsUpdate, sessionTarget(sessionID), map[string]any{"roots": roots}); err != nil {
+			return nil, err
+		}
 		return roots, nil
 	}
 	// Not connected: remember them for the next connection.
-	if err := s.store.setRootsOffline(ctx, tenantID, sessionID, roots); err != nil {
+	if err := s.store.setRootsOffline(ctx, tenantID, sessionID, roots,
+		s.audited(tenantID, audit.ActionRootsUpdate, sessionTarget(sessionID), map[string]any{"roots": roots})); err != nil {
 		return nil, err
 	}
 	return roots, nil

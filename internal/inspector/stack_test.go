@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/dbtest"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/mcptest"
@@ -46,6 +47,7 @@ func TestMain(m *testing.M) {
 type stack struct {
 	t       *testing.T
 	pool    *pgxpool.Pool
+	audit   *audit.Recorder
 	rdb     redis.UniversalClient
 	prefix  string
 	keys    *secretbox.Keyring
@@ -92,9 +94,10 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	// must not find another test's.
 	pool := dbtest.New(t).AppPool
 	apiTrk := newTracker(t, rdb, prefix, "api", opts.leaseTTL, nil)
+	auditLog := audit.NewRecorder(pool, nil)
 	svc, err := inspector.NewService(&inspector.ServiceConfig{
 		Pool: pool, Redis: rdb, Tracker: apiTrk, Guard: guard, Keys: keys, Prefix: prefix,
-		CommandTimeout: 10 * time.Second, KeepAlive: 200 * time.Millisecond,
+		CommandTimeout: 10 * time.Second, KeepAlive: 200 * time.Millisecond, Audit: auditLog,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +106,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Stop)
-	s := &stack{t: t, pool: pool, rdb: rdb, prefix: prefix, keys: keys, guard: guard, svc: svc, opts: opts}
+	s := &stack{t: t, pool: pool, audit: auditLog, rdb: rdb, prefix: prefix, keys: keys, guard: guard, svc: svc, opts: opts}
 	tenants := tenant.NewStore(pool)
 	mk := func(n string) *tenant.BootstrapResult {
 		res, err := tenants.Bootstrap(ctx, tenant.BootstrapParams{TenantName: fmt.Sprintf("%s-%s-%d", n, t.Name(), time.Now().UnixNano()), Email: n + "@example.test"})

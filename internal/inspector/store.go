@@ -18,6 +18,23 @@ import (
 	"github.com/tapline/tapline/internal/db"
 )
 
+// txHook runs inside a store method's transaction after its change, so an audit entry
+// commits or rolls back with the change it records. It may be nil.
+type txHook func(ctx context.Context, tx pgx.Tx) error
+
+// runHooks runs the hooks in order, stopping at the first error.
+func runHooks(ctx context.Context, tx pgx.Tx, hooks []txHook) error {
+	for _, h := range hooks {
+		if h == nil {
+			continue
+		}
+		if err := h(ctx, tx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Store persists sessions, events, calls and pending requests. Every method takes the tenant
 // id after the context and runs in a tenant transaction; methods used by an owner take its
 // epoch and fail with db.ErrStaleEpoch when a newer owner exists.
@@ -72,7 +89,7 @@ type insertSessionParams struct {
 
 // InsertSession stores a new connecting session, refusing it when the tenant already has
 // MaxLive live sessions. The check and the insert are serialised per tenant.
-func (s *Store) insertSession(ctx context.Context, tenantID string, p insertSessionParams) (*Session, error) {
+func (s *Store) insertSession(ctx context.Context, tenantID string, p insertSessionParams, hooks ...txHook) (*Session, error) {
 	var out *Session
 	headerNames := make([]string, 0, len(p.Target.Headers))
 	for k := range p.Target.Headers {
@@ -99,7 +116,10 @@ func (s *Store) insertSession(ctx context.Context, tenantID string, p insertSess
 			returning `+sessionColumns,
 			p.ID, tenantID, p.Name, p.Target.Transport, p.Target.URL, p.Target.ProtocolVersion, p.Sealed, headerNames,
 			p.Target.BearerToken != "", roots, p.CreatedBy))
-		return err
+		if err != nil {
+			return err
+		}
+		return runHooks(ctx, tx, hooks)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("insert session: %w", err)
@@ -193,7 +213,7 @@ func (s *Store) ListSessions(ctx context.Context, tenantID string, p ListSession
 
 // setSessionStatus changes a session's status from outside the owner (close, reconnect).
 // It returns the session as it is afterwards.
-func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from []Status, to Status, reason string) (*Session, bool, error) {
+func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from []Status, to Status, reason string, hooks ...txHook) (*Session, bool, error) {
 	if !validID(tenantID) || !validID(id) {
 		return nil, false, ErrNotFound
 	}
@@ -213,7 +233,10 @@ func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from 
 			return err
 		}
 		changed = err == nil
-		return err
+		if err != nil {
+			return err
+		}
+		return runHooks(ctx, tx, hooks)
 	})
 	return out, changed, err
 }
@@ -431,7 +454,7 @@ func scanCall(row pgx.Row) (*Call, error) {
 }
 
 // insertCall queues a tool call on a ready session.
-func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string) (*Call, error) {
+func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string, hooks ...txHook) (*Call, error) {
 	var out *Call
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		var status Status
@@ -444,7 +467,10 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 		var err error
 		out, err = scanCall(tx.QueryRow(ctx, `insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
 			values ($1, $2, $3, $4, $5, 'queued', $6) returning `+callColumns, id, tenantID, sessionID, name, args, createdBy))
-		return err
+		if err != nil {
+			return err
+		}
+		return runHooks(ctx, tx, hooks)
 	})
 	return out, err
 }
@@ -564,15 +590,50 @@ func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, call
 	})
 }
 
+// unreportedCalls returns the calls an earlier owner (epoch before epoch) finished recently
+// without its call_result event reaching the log: the call's row and its event are separate
+// writes, and a worker killed between the two leaves the event out.
+func (s *Store) unreportedCalls(ctx context.Context, tenantID, sessionID string, epoch int64) ([]Call, error) {
+	var out []Call
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		// Bounded by time on both sides, so the look-up uses (tenant_id, at) and stays small
+		// however long the session's history; the margin absorbs clock skew between workers
+		// and the database.
+		rows, err := tx.Query(ctx, `select `+callColumns+` from session_calls c
+			where c.tenant_id = $1 and c.session_id = $2 and c.epoch > 0 and c.epoch < $3
+			  and c.status in ('succeeded', 'failed', 'cancelled', 'interrupted')
+			  and c.finished_at > now() - interval '15 minutes'
+			  and not exists (select 1 from session_events e
+			      where e.tenant_id = c.tenant_id and e.at >= c.created_at - interval '5 minutes'
+			        and e.session_id = c.session_id and e.type = 'call_result' and e.data->>'call_id' = c.id::text)
+			order by c.finished_at`, tenantID, sessionID, epoch)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Call, error) {
+			c, err := scanCall(r)
+			if err != nil {
+				return Call{}, err
+			}
+			return *c, nil
+		})
+		return db.InterpretError(err)
+	})
+	return out, err
+}
+
 // cancelQueuedCall cancels a call that has not been dispatched yet; it reports whether it did.
-func (s *Store) cancelQueuedCall(ctx context.Context, tenantID, sessionID, callID string) (bool, error) {
+func (s *Store) cancelQueuedCall(ctx context.Context, tenantID, sessionID, callID string, hooks ...txHook) (bool, error) {
 	var done bool
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `update session_calls set status = 'cancelled', finished_at = now(), updated_at = now(),
 			error = '{"message":"cancelled before it was sent"}'
 			where tenant_id = $1 and session_id = $2 and id = $3 and status = 'queued'`, tenantID, sessionID, callID)
 		done = err == nil && tag.RowsAffected() == 1
-		return db.InterpretError(err)
+		if err != nil || !done {
+			return db.InterpretError(err)
+		}
+		return runHooks(ctx, tx, hooks)
 	})
 	return done, err
 }
@@ -718,7 +779,7 @@ func (s *Store) GetPending(ctx context.Context, tenantID, sessionID, requestID s
 
 // resolvePending moves a pending request to a final status; it reports false when it was no
 // longer pending (answered by someone else, expired).
-func (s *Store) resolvePending(ctx context.Context, tenantID, sessionID, requestID string, status PendingStatus, answer json.RawMessage, by string) (*Pending, bool, error) {
+func (s *Store) resolvePending(ctx context.Context, tenantID, sessionID, requestID string, status PendingStatus, answer json.RawMessage, by string, hooks ...txHook) (*Pending, bool, error) {
 	var out *Pending
 	changed := false
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
@@ -726,6 +787,39 @@ func (s *Store) resolvePending(ctx context.Context, tenantID, sessionID, request
 		out, err = scanPending(tx.QueryRow(ctx, `update pending_requests set status = $4, answer = $5, answered_by = $6, answered_at = now()
 			where tenant_id = $1 and session_id = $2 and id = $3 and status = 'pending' returning `+pendingColumns,
 			tenantID, sessionID, requestID, status, nullJSON(answer), by))
+		if errors.Is(err, db.ErrNotFound) {
+			out, err = scanPending(tx.QueryRow(ctx, `select `+pendingColumns+` from pending_requests where tenant_id = $1 and session_id = $2 and id = $3`,
+				tenantID, sessionID, requestID))
+			return err
+		}
+		changed = err == nil
+		if err != nil {
+			return err
+		}
+		return runHooks(ctx, tx, hooks)
+	})
+	return out, changed, err
+}
+
+// expirePendingAsOwner expires a pending request for the session's owner with epoch, fenced:
+// it fails with db.ErrStaleEpoch when a newer owner exists, and reports false when the request
+// was no longer pending.
+func (s *Store) expirePendingAsOwner(ctx context.Context, tenantID, sessionID, requestID string, epoch int64) (*Pending, bool, error) {
+	var out *Pending
+	changed := false
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		var cur int64
+		// FOR SHARE orders this against a takeover's epoch bump.
+		if err := tx.QueryRow(ctx, `select epoch from sessions where tenant_id = $1 and id = $2 for share`, tenantID, sessionID).Scan(&cur); err != nil {
+			return db.InterpretError(err)
+		}
+		if cur != epoch {
+			return db.ErrStaleEpoch
+		}
+		var err error
+		out, err = scanPending(tx.QueryRow(ctx, `update pending_requests set status = 'expired', answered_at = now()
+			where tenant_id = $1 and session_id = $2 and id = $3 and status = 'pending' returning `+pendingColumns,
+			tenantID, sessionID, requestID))
 		if errors.Is(err, db.ErrNotFound) {
 			out, err = scanPending(tx.QueryRow(ctx, `select `+pendingColumns+` from pending_requests where tenant_id = $1 and session_id = $2 and id = $3`,
 				tenantID, sessionID, requestID))
@@ -794,13 +888,16 @@ func decodeCursor(s string) (*time.Time, string, error) {
 }
 
 // setRootsOffline stores roots for a session nobody holds; the next owner applies them.
-func (s *Store) setRootsOffline(ctx context.Context, tenantID, sessionID string, roots []Root) error {
+func (s *Store) setRootsOffline(ctx context.Context, tenantID, sessionID string, roots []Root, hooks ...txHook) error {
 	b, _ := json.Marshal(nonNilRoots(roots))
 	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `update sessions set roots = $3, updated_at = now() where tenant_id = $1 and id = $2`, tenantID, sessionID, b)
 		if err == nil && tag.RowsAffected() == 0 {
 			return ErrNotFound
 		}
-		return db.InterpretError(err)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		return runHooks(ctx, tx, hooks)
 	})
 }
