@@ -198,52 +198,68 @@ func (rt *Runtime) wakeLoop(ps *redis.PubSub) {
 
 func (rt *Runtime) discoveryLoop() {
 	defer rt.wg.Done()
-	t := time.NewTicker(rt.cfg.DiscoveryInterval)
-	defer t.Stop()
 	for {
-		rt.discover()
+		// Look again at the interval, or as soon as a lease held elsewhere lapses: a worker
+		// that died stops renewing, and its sessions are taken over one lease TTL after its
+		// last renewal rather than up to a discovery interval later.
+		wait := rt.cfg.DiscoveryInterval
+		if lapse := rt.discover(); lapse > 0 {
+			wait = min(wait, max(lapse+20*time.Millisecond, 50*time.Millisecond))
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-rt.ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		case <-rt.wakeup:
+			t.Stop()
 		}
 	}
 }
 
-// discover claims live sessions whose lease is free.
-func (rt *Runtime) discover() {
+// discover claims live sessions whose lease is free. It returns how long until the first
+// lease it found held by another node lapses unless renewed (0 when none).
+func (rt *Runtime) discover() time.Duration {
 	live, err := rt.store.liveSessions(rt.ctx, 20000)
 	if err != nil {
 		if rt.ctx.Err() == nil {
 			rt.logger.Warn("discover sessions", slog.Any("error", err))
 		}
-		return
+		return 0
 	}
+	var lapse time.Duration
 	for _, l := range live {
 		if rt.ctx.Err() != nil {
-			return
+			return 0
 		}
 		if rt.runner(l.TenantID, l.ID) != nil {
 			continue
 		}
 		if rt.cfg.MaxSessions > 0 && rt.Sessions() >= rt.cfg.MaxSessions {
-			return
+			return 0
 		}
-		rt.tryAdopt(l)
+		if ttl := rt.tryAdopt(l); ttl > 0 && (lapse == 0 || ttl < lapse) {
+			lapse = ttl
+		}
 	}
+	return lapse
 }
 
 // tryAdopt claims a session's lease and, with PostgreSQL agreeing on the epoch, starts
-// holding it.
-func (rt *Runtime) tryAdopt(l liveSession) {
+// holding it. When another node holds the lease, it returns the time the lease has left.
+func (rt *Runtime) tryAdopt(l liveSession) time.Duration {
 	ctx := rt.ctx
 	lease, err := rt.cfg.Tracker.ClaimLease(ctx, l.TenantID, l.ID, uint64(l.Epoch))
 	if err != nil {
-		if !errors.Is(err, tracker.ErrLeaseHeld) && ctx.Err() == nil {
+		var held *tracker.LeaseHeldError
+		if errors.As(err, &held) {
+			return held.TTL
+		}
+		if ctx.Err() == nil {
 			rt.logger.Warn("claim session lease", slog.String("session_id", l.ID), slog.Any("error", err))
 		}
-		return
+		return 0
 	}
 	epoch := int64(lease.Epoch())
 	sess, err := rt.store.adoptSession(ctx, l.TenantID, l.ID, epoch, rt.nodeID)
@@ -252,7 +268,7 @@ func (rt *Runtime) tryAdopt(l liveSession) {
 		if !errors.Is(err, db.ErrStaleEpoch) && !errors.Is(err, ErrNotReady) {
 			rt.logger.Warn("adopt session", slog.String("session_id", l.ID), slog.Any("error", err))
 		}
-		return
+		return 0
 	}
 	var moved *movedFrom
 	if l.Epoch > 0 && l.OwnerNode != "" {
@@ -263,7 +279,7 @@ func (rt *Runtime) tryAdopt(l liveSession) {
 	if rt.stopped {
 		rt.mu.Unlock()
 		_ = rt.cfg.Tracker.ReleaseLease(context.WithoutCancel(ctx), lease)
-		return
+		return 0
 	}
 	rt.runners[l.TenantID+"/"+l.ID] = r
 	rt.mu.Unlock()
@@ -292,6 +308,7 @@ func (rt *Runtime) tryAdopt(l liveSession) {
 			cancel()
 		}
 	}()
+	return 0
 }
 
 // inboxLoop reads this node's command stream and serves each command.
@@ -369,7 +386,10 @@ func (rt *Runtime) reply(cmd *Command, rep *Reply) {
 
 func (rt *Runtime) execute(ctx context.Context, cmd *Command) *Reply {
 	r := rt.runner(cmd.TenantID, cmd.Session)
-	if r == nil || r.isStale() {
+	// A worker that was paused past its lease finds commands queued before the pause; the
+	// api has meanwhile sent them to the new owner. Valid is measured on the monotonic clock
+	// since the last renewal, so it is false at once on waking, before any renewal tells.
+	if r == nil || r.isStale() || !r.lease.Valid() {
 		return &Reply{Error: "this worker does not hold the session", Code: codeNotOwner}
 	}
 	r.touch()

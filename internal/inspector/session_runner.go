@@ -101,6 +101,34 @@ func (r *sessionRunner) ownerWrite(err error) error {
 	return err
 }
 
+// ownerWriteRetry runs a fenced store write, retrying while PostgreSQL is unavailable: an
+// outage delays an owner's write (a call's result, a status) instead of losing it, and is no
+// reason to give the session up. It stops retrying when the runner stops; a stale epoch stops
+// the runner.
+func (r *sessionRunner) ownerWriteRetry(write func(ctx context.Context) error) error {
+	delay := 100 * time.Millisecond
+	for logged := false; ; {
+		err := write(context.WithoutCancel(r.ctx))
+		if !errors.Is(err, db.ErrUnavailable) {
+			return r.ownerWrite(err)
+		}
+		if !logged {
+			r.logger.Warn("database unavailable; retrying the write", slog.Any("error", err))
+			logged = true
+		}
+		select {
+		case <-r.ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// sweepInterval is how often a runner looks for queued calls whose doorbell never reached it
+// (a command lost with Redis, a dispatch refused while PostgreSQL was away).
+const sweepInterval = 5 * time.Second
+
 // run connects and keeps the session until the runner is stopped, the session is closed or
 // the lease is lost.
 func (r *sessionRunner) run(moved *movedFrom) {
@@ -112,6 +140,8 @@ func (r *sessionRunner) run(moved *movedFrom) {
 	r.connectWithRetry()
 	idle := time.NewTicker(time.Minute)
 	defer idle.Stop()
+	sweep := time.NewTicker(sweepInterval)
+	defer sweep.Stop()
 	for {
 		var waitDone <-chan struct{}
 		if cs := r.session(); cs != nil {
@@ -136,6 +166,8 @@ func (r *sessionRunner) run(moved *movedFrom) {
 			r.connectWithRetry()
 		case <-idle.C:
 			r.closeIfIdle()
+		case <-sweep.C:
+			r.dispatchQueued()
 		}
 	}
 }
@@ -182,8 +214,31 @@ type movedFrom struct {
 func (r *sessionRunner) takeOver(m *movedFrom) {
 	ctx := r.ctx
 	r.emit(EventSessionMoved, map[string]any{"from_worker": m.node, "to_worker": r.rt.nodeID, "epoch": r.epoch})
-	calls, err := r.rt.store.openCalls(ctx, r.tenant, r.id)
-	if err != nil {
+	// A previous owner that died between recording a call's end and committing its
+	// call_result event left the event out: emit it now, before this takeover ends calls of
+	// its own (whose events are not committed yet and must not be taken for missing).
+	var unreported []Call
+	if err := r.ownerWriteRetry(func(ctx context.Context) (err error) {
+		unreported, err = r.rt.store.unreportedCalls(ctx, r.tenant, r.id, r.epoch)
+		return err
+	}); err != nil {
+		r.logger.Warn("list unreported calls", slog.Any("error", err))
+	}
+	for _, c := range unreported {
+		ev := map[string]any{"call_id": c.ID, "ok": c.Status == CallSucceeded, "status": c.Status, "recovered": true}
+		if len(c.Result) > 0 {
+			ev["result"] = json.RawMessage(c.Result)
+		}
+		if len(c.Error) > 0 {
+			ev["error"] = json.RawMessage(c.Error)
+		}
+		r.emit(EventCallResult, ev)
+	}
+	var calls []Call
+	if err := r.ownerWriteRetry(func(ctx context.Context) (err error) {
+		calls, err = r.rt.store.openCalls(ctx, r.tenant, r.id)
+		return err
+	}); err != nil {
 		r.logger.Warn("list open calls", slog.Any("error", err))
 	}
 	for _, c := range calls {
@@ -197,12 +252,17 @@ func (r *sessionRunner) takeOver(m *movedFrom) {
 			continue
 		}
 		errJSON, _ := json.Marshal(map[string]string{"message": "interrupted: the worker holding the session stopped while the call ran"})
-		if r.ownerWrite(r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})) == nil {
+		if r.ownerWriteRetry(func(ctx context.Context) error {
+			return r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})
+		}) == nil {
 			r.emit(EventCallResult, map[string]any{"call_id": c.ID, "ok": false, "status": CallInterrupted, "error": json.RawMessage(errJSON)})
 		}
 	}
-	ids, err := r.rt.store.expireOldPending(ctx, r.tenant, r.id, r.epoch)
-	if err != nil {
+	var ids []string
+	if err := r.ownerWriteRetry(func(ctx context.Context) (err error) {
+		ids, err = r.rt.store.expireOldPending(ctx, r.tenant, r.id, r.epoch)
+		return err
+	}); err != nil {
 		r.logger.Warn("expire pending", slog.Any("error", err))
 	}
 	for _, id := range ids {
@@ -235,6 +295,10 @@ func (r *sessionRunner) connectWithRetry() {
 		if r.isStale() {
 			return
 		}
+		if errors.Is(err, db.ErrUnavailable) {
+			// Our database is away, not the target: wait for it without using up attempts.
+			attempt--
+		}
 		r.logger.Info("connect failed", slog.Int("attempt", attempt), slog.Any("error", err))
 		select {
 		case <-r.ctx.Done():
@@ -245,7 +309,9 @@ func (r *sessionRunner) connectWithRetry() {
 	}
 	msg := err.Error()
 	st := StatusError
-	if r.ownerWrite(r.rt.store.updateAsOwner(r.ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &msg})) == nil {
+	if r.ownerWriteRetry(func(ctx context.Context) error {
+		return r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &msg})
+	}) == nil {
 		r.emit(EventStatus, map[string]any{"state": StatusError, "error": msg})
 	}
 	// An errored session needs no owner until someone asks to reconnect.
@@ -586,9 +652,10 @@ func (r *sessionRunner) awaitAnswer(ctx context.Context, p *Pending) (*Pending, 
 				}
 				reason = "the connection ended"
 			}
-			cur, changed, err := r.rt.store.resolvePending(context.WithoutCancel(ctx), r.tenant, r.id, p.RequestID, PendingExpired, nil, "")
+			// Fenced: a stale owner (paused past its lease) must not touch the new owner's rows.
+			cur, changed, err := r.rt.store.expirePendingAsOwner(context.WithoutCancel(ctx), r.tenant, r.id, p.RequestID, r.epoch)
 			if err != nil {
-				return nil, err
+				return nil, r.ownerWrite(err)
 			}
 			if changed {
 				r.emit(EventPendingResolved, map[string]any{"request_id": p.RequestID, "status": PendingExpired, "reason": reason})
@@ -707,6 +774,11 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 	ctx, span := tracer.Start(ctx, "mcp tools/call", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("tenant.id", r.tenant), attribute.String("session.id", r.id), attribute.String("call.id", callID)))
 	defer span.End()
+	if !r.lease.Valid() {
+		// Not renewed lately (Redis away, or this process was paused): the call stays queued
+		// for whoever holds the session once the lease is sure again (see sweepInterval).
+		return
+	}
 	call, started, err := r.rt.store.startCall(ctx, r.tenant, r.id, callID, r.epoch)
 	if r.ownerWrite(err) != nil || !started {
 		return
@@ -788,8 +860,9 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 	if upd.Error != nil {
 		event["error"] = json.RawMessage(upd.Error)
 	}
-	wctx := context.WithoutCancel(ctx)
-	if r.ownerWrite(r.rt.store.updateCallAsOwner(wctx, r.tenant, r.id, callID, r.epoch, upd)) != nil {
+	if r.ownerWriteRetry(func(ctx context.Context) error {
+		return r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, callID, r.epoch, upd)
+	}) != nil {
 		return
 	}
 	r.emit(EventCallResult, event)

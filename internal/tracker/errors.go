@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -68,6 +69,9 @@ type LeaseHeldError struct {
 	Holder string
 	// Epoch is the current holder's fencing epoch.
 	Epoch uint64
+	// TTL is how long the lease has left unless its holder renews it (0 when unknown), so a
+	// claimant can try again the moment a dead holder's lease lapses.
+	TTL time.Duration
 }
 
 // Error names the holder and its epoch.

@@ -108,7 +108,13 @@ func (t *Tracker) ClaimLease(ctx context.Context, tenant, name string, minEpoch 
 			s, _ := res[2].(string)
 			e, _ = strconv.ParseUint(s, 10, 64)
 		}
-		return nil, &LeaseHeldError{Holder: holder, Epoch: e}
+		var ttl time.Duration
+		if len(res) > 3 {
+			if ms, _ := res[3].(int64); ms > 0 {
+				ttl = time.Duration(ms) * time.Millisecond
+			}
+		}
+		return nil, &LeaseHeldError{Holder: holder, Epoch: e, TTL: ttl}
 	}
 	es, _ := res[1].(string)
 	if l.epoch, err = strconv.ParseUint(es, 10, 64); err != nil {

@@ -75,10 +75,10 @@ return 0`)
 // claimLease grants a free lease with epoch = max(counter, floor) + 1.
 // KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] node, ARGV[3] ttl ms,
 // ARGV[4] floor, ARGV[5] epoch counter ttl ms. Returns {1, epoch} or
-// {0, holder, holder epoch}.
+// {0, holder, holder epoch, lease pttl ms}.
 var claimLease = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'node', 'epoch')
-if h[1] then return {0, h[1], h[2] or '0'} end
+if h[1] then return {0, h[1], h[2] or '0', redis.call('PTTL', KEYS[1])} end
 local cur = redis.call('GET', KEYS[2])
 if not cur or tonumber(cur) < tonumber(ARGV[4]) then redis.call('SET', KEYS[2], ARGV[4]) end
 redis.call('INCR', KEYS[2])
