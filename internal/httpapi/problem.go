@@ -94,6 +94,8 @@ func problemFor(err error) *Problem {
 	case errors.As(err, &remote):
 		return newProblem(http.StatusBadGateway, "target-error", "The target answered with an error",
 			truncate(fmt.Sprintf("JSON-RPC error %d: %s", remote.Code, remote.Message), 1024))
+	case errors.Is(err, inspector.ErrTargetFailed):
+		return newProblem(http.StatusBadGateway, "target-failed", "The request to the target failed", truncate(err.Error(), 1024))
 	case errors.Is(err, inspector.ErrNotReady):
 		return newProblem(http.StatusConflict, "not-ready", "Session not ready", err.Error())
 	case errors.Is(err, inspector.ErrLiveSessionLimit):

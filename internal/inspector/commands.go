@@ -90,7 +90,8 @@ func (r *Reply) err() error {
 	case r.Code == codeNotOwner:
 		return errNotOwner
 	}
-	return errors.New(r.Error)
+	// Everything else went wrong between the worker and the target.
+	return fmt.Errorf("%w: %s", ErrTargetFailed, r.Error)
 }
 
 var errNotOwner = errors.New("worker does not own the session")

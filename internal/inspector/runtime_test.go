@@ -597,3 +597,24 @@ func TestSessionActionsAreAudited(t *testing.T) {
 		t.Fatalf("tenant b's log has %d events", len(other.Items))
 	}
 }
+
+func TestTargetFailuresAreNotInternalErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	// go-sdk servers refuse unknown methods with a plain HTTP 400, not a JSON-RPC error.
+	_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": "no/such/method"})
+	if !errors.Is(err, inspector.ErrTargetFailed) {
+		t.Fatalf("unknown method = %v, want ErrTargetFailed", err)
+	}
+	// go-sdk's client drops such a connection; the worker reconnects by itself.
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	eventually(t, 20*time.Second, "session usable again", func() bool {
+		_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpPing, nil)
+		return err == nil
+	})
+}

@@ -21,6 +21,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrNoWorker means no worker answered within the command timeout (504).
 	ErrNoWorker = errors.New("no worker answered in time")
+	// ErrTargetFailed means a request to the target failed without a JSON-RPC error: the
+	// connection broke, the target answered an HTTP error or too large a response (502).
+	ErrTargetFailed = errors.New("the target failed")
 	// ErrLiveSessionLimit means the tenant already has its maximum of live sessions (409).
 	ErrLiveSessionLimit = errors.New("live session limit reached")
 )
