@@ -203,7 +203,7 @@ func TestMe(t *testing.T) {
 		for name, tok := range map[string]string{
 			"None":      "",
 			"Garbage":   "hello",
-			"WrongKey":  e.a.Secret[:len(e.a.Secret)-1] + "x",
+			"WrongKey":  mangleLast(e.a.Secret),
 			"NotBearer": "",
 		} {
 			t.Run(name, func(t *testing.T) {
@@ -414,4 +414,14 @@ func ownRedis(t *testing.T) (addr string, stop, start func()) {
 	start()
 	t.Cleanup(stop)
 	return addr, stop, start
+}
+
+// mangleLast changes a key's last character to a different valid one.
+func mangleLast(key string) string {
+	last := key[len(key)-1]
+	repl := byte('x')
+	if last == repl {
+		repl = 'y'
+	}
+	return key[:len(key)-1] + string(repl)
 }
