@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 GO    ?= go
 
-.PHONY: help run test test-short verify generate build vet fmt bench-tracker bench-audit migrate clean
+.PHONY: help run test test-short verify generate build vet fmt bench-tracker bench-audit migrate clean chaos chaos-short
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,6 +28,14 @@ generate: ## Regenerate the server glue from openapi.yaml.
 
 build: ## Build bin/api and bin/worker.
 	@$(GO) build -o bin/api ./cmd/api && $(GO) build -o bin/worker ./cmd/worker
+
+chaos: ## Kill, pause and restart workers, apis, Redis and PostgreSQL under traffic; prints takeover_ms_p50=… last.
+	@bash -c '. deploy/local/lib.sh && tl_ensure_services'
+	@$(GO) run ./cmd/chaos $(CHAOS_FLAGS)
+
+chaos-short: ## The CI form of make chaos (also run by make test as TestChaosShort).
+	@bash -c '. deploy/local/lib.sh && tl_ensure_services'
+	@$(GO) run ./cmd/chaos -short $(CHAOS_FLAGS)
 
 bench-tracker: ## Tracker benchmarks; prints claim_ratio and heartbeat_10k_ms last.
 	@bench/tracker.sh
