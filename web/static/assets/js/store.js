@@ -12,7 +12,7 @@ export const LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical'
  * @property {string} at
  * @property {'send'|'recv'} dir
  * @property {any} msg the JSON-RPC message (absent when truncated)
- * @property {'request'|'response'|'error'|'notification'|'truncated'|'other'} kind
+ * @property {'request'|'response'|'error'|'notification'|'truncated'|'invalid'|'http'|'other'} kind
  * @property {string} method the request's method (responses borrow it from their request)
  * @property {any} id JSON-RPC id, or undefined
  * @property {number} pair index of the paired frame, or -1
@@ -65,6 +65,10 @@ export class SessionStore {
     this.listChanged = { tools: false, resources: false, prompts: false };
     this.openRequests = new Map();
     this.callHints = new Map();
+    /** The seq the last GET of the session reflects. */
+    this.snapshotSeq = 0;
+    /** Pending requests whose state came from GET …/pending (newer than a replay). */
+    this.seededPending = new Set();
     this.listeners = new Map();
     this.dirty = new Set();
     this.scheduled = false;
@@ -104,9 +108,13 @@ export class SessionStore {
     else requestAnimationFrame(run);
   }
 
-  /** setSession stores a fresh GET of the session. */
+  /**
+   * setSession stores a fresh GET of the session. Its last_seq marks what the snapshot
+   * already reflects: replayed status events up to there are history, not news.
+   */
   setSession(s) {
     this.session = s;
+    if (typeof s?.last_seq === 'number') this.snapshotSeq = Math.max(this.snapshotSeq ?? 0, s.last_seq);
     this.touch('session');
   }
 
@@ -146,6 +154,7 @@ export class SessionStore {
     for (const p of items ?? []) {
       const have = this.pending.get(p.request_id);
       if (!have || have.status === 'pending') this.pending.set(p.request_id, { ...have, ...p });
+      if (p.status !== 'pending') this.seededPending.add(p.request_id);
     }
     this.touch('pending');
   }
@@ -170,14 +179,18 @@ export class SessionStore {
       case 'notification': this.applyNotification(ev, d); break;
       case 'progress': this.applyProgress(d); break;
       case 'call_result': this.applyCallResult(d); break;
-      case 'pending_request':
+      case 'pending_request': {
+        const have = this.pending.get(d.request_id);
+        // A replayed request that GET …/pending already showed resolved stays resolved.
+        const status = this.seededPending.has(d.request_id) && have ? have.status : 'pending';
         this.pending.set(d.request_id, {
-          ...(this.pending.get(d.request_id) ?? {}),
-          request_id: d.request_id, kind: d.kind, params: d.params, status: 'pending',
-          call_id: d.call_id, expires_at: d.expires_at, created_at: ev.at,
+          ...(have ?? {}),
+          request_id: d.request_id, kind: d.kind, params: d.params, status,
+          call_id: d.call_id ?? have?.call_id, expires_at: d.expires_at ?? have?.expires_at, created_at: have?.created_at ?? ev.at,
         });
         this.touch('pending');
         break;
+      }
       case 'pending_resolved': {
         const p = this.pending.get(d.request_id) ?? { request_id: d.request_id, kind: 'unknown', params: {} };
         p.status = d.status;
@@ -188,7 +201,8 @@ export class SessionStore {
         break;
       }
       case 'status':
-        if (this.session) {
+        // Replayed history older than the session snapshot does not change its state.
+        if (this.session && ev.seq > this.snapshotSeq) {
           this.session.status = d.state;
           if (d.error) this.session.error = d.error;
           if (d.protocol_version) this.session.protocol_version = d.protocol_version;
@@ -267,6 +281,12 @@ export class SessionStore {
     const m = d.message;
     if (d.truncated) {
       f.kind = 'truncated';
+    } else if (d.invalid_json) {
+      f.kind = 'invalid';
+      f.truncated = { size: d.size, preview: d.preview };
+    } else if (m === null || m === undefined) {
+      f.kind = 'http';
+      f.method = d.error ? String(d.error) : '';
     } else if (m && typeof m === 'object' && !Array.isArray(m)) {
       if (typeof m.method === 'string') {
         f.method = m.method;
@@ -306,12 +326,12 @@ export class SessionStore {
           f.method = req.method;
           const t0 = Date.parse(req.at);
           const t1 = Date.parse(ev.at);
-          if (Number.isFinite(t0) && Number.isFinite(t1)) f.latencyMs = Math.max(t1 - t0, 0);
+          if (Number.isFinite(t0) && Number.isFinite(t1)) {
+            f.latencyMs = Math.max(t1 - t0, 0);
+            req.latencyMs = f.latencyMs;
+          }
         }
       }
-    } else if (d.error) {
-      f.kind = 'other';
-      f.method = String(d.error);
     }
     this.frames.push(f);
     this.touch('frames');
@@ -329,6 +349,8 @@ export function frameSummary(f) {
     case 'response': return `result${f.method ? ` ${f.method}` : ''} (id ${fmtId(f.id)})`;
     case 'error': return `error ${f.msg?.error?.code ?? ''}: ${String(f.msg?.error?.message ?? '')} (id ${fmtId(f.id)})`;
     case 'truncated': return `[truncated, ${f.truncated?.size ?? '?'} bytes] ${String(f.truncated?.preview ?? '').slice(0, 120)}`;
+    case 'invalid': return `[not JSON, ${f.truncated?.size ?? '?'} bytes] ${String(f.truncated?.preview ?? '').slice(0, 120)}`;
+    case 'http': return f.method || `HTTP ${f.http?.status ?? ''} with no body`.replace('HTTP  ', 'HTTP ');
     default: return f.method || JSON.stringify(f.msg ?? null).slice(0, 120);
   }
 }

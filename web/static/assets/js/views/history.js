@@ -26,7 +26,7 @@ export function historyTab(ctx) {
     h('option', { value: '' }, 'Both directions'), h('option', { value: 'send' }, 'Sent →'), h('option', { value: 'recv' }, 'Received ←'));
   const kind = h('select', { class: 'input', 'aria-label': 'Kind' },
     h('option', { value: '' }, 'All kinds'), h('option', { value: 'request' }, 'Requests'), h('option', { value: 'response' }, 'Results'),
-    h('option', { value: 'error' }, 'Errors'), h('option', { value: 'notification' }, 'Notifications'), h('option', { value: 'truncated' }, 'Truncated'));
+    h('option', { value: 'error' }, 'Errors'), h('option', { value: 'notification' }, 'Notifications'), h('option', { value: 'truncated' }, 'Truncated'), h('option', { value: 'invalid' }, 'Not JSON'), h('option', { value: 'http' }, 'HTTP only'));
   const search = h('input', { class: 'input', type: 'search', placeholder: 'Search method, id or JSON', 'aria-label': 'Search frames' });
   const follow = h('input', { type: 'checkbox', id: 'hist-follow', checked: true });
   const count = h('span', { class: 'muted count', 'aria-live': 'polite' });
@@ -91,7 +91,7 @@ export function historyTab(ctx) {
       h('span', { class: ['c-dir', `dir-${f.dir}`], title: f.dir === 'send' ? 'sent to the server' : 'received from the server' }, f.dir === 'send' ? '→' : '←'),
       h('span', { class: ['c-kind', `kind-${f.kind}`] }, f.kind),
       h('span', { class: 'c-sum' }, frameSummary(f)),
-      h('span', { class: 'c-lat' }, f.latencyMs >= 0 ? `${f.latencyMs} ms` : f.pair >= 0 ? '↔' : ''));
+      h('span', { class: 'c-lat' }, f.latencyMs >= 0 ? `${f.latencyMs} ms` : f.kind === 'request' ? '…' : ''));
   }
 
   function renderDetail() {
@@ -120,11 +120,11 @@ export function historyTab(ctx) {
         badge(f.dir === 'send' ? 'sent →' : '← received', f.dir === 'send' ? 'info' : 'accent'),
         badge(f.kind, f.kind === 'error' ? 'err' : 'neutral'),
         h('span', { class: 'muted' }, ` seq ${f.seq} · ${timeText(f.at)}`),
-        f.latencyMs >= 0 ? h('span', { class: 'muted' }, ` · ${f.latencyMs} ms after its request`) : null,
+        f.latencyMs >= 0 ? h('span', { class: 'muted' }, f.kind === 'request' ? ` · answered in ${f.latencyMs} ms` : ` · ${f.latencyMs} ms after its request`) : null,
         jump),
       f.truncated
-        ? h('div', null, h('p', { class: 'refused' }, `Truncated: ${f.truncated.size} bytes; the first part:`), h('pre', { class: 'json' }, String(f.truncated.preview ?? '')))
-        : jsonBlock(f.msg, { label: 'Frame JSON' }),
+        ? h('div', null, h('p', { class: 'refused' }, f.kind === 'invalid' ? `Not JSON: ${f.truncated.size} bytes; the first part:` : `Truncated: ${f.truncated.size} bytes; the first part:`), h('pre', { class: 'json' }, String(f.truncated.preview ?? '')))
+        : f.kind === 'http' ? h('p', { class: 'muted' }, 'An HTTP exchange with no JSON-RPC body.') : jsonBlock(f.msg, { label: 'Frame JSON' }),
       f.http ? h('details', { class: 'collapsible' }, h('summary', null, `HTTP ${f.http.status ?? ''}`), jsonBlock(f.http)) : null,
       pair ? h('section', { class: 'pair' }, h('h3', null, f.kind === 'request' ? 'Its response' : 'Its request', ` (seq ${pair.seq})`), pair.truncated ? h('pre', { class: 'json' }, String(pair.truncated.preview ?? '')) : jsonBlock(pair.msg)) : null,
       !pair && f.kind === 'request' ? h('p', { class: 'muted' }, 'No response yet.') : null);

@@ -182,7 +182,7 @@ export class SessionView {
   renderWatchers() {
     const w = this.store.watchers;
     const names = w.principals.map((p) => p.name || p.id).filter(Boolean);
-    this.watchers.textContent = w.count ? `👁 ${w.count} watching` : '';
+    this.watchers.textContent = w.count ? `${w.count} watching${names.length ? `: ${names.join(', ')}` : ''}` : '';
     this.watchers.title = names.join(', ');
     this.watchers.setAttribute('aria-label', w.count ? `${w.count} watching: ${names.join(', ')}` : 'Nobody else watching');
     this.watchers.dataset.count = String(w.count);
