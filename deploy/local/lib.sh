@@ -29,8 +29,12 @@ tl_apt_install() {
 }
 
 # tl_ensure_services installs redis-server and PostgreSQL through apt when missing.
+# --chromium also installs Debian's chromium (the web inspector's browser tests need it).
 tl_ensure_services() {
   local pkgs=()
+  if [ "${1:-}" = --chromium ] && [ ! -x /usr/bin/chromium ]; then
+    pkgs+=(chromium)
+  fi
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || pkgs+=(redis-tools)
   tl_pg_bindir >/dev/null 2>&1 || pkgs+=(postgresql)

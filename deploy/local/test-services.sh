@@ -9,7 +9,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-tl_ensure_services
+# Chromium too: the web inspector's browser tests (internal/webtest) fail without it.
+tl_ensure_services --chromium
 
 work=$(mktemp -d /tmp/tapline-test.XXXXXX)
 chmod 755 "$work"
