@@ -618,3 +618,48 @@ func TestTargetFailuresAreNotInternalErrors(t *testing.T) {
 		return err == nil
 	})
 }
+
+func TestTenantLiveSessionQuota(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	if _, err := s.owner.Exec(ctx, `update tenants set max_live_sessions = 1 where id = $1`, s.a.Tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(tenantID string) (*inspector.Session, error) {
+		return s.svc.CreateSession(ctx, tenantID, inspector.CreateSessionParams{Target: inspector.Target{URL: "http://127.0.0.1:9/mcp"}})
+	}
+	first, err := mk(s.a.Tenant.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mk(s.a.Tenant.ID); !errors.Is(err, inspector.ErrLiveSessionLimit) {
+		t.Fatalf("second live session = %v, want ErrLiveSessionLimit", err)
+	}
+	// The other tenant keeps the install default.
+	for range 3 {
+		if _, err := mk(s.b.Tenant.ID); err != nil {
+			t.Fatalf("tenant b: %v", err)
+		}
+	}
+	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	second, err := mk(s.a.Tenant.ID)
+	if err != nil {
+		t.Fatalf("after closing one: %v", err)
+	}
+	// Reconnecting the closed one would make two live sessions.
+	if _, err := s.svc.ReconnectSession(ctx, s.a.Tenant.ID, first.ID); !errors.Is(err, inspector.ErrLiveSessionLimit) {
+		t.Fatalf("reconnect over the quota = %v, want ErrLiveSessionLimit", err)
+	}
+	if got, _ := s.svc.GetSession(ctx, s.a.Tenant.ID, first.ID); got.Status != inspector.StatusClosed {
+		t.Fatalf("refused reconnect left the session %s", got.Status)
+	}
+	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, second.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.svc.ReconnectSession(ctx, s.a.Tenant.ID, first.ID); err != nil {
+		t.Fatalf("reconnect within the quota: %v", err)
+	}
+}

@@ -287,6 +287,7 @@ func (s *Service) ReconnectSession(ctx context.Context, tenantID, id string) (*S
 	}
 	if sess.Status == StatusClosed || sess.Status == StatusError {
 		sess, _, err = s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusClosed, StatusError}, StatusConnecting, "",
+			liveSessionQuota(tenantID, s.cfg.MaxLiveSessions),
 			s.audited(tenantID, audit.ActionSessionConnect, sessionTarget(id), nil))
 		if err != nil {
 			return nil, err

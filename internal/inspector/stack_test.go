@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 type stack struct {
 	t       *testing.T
 	pool    *pgxpool.Pool
+	owner   *pgxpool.Pool // the tables' owner, for arranging what the API cannot
 	audit   *audit.Recorder
 	rdb     redis.UniversalClient
 	prefix  string
@@ -92,7 +93,8 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	}
 	// Each stack has a database of its own: workers discover sessions across tenants, and
 	// must not find another test's.
-	pool := dbtest.New(t).AppPool
+	database := dbtest.New(t)
+	pool := database.AppPool
 	apiTrk := newTracker(t, rdb, prefix, "api", opts.leaseTTL, nil)
 	auditLog := audit.NewRecorder(pool, nil)
 	svc, err := inspector.NewService(&inspector.ServiceConfig{
@@ -106,7 +108,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Stop)
-	s := &stack{t: t, pool: pool, audit: auditLog, rdb: rdb, prefix: prefix, keys: keys, guard: guard, svc: svc, opts: opts}
+	s := &stack{t: t, pool: pool, owner: database.Pool, audit: auditLog, rdb: rdb, prefix: prefix, keys: keys, guard: guard, svc: svc, opts: opts}
 	tenants := tenant.NewStore(pool)
 	mk := func(n string) *tenant.BootstrapResult {
 		res, err := tenants.Bootstrap(ctx, tenant.BootstrapParams{TenantName: fmt.Sprintf("%s-%s-%d", n, t.Name(), time.Now().UnixNano()), Email: n + "@example.test"})

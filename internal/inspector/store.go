@@ -87,8 +87,8 @@ type insertSessionParams struct {
 	MaxLive             int
 }
 
-// InsertSession stores a new connecting session, refusing it when the tenant already has
-// MaxLive live sessions. The check and the insert are serialised per tenant.
+// insertSession stores a new connecting session, refusing it when the tenant would have
+// more live sessions than its quota. The check and the insert are serialised per tenant.
 func (s *Store) insertSession(ctx context.Context, tenantID string, p insertSessionParams, hooks ...txHook) (*Session, error) {
 	var out *Session
 	headerNames := make([]string, 0, len(p.Target.Headers))
@@ -98,17 +98,10 @@ func (s *Store) insertSession(ctx context.Context, tenantID string, p insertSess
 	slices.Sort(headerNames)
 	roots, _ := json.Marshal(nonNilRoots(p.Roots))
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock(hashtextextended('live-sessions:' || $1, 0))", tenantID); err != nil {
-			return db.InterpretError(err)
+		if err := lockLiveSessions(ctx, tx, tenantID); err != nil {
+			return err
 		}
-		var live int
-		if err := tx.QueryRow(ctx, `select count(*) from sessions where tenant_id = $1 and status in ('connecting', 'ready')`,
-			tenantID).Scan(&live); err != nil {
-			return db.InterpretError(err)
-		}
-		if p.MaxLive > 0 && live >= p.MaxLive {
-			return fmt.Errorf("%w (%d)", ErrLiveSessionLimit, p.MaxLive)
-		}
+		hooks = append([]txHook{liveSessionQuota(tenantID, p.MaxLive)}, hooks...)
 		var err error
 		out, err = scanSession(tx.QueryRow(ctx, `insert into sessions
 			(id, tenant_id, name, transport, url, protocol_pref, secrets, header_names, has_bearer, status, roots, created_by)
@@ -125,6 +118,32 @@ func (s *Store) insertSession(ctx context.Context, tenantID string, p insertSess
 		return nil, fmt.Errorf("insert session: %w", err)
 	}
 	return out, nil
+}
+
+// lockLiveSessions serialises, per tenant, the changes that make sessions live, so a quota
+// check sees every concurrent one.
+func lockLiveSessions(ctx context.Context, tx pgx.Tx, tenantID string) error {
+	_, err := tx.Exec(ctx, "select pg_advisory_xact_lock(hashtextextended('live-sessions:' || $1, 0))", tenantID)
+	return db.InterpretError(err)
+}
+
+// liveSessionQuota fails with ErrLiveSessionLimit when, after the change, the tenant has
+// more live sessions than its quota (tenants.max_live_sessions, else defaultMax; 0 = none).
+// It must run after lockLiveSessions in the same transaction.
+func liveSessionQuota(tenantID string, defaultMax int) txHook {
+	return func(ctx context.Context, tx pgx.Tx) error {
+		var live, max int
+		err := tx.QueryRow(ctx, `select
+				(select count(*) from sessions where tenant_id = $1 and status in ('connecting', 'ready')),
+				coalesce((select max_live_sessions from tenants where id = $1), $2)`, tenantID, defaultMax).Scan(&live, &max)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		if max > 0 && live > max {
+			return fmt.Errorf("%w (%d)", ErrLiveSessionLimit, max)
+		}
+		return nil
+	}
 }
 
 func nonNilRoots(r []Root) []Root {
@@ -224,6 +243,11 @@ func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from 
 		fromS[i] = string(f)
 	}
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		if to.Live() {
+			if err := lockLiveSessions(ctx, tx, tenantID); err != nil {
+				return err
+			}
+		}
 		var err error
 		out, err = scanSession(tx.QueryRow(ctx, `update sessions set status = $3, status_error = $4, updated_at = now(),
 				closed_at = case when $3 = 'closed' then now() else null end
