@@ -408,7 +408,7 @@ func (rt *Runtime) execute(ctx context.Context, cmd *Command) *Reply {
 		r.ringPending(p.RequestID)
 		return &Reply{}
 	case OpClose:
-		r.cancel()
+		r.closeByRequest(ctx)
 		return &Reply{}
 	case OpReconnect:
 		select {

@@ -285,6 +285,23 @@ func TestSessionEndToEnd(t *testing.T) {
 			t.Fatalf("history shrank from %d to %d", before, after)
 		}
 		eventually(t, 10*time.Second, "worker let go of the session", func() bool { return s.workers[0].rt.Sessions() == 0 })
+		// Followers see the end: the closed status, then only the teardown's frames.
+		events := s.events(sess.ID)
+		closedAt := -1
+		for i, e := range events {
+			if e.Type == inspector.EventStatus && dataOf(e)["state"] == "closed" {
+				closedAt = i
+			}
+		}
+		if closedAt < 0 {
+			t.Fatal("no closed status event")
+		}
+		for _, e := range events[closedAt+1:] {
+			if e.Type != inspector.EventFrame {
+				t.Fatalf("after the closed status: %s %s", e.Type, e.Data)
+			}
+		}
+		requireGapless(t, events)
 	})
 }
 

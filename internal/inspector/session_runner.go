@@ -458,6 +458,21 @@ func (r *sessionRunner) disconnect() {
 	}
 }
 
+// closeByRequest records that the session was closed (the api already stored the status)
+// so followers see the end of the stream, then lets the connection go.
+func (r *sessionRunner) closeByRequest(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	data, _ := json.Marshal(map[string]any{"state": StatusClosed, "reason": "closed by request"})
+	if !r.isStale() {
+		if _, err := r.rt.persister.appendSync(ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch,
+			typ: EventStatus, data: data, at: time.Now().UTC()}); err != nil {
+			r.logger.Warn("record the close", slog.Any("error", err))
+		}
+	}
+	r.cancel()
+}
+
 // stop ends the runner and waits for it.
 func (r *sessionRunner) stop() {
 	r.cancel()
