@@ -529,13 +529,7 @@ func (s *Store) ListCalls(ctx context.Context, tenantID, sessionID string, limit
 		if err != nil {
 			return db.InterpretError(err)
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Call, error) {
-			c, err := scanCall(r)
-			if err != nil {
-				return Call{}, err
-			}
-			return *c, nil
-		})
+		out, err = collectRows(rows, scanCall)
 		return db.InterpretError(err)
 	})
 	return out, err
@@ -634,13 +628,7 @@ func (s *Store) unreportedCalls(ctx context.Context, tenantID, sessionID string,
 		if err != nil {
 			return db.InterpretError(err)
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Call, error) {
-			c, err := scanCall(r)
-			if err != nil {
-				return Call{}, err
-			}
-			return *c, nil
-		})
+		out, err = collectRows(rows, scanCall)
 		return db.InterpretError(err)
 	})
 	return out, err
@@ -671,13 +659,7 @@ func (s *Store) openCalls(ctx context.Context, tenantID, sessionID string) ([]Ca
 		if err != nil {
 			return db.InterpretError(err)
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Call, error) {
-			c, err := scanCall(r)
-			if err != nil {
-				return Call{}, err
-			}
-			return *c, nil
-		})
+		out, err = collectRows(rows, scanCall)
 		return db.InterpretError(err)
 	})
 	return out, err
@@ -708,13 +690,7 @@ func (s *Store) inputRound(ctx context.Context, tenantID, sessionID, callID stri
 		if err != nil {
 			return db.InterpretError(err)
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Pending, error) {
-			p, err := scanPending(r)
-			if err != nil {
-				return Pending{}, err
-			}
-			return *p, nil
-		})
+		out, err = collectRows(rows, scanPending)
 		return db.InterpretError(err)
 	})
 	return out, err
@@ -771,13 +747,7 @@ func (s *Store) ListPending(ctx context.Context, tenantID, sessionID string, sta
 		if err != nil {
 			return db.InterpretError(err)
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Pending, error) {
-			p, err := scanPending(r)
-			if err != nil {
-				return Pending{}, err
-			}
-			return *p, nil
-		})
+		out, err = collectRows(rows, scanPending)
 		return db.InterpretError(err)
 	})
 	if err != nil {
@@ -871,6 +841,21 @@ func (s *Store) expireOldPending(ctx context.Context, tenantID, sessionID string
 		return db.InterpretError(err)
 	})
 	return ids, err
+}
+
+// collectRows reads every row with scan, the single-row scanner of a type, so one scanner
+// serves both Get and List queries.
+func collectRows[T any](rows pgx.Rows, scan func(pgx.Row) (*T, error)) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *v)
+	}
+	return out, db.InterpretError(rows.Err())
 }
 
 func nullJSON(b json.RawMessage) []byte {
