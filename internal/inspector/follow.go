@@ -108,7 +108,7 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 				}
 			}
 			if e.Seq == last+1 {
-				if err := emit(e); err != nil {
+				if err := emit(*e); err != nil {
 					return err
 				}
 			}

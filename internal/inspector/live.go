@@ -36,8 +36,10 @@ type liveSub struct {
 	hub     *liveHub
 	channel string
 	// C carries live events; when the subscriber falls behind, events are dropped and
-	// Resync is signalled instead.
-	C chan Event
+	// Resync is signalled instead. Every subscriber of a channel receives the same *Event,
+	// decoded once; nobody may modify it. Pointers keep the buffer at 2 KiB a subscriber
+	// where Event values took 18 KiB.
+	C chan *Event
 	// Resync is signalled when events may have been missed.
 	Resync chan struct{}
 }
@@ -75,8 +77,8 @@ func (h *liveHub) start(ctx context.Context) {
 						delete(confirmed, msg.Channel)
 					}
 				case *redis.Message:
-					var e Event
-					if err := json.Unmarshal([]byte(msg.Payload), &e); err != nil {
+					e := new(Event)
+					if err := json.Unmarshal([]byte(msg.Payload), e); err != nil {
 						continue
 					}
 					h.deliver(msg.Channel, e)
@@ -95,7 +97,7 @@ func (h *liveHub) stop() {
 	<-h.stopped
 }
 
-func (h *liveHub) deliver(channel string, e Event) {
+func (h *liveHub) deliver(channel string, e *Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs[channel] {
@@ -121,10 +123,14 @@ func (h *liveHub) signalResync(channel string) {
 	}
 }
 
+// liveBuffer is how many live events a subscriber may fall behind before it reads the rest
+// from PostgreSQL.
+const liveBuffer = 256
+
 // subscribe adds a subscriber to a session's channel.
 func (h *liveHub) subscribe(ctx context.Context, tenantID, sessionID string) (*liveSub, error) {
 	ch := eventChannel(h.prefix, tenantID, sessionID)
-	s := &liveSub{hub: h, channel: ch, C: make(chan Event, 256), Resync: make(chan struct{}, 1)}
+	s := &liveSub{hub: h, channel: ch, C: make(chan *Event, liveBuffer), Resync: make(chan struct{}, 1)}
 	h.mu.Lock()
 	first := len(h.subs[ch]) == 0
 	if first {

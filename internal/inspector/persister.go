@@ -7,20 +7,24 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tapline/tapline/internal/db"
 )
 
-// Persister defaults: a batch is committed when it holds maxBatch events or the oldest has
-// waited flushEvery, whichever comes first.
+// Persister defaults: a shard commits whatever is queued (up to maxBatch events) as soon as
+// its previous commit is done, so batches grow with the load and a lone event waits for no
+// timer. flushEvery, when set, holds a batch that is not full for up to that long.
 const (
 	defaultMaxBatch   = 500
-	defaultFlushEvery = 3 * time.Millisecond
+	defaultFlushEvery = 0
 	defaultQueueSize  = 16384
 )
 
@@ -56,6 +60,8 @@ type commitShard struct {
 	onRefused func(tenantID, sessionID string, epoch int64)
 	// onCommitted observes each committed batch (metrics).
 	onCommitted func(n int, took time.Duration)
+	// onPublished is told how many events of a batch were handed to Redis (benchmarks).
+	onPublished func(n int)
 
 	queue   chan pendingEvent
 	stop    chan struct{}
@@ -98,6 +104,12 @@ func (p *persister) shard(e *pendingEvent) *commitShard {
 func (p *persister) setHooks(onRefused func(tenantID, sessionID string, epoch int64), onCommitted func(n int, took time.Duration)) {
 	for _, s := range p.shards {
 		s.onRefused, s.onCommitted = onRefused, onCommitted
+	}
+}
+
+func (p *persister) setPublishedHook(fn func(n int)) {
+	for _, s := range p.shards {
+		s.onPublished = fn
 	}
 }
 
@@ -162,80 +174,95 @@ func (p *commitShard) close() {
 func (p *commitShard) run() {
 	defer close(p.stopped)
 	batch := make([]pendingEvent, 0, p.maxBatch)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	var linger *time.Timer
+	if p.flushEvery > 0 {
+		linger = time.NewTimer(time.Hour)
+		linger.Stop()
+	}
 	for {
 		select {
 		case e := <-p.queue:
-			if len(batch) == 0 {
-				timer.Reset(p.flushEvery)
-			}
-			batch = append(batch, e)
-			// Take whatever else is already waiting, up to a full batch.
+			batch = append(batch[:0], e)
+		case <-p.stop:
+			p.drain(batch[:0])
+			return
+		}
+		// Group commit: the batch is whatever waited while the previous one committed, so a
+		// lone event goes out at once and a flood fills whole batches.
+		batch = p.take(batch)
+		if linger != nil && len(batch) < p.maxBatch {
+			linger.Reset(p.flushEvery)
+		wait:
 			for len(batch) < p.maxBatch {
 				select {
 				case e := <-p.queue:
-					batch = append(batch, e)
-					continue
-				default:
+					batch = p.take(append(batch, e))
+				case <-linger.C:
+					break wait
+				case <-p.stop:
+					break wait
 				}
-				break
 			}
-			if len(batch) >= p.maxBatch {
-				timer.Stop()
-				p.commit(batch)
-				batch = batch[:0]
-			}
-		case <-timer.C:
-			p.commit(batch)
-			batch = batch[:0]
-		case <-p.stop:
-			timer.Stop()
-			for {
-				select {
-				case e := <-p.queue:
-					batch = append(batch, e)
-					if len(batch) >= p.maxBatch {
-						p.commit(batch)
-						batch = batch[:0]
-					}
-					continue
-				default:
-				}
-				break
-			}
-			p.commit(batch)
+			linger.Stop()
+		}
+		p.commit(batch)
+	}
+}
+
+// take appends the events already queued to batch, up to a full batch.
+func (p *commitShard) take(batch []pendingEvent) []pendingEvent {
+	for len(batch) < p.maxBatch {
+		select {
+		case e := <-p.queue:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain commits everything still queued once the shard is stopping.
+func (p *commitShard) drain(batch []pendingEvent) {
+	for {
+		batch = p.take(batch[:0])
+		if len(batch) == 0 {
 			return
 		}
+		p.commit(batch)
 	}
 }
 
 // commit writes a batch, retrying while PostgreSQL is unavailable (the queue fills up
 // meanwhile and pushes back on the sessions), then publishes what was committed.
 func (p *commitShard) commit(batch []pendingEvent) {
+	batch, ids := p.parseIDs(batch)
 	if len(batch) == 0 {
 		return
 	}
 	start := time.Now()
 	n := len(batch)
-	tenants := make([]string, n)
-	sessions := make([]string, n)
+	// UUIDs go as binary uuid[]: pgx encodes strings into uuid[] only after failing the
+	// binary format, and that failure formats the whole array into an error message.
+	tenants := make([]pgtype.UUID, n)
+	sessions := make([]pgtype.UUID, n)
 	epochs := make([]int64, n)
 	types := make([]string, n)
 	datas := make([][]byte, n)
 	ats := make([]time.Time, n)
 	for i, e := range batch {
-		tenants[i], sessions[i], epochs[i], types[i], datas[i], ats[i] = e.tenantID, e.sessionID, e.epoch, string(e.typ), e.data, e.at
+		tenants[i] = pgtype.UUID{Bytes: ids[i].tenant, Valid: true}
+		sessions[i] = pgtype.UUID{Bytes: ids[i].session, Valid: true}
+		epochs[i], types[i], datas[i], ats[i] = e.epoch, string(e.typ), e.data, e.at
 	}
-	type key struct{ tenant, session string }
 	type alloc struct {
 		first   int64
 		refused bool
 	}
-	var allocs map[key]alloc
+	var allocs map[sessionKey]alloc
 	delay := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		allocs = map[key]alloc{}
+		allocs = map[sessionKey]alloc{}
 		// The batch may be committed only once: do not reuse a context that a stopping
 		// worker cancels half way.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -243,7 +270,7 @@ func (p *commitShard) commit(batch []pendingEvent) {
 			tenants, sessions, epochs, types, datas, ats)
 		if err == nil {
 			for rows.Next() {
-				var t, s string
+				var t, s [16]byte
 				var first *int64
 				var refused bool
 				if err = rows.Scan(&t, &s, &first, &refused); err != nil {
@@ -253,7 +280,7 @@ func (p *commitShard) commit(batch []pendingEvent) {
 				if first != nil {
 					a.first = *first
 				}
-				allocs[key{t, s}] = a
+				allocs[sessionKey{t, s}] = a
 			}
 			rows.Close()
 			if err == nil {
@@ -285,40 +312,122 @@ func (p *commitShard) commit(batch []pendingEvent) {
 	}
 
 	// Assign seqs in batch order and publish, session by session, in one pipeline.
-	next := map[key]int64{}
+	type published struct {
+		seq     int64
+		channel string
+	}
+	next := make(map[sessionKey]published, 16)
 	pipe := p.rdb.Pipeline()
-	refusedSeen := map[key]bool{}
+	refusedSeen := map[sessionKey]bool{}
+	// Every message is cut from one buffer: the pipeline keeps them until Exec.
+	size := 0
 	for _, e := range batch {
-		k := key{e.tenantID, e.sessionID}
+		size += len(e.data) + 96
+	}
+	buf := make([]byte, 0, size)
+	seqs := make([]int64, n)
+	for i, e := range batch {
+		k := ids[i]
 		a := allocs[k]
 		if a.refused {
+			seqs[i] = -1
 			if !refusedSeen[k] {
 				refusedSeen[k] = true
 				if p.onRefused != nil {
 					p.onRefused(e.tenantID, e.sessionID, e.epoch)
 				}
 			}
-			if e.committed != nil {
-				e.committed <- commitResult{err: db.ErrStaleEpoch}
-			}
 			continue
 		}
-		seq, ok := next[k]
+		cur, ok := next[k]
 		if !ok {
-			seq = a.first
+			cur = published{seq: a.first, channel: eventChannel(p.prefix, e.tenantID, e.sessionID)}
 		}
-		next[k] = seq + 1
-		ev := Event{Seq: seq, Type: e.typ, At: e.at, Data: e.data}
-		body, _ := json.Marshal(ev)
-		pipe.Publish(context.Background(), eventChannel(p.prefix, e.tenantID, e.sessionID), body)
-		if e.committed != nil {
-			e.committed <- commitResult{seq: seq}
-		}
+		seqs[i] = cur.seq
+		from := len(buf)
+		buf = appendEventJSON(buf, cur.seq, e.typ, e.at, e.data)
+		pipe.Publish(context.Background(), cur.channel, buf[from:len(buf):len(buf)])
+		cur.seq++
+		next[k] = cur
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := pipe.Exec(ctx); err != nil {
-		// Subscribers detect the gap and read the events from PostgreSQL.
-		p.logger.Warn("publish events", slog.Any("error", err))
+	publishing := pipe.Len()
+	if publishing > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			// Subscribers detect the gap and read the events from PostgreSQL.
+			p.logger.Warn("publish events", slog.Any("error", err))
+		}
 	}
+	for i, e := range batch {
+		if e.committed == nil {
+			continue
+		}
+		if seqs[i] < 0 {
+			e.committed <- commitResult{err: db.ErrStaleEpoch}
+		} else {
+			e.committed <- commitResult{seq: seqs[i]}
+		}
+	}
+	if p.onPublished != nil {
+		p.onPublished(publishing)
+	}
+}
+
+// sessionKey is a session's tenant and id as UUID bytes.
+type sessionKey struct{ tenant, session [16]byte }
+
+// parseIDs returns the batch's events with their ids parsed. An event whose ids are not
+// UUIDs is answered with an error and left out; runners only emit for sessions read from
+// the database, so this does not happen, but PostgreSQL would refuse the whole batch.
+func (p *commitShard) parseIDs(batch []pendingEvent) ([]pendingEvent, []sessionKey) {
+	out := batch[:0]
+	ids := make([]sessionKey, 0, len(batch))
+	for _, e := range batch {
+		t, err1 := uuid.Parse(e.tenantID)
+		s, err2 := uuid.Parse(e.sessionID)
+		if err1 != nil || err2 != nil {
+			p.logger.Error("event for a malformed session id dropped", slog.String("session_id", e.sessionID))
+			if e.committed != nil {
+				e.committed <- commitResult{err: fmt.Errorf("persist events: malformed session id %q", e.sessionID)}
+			}
+			continue
+		}
+		out = append(out, e)
+		ids = append(ids, sessionKey{t, s})
+	}
+	return out, ids
+}
+
+// appendEventJSON appends the Event as json.Marshal encodes it, except that data goes as it
+// is: it is JSON that PostgreSQL has just accepted as jsonb, and compacting and re-checking
+// it cost as much as the rest of the publish. Readers decode it.
+func appendEventJSON(buf []byte, seq int64, typ EventType, at time.Time, data json.RawMessage) []byte {
+	buf = append(buf, `{"seq":`...)
+	buf = strconv.AppendInt(buf, seq, 10)
+	buf = append(buf, `,"type":`...)
+	buf = appendJSONString(buf, string(typ))
+	buf = append(buf, `,"at":"`...)
+	buf = at.AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, `","data":`...)
+	if len(data) == 0 {
+		buf = append(buf, "null"...)
+	} else {
+		buf = append(buf, data...)
+	}
+	return append(buf, '}')
+}
+
+// appendJSONString appends s as a JSON string; event types are plain ASCII names, anything
+// else goes through encoding/json.
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
 }
