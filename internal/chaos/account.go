@@ -129,6 +129,10 @@ func (r *run) account(ctx context.Context) error {
 	}
 	rep.HTTP500 = r.client.statusCount(500)
 	r.client.mu.Lock()
+	rep.HTTPStatuses = map[int]int{}
+	for c, n := range r.client.statuses {
+		rep.HTTPStatuses[c] = n
+	}
 	for _, b := range r.client.bad {
 		rep.problem("500: %s", b)
 	}

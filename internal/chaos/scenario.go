@@ -129,6 +129,7 @@ type Report struct {
 	Problems          []string
 	SSEReconnects     int
 	Faults            []string
+	HTTPStatuses      map[int]int
 	Events            int64
 	TargetInvocations int
 }
@@ -173,6 +174,16 @@ func (r *Report) Summary() string {
 	sort.Strings(statuses)
 	fmt.Fprintf(&b, "calls: %s unacknowledged=%d stuck=%d target_invocations=%d events=%d sse_reconnects=%d\n",
 		strings.Join(statuses, " "), r.Unacknowledged, r.StuckCalls, r.TargetInvocations, r.Events, r.SSEReconnects)
+	codes := make([]int, 0, len(r.HTTPStatuses))
+	for c := range r.HTTPStatuses {
+		codes = append(codes, c)
+	}
+	sort.Ints(codes)
+	fmt.Fprintf(&b, "http_statuses:")
+	for _, c := range codes {
+		fmt.Fprintf(&b, " %d=%d", c, r.HTTPStatuses[c])
+	}
+	fmt.Fprintf(&b, "\n")
 	fmt.Fprintf(&b, "http_500=%d http_503_without_retry_after=%d zombie_writes=%d zombie_kept_sessions=%d unrestored_connections=%d failed_sessions=%d storm_distinct_calls=%d\n",
 		r.HTTP500, r.NoRetryAfter503, r.ZombieWrites, r.ZombieKept, r.Unrestored, r.FailedSessions, r.StormDistinct)
 	for _, p := range r.Problems {
@@ -363,6 +374,12 @@ func (r *run) caller(traffic, finish context.Context, session string) {
 		args := map[string]any{"key": key, "steps": steps, "interval_ms": 50 + rand.IntN(100)}
 		callID, ok := r.startCall(traffic, session, key, args)
 		if !ok {
+			if traffic.Err() != nil {
+				// Traffic stopped mid-POST: not a call anyone was promised.
+				r.mu.Lock()
+				delete(r.calls, key)
+				r.mu.Unlock()
+			}
 			continue
 		}
 		r.mu.Lock()
