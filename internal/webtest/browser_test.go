@@ -192,7 +192,11 @@ func (b *browser) waitJS(what, expr string, timeout time.Duration) {
 // click clicks the first element matching a CSS selector once it is visible.
 func (b *browser) click(sel string) {
 	b.t.Helper()
-	b.run("click "+sel, chromedp.WaitVisible(sel, chromedp.ByQuery), chromedp.Click(sel, chromedp.ByQuery))
+	// Centre it first, so the sticky top bar never covers the point clicked.
+	b.run("click "+sel,
+		chromedp.WaitVisible(sel, chromedp.ByQuery),
+		chromedp.Evaluate(fmt.Sprintf(`document.querySelector(%s).scrollIntoView({block: 'center', inline: 'nearest'}), true`, jsString(sel)), nil),
+		chromedp.Click(sel, chromedp.ByQuery))
 }
 
 // typeInto replaces an input's value by typing, as a person does: the old value is selected
@@ -205,6 +209,46 @@ func (b *browser) typeInto(sel, text string) {
 		chromedp.Evaluate(fmt.Sprintf(`(() => { const el = document.querySelector(%s); el.select ? el.select() : null; return true; })()`, jsString(sel)), nil),
 		chromedp.KeyEvent("\b"),
 		chromedp.SendKeys(sel, text, chromedp.ByQuery))
+}
+
+// choose selects the option of a <select> whose text contains label, as a person does.
+func (b *browser) choose(sel, label string) {
+	b.t.Helper()
+	b.waitJS("select "+sel, fmt.Sprintf(`document.querySelector(%s)`, jsString(sel)), 10*time.Second)
+	var ok bool
+	b.eval(fmt.Sprintf(`(() => { const s = document.querySelector(%s); if (!s) return false;
+		const o = [...s.options].find((o) => o.textContent.includes(%s)); if (!o) return false;
+		s.value = o.value; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()`, jsString(sel), jsString(label)), &ok)
+	if !ok {
+		b.t.Fatalf("no option %q in %s", label, sel)
+	}
+}
+
+// runTool opens a tool in the Tools tab, lets fill set its arguments, and runs it; it
+// returns the new call's id.
+func (b *browser) runTool(name string, fill func()) string {
+	b.t.Helper()
+	b.click(`#tab-tools`)
+	b.click(fmt.Sprintf(`button[data-tool=%q]`, name))
+	b.waitJS("form of "+name, fmt.Sprintf(`document.querySelector('.detail-head code')?.textContent === %s`, jsString(name)), 5*time.Second)
+	if fill != nil {
+		fill()
+	}
+	var before string
+	b.eval(`document.querySelector('.call-box .call')?.dataset.callId ?? ''`, &before)
+	b.click(`.tool-form button[data-action="run"]`)
+	b.waitJS("call of "+name+" started", fmt.Sprintf(`(document.querySelector('.call-box .call')?.dataset.callId ?? '') !== %s`, jsString(before)), 10*time.Second)
+	var id string
+	b.eval(`document.querySelector('.call-box .call').dataset.callId`, &id)
+	return id
+}
+
+// callDone waits for a call to end with status and returns its text.
+func (b *browser) callDone(id, status string) string {
+	b.t.Helper()
+	sel := fmt.Sprintf(`.call[data-call-id=%q][data-status=%q]`, id, status)
+	b.waitJS("call "+status, fmt.Sprintf(`document.querySelector(%s)`, jsString(sel)), 30*time.Second)
+	return b.text(sel)
 }
 
 // text returns the text content of the first element matching sel ("" when none).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,11 +81,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.shot("05-progress-after-reload")
 		done := fmt.Sprintf(`.call[data-call-id=%q][data-status="succeeded"]`, callID)
 		b.waitJS("call finished", fmt.Sprintf(`document.querySelector(%s)?.textContent.includes('Long running operation completed')`, jsString(done)), 20*time.Second)
-		var last string
-		b.eval(fmt.Sprintf(`document.querySelector(%s).querySelector('.progress-row').dataset.progress + '/' + document.querySelector(%s).querySelector('.progress-row').dataset.total`, jsString(done), jsString(done)), &last)
-		if last != "6/6" {
-			t.Errorf("last progress = %s, want 6/6", last)
-		}
+		b.waitJS("progress reached the end", fmt.Sprintf(`(() => { const r = document.querySelector(%s)?.querySelector('.progress-row'); return r && r.dataset.progress === '6' && r.dataset.total === '6'; })()`, jsString(done)), 5*time.Second)
 		b.shot("06-long-running-done")
 	})
 
@@ -128,6 +125,142 @@ func TestInspectorFlow(t *testing.T) {
 		done := fmt.Sprintf(`.call[data-call-id=%q][data-status="succeeded"]`, elicitCall)
 		b.waitJS("elicitation result", fmt.Sprintf(`document.querySelector(%s)?.textContent.includes('Ada Lovelace')`, jsString(done)), 20*time.Second)
 		b.shot("08-elicitation-result")
+	})
+
+	t.Run("ContentTypes", func(t *testing.T) {
+		b := b.with(t)
+		id := b.runTool("get-tiny-image", nil)
+		b.callDone(id, "succeeded")
+		b.waitJS("image", fmt.Sprintf(`document.querySelector('.call[data-call-id=%q] .content-image img[src^="data:image/png;base64,"]')`, id), 5*time.Second)
+		id = b.runTool("get-structured-content", func() { b.choose(`.tool-form [data-prop="location"] select`, "Chicago") })
+		b.callDone(id, "succeeded")
+		b.waitJS("structured content checked", fmt.Sprintf(`document.querySelector('.call[data-call-id=%q] .structured .valid')`, id), 5*time.Second)
+		b.shot("10-structured")
+		id = b.runTool("get-resource-links", nil)
+		b.callDone(id, "succeeded")
+		link := fmt.Sprintf(`.call[data-call-id=%q] .content-link button`, id)
+		b.click(link)
+		b.waitJS("resource link read", fmt.Sprintf(`document.querySelector('.call[data-call-id=%q] .link-read .resource-body')`, id), 10*time.Second)
+	})
+
+	t.Run("SamplingEditedAndSent", func(t *testing.T) {
+		b := b.with(t)
+		id := b.runTool("trigger-sampling-request", func() { b.typeInto(`.tool-form [data-prop="prompt"] input`, "Say hello") })
+		b.click(`#tab-pending`)
+		card := `.pending-card[data-kind="sampling"][data-status="pending"]`
+		b.waitJS("sampling card", `document.querySelector(`+jsString(card)+`)?.textContent.includes('Say hello')`, 15*time.Second)
+		b.typeInto(card+` textarea`, "Hello from a person")
+		b.shot("11-sampling")
+		b.click(card + ` button[data-answer="send"]`)
+		b.run("open the call", chromedp.Navigate(fmt.Sprintf("%s/#/s/%s/tools/trigger-sampling-request", s.url, sessionID)))
+		if got := b.callDone(id, "succeeded"); !strings.Contains(got, "Hello from a person") {
+			t.Errorf("sampling result = %q", got)
+		}
+	})
+
+	t.Run("Cancel", func(t *testing.T) {
+		b := b.with(t)
+		id := b.runTool("trigger-long-running-operation", func() {
+			b.typeInto(`.tool-form [data-prop="duration"] input`, "30")
+			b.typeInto(`.tool-form [data-prop="steps"] input`, "30")
+		})
+		b.waitJS("running", fmt.Sprintf(`Number(document.querySelector('.call[data-call-id=%q] .progress-row')?.dataset.progress) >= 1`, id), 15*time.Second)
+		b.click(fmt.Sprintf(`.call[data-call-id=%q] button[data-action="cancel"]`, id))
+		b.callDone(id, "cancelled")
+	})
+
+	t.Run("Resources", func(t *testing.T) {
+		b := b.with(t)
+		b.click(`#tab-resources`)
+		res := `.resource[data-uri^="demo://resource/static/document/"]`
+		b.waitJS("resources listed", `document.querySelector(`+jsString(res)+`)`, 15*time.Second)
+		var uri string
+		b.eval(`document.querySelector(`+jsString(res)+`).dataset.uri`, &uri)
+		b.click(res + ` button`)
+		b.waitJS("read", `document.querySelector('.resources-tab .main-pane .resource-body')`, 10*time.Second)
+		// A template: its variable completes and the URI expands.
+		v := `.template[data-template="demo://resource/dynamic/text/{resourceId}"] input[data-var="resourceId"]`
+		b.typeInto(v, "5")
+		b.waitJS("completion", `document.querySelector(`+jsString(v)+`)?.dataset.completions === '1'`, 10*time.Second)
+		b.waitJS("expanded", `document.querySelector('.template[data-template="demo://resource/dynamic/text/{resourceId}"] .expanded')?.textContent === 'demo://resource/dynamic/text/5'`, 5*time.Second)
+		b.click(`.template[data-template="demo://resource/dynamic/text/{resourceId}"] .row:last-child button`)
+		b.waitJS("template read", `document.querySelector('.resources-tab .main-pane')?.textContent.includes('demo://resource/dynamic/text/5')`, 10*time.Second)
+		// Subscribe, make the server send an update, see it highlighted.
+		sel := fmt.Sprintf(`.resource[data-uri=%q]`, uri)
+		b.click(sel + ` button[aria-pressed="false"]`)
+		b.waitJS("subscribed", `document.querySelector(`+jsString(sel+` button[aria-pressed="true"]`)+`)`, 10*time.Second)
+		b.runTool("toggle-subscriber-updates", nil)
+		b.click(`#tab-resources`)
+		b.waitJS("update highlighted", `document.querySelector(`+jsString(sel)+`)?.classList.contains('updated')`, 15*time.Second)
+		b.shot("12-resources")
+		b.runTool("toggle-subscriber-updates", nil)
+	})
+
+	t.Run("PromptWithCompletion", func(t *testing.T) {
+		b := b.with(t)
+		b.click(`#tab-prompts`)
+		b.click(`button[data-prompt="completable-prompt"]`)
+		dept := `.prompt-form input[data-arg="department"]`
+		b.typeInto(dept, "Eng")
+		b.waitJS("department completes", `[...document.querySelector(`+jsString(dept)+`).list.options].some(o => o.value === 'Engineering')`, 10*time.Second)
+		b.typeInto(dept, "Engineering")
+		name := `.prompt-form input[data-arg="name"]`
+		b.typeInto(name, "A")
+		b.waitJS("name completes in context", `[...document.querySelector(`+jsString(name)+`).list.options].some(o => o.value === 'Alice')`, 10*time.Second)
+		b.typeInto(name, "Alice")
+		b.click(`.prompt-form button[type="submit"]`)
+		b.waitJS("messages", `document.querySelector('.prompt-out')?.textContent.includes('Please promote Alice to the head of the Engineering team.')`, 10*time.Second)
+		b.shot("13-prompt")
+	})
+
+	t.Run("RootsPingAndConfig", func(t *testing.T) {
+		b := b.with(t)
+		b.click(`#tab-overview`)
+		b.click(`#ov-roots ~ div button`)
+		b.typeInto(`.roots .kv-row:last-child input[aria-label="Root URI"]`, "file:///work")
+		b.typeInto(`.roots .kv-row:last-child input[aria-label="Root name"]`, "work")
+		b.click(`#ov-roots ~ .actions button`)
+		b.waitJS("saved", `[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('Roots saved'))`, 10*time.Second)
+		id := b.runTool("get-roots-list", nil)
+		if got := b.callDone(id, "succeeded"); !strings.Contains(got, "file:///work") {
+			t.Errorf("roots the server saw: %q", got)
+		}
+		b.click(`#tab-overview`)
+		b.click(`#ov-actions ~ .row button`)
+		b.waitJS("pong", `/\d ms round trip/.test(document.querySelector('#ov-actions ~ .row output')?.textContent ?? '')`, 10*time.Second)
+		b.eval(`[...document.querySelectorAll('#ov-actions ~ .row button')].find(x => x.textContent === 'Show mcp.json').click(), true`, new(bool))
+		b.waitJS("mcp.json", fmt.Sprintf(`document.querySelector('.config-out')?.textContent.includes(%s)`, jsString(everything)), 10*time.Second)
+		b.shot("14-overview-actions")
+	})
+
+	t.Run("NotificationsFilteredByLevel", func(t *testing.T) {
+		b := b.with(t)
+		b.runTool("toggle-simulated-logging", nil)
+		b.click(`#tab-notifications`)
+		b.choose(`.notes-tab select[aria-label="Server log level"]`, "debug")
+		b.click(`.notes-tab .toolbar .btn`)
+		b.waitJS("log rows", `document.querySelector('.notes-tab .vrow[data-kind="log"]')`, 20*time.Second)
+		b.shot("15-notifications")
+		b.choose(`.notes-tab select[aria-label="Minimum log level"]`, "emergency")
+		b.waitJS("logs below emergency hidden, other rows kept", `![...document.querySelectorAll('.notes-tab .vrow:not([hidden])')].some(r => r.dataset.kind === 'log' && !r.textContent.includes('emergency')) && document.querySelector('.notes-tab .vrow:not([hidden])[data-kind="notification"]')`, 5*time.Second)
+		b.runTool("toggle-simulated-logging", nil)
+	})
+
+	t.Run("Presence", func(t *testing.T) {
+		b := b.with(t)
+		tab, cancel := chromedp.NewContext(b.ctx)
+		defer cancel()
+		// The first run opens the tab; it must not carry a timeout, which would close it.
+		if err := chromedp.Run(tab); err != nil {
+			t.Fatal(err)
+		}
+		other := &browser{t: t, ctx: tab, log: b.log}
+		other.signIn(s.url, s.key)
+		other.run("open the session", chromedp.Navigate(fmt.Sprintf("%s/#/s/%s/overview", s.url, sessionID)))
+		b.waitJS("two watching", `document.querySelector('.watchers')?.dataset.count === '2'`, 15*time.Second)
+		b.shot("16-presence")
+		cancel()
+		b.waitJS("one watching", `document.querySelector('.watchers')?.dataset.count === '1'`, 15*time.Second)
 	})
 
 	t.Run("History", func(t *testing.T) {

@@ -92,6 +92,7 @@ func TestHistoryVirtualises10kFrames(t *testing.T) {
 	// Search finds the one request with n = 9999, and it pairs with its result.
 	b.typeInto(`.history-tab input[type="search"]`, `"n":9999`)
 	b.waitJS("search", `document.querySelector('.history-tab .count')?.dataset.shown === '1'`, 10*time.Second)
+	b.waitJS("the row shows the match", `document.querySelectorAll('.history-tab .vrow:not([hidden])').length === 1 && document.querySelector('.history-tab .vrow:not([hidden])').dataset.seq !== '1'`, 5*time.Second)
 	b.click(`.history-tab .vrow[data-kind="request"]`)
 	b.waitJS("pair", `document.querySelector('.frame-detail .pair')?.textContent.includes('echo 10000')`, 5*time.Second)
 	b.shot("10k-search")

@@ -251,3 +251,14 @@ export function navLink(hash, props, ...children) {
   a.setAttribute('href', hash);
   return a;
 }
+
+/**
+ * add appends children to el like append(), skipping null, undefined and false (the native
+ * Element.append would turn them into the text "null"). Returns el.
+ * @param {Node} el
+ * @param {...any} children
+ */
+export function add(el, ...children) {
+  append(el, children);
+  return el;
+}

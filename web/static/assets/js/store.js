@@ -128,7 +128,10 @@ export class SessionStore {
     for (const c of items ?? []) {
       const have = this.calls.get(c.call_id);
       if (!have) {
-        this.calls.set(c.call_id, { ...c });
+        const fresh = { ...c };
+        // Its tools/call request was already seen on the stream: it is running.
+        if (fresh.status === 'queued' && this.callHints.has(c.call_id)) fresh.status = 'running';
+        this.calls.set(c.call_id, fresh);
         continue;
       }
       have.name = c.name || have.name;
@@ -236,9 +239,15 @@ export class SessionStore {
   applyProgress(d) {
     if (!d.call_id) return;
     const c = this.callFor(d.call_id);
-    if (isFinished(c.status)) return;
-    c.status = 'running';
-    c.progress = { progress: d.progress, total: d.total, message: d.message };
+    const p = { progress: d.progress, total: d.total, message: d.message };
+    if (isFinished(c.status)) {
+      // Progress may be recorded just after the result: keep the furthest, leave the status.
+      if (!c.progress || Number(p.progress) > Number(c.progress.progress)) c.progress = p;
+      this.touch('calls');
+      return;
+    }
+    if (c.status === 'queued') c.status = 'running';
+    c.progress = p;
     this.touch('calls');
   }
 

@@ -49,11 +49,17 @@ export class VirtualList {
 
   /**
    * setCount changes the number of rows; with follow on (the view was at the bottom) it
-   * stays at the bottom as rows arrive.
+   * stays at the bottom as rows arrive. keepSelection false means the list was rebuilt
+   * (filters changed): the selection is dropped and every row redrawn.
    */
   setCount(n, { keepSelection = true } = {}) {
     this.count = n;
-    if (!keepSelection || this.selected >= n) this.selected = -1;
+    if (!keepSelection) {
+      // The rows now stand for different items: redraw every one.
+      this.selected = -1;
+      for (const r of this.rows) r.dataset.index = '';
+    }
+    if (this.selected >= n) this.selected = -1;
     this.spacer.style.height = `${n * this.o.rowHeight}px`;
     this.el.setAttribute('aria-rowcount', String(n));
     if (this.follow) this.el.scrollTop = this.el.scrollHeight;

@@ -2,7 +2,7 @@
 // at tens of thousands of frames. Filters by direction and kind, a search over the frames'
 // JSON, and request/response pairing by JSON-RPC id (select one to see both, with latency).
 
-import { h, clear, saveBlob } from '../dom.js';
+import { h, clear, saveBlob, add } from '../dom.js';
 import { api } from '../api.js';
 import { frameSummary, frameText } from '../store.js';
 import { VirtualList } from '../vlist.js';
@@ -85,7 +85,7 @@ export function historyTab(ctx) {
     row.dataset.seq = String(f.seq);
     row.dataset.kind = f.kind;
     row.dataset.dir = f.dir;
-    row.append(
+    add(row, 
       h('span', { class: 'c-seq' }, String(f.seq)),
       h('span', { class: 'c-time' }, timeText(f.at)),
       h('span', { class: ['c-dir', `dir-${f.dir}`], title: f.dir === 'send' ? 'sent to the server' : 'received from the server' }, f.dir === 'send' ? '→' : '←'),
@@ -115,7 +115,7 @@ export function historyTab(ctx) {
       }
       list.select(at);
     }, { variant: 'small' }) : null;
-    detail.append(
+    add(detail, 
       h('div', { class: 'frame-head' },
         badge(f.dir === 'send' ? 'sent →' : '← received', f.dir === 'send' ? 'info' : 'accent'),
         badge(f.kind, f.kind === 'error' ? 'err' : 'neutral'),

@@ -1,7 +1,7 @@
 // Notifications: log messages (with a minimum-level filter that applies to log messages
 // only), other server notifications, and the session's own status changes and moves.
 
-import { h, clear } from '../dom.js';
+import { h, clear, add } from '../dom.js';
 import { api } from '../api.js';
 import { LEVELS } from '../store.js';
 import { VirtualList } from '../vlist.js';
@@ -102,7 +102,7 @@ export function notificationsTab(ctx) {
     clear(row);
     if (!n) return;
     row.dataset.kind = n.kind;
-    row.append(
+    add(row, 
       h('span', { class: 'c-time' }, timeText(n.at)),
       h('span', { class: 'c-kind' }, n.kind === 'log' ? badge(n.level, LEVEL_KIND[n.level] ?? 'neutral') : badge(n.kind === 'notification' ? 'notice' : n.kind, n.kind === 'status' ? 'info' : 'neutral')),
       h('span', { class: 'c-sum' }, summary(n)));
@@ -112,7 +112,7 @@ export function notificationsTab(ctx) {
     const n = store.notes[selected];
     clear(detail);
     if (!n) return;
-    detail.append(h('div', { class: 'frame-head' }, badge(n.kind === 'log' ? n.level : n.kind, 'neutral'), h('code', null, ` ${n.method}`), h('span', { class: 'muted' }, ` seq ${n.seq} · ${timeText(n.at)}`)),
+    add(detail, h('div', { class: 'frame-head' }, badge(n.kind === 'log' ? n.level : n.kind, 'neutral'), h('code', null, ` ${n.method}`), h('span', { class: 'muted' }, ` seq ${n.seq} · ${timeText(n.at)}`)),
       jsonBlock(n.params ?? {}, { label: 'Notification params' }));
   }
 

@@ -2,7 +2,7 @@
 // negotiated version), and the session's controls: ping, log level, roots, config export,
 // history download and a raw JSON-RPC request for power users.
 
-import { h, clear, linkify, safeLink, saveBlob } from '../dom.js';
+import { h, clear, linkify, safeLink, saveBlob, add } from '../dom.js';
 import { api } from '../api.js';
 import { LEVELS } from '../store.js';
 import { field, button, busy, jsonBlock, toast, badge, pretty, dateTimeText } from '../ui.js';
@@ -37,7 +37,7 @@ export function overviewTab(ctx) {
     if (si.description) rows.splice(2, 0, ['Description', String(si.description)]);
     if (si.websiteUrl) rows.splice(2, 0, ['Website', safeLink(String(si.websiteUrl))]);
     clear(info);
-    for (const [k, v] of rows) info.append(h('dt', null, k), h('dd', null, v));
+    for (const [k, v] of rows) add(info, h('dt', null, k), h('dd', null, v));
     clear(instructions).appendChild(s.instructions ? h('pre', { class: 'content-text' }, linkify(s.instructions)) : h('p', { class: 'muted' }, 'The server gave no instructions.'));
     clear(caps).appendChild(s.capabilities ? capabilityList(s.capabilities) : h('p', { class: 'muted' }, 'Not connected yet.'));
     levelSel.value = s.logging_level || '';
@@ -75,7 +75,7 @@ export function overviewTab(ctx) {
   const configOut = h('div', { class: 'config-out' });
   const configBtn = button('Show mcp.json', () => busy(configBtn, async () => {
     const cfg = await api.config(ctx.id);
-    clear(configOut).append(
+    add(clear(configOut), 
       h('p', { class: 'field-hint' }, 'Secrets are ${ENV} placeholders: set them in the client\'s environment.'),
       jsonBlock(cfg, { label: 'mcp.json' }),
       button('Download mcp.json', () => saveBlob(new Blob([pretty(cfg)]), 'mcp.json'), { variant: 'small' }));

@@ -3,7 +3,7 @@
 // being edited is never redrawn under the person's hands, only marked when someone else
 // answered it first.
 
-import { h, clear, linkify, safeLink } from '../dom.js';
+import { h, clear, linkify, safeLink, add } from '../dom.js';
 import { api } from '../api.js';
 import { createSchemaForm } from '../schema-form.js';
 import { contentBlock } from '../render.js';
@@ -45,7 +45,7 @@ export function pendingTab(ctx) {
     el.classList.add('resolved');
     for (const b of el.querySelectorAll('button[data-answer]')) /** @type {HTMLButtonElement} */ (b).disabled = true;
     const st = el.querySelector('.pending-status');
-    if (st) clear(st).append(statusBadge(p.status), p.answered_by ? h('span', { class: 'muted' }, ` by ${p.answered_by}`) : null, p.reason ? h('span', { class: 'muted' }, ` — ${p.reason}`) : null);
+    if (st) add(clear(st), statusBadge(p.status), p.answered_by ? h('span', { class: 'muted' }, ` by ${p.answered_by}`) : null, p.reason ? h('span', { class: 'muted' }, ` — ${p.reason}`) : null);
     const body = el.querySelector('.pending-body');
     if (body instanceof HTMLDetailsElement) body.open = false;
   }

@@ -1,6 +1,6 @@
 // Prompts: the list, argument inputs with completion, and the messages prompts/get answers.
 
-import { h, clear, linkify, uid } from '../dom.js';
+import { h, clear, linkify, uid, add } from '../dom.js';
 import { api } from '../api.js';
 import { promptMessages, iconFor } from '../render.js';
 import { withCompletion } from '../complete.js';
@@ -82,7 +82,7 @@ export function promptsTab(ctx) {
         clear(out).appendChild(promptMessages(r));
       });
     });
-    detail.append(
+    add(detail, 
       h('header', { class: 'detail-head' }, h('h2', null, iconFor(p.icons), String(p.title || p.name)), h('code', { class: 'muted' }, String(p.name))),
       p.description ? h('p', { class: 'description' }, linkify(String(p.description))) : null,
       form, out);

@@ -2,7 +2,7 @@
 // resource is read again), and templates expanded per RFC 6570 with completion of each
 // variable.
 
-import { h, clear, linkify, uid } from '../dom.js';
+import { h, clear, linkify, uid, add } from '../dom.js';
 import { api } from '../api.js';
 import { resourceContents, iconFor } from '../render.js';
 import { templateVariables, expand } from '../uritemplate.js';
@@ -110,7 +110,7 @@ export function resourcesTab(ctx) {
       ctx.store.updatedResources.delete(uri);
       renderResources();
       const contents = Array.isArray(r?.contents) ? r.contents : [];
-      clear(out).append(h('h2', null, 'Contents of ', h('code', null, uri)),
+      add(clear(out), h('h2', null, 'Contents of ', h('code', null, uri)),
         ...contents.map((c) => resourceContents(c)),
         contents.length === 0 ? empty('The resource is empty.') : null);
     } catch (err) {

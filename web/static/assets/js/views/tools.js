@@ -3,7 +3,7 @@
 // the tool's earlier calls. Calls belong to the session, not the page: after a reload (or
 // on a teammate's screen) the same call shows with its progress.
 
-import { h, clear, linkify } from '../dom.js';
+import { h, clear, linkify, add } from '../dom.js';
 import { api } from '../api.js';
 import { isFinished } from '../store.js';
 import { createSchemaForm } from '../schema-form.js';
@@ -104,7 +104,7 @@ export function toolsTab(ctx) {
     });
     const callBox = h('div', { class: 'call-box', 'aria-live': 'polite' });
     const history = h('div', { class: 'tool-calls' });
-    detail.append(
+    add(detail, 
       h('header', { class: 'detail-head' },
         h('h2', null, iconFor(t.icons), String(t.title || t.annotations?.title || t.name)),
         h('code', { class: 'muted' }, String(t.name)),
@@ -154,7 +154,7 @@ export function toolsTab(ctx) {
     const mine = callsOf(t.name);
     clear(historyBox);
     if (mine.length > 1 || (mine.length === 1 && mine[0].call_id !== shownCall)) {
-      historyBox.append(h('h3', null, 'Calls'), h('ul', { class: 'call-list' }, mine.slice(0, 30).map((x) => h('li', null,
+      add(historyBox, h('h3', null, 'Calls'), h('ul', { class: 'call-list' }, mine.slice(0, 30).map((x) => h('li', null,
         h('button', {
           type: 'button', class: ['linkish', x.call_id === shownCall ? 'selected' : null],
           onclick: () => { shownCall = x.call_id; renderCall(); },
@@ -201,7 +201,7 @@ export function toolsTab(ctx) {
   async function readInto(uri, box) {
     try {
       const r = await api.read(ctx.id, uri);
-      clear(box).append(h('h4', null, 'Read ', h('code', null, uri)), ...(r?.contents ?? []).map((x) => resourceContents(x)));
+      add(clear(box), h('h4', null, 'Read ', h('code', null, uri)), ...(r?.contents ?? []).map((x) => resourceContents(x)));
     } catch (err) {
       toast(errorText(err), 'error');
     }
@@ -212,7 +212,7 @@ export function toolsTab(ctx) {
     const running = [...ctx.store.calls.values()].filter((c) => !isFinished(c.status));
     clear(active);
     if (running.length === 0) return;
-    active.append(h('h3', null, 'Running calls'), h('ul', { class: 'call-list' }, running.map((c) => h('li', null,
+    add(active, h('h3', null, 'Running calls'), h('ul', { class: 'call-list' }, running.map((c) => h('li', null,
       h('button', {
         type: 'button', class: 'linkish', dataset: { callId: c.call_id },
         onclick: () => { shownCall = c.call_id; if (selected === c.name) renderCall(); else ctx.go('tools', c.name); },
