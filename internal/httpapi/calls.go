@@ -21,7 +21,9 @@ func (s *Server) StartCall(ctx context.Context, req apigen.StartCallRequestObjec
 	if req.Body.Arguments != nil {
 		args = *req.Body.Arguments
 	}
-	call, err := svc.StartCall(ctx, p.TenantID, req.ID, inspector.StartCallParams{Name: req.Body.Name, Arguments: args, CreatedBy: p.ID()})
+	call, err := svc.StartCall(ctx, p.TenantID, req.ID, inspector.StartCallParams{
+		Name: req.Body.Name, Arguments: args, CreatedBy: p.ID(), IdempotencyKey: string(deref(req.Params.IdempotencyKey)),
+	})
 	if err != nil {
 		return nil, err
 	}

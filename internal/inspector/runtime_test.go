@@ -409,10 +409,17 @@ func TestDrainHandsSessionsOver(t *testing.T) {
 	if d := dataOf(moved); int64(d["epoch"].(float64)) != after.Epoch || d["to_worker"] == d["from_worker"] {
 		t.Fatalf("session_moved = %s", moved.Data)
 	}
-	// The call that ran on the drained worker is interrupted, never left running.
-	got, err := s.svc.GetCall(ctx, s.a.Tenant.ID, sess.ID, running.ID)
-	if err != nil || got.Status != inspector.CallInterrupted {
-		t.Fatalf("running call after takeover = %+v, %v", got, err)
+	// The call that ran on the drained worker is interrupted, never left running. (The
+	// session's stored status is still the old owner's "ready" until the new one connects,
+	// so wait for the call itself.)
+	var got *inspector.Call
+	eventually(t, 10*time.Second, "the moved call is interrupted", func() bool {
+		var err error
+		got, err = s.svc.GetCall(ctx, s.a.Tenant.ID, sess.ID, running.ID)
+		return err == nil && got.Status.Finished()
+	})
+	if got.Status != inspector.CallInterrupted {
+		t.Fatalf("running call after takeover = %+v", got)
 	}
 	// The new owner restored the subscription and serves calls.
 	srv.TriggerResourceUpdated(mcptest.HelloURI)
@@ -678,5 +685,49 @@ func TestTenantLiveSessionQuota(t *testing.T) {
 	}
 	if _, err := s.svc.ReconnectSession(ctx, s.a.Tenant.ID, first.ID); err != nil {
 		t.Fatalf("reconnect within the quota: %v", err)
+	}
+}
+
+func TestIdempotencyKeyNamesOneCall(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	start := func(by, key, text string) (*inspector.Call, error) {
+		return s.svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{
+			Name: "echo", Arguments: json.RawMessage(`{"text":"` + text + `","key":"idem-` + text + `"}`), CreatedBy: by, IdempotencyKey: key})
+	}
+	first, err := start("key:ci", "retry-me", "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.wait(sess.ID, first.ID)
+	for range 3 {
+		again, err := start("key:ci", "retry-me", "once")
+		if err != nil || again.ID != first.ID {
+			t.Fatalf("retry = %v, %v; want call %s", again, err, first.ID)
+		}
+	}
+	if _, err := start("key:ci", "retry-me", "different"); !errors.Is(err, inspector.ErrConflict) {
+		t.Fatalf("same key, different call = %v, want ErrConflict", err)
+	}
+	other, err := start("key:someone-else", "retry-me", "once")
+	if err != nil || other.ID == first.ID {
+		t.Fatalf("another principal's key = %v, %v", other, err)
+	}
+	s.wait(sess.ID, other.ID)
+	// Long after, with the session closed, the retry still names the first call.
+	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	late, err := start("key:ci", "retry-me", "once")
+	if err != nil || late.ID != first.ID || late.Status != inspector.CallSucceeded {
+		t.Fatalf("late retry = %+v, %v", late, err)
+	}
+	if n := srv.KeyCalls("idem-once"); n != 2 {
+		t.Fatalf("the target ran the call %d times, want 2 (one per principal)", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -429,7 +430,13 @@ type StartCallParams struct {
 	Name      string
 	Arguments json.RawMessage
 	CreatedBy string
+	// IdempotencyKey, when set, makes the call's id a function of it: repeating the request
+	// with the same key returns the first call instead of starting another.
+	IdempotencyKey string
 }
+
+// idempotentCallSpace is the UUIDv5 namespace of call ids derived from Idempotency-Keys.
+var idempotentCallSpace = uuid.MustParse("5d0c3c1e-2a7b-4f57-9a43-6f1f7f3e8a10") //nolint:gochecknoglobals // a constant UUID
 
 // StartCall queues a tool call and rings the owner. The call's progress and result arrive
 // as events and in GetCall.
@@ -449,11 +456,19 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 		return nil, &ValidationError{Field: "arguments", Reason: "must be a JSON object"}
 	}
 	callID := newID()
-	call, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy,
+	if p.IdempotencyKey != "" {
+		// The same key always names the same call, so a retry can never start a second one,
+		// however long after the first it comes and whichever api pod takes it.
+		callID = uuid.NewSHA1(idempotentCallSpace, []byte(tenantID+"\x00"+sessionID+"\x00"+p.CreatedBy+"\x00"+p.IdempotencyKey)).String()
+	}
+	call, existing, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy,
 		s.audited(tenantID, audit.ActionToolCall, audit.Target{Type: "call", ID: callID},
 			map[string]any{"session_id": sessionID, "tool": p.Name}))
 	if err != nil {
 		return nil, err
+	}
+	if existing {
+		return call, nil
 	}
 	bctx, span := tracer.Start(ctx, "command "+string(OpStartCall), trace.WithSpanKind(trace.SpanKindProducer))
 	err = s.doorbell(bctx, tenantID, sessionID, OpStartCall, map[string]string{"call_id": call.ID})

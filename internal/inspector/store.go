@@ -478,25 +478,54 @@ func scanCall(row pgx.Row) (*Call, error) {
 }
 
 // insertCall queues a tool call on a ready session.
-func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string, hooks ...txHook) (*Call, error) {
-	var out *Call
-	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+//
+// When a call with id exists already (ids derived from an Idempotency-Key), the same request
+// returns it with existing set, and a different one is ErrConflict.
+func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string, hooks ...txHook) (out *Call, existing bool, err error) {
+	err = db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		var status Status
 		if err := tx.QueryRow(ctx, `select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&status); err != nil {
 			return db.InterpretError(err)
 		}
 		if status != StatusReady {
+			// A retry of a call accepted while the session was ready still gets its call.
+			prior, err := scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls
+				where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id))
+			if err == nil {
+				out, existing = prior, true
+				return nil
+			}
 			return fmt.Errorf("%w: it is %s", ErrNotReady, status)
 		}
 		var err error
 		out, err = scanCall(tx.QueryRow(ctx, `insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
-			values ($1, $2, $3, $4, $5, 'queued', $6) returning `+callColumns, id, tenantID, sessionID, name, args, createdBy))
+			values ($1, $2, $3, $4, $5, 'queued', $6) on conflict (id) do nothing returning `+callColumns,
+			id, tenantID, sessionID, name, args, createdBy))
+		if errors.Is(err, db.ErrNotFound) {
+			// The id came from an Idempotency-Key that was used before: answer with that
+			// call if it is the same request, without acting again.
+			var same bool
+			out, err = scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls
+				where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id))
+			if err != nil {
+				return fmt.Errorf("%w: the Idempotency-Key was used for another request", ErrConflict)
+			}
+			if err := tx.QueryRow(ctx, `select name = $2 and arguments = $3::jsonb from session_calls where id = $1`,
+				id, name, args).Scan(&same); err != nil {
+				return db.InterpretError(err)
+			}
+			if !same {
+				return fmt.Errorf("%w: the Idempotency-Key was used for a different call", ErrConflict)
+			}
+			existing = true
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		return runHooks(ctx, tx, hooks)
 	})
-	return out, err
+	return out, existing, err
 }
 
 // GetCall returns one call.
