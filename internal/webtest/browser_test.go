@@ -251,6 +251,26 @@ func (b *browser) callDone(id, status string) string {
 	return b.text(sel)
 }
 
+// accessible fails the test when a form control has no label or a button no name.
+func (b *browser) accessible(where string) {
+	b.t.Helper()
+	var bad []string
+	b.eval(`(() => {
+		const bad = [];
+		const named = (el) => (el.labels && el.labels.length > 0) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+		for (const el of document.querySelectorAll('input:not([type="hidden"]), select, textarea')) {
+			if (!named(el)) bad.push(el.outerHTML.slice(0, 120));
+		}
+		for (const el of document.querySelectorAll('button')) {
+			if (!el.textContent.trim() && !el.getAttribute('aria-label')) bad.push(el.outerHTML.slice(0, 120));
+		}
+		return bad;
+	})()`, &bad)
+	if len(bad) > 0 {
+		b.t.Errorf("%s: controls without an accessible name:\n  %s", where, strings.Join(bad, "\n  "))
+	}
+}
+
 // text returns the text content of the first element matching sel ("" when none).
 func (b *browser) text(sel string) string {
 	b.t.Helper()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -58,6 +59,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.click(`.tool-form button[data-action="run"]`)
 		b.waitJS("get-sum result", `document.querySelector('.call[data-status="succeeded"]')?.textContent.includes('42')`, 20*time.Second)
 		b.shot("03-get-sum")
+		b.accessible("tools")
 	})
 
 	var callID string
@@ -113,6 +115,7 @@ func TestInspectorFlow(t *testing.T) {
 		}
 		b.typeInto(card+` [data-prop="name"] input`, "Ada Lovelace")
 		b.shot("07-elicitation-form")
+		b.accessible("pending")
 
 		// Reload: the pending queue and the waiting call are still there.
 		b.run("reload", chromedp.Reload())
@@ -158,6 +161,20 @@ func TestInspectorFlow(t *testing.T) {
 		}
 	})
 
+	t.Run("URLElicitation", func(t *testing.T) {
+		b := b.with(t)
+		id := b.runTool("trigger-url-elicitation", func() {
+			b.typeInto(`.tool-form [data-prop="url"] input`, "https://example.com/consent?step=1")
+		})
+		b.click(`#tab-pending`)
+		card := `.pending-card[data-kind="elicitation"][data-status="pending"] .elicitation-url`
+		b.waitJS("url card", `document.querySelector(`+jsString(card+` a[href="https://example.com/consent?step=1"][target="_blank"]`)+`)`, 15*time.Second)
+		b.shot("11b-url-elicitation")
+		b.click(card + ` button[data-answer="accept"]`)
+		b.run("open the call", chromedp.Navigate(fmt.Sprintf("%s/#/s/%s/tools/trigger-url-elicitation", s.url, sessionID)))
+		b.callDone(id, "succeeded")
+	})
+
 	t.Run("Cancel", func(t *testing.T) {
 		b := b.with(t)
 		id := b.runTool("trigger-long-running-operation", func() {
@@ -193,6 +210,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.click(`#tab-resources`)
 		b.waitJS("update highlighted", `document.querySelector(`+jsString(sel)+`)?.classList.contains('updated')`, 15*time.Second)
 		b.shot("12-resources")
+		b.accessible("resources")
 		b.runTool("toggle-subscriber-updates", nil)
 	})
 
@@ -211,6 +229,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.click(`.prompt-form button[type="submit"]`)
 		b.waitJS("messages", `document.querySelector('.prompt-out')?.textContent.includes('Please promote Alice to the head of the Engineering team.')`, 10*time.Second)
 		b.shot("13-prompt")
+		b.accessible("prompts")
 	})
 
 	t.Run("RootsPingAndConfig", func(t *testing.T) {
@@ -231,6 +250,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.eval(`[...document.querySelectorAll('#ov-actions ~ .row button')].find(x => x.textContent === 'Show mcp.json').click(), true`, new(bool))
 		b.waitJS("mcp.json", fmt.Sprintf(`document.querySelector('.config-out')?.textContent.includes(%s)`, jsString(everything)), 10*time.Second)
 		b.shot("14-overview-actions")
+		b.accessible("overview")
 	})
 
 	t.Run("NotificationsFilteredByLevel", func(t *testing.T) {
@@ -241,6 +261,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.click(`.notes-tab .toolbar .btn`)
 		b.waitJS("log rows", `document.querySelector('.notes-tab .vrow[data-kind="log"]')`, 20*time.Second)
 		b.shot("15-notifications")
+		b.accessible("notifications")
 		b.choose(`.notes-tab select[aria-label="Minimum log level"]`, "emergency")
 		b.waitJS("logs below emergency hidden, other rows kept", `![...document.querySelectorAll('.notes-tab .vrow:not([hidden])')].some(r => r.dataset.kind === 'log' && !r.textContent.includes('emergency')) && document.querySelector('.notes-tab .vrow:not([hidden])[data-kind="notification"]')`, 5*time.Second)
 		b.runTool("toggle-simulated-logging", nil)
@@ -272,6 +293,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.click(`.vrow[data-kind="request"]`)
 		b.waitJS("paired response", `document.querySelector('.frame-detail .pair')?.textContent.includes('"sum"') || document.querySelector('.frame-detail .pair')?.textContent.includes('42')`, 5*time.Second)
 		b.shot("09-history")
+		b.accessible("history")
 		// Keyboard: the list moves with the arrow keys.
 		var sel string
 		b.eval(`document.querySelector('.history-tab .vrow.selected').dataset.index`, &sel)
@@ -317,6 +339,20 @@ func TestInspectorFlow(t *testing.T) {
 			t.Errorf("page has %v frames, the session %d", frames, n)
 		}
 		_ = before
+	})
+
+	t.Run("DarkScheme", func(t *testing.T) {
+		b := b.with(t)
+		b.run("prefer dark", emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}))
+		b.run("open a result", chromedp.Navigate(fmt.Sprintf("%s/#/s/%s/tools/get-structured-content", s.url, sessionID)))
+		b.waitJS("result", `document.querySelector('.call .structured')`, 15*time.Second)
+		var dark bool
+		b.eval(`(() => { const [r, g, bl] = getComputedStyle(document.body).backgroundColor.match(/\d+/g).map(Number); return r + g + bl < 120; })()`, &dark)
+		if !dark {
+			t.Error("the page is not dark when the system prefers a dark scheme")
+		}
+		b.shot("17-dark")
+		b.run("prefer light", emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}))
 	})
 
 	var lastToken string

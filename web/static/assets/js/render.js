@@ -174,7 +174,12 @@ export function toolResult(result, outputSchema, o = {}) {
  */
 export function rpcError(err) {
   if (!err || typeof err !== 'object') return h('div', { class: 'rpc-error' }, String(err ?? 'error'));
+  // -32042 URLElicitationRequiredError: the server wants the person to visit pages first.
+  const urls = err.code === -32042 && Array.isArray(err.data?.elicitations) ? err.data.elicitations : [];
   return h('div', { class: 'rpc-error', role: 'note' },
+    urls.length ? h('div', { class: 'url-elicitations' },
+      h('p', null, 'The server needs you to complete these steps, then run the call again:'),
+      h('ul', null, urls.map((e) => h('li', null, String(e?.message ?? ''), ' ', safeLink(String(e?.url ?? '')))))) : null,
     h('strong', null, String(err.message ?? 'Error')),
     err.code !== undefined ? h('span', { class: 'muted' }, ` (code ${String(err.code)})`) : null,
     err.data !== undefined ? jsonBlock(err.data) : null);
