@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -88,6 +89,13 @@ func (s *Server) logMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if req.URL.Path == "/healthz" || req.URL.Path == "/metrics" {
 			return nil
 		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		instruments.requestSeconds.Record(req.Context(), time.Since(start).Seconds(), metric.WithAttributes(
+			attribute.String("http.route", route), attribute.String("http.request.method", req.Method),
+			attribute.Int("http.response.status_code", c.Response().Status)))
 		lvl := slog.LevelInfo
 		if c.Response().Status >= 500 {
 			lvl = slog.LevelWarn

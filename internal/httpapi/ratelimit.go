@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/ratelimit"
@@ -37,6 +39,11 @@ func (s *Server) rateLimitMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		if !res.Allowed {
+			scope := "tenant"
+			if req.URL.Path == "/v1/auth/token" {
+				scope = "address"
+			}
+			instruments.rateLimited.Add(req.Context(), 1, metric.WithAttributes(attribute.String("scope", scope)))
 			return tooManyRequests(res.RetryAfter)
 		}
 		return next(c)
