@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/mcptest"
+	"github.com/tapline/tapline/internal/netguard"
 )
 
 func TestSessionEndToEnd(t *testing.T) {
@@ -730,4 +732,33 @@ func TestIdempotencyKeyNamesOneCall(t *testing.T) {
 	if n := srv.KeyCalls("idem-once"); n != 2 {
 		t.Fatalf("the target ran the call %d times, want 2 (one per principal)", n)
 	}
+}
+
+func TestTargetRefusedAtDialTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// DNS rebinding: the name is public when the api checks it and private when the worker
+	// dials it. The worker's guard refuses before any connection is made.
+	resolveTo := func(ip string) *netguard.Guard {
+		g, err := netguard.New(&netguard.Config{Resolver: netguard.ResolverFunc(func(context.Context, string, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr(ip)}, nil
+		})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	s := newStack(t, stackOptions{apiGuard: resolveTo("93.184.216.34"), workerGuard: resolveTo("10.0.0.7")})
+	s.addWorker()
+	sess, err := s.svc.CreateSession(ctx, s.a.Tenant.ID, inspector.CreateSessionParams{Target: inspector.Target{URL: "http://rebind.example/mcp"}})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	failed := s.waitStatus(sess.ID, inspector.StatusError)
+	if !strings.Contains(failed.Error, "refused") || !strings.Contains(failed.Error, "10.0.0.7") {
+		t.Fatalf("status error = %q, want the guard's refusal", failed.Error)
+	}
+	s.waitEvent(sess.ID, func(e inspector.Event) bool {
+		return e.Type == inspector.EventStatus && dataOf(e)["state"] == "error" && strings.Contains(dataOf(e)["error"].(string), "refused")
+	})
 }

@@ -60,9 +60,11 @@ type stack struct {
 }
 
 type stackOptions struct {
-	leaseTTL       time.Duration
-	pendingTimeout time.Duration
-	devMode        bool
+	// apiGuard and workerGuard replace the loopback-allowing guard on either side.
+	apiGuard, workerGuard *netguard.Guard
+	leaseTTL              time.Duration
+	pendingTimeout        time.Duration
+	devMode               bool
 }
 
 type worker struct {
@@ -96,9 +98,13 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	database := dbtest.New(t)
 	pool := database.AppPool
 	apiTrk := newTracker(t, rdb, prefix, "api", opts.leaseTTL, nil)
+	apiGuard := guard
+	if opts.apiGuard != nil {
+		apiGuard = opts.apiGuard
+	}
 	auditLog := audit.NewRecorder(pool, nil)
 	svc, err := inspector.NewService(&inspector.ServiceConfig{
-		Pool: pool, Redis: rdb, Tracker: apiTrk, Guard: guard, Keys: keys, Prefix: prefix,
+		Pool: pool, Redis: rdb, Tracker: apiTrk, Guard: apiGuard, Keys: keys, Prefix: prefix,
 		CommandTimeout: 10 * time.Second, KeepAlive: 200 * time.Millisecond, Audit: auditLog,
 	})
 	if err != nil {
@@ -146,8 +152,12 @@ func (s *stack) addWorker() *worker {
 				w.rt.LeaseLost(l)
 			}
 		})
+	guard := s.guard
+	if s.opts.workerGuard != nil {
+		guard = s.opts.workerGuard
+	}
 	rt, err := inspector.NewRuntime(&inspector.RuntimeConfig{
-		Pool: s.pool, Redis: s.rdb, Tracker: w.trk, Guard: s.guard, Keys: s.keys, Prefix: s.prefix,
+		Pool: s.pool, Redis: s.rdb, Tracker: w.trk, Guard: guard, Keys: s.keys, Prefix: s.prefix,
 		PendingTimeout: s.opts.pendingTimeout, DiscoveryInterval: 300 * time.Millisecond, ConnectAttempts: 2,
 		Logger: testLogger(s.t),
 	})
