@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 GO    ?= go
 
-.PHONY: help run test test-short verify generate build vet fmt bench-tracker bench-audit migrate clean chaos chaos-short
+.PHONY: help run test test-short verify generate build vet fmt bench bench-inspector bench-tracker bench-audit migrate clean chaos chaos-short
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -11,7 +11,7 @@ run: ## Start the whole local stack (Redis, PostgreSQL, api, worker) with data u
 	@deploy/local/run.sh
 
 test: validate-manifests ## Run every test against throw-away Redis, Redis Cluster and PostgreSQL on loopback.
-	@deploy/local/test-services.sh $(GO) test -race -count=1 -timeout 20m ./...
+	@deploy/local/test-services.sh bash -c '$(GO) test -race -count=1 -timeout 20m ./... && GO=$(GO) bench/smoke.sh'
 
 validate-manifests: ## Check the Dockerfile, Compose file and Kubernetes manifests offline.
 	@GO=$(GO) deploy/validate.sh
@@ -39,6 +39,12 @@ chaos-short: ## The CI form of make chaos (also run by make test as TestChaosSho
 
 bench-tracker: ## Tracker benchmarks; prints claim_ratio and heartbeat_10k_ms last.
 	@bench/tracker.sh
+
+bench-inspector: ## Tool-call overhead and event persistence (~1.5 min); prints call_overhead_ms_p50/p99 and events_per_s last.
+	@bench/inspector.sh
+
+bench: ## Every benchmark with same-run baselines, scale included (several minutes); writes bench/REPORT.md, prints the headline last.
+	@bench/run.sh
 
 bench-audit: ## Export and verify 1,000,000 audit events (TAPLINE_BENCH_AUDIT_ROWS); prints rows/s and peak heap.
 	@deploy/local/test-services.sh $(GO) test -count=1 -run '^$$' -bench BenchmarkExport -benchtime=1x -timeout 30m ./internal/audit/

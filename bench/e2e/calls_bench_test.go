@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// BenchmarkCallOverhead measures what Tapline adds to a tool call. The subject is
+// POST /v1/sessions/{id}/calls?wait=10 for the tool echo: the real echo server and
+// inspector.Service, the Redis command bus, a worker Runtime holding the session's go-sdk
+// connection, PostgreSQL for the call row, the events (committed before they are published)
+// and the audit log, and the call_result event back over Redis pub/sub. The baseline is a
+// go-sdk client calling echo on the same in-process MCP server directly. Batches of ten
+// direct and ten REST calls alternate, so load from other processes hits both alike.
+//
+// b.N is the number of calls of each kind. It reports the percentiles of both and
+// overhead_p50_ms / overhead_p99_ms, the REST percentile minus the direct one.
+func BenchmarkCallOverhead(b *testing.B) {
+	ctx := context.Background()
+	s := newStack(b)
+	api := s.api(0)
+	s.worker()
+	target := startTarget(b)
+	owner := s.tenant(api.tenants, "calls")
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}, Timeout: time.Minute}
+	b.Cleanup(client.CloseIdleConnections)
+	rest := func(method, path string, body any) (int, []byte) {
+		b.Helper()
+		raw, _ := json.Marshal(body)
+		req, _ := http.NewRequestWithContext(ctx, method, api.srv.URL+path, bytes.NewReader(raw))
+		req.Header.Set("Authorization", "Bearer "+owner.Secret)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer res.Body.Close()
+		out, err := io.ReadAll(res.Body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return res.StatusCode, out
+	}
+	status, out := rest("POST", "/v1/sessions", map[string]any{"name": "bench", "target": map[string]any{"url": target}})
+	if status != http.StatusCreated {
+		b.Fatalf("create session: %d %s", status, out)
+	}
+	var sess struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(out, &sess)
+	s.waitReady(1, 30*time.Second)
+
+	direct := mcp.NewClient(&mcp.Implementation{Name: "bench-direct", Version: "1.0.0"}, nil)
+	cs, err := direct.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: target}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cs.Close()
+
+	callPath := "/v1/sessions/" + sess.ID + "/calls?wait=10"
+	callBody := map[string]any{"name": "echo", "arguments": map[string]any{"text": "hello from the benchmark"}}
+	restCall := func() time.Duration {
+		start := time.Now()
+		status, out := rest("POST", callPath, callBody)
+		took := time.Since(start)
+		var call struct {
+			Status string `json:"status"`
+		}
+		_ = json.Unmarshal(out, &call)
+		if status != http.StatusOK || call.Status != "succeeded" {
+			b.Fatalf("REST call: %d %s", status, out)
+		}
+		return took
+	}
+	directCall := func() time.Duration {
+		start := time.Now()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hello from the benchmark"}})
+		took := time.Since(start)
+		if err != nil || res.IsError {
+			b.Fatalf("direct call: %v %+v", err, res)
+		}
+		return took
+	}
+	// Warm both paths: connections, prepared statements, the live subscription.
+	for range 20 {
+		directCall()
+		restCall()
+	}
+
+	const batch = 10
+	directMS := make([]float64, 0, b.N)
+	restMS := make([]float64, 0, b.N)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ResetTimer()
+	for len(restMS) < b.N {
+		n := min(batch, b.N-len(restMS))
+		for range n {
+			directMS = append(directMS, ms(directCall()))
+		}
+		for range n {
+			restMS = append(restMS, ms(restCall()))
+		}
+	}
+	b.StopTimer()
+	for _, p := range []float64{50, 99} {
+		d, r := percentile(directMS, p), percentile(restMS, p)
+		b.ReportMetric(d, fmt.Sprintf("direct_p%.0f_ms", p))
+		b.ReportMetric(r, fmt.Sprintf("rest_p%.0f_ms", p))
+		b.ReportMetric(r-d, fmt.Sprintf("overhead_p%.0f_ms", p))
+	}
+}
