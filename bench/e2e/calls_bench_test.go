@@ -83,8 +83,10 @@ func BenchmarkCallOverhead(b *testing.B) {
 		return took
 	}
 	directCall := func() time.Duration {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
 		start := time.Now()
-		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hello from the benchmark"}})
+		res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hello from the benchmark"}})
 		took := time.Since(start)
 		if err != nil || res.IsError {
 			b.Fatalf("direct call: %v %+v", err, res)

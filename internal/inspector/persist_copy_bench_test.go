@@ -84,7 +84,7 @@ func BenchmarkPersistVsCopy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	<-done
+	waitPublished(b, done)
 	published.Store(0)
 	tenantUUID := pgtype.UUID{Bytes: uuid.MustParse(tenantID), Valid: true}
 	copyUUIDs := make([]pgtype.UUID, sessions)
@@ -127,7 +127,7 @@ func BenchmarkPersistVsCopy(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		<-done
+		waitPublished(b, done)
 		persistRate := float64(n) / time.Since(start).Seconds()
 
 		start = time.Now()
@@ -156,6 +156,16 @@ func BenchmarkPersistVsCopy(b *testing.B) {
 	})
 	if err != nil || gaps != 0 {
 		b.Fatalf("%d sessions with gaps (%v)", gaps, err)
+	}
+}
+
+// waitPublished waits for the persister to publish what was appended, at most two minutes.
+func waitPublished(b *testing.B, done <-chan struct{}) {
+	b.Helper()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatal("the persister did not publish the events within two minutes")
 	}
 }
 
