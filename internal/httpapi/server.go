@@ -129,6 +129,11 @@ func New(cfg *Config) (*echo.Echo, error) {
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
 	}
+	docs, err := newAPIDocs()
+	if err != nil {
+		return nil, err
+	}
+	e.GET("/docs", docs.serve)
 	e.GET("/openapi.yaml", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/yaml", s.cfg.Spec)
 	})
