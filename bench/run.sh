@@ -172,8 +172,9 @@ client sessions (standalone SSE stream on, SDK defaults) cost $(f %.1f "$sdk_hea
 $(f %.1f "$sdk_stack") KiB stack and $(f %.1f "$sdk_g") goroutines each.
 
 **SSE fan-out** (BenchmarkSSEFanout, one run). $(f %.0f "$subs") SSE clients (net/http, this
-process) followed one session through an api process (echo server + inspector.Service wired as
-cmd/api wires them, without its per-tenant rate limits; its own pools) over loopback, connecting at $(f %.0f "$sub_rate")/s. $rounds events were
+process) followed one session through an api process (echo server + inspector.Service wired
+as cmd/api wires them, without its per-tenant rate limits; its own pools) over loopback,
+connecting at $(f %.0f "$sub_rate")/s. $rounds events were
 committed and published one at a time; publish → receipt at every subscriber: p50
 $(f %.1f "$bc_p50") ms, p99 $(f %.1f "$bc_p99") ms, max $(f %.1f "$bc_max") ms. The api's heap grew $(f %.1f "$sub_heap") KiB per
 subscriber ($(f %.1f "$sub_idle") KiB while idle), stacks $(f %.1f "$sub_stack") KiB, RSS $(f %.1f "$sub_rss") KiB, $(f %.1f "$sub_g")
