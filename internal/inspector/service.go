@@ -505,15 +505,23 @@ func (s *Service) WaitCall(ctx context.Context, tenantID, sessionID, callID stri
 		if err != nil || call.Status.Finished() {
 			return call, err
 		}
-		select {
-		case <-ctx.Done():
-			return call, nil
-		case e := <-sub.C:
-			if e.Type != EventCallResult || !strings.Contains(string(e.Data), callID) {
-				continue
+		// Read the row again only when something may have finished the call: its result
+		// event, a possible gap in the live stream, or the slow poll. Other events of a busy
+		// session cost nothing.
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return call, nil
+			case e := <-sub.C:
+				if e.Type == EventCallResult && strings.Contains(string(e.Data), callID) {
+					break wait
+				}
+			case <-sub.Resync:
+				break wait
+			case <-poll.C:
+				break wait
 			}
-		case <-sub.Resync:
-		case <-poll.C:
 		}
 	}
 }
