@@ -92,6 +92,7 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 		return err
 	}
 	keepAlive := time.NewTicker(s.cfg.KeepAlive)
+	quietTicks := 0
 	defer keepAlive.Stop()
 	quiet := true
 	for {
@@ -119,9 +120,15 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 			}
 		case <-keepAlive.C:
 			if quiet {
-				// A lost last message has no successor to reveal the gap: look now.
-				if err := catchUp(0); err != nil {
-					return err
+				// A lost last message has no successor to reveal the gap. Reconnects and
+				// overflow already signal Resync; what is left is a publish the worker could
+				// not make, so a look every few quiet intervals is enough (it is a query per
+				// follower).
+				quietTicks++
+				if quietTicks%idleChecks == 0 {
+					if err := catchUp(0); err != nil {
+						return err
+					}
 				}
 				if p.Idle != nil {
 					if err := p.Idle(); err != nil {
@@ -133,6 +140,10 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 		}
 	}
 }
+
+// idleChecks is how many quiet keep-alive intervals pass between two looks for events
+// that were committed but never published.
+const idleChecks = 4
 
 // ClientConfig is the session's target in the mcp.json shape clients read. Secret values
 // are replaced by ${ENV} placeholders; Tapline never returns them.

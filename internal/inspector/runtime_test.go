@@ -762,3 +762,46 @@ func TestTargetRefusedAtDialTime(t *testing.T) {
 		return e.Type == inspector.EventStatus && dataOf(e)["state"] == "error" && strings.Contains(dataOf(e)["error"].(string), "refused")
 	})
 }
+
+func TestFollowFindsAnEventThatWasNeverPublished(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := newStack(t, stackOptions{})
+	sess := s.create("http://127.0.0.1:9/mcp", inspector.Target{})
+	got := make(chan inspector.Event, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.svc.Follow(ctx, s.a.Tenant.ID, sess.ID, inspector.FollowParams{
+			Emit: func(e inspector.Event) error { got <- e; return nil },
+		})
+	}()
+	time.Sleep(300 * time.Millisecond) // the follower is subscribed and quiet
+	// Committed, as a worker whose publish failed would leave it: no message follows.
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "select set_config('app.tenant_id', $1, true)", s.a.Tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `select * from tapline_append_events(array[$1::uuid], array[$2::uuid], array[0::bigint],
+		array['status'], array['{"state":"connecting"}'::jsonb], array[now()])`, s.a.Tenant.ID, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-got:
+		if e.Seq != 1 || e.Type != inspector.EventStatus {
+			t.Fatalf("followed %+v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unpublished event never reached the follower")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
