@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // account compares what the target received, what PostgreSQL holds and what the SSE readers
@@ -55,6 +56,7 @@ func (r *run) account(ctx context.Context) error {
 		}
 	}
 
+	r.waitResultsSettled(ctx, 15*time.Second)
 	type pgCall struct {
 		id, key, status string
 		results         int
@@ -156,4 +158,28 @@ func (r *run) account(ctx context.Context) error {
 	}
 	_ = fmt.Sprint
 	return nil
+}
+
+// waitResultsSettled waits, up to limit, until every finished call has its call_result
+// event. A call's row and its event are separate writes: the event follows through the
+// owner's persister, which holds events while PostgreSQL is away or a batch retries, so a
+// result may trail its row for a moment. An event still missing after the wait is lost,
+// and account reports it.
+func (r *run) waitResultsSettled(ctx context.Context, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		var missing int
+		err := r.admin.QueryRow(ctx, `select count(*) from session_calls c
+			where c.status in ('succeeded', 'failed', 'cancelled', 'interrupted')
+			  and not exists (select 1 from session_events e where e.session_id = c.session_id
+			      and e.type = 'call_result' and e.data->>'call_id' = c.id::text)`).Scan(&missing)
+		if err == nil && missing == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
