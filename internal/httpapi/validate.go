@@ -15,6 +15,9 @@ import (
 	"github.com/tapline/tapline/internal/httpapi/apigen"
 )
 
+// validationDialect is the OpenAPI version the request validator reads the spec as.
+const validationDialect = "3.0.3"
+
 // specValidator checks every request against openapi.yaml before a handler sees it, so
 // handlers can trust shapes, enums, lengths and required fields.
 type specValidator struct {
@@ -28,6 +31,11 @@ func newSpecValidator() (*specValidator, error) {
 	}
 	// Match on paths only: the server URL in the spec is relative and hosts vary.
 	spec.Servers = nil
+	// For a 3.1 document kin-openapi builds and compiles a JSON Schema 2020-12 validator on
+	// every value it checks, about 0.4 ms of CPU per request. The spec uses only keywords
+	// that mean the same in 3.0 and 3.1 (TestSpecNeedsNoJSONSchema2020 holds it to that), so
+	// requests are checked by kin-openapi's own validator, which walks the parsed schema.
+	spec.OpenAPI = validationDialect
 	router, err := gorillamux.NewRouter(spec)
 	if err != nil {
 		return nil, fmt.Errorf("route spec: %w", err)
