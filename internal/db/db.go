@@ -114,11 +114,49 @@ func WithTenantTx(ctx context.Context, b Beginner, tenantID string, fn func(ctx 
 		return errors.New("tenant transaction without a tenant")
 	}
 	return WithTx(ctx, b, func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "select set_config('app.tenant_id', $1, true)", tenantID); err != nil {
+		if _, err := tx.Exec(ctx, setTenantSQL, tenantID); err != nil {
 			return fmt.Errorf("set tenant: %w", InterpretError(err))
 		}
 		return fn(ctx, tx)
 	})
+}
+
+// setTenantSQL scopes row-level security to one tenant for the rest of the transaction.
+const setTenantSQL = "select set_config('app.tenant_id', $1, true)"
+
+// TenantBatch runs the statements queued on b for tenantID in one round trip: set_config
+// and the statements go to PostgreSQL as one pipeline ending in a single Sync, which it runs
+// as one implicit transaction, so the setting applies to every statement and to nothing
+// after them, and either all of them commit or none does. Results reach the callbacks given
+// to the queued queries (QueryRow, Query, Exec); the first error is returned, interpreted.
+// A callback's own error is only reported: by then PostgreSQL has committed the pipeline.
+//
+// WithTenantTx costs four round trips (begin, set_config, the statement, commit); a
+// tenant-scoped read or a single write that needs nothing from Go between its statements
+// costs one here.
+func TenantBatch(ctx context.Context, b Batcher, tenantID string, batch *pgx.Batch) error {
+	if tenantID == "" {
+		return errors.New("tenant batch without a tenant")
+	}
+	full := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(batch.QueuedQueries)+1)}
+	full.Queue(setTenantSQL, tenantID)
+	full.QueuedQueries = append(full.QueuedQueries, batch.QueuedQueries...)
+	if err := b.SendBatch(ctx, full).Close(); err != nil {
+		return InterpretError(err)
+	}
+	return nil
+}
+
+// TenantQueryRow is TenantBatch for one statement whose single row scan reads.
+func TenantQueryRow(ctx context.Context, b Batcher, tenantID string, scan func(pgx.Row) error, sql string, args ...any) error {
+	batch := &pgx.Batch{}
+	batch.Queue(sql, args...).QueryRow(scan)
+	return TenantBatch(ctx, b, tenantID, batch)
+}
+
+// Batcher sends batches: *pgxpool.Pool, *pgxpool.Conn and *pgx.Conn do.
+type Batcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // InterpretError maps driver errors to this package's sentinels, keeping the original in the

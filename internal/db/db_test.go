@@ -200,3 +200,65 @@ func TestUnreachableServerIsUnavailable(t *testing.T) {
 		t.Fatalf("ping error = %v, want ErrUnavailable", err)
 	}
 }
+
+func TestTenantBatchIsOneTransactionScopedToTheTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.New(t)
+	if _, err := d.Pool.Exec(ctx, `create table batch_probe (tenant text, n int primary key)`); err != nil {
+		t.Fatal(err)
+	}
+	// Distinct keys per tenant: the table's primary key is n.
+	for n, tenant := range []string{"tenant-a", "tenant-b"} {
+		var seen [2]string
+		b := &pgx.Batch{}
+		b.Queue(`select current_setting('app.tenant_id')`).QueryRow(func(row pgx.Row) error { return row.Scan(&seen[0]) })
+		b.Queue(`insert into batch_probe values (current_setting('app.tenant_id'), $1)`, n+1)
+		b.Queue(`select tenant from batch_probe where tenant = current_setting('app.tenant_id')`).QueryRow(func(row pgx.Row) error { return row.Scan(&seen[1]) })
+		if err := db.TenantBatch(ctx, d.Pool, tenant, b); err != nil {
+			t.Fatal(err)
+		}
+		if seen[0] != tenant || seen[1] != tenant {
+			t.Errorf("statements of %s's batch saw app.tenant_id %q and %q", tenant, seen[0], seen[1])
+		}
+	}
+	// The setting ends with the batch on every pooled connection.
+	for range 5 {
+		var got *string
+		if err := d.Pool.QueryRow(ctx, "select nullif(current_setting('app.tenant_id', true), '')").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != nil {
+			t.Fatalf("app.tenant_id leaked out of its batch: %q", *got)
+		}
+	}
+	// A failing statement undoes the ones before it: one transaction.
+	b := &pgx.Batch{}
+	b.Queue(`insert into batch_probe values ('tenant-a', 3)`)
+	b.Queue(`insert into batch_probe values ('tenant-a', 1)`) // duplicate key
+	if err := db.TenantBatch(ctx, d.Pool, "tenant-a", b); !errors.Is(err, db.ErrConflict) {
+		t.Fatalf("duplicate key in a batch = %v, want ErrConflict", err)
+	}
+	var n int
+	if err := d.Pool.QueryRow(ctx, `select count(*) from batch_probe`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("after the failed batch the table has %d rows, want the 2 from before: it was not one transaction", n)
+	}
+	// One statement, one row.
+	var got string
+	err := db.TenantQueryRow(ctx, d.Pool, "tenant-b", func(row pgx.Row) error { return row.Scan(&got) },
+		`select tenant from batch_probe where tenant = current_setting('app.tenant_id')`)
+	if err != nil || got != "tenant-b" {
+		t.Fatalf("TenantQueryRow = %q, %v", got, err)
+	}
+	err = db.TenantQueryRow(ctx, d.Pool, "tenant-c", func(row pgx.Row) error { return row.Scan(&got) },
+		`select tenant from batch_probe where tenant = current_setting('app.tenant_id')`)
+	if !errors.Is(err, db.ErrNotFound) {
+		t.Fatalf("TenantQueryRow without a row = %v, want ErrNotFound", err)
+	}
+	if err := db.TenantBatch(ctx, d.Pool, "", &pgx.Batch{}); err == nil {
+		t.Fatal("TenantBatch accepted an empty tenant")
+	}
+}
