@@ -210,40 +210,112 @@ func (r *Recorder) prepare(ctx context.Context, e Entry) (*Event, error) {
 }
 
 func (r *Recorder) appendEvent(ctx context.Context, tx pgx.Tx, ev *Event) error {
-	if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(hashtextextended('tapline.audit:' || $1::text, 0))`, ev.TenantID); err != nil {
+	if _, err := tx.Exec(ctx, lockChainSQL, ev.TenantID); err != nil {
 		return db.InterpretError(err)
 	}
-	var prevSeq int64
-	var prevHash []byte
-	var prevAt time.Time
-	err := tx.QueryRow(ctx, `select seq, row_hash, at from audit_events where tenant_id = $1 order by seq desc limit 1`,
-		ev.TenantID).Scan(&prevSeq, &prevHash, &prevAt)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		prevHash = make([]byte, sha256.Size)
-	case err != nil:
-		return db.InterpretError(err)
+	var h chainHead
+	if err := h.scan(tx.QueryRow(ctx, headSQL, ev.TenantID)); err != nil {
+		return err
 	}
-	ev.Seq = prevSeq + 1
+	if err := r.seal(ev, &h); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, insertSQL, ev.insertArgs()...)
+	return db.InterpretError(err)
+}
+
+// The three statements of an append. The lock serialises a tenant's appends until the
+// transaction ends; the head is read after it, by a statement of its own, so that in READ
+// COMMITTED it sees the row the previous holder committed.
+const (
+	lockChainSQL = `select pg_advisory_xact_lock(hashtextextended('tapline.audit:' || $1::text, 0))`
+	headSQL      = `select seq, row_hash, at from audit_events where tenant_id = $1 order by seq desc limit 1`
+	insertSQL    = `insert into audit_events (tenant_id, seq, id, at, actor_kind, actor_id, actor_name,
+			action, target_type, target_id, client_ip, user_agent, request_id, details, prev_hash, row_hash)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`
+)
+
+// chainHead is the newest event of a tenant's chain, if any.
+type chainHead struct {
+	seq  int64
+	hash []byte
+	at   time.Time
+}
+
+func (h *chainHead) scan(row pgx.Row) error {
+	err := row.Scan(&h.seq, &h.hash, &h.at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		*h = chainHead{hash: make([]byte, sha256.Size)}
+		return nil
+	}
+	return db.InterpretError(err)
+}
+
+// seal places ev after head: its seq, its time and its hashes.
+func (r *Recorder) seal(ev *Event, head *chainHead) error {
+	ev.Seq = head.seq + 1
 	// Time never runs backwards within a chain, whichever pod's clock recorded the event, so
 	// time ranges and seq ranges agree.
 	ev.At = r.now().UTC().Truncate(time.Microsecond)
-	if ev.At.Before(prevAt) {
-		ev.At = prevAt.UTC()
+	if ev.At.Before(head.at) {
+		ev.At = head.at.UTC()
 	}
-	ev.PrevHash = prevHash
+	ev.PrevHash = head.hash
+	var err error
 	ev.RowHash, err = ev.computeHash()
-	if err != nil {
-		return err
-	}
-	_, err = tx.Exec(ctx, `insert into audit_events (tenant_id, seq, id, at, actor_kind, actor_id, actor_name,
-			action, target_type, target_id, client_ip, user_agent, request_id, details, prev_hash, row_hash)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
-		ev.TenantID, ev.Seq, ev.ID, ev.At, ev.Actor.Kind, ev.Actor.ID, ev.Actor.Name,
-		ev.Action, ev.Target.Type, ev.Target.ID, ev.ClientIP, ev.UserAgent, ev.RequestID,
-		string(ev.Details), ev.PrevHash, ev.RowHash)
-	return db.InterpretError(err)
+	return err
 }
+
+func (ev *Event) insertArgs() []any {
+	return []any{ev.TenantID, ev.Seq, ev.ID, ev.At, ev.Actor.Kind, ev.Actor.ID, ev.Actor.Name,
+		ev.Action, ev.Target.Type, ev.Target.ID, ev.ClientIP, ev.UserAgent, ev.RequestID,
+		string(ev.Details), ev.PrevHash, ev.RowHash}
+}
+
+// Pipelined is an event recorded in a transaction whose statements go to PostgreSQL in
+// batches, two round trips in all: QueueHead adds the chain's lock and the read of its head
+// to the first batch, which must run in an explicit transaction (begun in that batch or
+// before), and after it QueueInsert adds the sealed event's insert to the second, which
+// commits. The event is the caller's to return once the commit succeeded.
+type Pipelined struct {
+	r    *Recorder
+	ev   *Event
+	head chainHead
+	read bool
+}
+
+// Pipeline prepares an event for a pipelined transaction (see Pipelined).
+func (r *Recorder) Pipeline(ctx context.Context, e Entry) (*Pipelined, error) {
+	ev, err := r.prepare(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return &Pipelined{r: r, ev: ev}, nil
+}
+
+// QueueHead queues the lock of the tenant's chain and the read of its head.
+func (p *Pipelined) QueueHead(b *pgx.Batch) {
+	b.Queue(lockChainSQL, p.ev.TenantID)
+	b.Queue(headSQL, p.ev.TenantID).QueryRow(func(row pgx.Row) error {
+		p.read = true
+		return p.head.scan(row)
+	})
+}
+
+// QueueInsert seals the event after the head the first batch read and queues its insert.
+func (p *Pipelined) QueueInsert(b *pgx.Batch) error {
+	if !p.read {
+		return errors.New("audit: QueueInsert before the head was read")
+	}
+	if err := p.r.seal(p.ev, &p.head); err != nil {
+		return fmt.Errorf("record audit event %s: %w", p.ev.Action, err)
+	}
+	b.Queue(insertSQL, p.ev.insertArgs()...)
+	return nil
+}
+
+// Event is the event as sealed by QueueInsert.
+func (p *Pipelined) Event() *Event { return p.ev }
 
 // hashVersion is part of every hashed document, so the hashed form can evolve.
 const hashVersion = 1

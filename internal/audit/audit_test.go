@@ -425,3 +425,86 @@ func TestCrossTenantReturnsNotFound(t *testing.T) {
 		t.Fatalf("tenant a verify = %+v, %v", res, err)
 	}
 }
+
+// Events recorded in pipelined transactions chain like any other, also while Record appends
+// to the same chain from other goroutines, and one rolled back leaves no trace.
+func TestPipelinedJoinsTheChain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r, a, b := twoTenants(t)
+	pool := dbtest.Pool(t)
+	pipelined := func(tenantID string, i int, commit bool) error {
+		p, err := r.Pipeline(ctx, Entry{TenantID: tenantID, Action: "tool.call", Target: Target{Type: "call", ID: fmt.Sprint(i)},
+			Details: map[string]any{"i": i, "token": "must not be stored"}})
+		if err != nil {
+			return err
+		}
+		first := &pgx.Batch{}
+		p.QueueHead(first)
+		return db.TenantTx2(ctx, pool, tenantID, first, func() (*pgx.Batch, error) {
+			if !commit {
+				return nil, nil
+			}
+			next := &pgx.Batch{}
+			return next, p.QueueInsert(next)
+		})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				tenantID := a
+				if i%3 == 0 {
+					tenantID = b
+				}
+				var err error
+				if g%2 == 0 {
+					err = pipelined(tenantID, g*100+i, i != 5)
+				} else {
+					_, err = r.Record(ctx, nil, Entry{TenantID: tenantID, Action: "thing.change", Target: Target{Type: "thing", ID: fmt.Sprint(i)}})
+				}
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, tenantID := range []string{a, b} {
+		res, err := r.Verify(ctx, tenantID, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.OK {
+			t.Fatalf("chain of %s broken: %+v", tenantID, res)
+		}
+	}
+	// Each goroutine appends 6 events for a (i = 1, 2, 4, 5, 7, 8) and 4 for b; the two
+	// pipelined goroutines rolled back their i = 5.
+	count := func(tenantID, where string) (n int) {
+		t.Helper()
+		if err := db.WithTenantTx(ctx, pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `select count(*) from audit_events where tenant_id = $1`+where, tenantID).Scan(&n)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	na, nb := count(a, ""), count(b, "")
+	if nb != 4*4 {
+		t.Fatalf("tenant b has %d events, want %d", nb, 4*4)
+	}
+	if secret := count(b, ` and details::text like '%must not%'`); secret != 0 {
+		t.Fatalf("%d events kept a secret-looking detail", secret)
+	}
+	if na != 4*6-2 {
+		t.Fatalf("tenant a has %d events, want %d", na, 4*6-2)
+	}
+}
