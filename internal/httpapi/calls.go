@@ -23,15 +23,10 @@ func (s *Server) StartCall(ctx context.Context, req apigen.StartCallRequestObjec
 	}
 	call, err := svc.StartCall(ctx, p.TenantID, req.ID, inspector.StartCallParams{
 		Name: req.Body.Name, Arguments: args, CreatedBy: p.ID(), IdempotencyKey: string(deref(req.Params.IdempotencyKey)),
+		Wait: time.Duration(deref(req.Params.Wait)) * time.Second,
 	})
 	if err != nil {
 		return nil, err
-	}
-	if wait := deref(req.Params.Wait); wait > 0 {
-		// The call is queued: whatever happens to this wait, answer with the call.
-		if done, err := svc.WaitCall(ctx, p.TenantID, req.ID, call.ID, time.Duration(wait)*time.Second); err == nil {
-			call = done
-		}
 	}
 	if call.Status.Finished() {
 		return apigen.StartCall200JSONResponse(callJSON(call)), nil

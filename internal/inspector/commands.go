@@ -209,6 +209,27 @@ func (c *commandClient) request(ctx context.Context, node string, cmd *Command) 
 	}
 }
 
+// callNoticeID is the reply id under which a worker sends a finished call to the api node
+// waiting for it.
+func callNoticeID(callID string) string { return "call:" + callID }
+
+// awaitNotice registers for the finished call callID, sent by its owner to this node, and
+// returns the channel it arrives on and the function that unregisters.
+func (c *commandClient) awaitNotice(callID string) (<-chan Reply, func()) {
+	id := callNoticeID(callID)
+	w := make(chan Reply, 1)
+	c.mu.Lock()
+	c.waiters[id] = w
+	c.mu.Unlock()
+	return w, func() {
+		c.mu.Lock()
+		if c.waiters[id] == w {
+			delete(c.waiters, id)
+		}
+		c.mu.Unlock()
+	}
+}
+
 // wake tells every worker to look for sessions that need an owner now.
 func (c *commandClient) wake(ctx context.Context) {
 	_ = c.rdb.Publish(ctx, wakeChannel(c.prefix), "1").Err()

@@ -19,12 +19,15 @@ import (
 	"github.com/tapline/tapline/internal/db"
 )
 
-// Persister defaults: a shard commits whatever is queued (up to maxBatch events) as soon as
-// its previous commit is done, so batches grow with the load and a lone event waits for no
-// timer. flushEvery, when set, holds a batch that is not full for up to that long.
+// Persister defaults: a shard commits whatever is queued, up to maxBatch events, holding a
+// batch that is not full for up to flushEvery so the events of one exchange (a tool call's
+// request and response frames and its call_result) share one commit: that halved the
+// statements per tool call, and the database's work is what a busy worker waits for. Under a
+// flood, batches fill before the timer. Callers waiting for a tool call hear from the owner
+// directly (Runtime.notifyCall), not through these events.
 const (
 	defaultMaxBatch   = 500
-	defaultFlushEvery = 0
+	defaultFlushEvery = 2 * time.Millisecond
 	defaultQueueSize  = 16384
 )
 

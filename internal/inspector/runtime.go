@@ -374,6 +374,19 @@ func (rt *Runtime) serve(cmd *Command) {
 	rt.reply(cmd, rep)
 }
 
+// notifyCall sends a finished call, already committed, to the api node waiting for it.
+// Best effort: a waiter that misses it reads the call's row.
+func (rt *Runtime) notifyCall(node string, c *Call) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return
+	}
+	rep, _ := json.Marshal(&Reply{ID: callNoticeID(c.ID), Result: body})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = rt.cfg.Redis.Publish(ctx, replyChannel(rt.cfg.Prefix, node), rep).Err()
+}
+
 func (rt *Runtime) reply(cmd *Command, rep *Reply) {
 	if cmd.ReplyTo == "" {
 		return
@@ -396,11 +409,12 @@ func (rt *Runtime) execute(ctx context.Context, cmd *Command) *Reply {
 	var p struct {
 		CallID    string `json:"call_id"`
 		RequestID string `json:"request_id"`
+		Notify    string `json:"notify"`
 	}
 	_ = json.Unmarshal(cmd.Params, &p)
 	switch cmd.Op {
 	case OpStartCall:
-		r.startCall(trace.SpanContextFromContext(ctx), p.CallID)
+		r.startCall(trace.SpanContextFromContext(ctx), p.CallID, p.Notify)
 		return &Reply{}
 	case OpCancelCall:
 		return replyFrom(nil, r.cancelCall(p.CallID))

@@ -52,6 +52,8 @@ type ServiceConfig struct {
 // rolls back with the change it records.
 type Auditor interface {
 	Record(ctx context.Context, tx pgx.Tx, e audit.Entry) (*audit.Event, error)
+	// Pipeline prepares an entry for a transaction sent in batches (tool calls).
+	Pipeline(ctx context.Context, e audit.Entry) (*audit.Pipelined, error)
 }
 
 // audited returns a hook that records action on a session inside the change's transaction.
@@ -433,6 +435,9 @@ type StartCallParams struct {
 	// IdempotencyKey, when set, makes the call's id a function of it: repeating the request
 	// with the same key returns the first call instead of starting another.
 	IdempotencyKey string
+	// Wait, when positive, waits up to that long for the call to finish and returns it as it
+	// is then, finished or not.
+	Wait time.Duration
 }
 
 // idempotentCallSpace is the UUIDv5 namespace of call ids derived from Idempotency-Keys.
@@ -461,20 +466,48 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 		// however long after the first it comes and whichever api pod takes it.
 		callID = uuid.NewSHA1(idempotentCallSpace, []byte(tenantID+"\x00"+sessionID+"\x00"+p.CreatedBy+"\x00"+p.IdempotencyKey)).String()
 	}
-	call, existing, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy,
-		s.audited(tenantID, audit.ActionToolCall, audit.Target{Type: "call", ID: callID},
-			map[string]any{"session_id": sessionID, "tool": p.Name}))
+	// A waiting caller hears of the end straight from the owner, which sends the finished
+	// call here once its row is committed; it is registered before the owner can know of
+	// the call.
+	var notice <-chan Reply
+	if p.Wait > 0 {
+		var stop func()
+		notice, stop = s.commands.awaitNotice(callID)
+		defer stop()
+	}
+	var audited *audit.Pipelined
+	if s.cfg.Audit != nil {
+		var err error
+		audited, err = s.cfg.Audit.Pipeline(ctx, audit.Entry{TenantID: tenantID, Action: audit.ActionToolCall,
+			Target: audit.Target{Type: "call", ID: callID}, Details: map[string]any{"session_id": sessionID, "tool": p.Name}})
+		if err != nil {
+			return nil, err
+		}
+	}
+	call, existing, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy, audited)
 	if err != nil {
 		return nil, err
 	}
 	if existing {
+		notice = nil // started by an earlier request; nobody was told to notify this one
+	} else {
+		bctx, span := tracer.Start(ctx, "command "+string(OpStartCall), trace.WithSpanKind(trace.SpanKindProducer))
+		params := map[string]string{"call_id": call.ID}
+		if notice != nil {
+			params["notify"] = s.commands.node
+		}
+		err = s.doorbell(bctx, tenantID, sessionID, OpStartCall, params)
+		span.End()
+		if err != nil {
+			s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", err))
+		}
+	}
+	if p.Wait <= 0 || call.Status.Finished() {
 		return call, nil
 	}
-	bctx, span := tracer.Start(ctx, "command "+string(OpStartCall), trace.WithSpanKind(trace.SpanKindProducer))
-	err = s.doorbell(bctx, tenantID, sessionID, OpStartCall, map[string]string{"call_id": call.ID})
-	span.End()
-	if err != nil {
-		s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", err))
+	// The call is queued: whatever happens to the wait, answer with it.
+	if done, err := s.waitCall(ctx, tenantID, sessionID, callID, p.Wait, notice); err == nil {
+		call = done
 	}
 	return call, nil
 }
@@ -490,18 +523,56 @@ func (s *Service) WaitCall(ctx context.Context, tenantID, sessionID, callID stri
 	if err != nil || call.Status.Finished() || wait <= 0 {
 		return call, err
 	}
+	return s.waitCall(ctx, tenantID, sessionID, callID, wait, nil)
+}
+
+// noticeGrace is how long a waiter counts on the owner's notice alone before it also follows
+// the session's events: most calls end within it, and following costs a Redis subscription.
+const noticeGrace = 250 * time.Millisecond
+
+// waitCall waits for a call that had not finished when last read. notice, when not nil,
+// carries the finished call from its owner; the session's call_result events, gaps in them
+// and a slow poll of the row cover a notice that never comes (the owner died, the call moved).
+func (s *Service) waitCall(ctx context.Context, tenantID, sessionID, callID string, wait time.Duration, notice <-chan Reply) (*Call, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	fromNotice := func(r Reply) (*Call, bool) {
+		var c Call
+		if json.Unmarshal(r.Result, &c) != nil || c.ID != callID || !c.Status.Finished() {
+			return nil, false
+		}
+		// A column that is NULL travels as null; the row as read has no value there.
+		for _, raw := range []*json.RawMessage{&c.Arguments, &c.Result, &c.Error} {
+			if string(*raw) == "null" {
+				*raw = nil
+			}
+		}
+		return &c, true
+	}
+	if notice != nil {
+		grace := time.NewTimer(noticeGrace)
+		select {
+		case r := <-notice:
+			grace.Stop()
+			if c, ok := fromNotice(r); ok {
+				return c, nil
+			}
+		case <-grace.C:
+		case <-ctx.Done():
+			grace.Stop()
+			return s.store.GetCall(context.WithoutCancel(ctx), tenantID, sessionID, callID)
+		}
+	}
 	sub, err := s.hub.subscribe(ctx, tenantID, sessionID)
 	if err != nil {
 		return nil, err
 	}
 	defer sub.close()
-	// The result may have landed between the read above and the subscription.
+	// The result may have landed before the subscription.
 	poll := time.NewTicker(500 * time.Millisecond)
 	defer poll.Stop()
 	for {
-		call, err = s.store.GetCall(context.WithoutCancel(ctx), tenantID, sessionID, callID)
+		call, err := s.store.GetCall(context.WithoutCancel(ctx), tenantID, sessionID, callID)
 		if err != nil || call.Status.Finished() {
 			return call, err
 		}
@@ -513,6 +584,10 @@ func (s *Service) WaitCall(ctx context.Context, tenantID, sessionID, callID stri
 			select {
 			case <-ctx.Done():
 				return call, nil
+			case r := <-notice:
+				if c, ok := fromNotice(r); ok {
+					return c, nil
+				}
 			case e := <-sub.C:
 				if e.Type == EventCallResult && strings.Contains(string(e.Data), callID) {
 					break wait

@@ -253,7 +253,8 @@ func (r *sessionRunner) takeOver(m *movedFrom) {
 		}
 		errJSON, _ := json.Marshal(map[string]string{"message": "interrupted: the worker holding the session stopped while the call ran"})
 		if r.ownerWriteRetry(func(ctx context.Context) error {
-			return r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})
+			_, err := r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})
+			return err
 		}) == nil {
 			r.emit(EventCallResult, map[string]any{"call_id": c.ID, "ok": false, "status": CallInterrupted, "error": json.RawMessage(errJSON)})
 		}
@@ -593,7 +594,8 @@ func (r *sessionRunner) progress(p *mcp.ProgressNotificationParams) {
 	}
 	r.emit(EventProgress, ev)
 	if callID != "" && validID(callID) {
-		_ = r.ownerWrite(r.rt.store.updateCallAsOwner(r.ctx, r.tenant, r.id, callID, r.epoch, callUpdate{Progress: &pr}))
+		_, err := r.rt.store.updateCallAsOwner(r.ctx, r.tenant, r.id, callID, r.epoch, callUpdate{Progress: &pr})
+		_ = r.ownerWrite(err)
 	}
 }
 
@@ -740,7 +742,7 @@ func (r *sessionRunner) dispatchQueued() {
 	}
 	for _, c := range calls {
 		if c.Status == CallQueued {
-			r.startCall(trace.SpanContext{}, c.ID)
+			r.startCall(trace.SpanContext{}, c.ID, "")
 		}
 	}
 }
@@ -749,8 +751,9 @@ func (r *sessionRunner) dispatchQueued() {
 // PostgreSQL makes a doorbell delivered twice start it once.
 //
 // parent is the span of the command that rang for the call, so the call's trace continues
-// the REST request's.
-func (r *sessionRunner) startCall(parent trace.SpanContext, callID string) {
+// the REST request's. notify, when set, is the api node waiting for the call: it is sent
+// the finished call as soon as its row is committed (see Service.StartCall).
+func (r *sessionRunner) startCall(parent trace.SpanContext, callID, notify string) {
 	cs := r.session()
 	if cs == nil {
 		return // dispatched once connected
@@ -781,11 +784,11 @@ func (r *sessionRunner) startCall(parent trace.SpanContext, callID string) {
 				r.logger.Error("call panic", slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
 			}
 		}()
-		r.runCall(ctx, cs, callID)
+		r.runCall(ctx, cs, callID, notify)
 	}()
 }
 
-func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, callID string) {
+func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, callID, notify string) {
 	ctx, span := tracer.Start(ctx, "mcp tools/call", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("tenant.id", r.tenant), attribute.String("session.id", r.id), attribute.String("call.id", callID)))
 	defer span.End()
@@ -806,7 +809,9 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 	params := &mcp.CallToolParams{Name: call.Name, Arguments: args}
 	params.SetProgressToken(callID)
 	res, callErr := cs.CallTool(ctx, params)
-	r.finishCall(ctx, cs, callID, params, res, callErr)
+	if done := r.finishCall(ctx, cs, callID, params, res, callErr); done != nil && notify != "" {
+		r.rt.notifyCall(notify, done)
+	}
 }
 
 // resumableCall is a moved call whose input round can still be answered.
@@ -830,8 +835,8 @@ const maxInputRounds = 10
 
 // finishCall completes a call: it runs the input_required rounds of a 2026-07-28 server
 // (each input parked for a person, the call retried with the answers), then records the
-// outcome.
-func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, callID string, params *mcp.CallToolParams, res *mcp.CallToolResult, callErr error) {
+// outcome and returns the call as recorded (nil when nothing was).
+func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, callID string, params *mcp.CallToolParams, res *mcp.CallToolResult, callErr error) *Call {
 	for round := 0; callErr == nil && res.NeedsInput(); round++ {
 		if round >= maxInputRounds {
 			callErr = fmt.Errorf("the server asked for input more than %d times", maxInputRounds)
@@ -865,7 +870,7 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 		event["ok"] = false
 	case r.ctx.Err() != nil:
 		// The worker is stopping or lost the session: the next owner interrupts the call.
-		return
+		return nil
 	default:
 		upd.Status = CallFailed
 		upd.Error = remoteErrorJSON(callErr)
@@ -875,12 +880,15 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 	if upd.Error != nil {
 		event["error"] = json.RawMessage(upd.Error)
 	}
-	if r.ownerWriteRetry(func(ctx context.Context) error {
-		return r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, callID, r.epoch, upd)
+	var done *Call
+	if r.ownerWriteRetry(func(ctx context.Context) (err error) {
+		done, err = r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, callID, r.epoch, upd)
+		return err
 	}) != nil {
-		return
+		return nil
 	}
 	r.emit(EventCallResult, event)
+	return done
 }
 
 // remoteErrorJSON describes a failed request: the target's JSON-RPC error when it sent one.

@@ -13,8 +13,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/db"
 )
 
@@ -159,11 +161,10 @@ func (s *Store) GetSession(ctx context.Context, tenantID, id string) (*Session, 
 		return nil, ErrNotFound
 	}
 	var out *Session
-	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = scanSession(tx.QueryRow(ctx, `select `+sessionColumns+` from sessions where tenant_id = $1 and id = $2`, tenantID, id))
+	err := db.TenantQueryRow(ctx, s.pool, tenantID, func(row pgx.Row) (err error) {
+		out, err = scanSession(row)
 		return err
-	})
+	}, `select `+sessionColumns+` from sessions where tenant_id = $1 and id = $2`, tenantID, id)
 	if err != nil {
 		return nil, fmt.Errorf("get session: %w", err)
 	}
@@ -173,9 +174,8 @@ func (s *Store) GetSession(ctx context.Context, tenantID, id string) (*Session, 
 // sessionSecrets returns the sealed secrets of a session, for its owner.
 func (s *Store) sessionSecrets(ctx context.Context, tenantID, id string) ([]byte, error) {
 	var sealed []byte
-	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		return db.InterpretError(tx.QueryRow(ctx, `select secrets from sessions where tenant_id = $1 and id = $2`, tenantID, id).Scan(&sealed))
-	})
+	err := db.TenantQueryRow(ctx, s.pool, tenantID, func(row pgx.Row) error { return row.Scan(&sealed) },
+		`select secrets from sessions where tenant_id = $1 and id = $2`, tenantID, id)
 	return sealed, err
 }
 
@@ -461,11 +461,23 @@ func (s *Store) ExportEvents(ctx context.Context, tenantID, sessionID string, fn
 
 const callColumns = `id, session_id, name, arguments, status, progress, result, error, created_by, created_at, finished_at`
 
-func scanCall(row pgx.Row) (*Call, error) {
+func scanCall(row pgx.Row) (*Call, error) { return scanCallAfter(row) }
+
+// scanCallAfter scans a call whose columns follow the given leading ones.
+func scanCallAfter(row pgx.Row, leading ...any) (*Call, error) { return scanCallAround(row, leading, nil) }
+
+// scanCallThen scans a call whose columns come before the given trailing ones.
+func scanCallThen(row pgx.Row, trailing ...any) (*Call, error) { return scanCallAround(row, nil, trailing) }
+
+func scanCallAround(row pgx.Row, leading, trailing []any) (*Call, error) {
 	var c Call
 	var progress []byte
-	if err := row.Scan(&c.ID, &c.SessionID, &c.Name, &c.Arguments, &c.Status, &progress, &c.Result, &c.Error,
-		&c.CreatedBy, &c.CreatedAt, &c.FinishedAt); err != nil {
+	dest := make([]any, 0, len(leading)+11+len(trailing))
+	dest = append(dest, leading...)
+	dest = append(dest, &c.ID, &c.SessionID, &c.Name, &c.Arguments, &c.Status, &progress, &c.Result, &c.Error,
+		&c.CreatedBy, &c.CreatedAt, &c.FinishedAt)
+	dest = append(dest, trailing...)
+	if err := row.Scan(dest...); err != nil {
 		return nil, db.InterpretError(err)
 	}
 	if progress != nil {
@@ -477,55 +489,79 @@ func scanCall(row pgx.Row) (*Call, error) {
 	return &c, nil
 }
 
-// insertCall queues a tool call on a ready session.
+// insertCall queues a tool call on a ready session, with its audit event when audit is not
+// nil, in two round trips (db.TenantTx2).
 //
 // When a call with id exists already (ids derived from an Idempotency-Key), the same request
 // returns it with existing set, and a different one is ErrConflict.
-func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string, hooks ...txHook) (out *Call, existing bool, err error) {
-	err = db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		var status Status
-		if err := tx.QueryRow(ctx, `select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&status); err != nil {
+func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string, audited *audit.Pipelined) (out *Call, existing bool, err error) {
+	if !validID(tenantID) || !validID(sessionID) {
+		return nil, false, ErrNotFound
+	}
+	var status *Status
+	var inserted bool
+	var prior *Call
+	var same bool
+	first := &pgx.Batch{}
+	if audited != nil {
+		audited.QueueHead(first)
+	}
+	first.Queue(`select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).QueryRow(func(row pgx.Row) error {
+		var st Status
+		if err := row.Scan(&st); err != nil {
 			return db.InterpretError(err)
 		}
-		if status != StatusReady {
-			// A retry of a call accepted while the session was ready still gets its call.
-			prior, err := scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls
-				where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id))
-			if err == nil {
-				out, existing = prior, true
-				return nil
-			}
-			return fmt.Errorf("%w: it is %s", ErrNotReady, status)
-		}
-		var err error
-		out, err = scanCall(tx.QueryRow(ctx, `insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
-			values ($1, $2, $3, $4, $5, 'queued', $6) on conflict (id) do nothing returning `+callColumns,
-			id, tenantID, sessionID, name, args, createdBy))
+		status = &st
+		return nil
+	})
+	first.Queue(`insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
+		select $1, $2, $3, $4, $5, 'queued', $6 from sessions
+		where tenant_id = $2 and id = $3 and status = 'ready'
+		on conflict (id) do nothing`, id, tenantID, sessionID, name, args, createdBy).Exec(func(tag pgconn.CommandTag) error {
+		inserted = tag.RowsAffected() == 1
+		return nil
+	})
+	// The call as it is now: the one just inserted, or the one an earlier request with the
+	// same Idempotency-Key inserted, with whether it asked for the same thing.
+	first.Queue(`select `+callColumns+`, name = $4 and arguments = $5::jsonb from session_calls
+		where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id, name, args).QueryRow(func(row pgx.Row) error {
+		c, err := scanCallThen(row, &same)
 		if errors.Is(err, db.ErrNotFound) {
-			// The id came from an Idempotency-Key that was used before: answer with that
-			// call if it is the same request, without acting again.
-			var same bool
-			out, err = scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls
-				where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id))
-			if err != nil {
-				return fmt.Errorf("%w: the Idempotency-Key was used for another request", ErrConflict)
-			}
-			if err := tx.QueryRow(ctx, `select name = $2 and arguments = $3::jsonb from session_calls where id = $1`,
-				id, name, args).Scan(&same); err != nil {
-				return db.InterpretError(err)
-			}
-			if !same {
-				return fmt.Errorf("%w: the Idempotency-Key was used for a different call", ErrConflict)
-			}
-			existing = true
 			return nil
 		}
-		if err != nil {
-			return err
-		}
-		return runHooks(ctx, tx, hooks)
+		prior = c
+		return err
 	})
-	return out, existing, err
+	err = db.TenantTx2(ctx, s.pool, tenantID, first, func() (*pgx.Batch, error) {
+		switch {
+		case inserted:
+			out = prior
+			next := &pgx.Batch{}
+			if audited != nil {
+				if err := audited.QueueInsert(next); err != nil {
+					return nil, err
+				}
+			}
+			return next, nil
+		case prior != nil && same:
+			// A retry of a call accepted earlier, whatever the session's status now.
+			out, existing = prior, true
+			return nil, nil
+		case prior != nil:
+			return nil, fmt.Errorf("%w: the Idempotency-Key was used for a different call", ErrConflict)
+		case status == nil:
+			return nil, ErrNotFound
+		default:
+			return nil, fmt.Errorf("%w: it is %s", ErrNotReady, *status)
+		}
+	})
+	if err != nil {
+		if errors.Is(err, db.ErrNotFound) {
+			err = ErrNotFound
+		}
+		return nil, false, err
+	}
+	return out, existing, nil
 }
 
 // GetCall returns one call.
@@ -534,12 +570,10 @@ func (s *Store) GetCall(ctx context.Context, tenantID, sessionID, callID string)
 		return nil, ErrNotFound
 	}
 	var out *Call
-	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls where tenant_id = $1 and session_id = $2 and id = $3`,
-			tenantID, sessionID, callID))
+	err := db.TenantQueryRow(ctx, s.pool, tenantID, func(row pgx.Row) (err error) {
+		out, err = scanCall(row)
 		return err
-	})
+	}, `select `+callColumns+` from session_calls where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, callID)
 	if err != nil {
 		return nil, fmt.Errorf("get call: %w", err)
 	}
@@ -567,33 +601,50 @@ func (s *Store) ListCalls(ctx context.Context, tenantID, sessionID string, limit
 // startCall moves a queued call to running for the owner with epoch. It reports false when
 // the call is not queued any more (already dispatched, cancelled), so a command delivered
 // twice dispatches once.
+//
+// One round trip: the fenced update and a read of the session's epoch and the call as it
+// is afterwards go in one batch, and Go tells the cases apart from the two results.
 func (s *Store) startCall(ctx context.Context, tenantID, sessionID, callID string, epoch int64) (*Call, bool, error) {
+	var started bool
+	var cur int64
 	var out *Call
-	started := false
-	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = scanCall(tx.QueryRow(ctx, `update session_calls c set status = 'running', epoch = $4, updated_at = now()
-			from sessions s
-			where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status = 'queued'
-			  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
-			returning c.id, c.session_id, c.name, c.arguments, c.status, c.progress, c.result, c.error, c.created_by, c.created_at, c.finished_at`,
-			tenantID, sessionID, callID, epoch))
-		if errors.Is(err, db.ErrNotFound) {
-			var cur int64
-			if err := tx.QueryRow(ctx, `select epoch from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&cur); err != nil {
-				return db.InterpretError(err)
-			}
-			if cur != epoch {
-				return db.ErrStaleEpoch
-			}
-			out, err = scanCall(tx.QueryRow(ctx, `select `+callColumns+` from session_calls where tenant_id = $1 and session_id = $2 and id = $3`,
-				tenantID, sessionID, callID))
-			return err
-		}
-		started = err == nil
+	b := &pgx.Batch{}
+	b.Queue(`update session_calls c set status = 'running', epoch = $4, updated_at = now()
+		from sessions s
+		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status = 'queued'
+		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4`,
+		tenantID, sessionID, callID, epoch).Exec(func(tag pgconn.CommandTag) error {
+		started = tag.RowsAffected() == 1
+		return nil
+	})
+	queueOwnedCall(b, tenantID, sessionID, callID, &cur, &out)
+	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
+		return nil, false, err
+	}
+	if !started && cur != epoch {
+		return nil, false, db.ErrStaleEpoch
+	}
+	return out, started, nil
+}
+
+// queueOwnedCall queues the read of a session's epoch and one of its calls, after an
+// owner's write in the same batch.
+func queueOwnedCall(b *pgx.Batch, tenantID, sessionID, callID string, epoch *int64, out **Call) {
+	b.Queue(`select s.epoch, `+prefixed("c.", callColumns)+` from sessions s
+		join session_calls c on c.tenant_id = s.tenant_id and c.session_id = s.id and c.id = $3
+		where s.tenant_id = $1 and s.id = $2`, tenantID, sessionID, callID).QueryRow(func(row pgx.Row) (err error) {
+		*out, err = scanCallAfter(row, epoch)
 		return err
 	})
-	return out, started, err
+}
+
+// prefixed qualifies each column of a column list.
+func prefixed(qualifier, columns string) string {
+	parts := strings.Split(columns, ",")
+	for i, p := range parts {
+		parts[i] = qualifier + strings.TrimSpace(p)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // callUpdate is an owner's change to a call.
@@ -604,37 +655,38 @@ type callUpdate struct {
 	Error    json.RawMessage
 }
 
-// updateCallAsOwner records progress or the end of a running call, fenced by epoch. Ending a
-// call that already ended (cancelled meanwhile) is a no-op.
-func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) error {
+// updateCallAsOwner records progress or the end of a running call, fenced by epoch, and
+// returns the call as it is afterwards. Ending a call that already ended (cancelled
+// meanwhile) changes nothing. One round trip, as startCall.
+func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) (*Call, error) {
 	var progress []byte
 	if u.Progress != nil {
 		progress, _ = json.Marshal(u.Progress)
 	}
-	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `update session_calls c set
-				status = case when $5 = '' then c.status else $5 end,
-				progress = coalesce($6, c.progress), result = coalesce($7, c.result), error = coalesce($8, c.error),
-				finished_at = case when $5 in ('succeeded', 'failed', 'cancelled', 'interrupted') then now() else c.finished_at end,
-				updated_at = now()
-			from sessions s
-			where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status in ('queued', 'running')
-			  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4`,
-			tenantID, sessionID, callID, epoch, string(u.Status), progress, nullJSON(u.Result), nullJSON(u.Error))
-		if err != nil {
-			return db.InterpretError(err)
-		}
-		if tag.RowsAffected() == 0 {
-			var cur int64
-			if err := tx.QueryRow(ctx, `select epoch from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&cur); err != nil {
-				return db.InterpretError(err)
-			}
-			if cur != epoch {
-				return db.ErrStaleEpoch
-			}
-		}
+	var updated bool
+	var cur int64
+	var out *Call
+	b := &pgx.Batch{}
+	b.Queue(`update session_calls c set
+			status = case when $5 = '' then c.status else $5 end,
+			progress = coalesce($6, c.progress), result = coalesce($7, c.result), error = coalesce($8, c.error),
+			finished_at = case when $5 in ('succeeded', 'failed', 'cancelled', 'interrupted') then now() else c.finished_at end,
+			updated_at = now()
+		from sessions s
+		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status in ('queued', 'running')
+		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4`,
+		tenantID, sessionID, callID, epoch, string(u.Status), progress, nullJSON(u.Result), nullJSON(u.Error)).Exec(func(tag pgconn.CommandTag) error {
+		updated = tag.RowsAffected() == 1
 		return nil
 	})
+	queueOwnedCall(b, tenantID, sessionID, callID, &cur, &out)
+	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
+		return nil, err
+	}
+	if !updated && cur != epoch {
+		return nil, db.ErrStaleEpoch
+	}
+	return out, nil
 }
 
 // unreportedCalls returns the calls an earlier owner (epoch before epoch) finished recently
