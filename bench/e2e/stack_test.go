@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tapline/tapline"
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
@@ -23,6 +24,7 @@ import (
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/netguard"
+	"github.com/tapline/tapline/internal/ratelimit"
 	"github.com/tapline/tapline/internal/redisconn"
 	"github.com/tapline/tapline/internal/redistest"
 	"github.com/tapline/tapline/internal/secretbox"
@@ -126,8 +128,11 @@ func (s *stack) api(maxLive int) *apiNode {
 	s.tb.Helper()
 	pool, rdb := s.pool(), s.redis()
 	trk := s.tracker(rdb, "bench-api", nil)
+	// As cmd/api wires it: tool calls and session actions are audited, requests rate limited.
+	auditLog := audit.NewRecorder(pool, nil)
 	svc, err := inspector.NewService(&inspector.ServiceConfig{
 		Pool: pool, Redis: rdb, Tracker: trk, Guard: s.guard, Keys: s.keys, Prefix: s.prefix, MaxLiveSessions: maxLive,
+		Audit: auditLog,
 	})
 	if err != nil {
 		s.tb.Fatal(err)
@@ -139,8 +144,11 @@ func (s *stack) api(maxLive int) *apiNode {
 	tenants := tenant.NewStore(pool)
 	draining := make(chan struct{})
 	e, err := httpapi.New(&httpapi.Config{
-		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, nil),
-		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Draining: draining,
+		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, nil), Audit: auditLog,
+		RateLimiter: ratelimit.New(rdb, s.prefix+":rl"),
+		// A limit the benchmarks never reach: the check's round trip is measured, not a 429.
+		TenantRate: ratelimit.PerSecond(1_000_000, 1_000_000),
+		Spec:       tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Draining: draining,
 	})
 	if err != nil {
 		s.tb.Fatal(err)
