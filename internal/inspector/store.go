@@ -464,10 +464,14 @@ const callColumns = `id, session_id, name, arguments, status, progress, result, 
 func scanCall(row pgx.Row) (*Call, error) { return scanCallAfter(row) }
 
 // scanCallAfter scans a call whose columns follow the given leading ones.
-func scanCallAfter(row pgx.Row, leading ...any) (*Call, error) { return scanCallAround(row, leading, nil) }
+func scanCallAfter(row pgx.Row, leading ...any) (*Call, error) {
+	return scanCallAround(row, leading, nil)
+}
 
 // scanCallThen scans a call whose columns come before the given trailing ones.
-func scanCallThen(row pgx.Row, trailing ...any) (*Call, error) { return scanCallAround(row, nil, trailing) }
+func scanCallThen(row pgx.Row, trailing ...any) (*Call, error) {
+	return scanCallAround(row, nil, trailing)
+}
 
 func scanCallAround(row pgx.Row, leading, trailing []any) (*Call, error) {
 	var c Call
