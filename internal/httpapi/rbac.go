@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/labstack/echo/v4"
 
 	"github.com/tapline/tapline/internal/auth"
@@ -26,10 +24,10 @@ const RoleNone = "none"
 // permission matrix in openapi.yaml is the one the server applies. Handlers check again
 // (auth.Require), and check what depends on the object (owners only by owners).
 type roleGate struct {
-	router routers.Router
+	ops *operations
 }
 
-func newRoleGate() (*roleGate, error) {
+func newRoleGate(ops *operations) (*roleGate, error) {
 	spec, err := apigen.GetSwagger()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded spec: %w", err)
@@ -37,12 +35,7 @@ func newRoleGate() (*roleGate, error) {
 	if missing := UnclassifiedOperations(spec); len(missing) > 0 {
 		return nil, fmt.Errorf("operations without a valid %s: %s", RequiredRoleExtension, strings.Join(missing, ", "))
 	}
-	spec.Servers = nil
-	router, err := gorillamux.NewRouter(spec)
-	if err != nil {
-		return nil, fmt.Errorf("route spec: %w", err)
-	}
-	return &roleGate{router: router}, nil
+	return &roleGate{ops: ops}, nil
 }
 
 // RequiredRole returns an operation's x-required-role and whether it is one of the known
@@ -73,8 +66,8 @@ func UnclassifiedOperations(spec *openapi3.T) []string {
 func (g *roleGate) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		route, _, err := g.router.FindRoute(req)
-		if err != nil {
+		route, _, ok := g.ops.find(c)
+		if !ok {
 			// Not an operation (web assets, /metrics) or a wrong method: the router answers.
 			return next(c)
 		}

@@ -94,11 +94,12 @@ func New(cfg *Config) (*echo.Echo, error) {
 	if s.cfg.Audit == nil {
 		s.cfg.Audit = audit.NewRecorder(cfg.Pool, nil)
 	}
-	validator, err := newSpecValidator()
+	ops, err := newOperations()
 	if err != nil {
 		return nil, err
 	}
-	gate, err := newRoleGate()
+	validator := &specValidator{ops: ops}
+	gate, err := newRoleGate(ops)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +127,9 @@ func New(cfg *Config) (*echo.Echo, error) {
 	e.Use(s.idempotencyMiddleware)
 
 	apigen.RegisterHandlers(e, apigen.NewStrictHandler(s, nil))
+	if err := ops.checkRoutes(e); err != nil {
+		return nil, err
+	}
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
 	}

@@ -2,17 +2,12 @@ package httpapi
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/labstack/echo/v4"
-
-	"github.com/tapline/tapline/internal/httpapi/apigen"
 )
 
 // validationDialect is the OpenAPI version the request validator reads the spec as.
@@ -21,36 +16,17 @@ const validationDialect = "3.0.3"
 // specValidator checks every request against openapi.yaml before a handler sees it, so
 // handlers can trust shapes, enums, lengths and required fields.
 type specValidator struct {
-	router routers.Router
-}
-
-func newSpecValidator() (*specValidator, error) {
-	spec, err := apigen.GetSwagger()
-	if err != nil {
-		return nil, fmt.Errorf("load embedded spec: %w", err)
-	}
-	// Match on paths only: the server URL in the spec is relative and hosts vary.
-	spec.Servers = nil
-	// For a 3.1 document kin-openapi builds and compiles a JSON Schema 2020-12 validator on
-	// every value it checks, about 0.4 ms of CPU per request. The spec uses only keywords
-	// that mean the same in 3.0 and 3.1 (TestSpecNeedsNoJSONSchema2020 holds it to that), so
-	// requests are checked by kin-openapi's own validator, which walks the parsed schema.
-	spec.OpenAPI = validationDialect
-	router, err := gorillamux.NewRouter(spec)
-	if err != nil {
-		return nil, fmt.Errorf("route spec: %w", err)
-	}
-	return &specValidator{router: router}, nil
+	ops *operations
 }
 
 func (v *specValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		req := c.Request()
-		route, params, err := v.router.FindRoute(req)
-		if err != nil {
+		route, params, ok := v.ops.find(c)
+		if !ok {
 			// Not an API operation (web assets, /metrics) or a wrong method: the router answers.
 			return next(c)
 		}
+		req := c.Request()
 		in := &openapi3filter.RequestValidationInput{
 			Request:    req,
 			PathParams: params,
