@@ -231,3 +231,39 @@ func TestMigrateSecuresTablesAddedLater(t *testing.T) {
 		t.Fatalf("%s cannot insert into the new table (%v)", dbtest.AppRole, err)
 	}
 }
+
+// Deleting a tenant deletes its sessions' events with them (a trigger, since session_events
+// has no foreign key; migrations/0015), and nobody else's.
+func TestDeletedSessionsTakeTheirEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.New(t)
+	ids := map[string][2]string{}
+	for _, name := range []string{"gone", "kept"} {
+		var tenantID, sessionID string
+		if err := d.Pool.QueryRow(ctx, `insert into tenants (id, name) values (gen_random_uuid(), $1) returning id`, name).Scan(&tenantID); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Pool.QueryRow(ctx, `insert into sessions (id, tenant_id, name, status, transport, url)
+			values (gen_random_uuid(), $1, 's', 'ready', 'streamable_http', 'http://x') returning id`, tenantID).Scan(&sessionID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Pool.Exec(ctx, `select * from tapline_append_events(array[$1::uuid, $1::uuid], array[$2::uuid, $2::uuid],
+			array[0, 0]::bigint[], array['a', 'b'], array['{}', '{}']::jsonb[], array[now(), now()])`, tenantID, sessionID); err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = [2]string{tenantID, sessionID}
+	}
+	if _, err := d.Pool.Exec(ctx, `delete from tenants where id = $1`, ids["gone"][0]); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{"gone": 0, "kept": 2} {
+		var n int
+		if err := d.Pool.QueryRow(ctx, `select count(*) from session_events where session_id = $1`, ids[name][1]).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("%s tenant's session has %d events after the delete, want %d", name, n, want)
+		}
+	}
+}
