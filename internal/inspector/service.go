@@ -415,6 +415,35 @@ func (s *Service) awaitOwner(ctx context.Context, tenantID, sessionID string) (s
 // owner reads that state when it adopts the session.
 func (s *Service) doorbell(ctx context.Context, tenantID, sessionID string, op Op, params any) error {
 	node, _, err := s.cfg.Tracker.LeaseHolder(ctx, tenantID, sessionID)
+	return s.ring(ctx, tenantID, sessionID, op, params, node, err)
+}
+
+// ownerLookup is a LeaseHolder read started before the change a doorbell announces, so the
+// two round trips overlap. The owner it names is as good as one read after the commit: a
+// doorbell to an owner that has just lost the session goes unanswered either way, and the
+// next owner's sweep starts what it finds queued.
+type ownerLookup struct {
+	done chan struct{}
+	node string
+	err  error
+}
+
+func (s *Service) lookupOwner(ctx context.Context, tenantID, sessionID string) *ownerLookup {
+	l := &ownerLookup{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		l.node, _, l.err = s.cfg.Tracker.LeaseHolder(ctx, tenantID, sessionID)
+	}()
+	return l
+}
+
+// ringLooked is doorbell with the owner an ownerLookup found.
+func (s *Service) ringLooked(ctx context.Context, l *ownerLookup, tenantID, sessionID string, op Op, params any) error {
+	<-l.done
+	return s.ring(ctx, tenantID, sessionID, op, params, l.node, l.err)
+}
+
+func (s *Service) ring(ctx context.Context, tenantID, sessionID string, op Op, params any, node string, err error) error {
 	if errors.Is(err, tracker.ErrNotFound) {
 		s.commands.wake(ctx)
 		return nil
@@ -484,11 +513,14 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 			return nil, err
 		}
 	}
+	owner := s.lookupOwner(ctx, tenantID, sessionID)
 	call, existing, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy, audited)
 	if err != nil {
+		<-owner.done
 		return nil, err
 	}
 	if existing {
+		<-owner.done
 		notice = nil // started by an earlier request; nobody was told to notify this one
 	} else {
 		bctx, span := tracer.Start(ctx, "command "+string(OpStartCall), trace.WithSpanKind(trace.SpanKindProducer))
@@ -496,7 +528,7 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 		if notice != nil {
 			params["notify"] = s.commands.node
 		}
-		err = s.doorbell(bctx, tenantID, sessionID, OpStartCall, params)
+		err = s.ringLooked(bctx, owner, tenantID, sessionID, OpStartCall, params)
 		span.End()
 		if err != nil {
 			s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", err))
