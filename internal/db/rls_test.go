@@ -3,6 +3,7 @@ package db_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
@@ -264,6 +265,94 @@ func TestDeletedSessionsTakeTheirEvents(t *testing.T) {
 		}
 		if n != want {
 			t.Errorf("%s tenant's session has %d events after the delete, want %d", name, n, want)
+		}
+	}
+}
+
+// tapline_append_events gives the same answers on its one-session path and on the path for
+// batches of several sessions: gapless seqs in batch order for a current owner, nothing
+// written for a stale one.
+func TestAppendEventsOneAndManySessions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.New(t)
+	var tenantID string
+	if err := d.Pool.QueryRow(ctx, `insert into tenants (id, name) values (gen_random_uuid(), 't') returning id`).Scan(&tenantID); err != nil {
+		t.Fatal(err)
+	}
+	newSession := func(epoch int) (id string) {
+		t.Helper()
+		if err := d.Pool.QueryRow(ctx, `insert into sessions (id, tenant_id, name, status, transport, url, epoch)
+			values (gen_random_uuid(), $1, 's', 'ready', 'streamable_http', 'http://x', $2) returning id`, tenantID, epoch).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	a, b := newSession(3), newSession(5)
+	type res struct {
+		first, last *int64
+		refused     bool
+	}
+	appendEvents := func(sessions []string, epochs []int64) map[string]res {
+		t.Helper()
+		n := len(sessions)
+		tenants, types, datas, ats := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+		for i := range n {
+			tenants[i], types[i], datas[i], ats[i] = tenantID, "t", fmt.Sprintf(`{"i":%d}`, i), time.Now()
+		}
+		rows, err := d.Pool.Query(ctx, `select session_id::text, first_seq, last_seq, refused from tapline_append_events(
+			$1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::jsonb[], $6::timestamptz[])`, tenants, sessions, epochs, types, datas, ats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]res{}
+		for rows.Next() {
+			var id string
+			var r res
+			if err := rows.Scan(&id, &r.first, &r.last, &r.refused); err != nil {
+				t.Fatal(err)
+			}
+			out[id] = r
+		}
+		if rows.Err() != nil {
+			t.Fatal(rows.Err())
+		}
+		return out
+	}
+	check := func(what string, got res, first, last int64, refused bool) {
+		t.Helper()
+		if refused {
+			if !got.refused || got.first != nil || got.last != nil {
+				t.Errorf("%s: %+v, want refused", what, got)
+			}
+			return
+		}
+		if got.refused || got.first == nil || got.last == nil || *got.first != first || *got.last != last {
+			t.Errorf("%s: first %v last %v refused %v, want %d..%d", what, got.first, got.last, got.refused, first, last)
+		}
+	}
+	// One session per batch.
+	check("a alone", appendEvents([]string{a, a, a}, []int64{3, 3, 3})[a], 1, 3, false)
+	check("a alone, stale", appendEvents([]string{a, a}, []int64{2, 2})[a], 0, 0, true)
+	// Several sessions in a batch, interleaved, one of them stale.
+	got := appendEvents([]string{b, a, b, a, b}, []int64{5, 3, 5, 3, 5})
+	check("b in a mixed batch", got[b], 1, 3, false)
+	check("a in a mixed batch", got[a], 4, 5, false)
+	got = appendEvents([]string{a, b, a}, []int64{3, 4, 3})
+	check("a beside a stale b", got[a], 6, 7, false)
+	check("stale b beside a", got[b], 0, 0, true)
+	// The stored seqs are gapless and in batch order.
+	for id, want := range map[string][]string{a: {"0", "1", "2", "1", "3", "0", "2"}, b: {"0", "2", "4"}} {
+		rows, err := d.Pool.Query(ctx, `select data->>'i' from session_events where session_id = $1 order by seq`, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotOrder, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(gotOrder, ",") != strings.Join(want, ",") {
+			t.Errorf("session events in seq order: %v, want %v", gotOrder, want)
 		}
 	}
 }
