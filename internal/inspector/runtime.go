@@ -376,13 +376,13 @@ func (rt *Runtime) serve(cmd *Command) {
 
 // notifyCall sends a finished call, already committed, to the api node waiting for it.
 // Best effort: a waiter that misses it reads the call's row.
-func (rt *Runtime) notifyCall(node string, c *Call) {
+func (rt *Runtime) notifyCall(ctx context.Context, node string, c *Call) {
 	body, err := json.Marshal(c)
 	if err != nil {
 		return
 	}
 	rep, _ := json.Marshal(&Reply{ID: callNoticeID(c.ID), Result: body})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_ = rt.cfg.Redis.Publish(ctx, replyChannel(rt.cfg.Prefix, node), rep).Err()
 }

@@ -810,7 +810,7 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 	params.SetProgressToken(callID)
 	res, callErr := cs.CallTool(ctx, params)
 	if done := r.finishCall(ctx, cs, callID, params, res, callErr); done != nil && notify != "" {
-		r.rt.notifyCall(notify, done)
+		r.rt.notifyCall(trace.ContextWithSpan(context.WithoutCancel(ctx), span), notify, done)
 	}
 }
 
@@ -881,8 +881,10 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 		event["error"] = json.RawMessage(upd.Error)
 	}
 	var done *Call
-	if r.ownerWriteRetry(func(ctx context.Context) (err error) {
-		done, err = r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, callID, r.epoch, upd)
+	span := trace.SpanFromContext(ctx)
+	if r.ownerWriteRetry(func(wctx context.Context) (err error) {
+		// The write outlives a cancelled call, and belongs to its trace.
+		done, err = r.rt.store.updateCallAsOwner(trace.ContextWithSpan(wctx, span), r.tenant, r.id, callID, r.epoch, upd)
 		return err
 	}) != nil {
 		return nil
