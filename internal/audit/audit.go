@@ -35,6 +35,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -158,21 +159,24 @@ func NewRecorder(pool *pgxpool.Pool, cfg *Config) *Recorder {
 	return r
 }
 
-// Record appends an event to its tenant's chain. With a nil tx it runs its own tenant
-// transaction; otherwise tx must be a tenant transaction of e.TenantID (db.WithTenantTx),
-// and the event commits or rolls back with it. Appends of one tenant are serialised by a
-// transaction-scoped advisory lock, held until tx ends.
+// Record appends an event to its tenant's chain. With a nil tx it runs in a transaction of
+// its own; otherwise tx must be a tenant transaction of e.TenantID (db.WithTenantTx), and the
+// event commits or rolls back with it. Appends of one tenant are serialised by a
+// transaction-scoped advisory lock, held until the transaction ends. Either way the append
+// is one statement (tapline_audit_append, migrations/0017).
 func (r *Recorder) Record(ctx context.Context, tx pgx.Tx, e Entry) (*Event, error) {
 	ev, err := r.prepare(ctx, e)
 	if err != nil {
 		return nil, err
 	}
+	args, err := ev.appendArgs(r.now())
+	if err != nil {
+		return nil, fmt.Errorf("record audit event %s: %w", e.Action, err)
+	}
 	if tx == nil {
-		err = db.WithTenantTx(ctx, r.pool, e.TenantID, func(ctx context.Context, tx pgx.Tx) error {
-			return r.appendEvent(ctx, tx, ev)
-		})
+		err = db.TenantQueryRow(ctx, r.pool, e.TenantID, ev.scanAppended, appendSQL, args...)
 	} else {
-		err = r.appendEvent(ctx, tx, ev)
+		err = ev.scanAppended(tx.QueryRow(ctx, appendSQL, args...))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("record audit event %s: %w", e.Action, err)
@@ -209,119 +213,96 @@ func (r *Recorder) prepare(ctx context.Context, e Entry) (*Event, error) {
 	}, nil
 }
 
-func (r *Recorder) appendEvent(ctx context.Context, tx pgx.Tx, ev *Event) error {
-	if _, err := tx.Exec(ctx, lockChainSQL, ev.TenantID); err != nil {
+// appendCall is the call of tapline_audit_append with its parameters numbered from $1.
+var appendCall = appendCallFrom(1) //nolint:gochecknoglobals // a constant string
+
+const appendColumns = `out_seq, out_at, out_prev_hash, out_row_hash`
+
+var appendSQL = `select ` + appendColumns + ` from ` + appendCall //nolint:gochecknoglobals // a constant string
+
+// appendCallFrom writes the call of tapline_audit_append with its parameters numbered from
+// $first, for a statement that has parameters of its own before them.
+func appendCallFrom(first int) string {
+	var b strings.Builder
+	b.WriteString("tapline_audit_append(")
+	for i := range appendParams {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", first+i)
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// appendParams is the number of tapline_audit_append's parameters.
+const appendParams = 16
+
+// appendArgs returns tapline_audit_append's arguments for ev recorded at now: its columns
+// and its canonical document in three parts, around the time and the seq that the database
+// fills in from the chain's head.
+func (ev *Event) appendArgs(now time.Time) ([]any, error) {
+	head, mid, tail, err := ev.docParts()
+	if err != nil {
+		return nil, err
+	}
+	return []any{ev.TenantID, ev.ID, now.UTC().Truncate(time.Microsecond), ev.Actor.Kind, ev.Actor.ID, ev.Actor.Name,
+		ev.Action, ev.Target.Type, ev.Target.ID, ev.ClientIP, ev.UserAgent, ev.RequestID,
+		string(ev.Details), head, mid, tail}, nil
+}
+
+// scanAppended reads what tapline_audit_append placed: the seq, the time and the hashes.
+func (ev *Event) scanAppended(row pgx.Row) error {
+	if err := row.Scan(&ev.Seq, &ev.At, &ev.PrevHash, &ev.RowHash); err != nil {
 		return db.InterpretError(err)
 	}
-	var h chainHead
-	if err := h.scan(tx.QueryRow(ctx, headSQL, ev.TenantID)); err != nil {
-		return err
-	}
-	if err := r.seal(ev, &h); err != nil {
-		return err
-	}
-	_, err := tx.Exec(ctx, insertSQL, ev.insertArgs()...)
-	return db.InterpretError(err)
+	ev.At = ev.At.UTC()
+	return nil
 }
 
-// The three statements of an append. The lock serialises a tenant's appends until the
-// transaction ends; the head is read after it, by a statement of its own, so that in READ
-// COMMITTED it sees the row the previous holder committed.
-const (
-	lockChainSQL = `select pg_advisory_xact_lock(hashtextextended('tapline.audit:' || $1::text, 0))`
-	headSQL      = `select seq, row_hash, at from audit_events where tenant_id = $1 order by seq desc limit 1`
-	insertSQL    = `insert into audit_events (tenant_id, seq, id, at, actor_kind, actor_id, actor_name,
-			action, target_type, target_id, client_ip, user_agent, request_id, details, prev_hash, row_hash)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`
-)
-
-// chainHead is the newest event of a tenant's chain, if any.
-type chainHead struct {
-	seq  int64
-	hash []byte
-	at   time.Time
-}
-
-func (h *chainHead) scan(row pgx.Row) error {
-	err := row.Scan(&h.seq, &h.hash, &h.at)
-	if errors.Is(err, pgx.ErrNoRows) {
-		*h = chainHead{hash: make([]byte, sha256.Size)}
-		return nil
-	}
-	return db.InterpretError(err)
-}
-
-// seal places ev after head: its seq, its time and its hashes.
-func (r *Recorder) seal(ev *Event, head *chainHead) error {
-	ev.Seq = head.seq + 1
-	// Time never runs backwards within a chain, whichever pod's clock recorded the event, so
-	// time ranges and seq ranges agree.
-	ev.At = r.now().UTC().Truncate(time.Microsecond)
-	if ev.At.Before(head.at) {
-		ev.At = head.at.UTC()
-	}
-	ev.PrevHash = head.hash
-	var err error
-	ev.RowHash, err = ev.computeHash()
-	return err
-}
-
-func (ev *Event) insertArgs() []any {
-	return []any{ev.TenantID, ev.Seq, ev.ID, ev.At, ev.Actor.Kind, ev.Actor.ID, ev.Actor.Name,
-		ev.Action, ev.Target.Type, ev.Target.ID, ev.ClientIP, ev.UserAgent, ev.RequestID,
-		string(ev.Details), ev.PrevHash, ev.RowHash}
-}
-
-// Pipelined is an event recorded in a transaction whose statements go to PostgreSQL in
-// batches, two round trips in all: QueueHead adds the chain's lock and the read of its head
-// to the first batch, which must run in an explicit transaction (begun in that batch or
-// before), and after it QueueInsert adds the sealed event's insert to the second, which
-// commits. The event is the caller's to return once the commit succeeded.
+// Pipelined is an event appended by a statement its caller writes, typically a
+// data-modifying CTE that appends the event only when its change happened, so the change and
+// its audit entry go to PostgreSQL in one batch with no Go in between:
+//
+//	with changed as (insert … returning 1)
+//	select a.* from changed cross join lateral <p.Call(n)> a
+//
+// with p.Args() appended to the statement's own n-1 arguments.
 type Pipelined struct {
-	r    *Recorder
 	ev   *Event
-	head chainHead
-	read bool
+	args []any
 }
 
-// Pipeline prepares an event for a pipelined transaction (see Pipelined).
+// Pipeline prepares an event for a statement of the caller's (see Pipelined).
 func (r *Recorder) Pipeline(ctx context.Context, e Entry) (*Pipelined, error) {
 	ev, err := r.prepare(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	return &Pipelined{r: r, ev: ev}, nil
-}
-
-// QueueHead queues the lock of the tenant's chain and the read of its head.
-func (p *Pipelined) QueueHead(b *pgx.Batch) {
-	b.Queue(lockChainSQL, p.ev.TenantID)
-	b.Queue(headSQL, p.ev.TenantID).QueryRow(func(row pgx.Row) error {
-		p.read = true
-		return p.head.scan(row)
-	})
-}
-
-// QueueInsert seals the event after the head the first batch read and queues its insert.
-func (p *Pipelined) QueueInsert(b *pgx.Batch) error {
-	if !p.read {
-		return errors.New("audit: QueueInsert before the head was read")
+	args, err := ev.appendArgs(r.now())
+	if err != nil {
+		return nil, fmt.Errorf("record audit event %s: %w", e.Action, err)
 	}
-	if err := p.r.seal(p.ev, &p.head); err != nil {
-		return fmt.Errorf("record audit event %s: %w", p.ev.Action, err)
-	}
-	b.Queue(insertSQL, p.ev.insertArgs()...)
-	return nil
+	return &Pipelined{ev: ev, args: args}, nil
 }
 
-// Event is the event as sealed by QueueInsert.
-func (p *Pipelined) Event() *Event { return p.ev }
+// Call is the function call that appends the event, its parameters numbered from $first;
+// it yields the columns out_seq, out_at, out_prev_hash and out_row_hash.
+func (p *Pipelined) Call(first int) string { return appendCallFrom(first) }
+
+// Args are the call's arguments.
+func (p *Pipelined) Args() []any { return p.args }
 
 // hashVersion is part of every hashed document, so the hashed form can evolve.
 const hashVersion = 1
 
 // canonicalDoc is the document an event's hash covers: every column but the hashes.
 func (ev *Event) canonicalDoc() ([]byte, error) {
+	return ev.writeDoc(ev.At.UTC().Format(timeLayout), json.Number(strconv.FormatInt(ev.Seq, 10)))
+}
+
+// writeDoc writes the canonical document of ev with the given time and seq values.
+func (ev *Event) writeDoc(at string, seq json.Number) ([]byte, error) {
 	details, err := normalise(ev.Details)
 	if err != nil {
 		return nil, err
@@ -330,8 +311,8 @@ func (ev *Event) canonicalDoc() ([]byte, error) {
 		"v":          json.Number(fmt.Sprint(hashVersion)),
 		"id":         ev.ID,
 		"tenant_id":  ev.TenantID,
-		"seq":        json.Number(fmt.Sprint(ev.Seq)),
-		"at":         ev.At.UTC().Format(timeLayout),
+		"seq":        seq,
+		"at":         at,
 		"actor":      map[string]any{"kind": ev.Actor.Kind, "id": ev.Actor.ID, "name": ev.Actor.Name},
 		"action":     ev.Action,
 		"target":     map[string]any{"type": ev.Target.Type, "id": ev.Target.ID},
@@ -345,6 +326,33 @@ func (ev *Event) canonicalDoc() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// The members docParts cuts around, as written with its placeholders. Keys are sorted:
+// "at" follows "actor", whose values are strings, and "seq" is followed by "target", whose
+// values are strings, then by strings only. So the first unescaped occurrence of the first
+// and the last of the second are the top-level members, even when details hold keys of the
+// same names.
+const (
+	atMember  = `,"at":"","client_ip":`
+	seqMember = `,"seq":0,"target":`
+)
+
+// docParts returns ev's canonical document cut around its time and seq values:
+// head + at + mid + seq + tail is the document for that time and seq.
+func (ev *Event) docParts() (head, mid, tail []byte, err error) {
+	doc, err := ev.writeDoc("", json.Number("0"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	i := bytes.Index(doc, []byte(atMember))
+	j := bytes.LastIndex(doc, []byte(seqMember))
+	if i < 0 || j < i {
+		return nil, nil, nil, errors.New("audit: canonical document without its time or seq")
+	}
+	at := i + len(`,"at":"`)
+	seq := j + len(`,"seq":`)
+	return doc[:at], doc[at:seq], doc[seq+1:], nil
 }
 
 func (ev *Event) computeHash() ([]byte, error) {

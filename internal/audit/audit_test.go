@@ -426,8 +426,9 @@ func TestCrossTenantReturnsNotFound(t *testing.T) {
 	}
 }
 
-// Events recorded in pipelined transactions chain like any other, also while Record appends
-// to the same chain from other goroutines, and one rolled back leaves no trace.
+// Events appended by the caller's own statement chain like any other, also while Record
+// appends to the same chain from other goroutines, and one whose change did not happen
+// leaves no trace.
 func TestPipelinedJoinsTheChain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -439,15 +440,11 @@ func TestPipelinedJoinsTheChain(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		first := &pgx.Batch{}
-		p.QueueHead(first)
-		return db.TenantTx2(ctx, pool, tenantID, first, func() (*pgx.Batch, error) {
-			if !commit {
-				return nil, nil
-			}
-			next := &pgx.Batch{}
-			return next, p.QueueInsert(next)
-		})
+		// Appended only when the statement's own change happened: here, when commit is set.
+		b := &pgx.Batch{}
+		b.Queue(`with changed as (select 1 where $1::bool) select a.out_seq from changed cross join lateral `+p.Call(2)+` a`,
+			append([]any{commit}, p.Args()...)...)
+		return db.TenantBatch(ctx, pool, tenantID, b)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 40)
@@ -487,7 +484,7 @@ func TestPipelinedJoinsTheChain(t *testing.T) {
 		}
 	}
 	// Each goroutine appends 6 events for a (i = 1, 2, 4, 5, 7, 8) and 4 for b; the two
-	// pipelined goroutines rolled back their i = 5.
+	// pipelined goroutines skipped their i = 5.
 	count := func(tenantID, where string) (n int) {
 		t.Helper()
 		if err := db.WithTenantTx(ctx, pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
@@ -506,5 +503,35 @@ func TestPipelinedJoinsTheChain(t *testing.T) {
 	}
 	if na != 4*6-2 {
 		t.Fatalf("tenant a has %d events, want %d", na, 4*6-2)
+	}
+}
+
+// The document cut for the database, with the time and seq the database picks spliced back
+// in, is the canonical document Verify hashes, whatever the details hold.
+func TestDocPartsSpliceBackToTheDocument(t *testing.T) {
+	for _, details := range []any{
+		nil,
+		map[string]any{"at": "", "seq": 0, "target": map[string]any{"x": 1}, "client_ip": "x"},
+		map[string]any{"note": `,"at":"","client_ip":` + `,"seq":0,"target":`, "nested": map[string]any{"seq": 0, "target": "t"}},
+	} {
+		raw, err := canonicalDetails(details)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := &Event{ID: uuid.NewString(), TenantID: uuid.NewString(), Action: "a.b", Details: raw,
+			Actor: Actor{Kind: "api_key", ID: `key:"at":"","client_ip":`, Name: "n"}, Target: Target{Type: "call", ID: `,"seq":0,"target":`}}
+		head, mid, tail, err := ev.docParts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Seq, ev.At = 12345, time.Date(2026, 11, 22, 6, 7, 8, 9000, time.UTC)
+		want, err := ev.canonicalDoc()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := string(head) + ev.At.Format(timeLayout) + string(mid) + "12345" + string(tail)
+		if got != string(want) {
+			t.Errorf("spliced document\n  %s\nwant\n  %s", got, want)
+		}
 	}
 }
