@@ -154,49 +154,6 @@ func TenantQueryRow(ctx context.Context, b Batcher, tenantID string, scan func(p
 	return TenantBatch(ctx, b, tenantID, batch)
 }
 
-// TenantTx2 runs a tenant transaction in two round trips, for a change that needs Go
-// between its reads and its writes (an audit entry whose hash follows the chain's head):
-// first goes in one batch after begin and set_config; then next, called once its results
-// are in, returns the second batch, which is sent together with the commit. next returning a
-// nil batch, or an error, rolls the transaction back; that error is returned as it is.
-func TenantTx2(ctx context.Context, pool *pgxpool.Pool, tenantID string, first *pgx.Batch, next func() (*pgx.Batch, error)) (err error) {
-	if tenantID == "" {
-		return errors.New("tenant transaction without a tenant")
-	}
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("acquire: %w", InterpretError(err))
-	}
-	defer conn.Release()
-	open := false
-	defer func() {
-		if open {
-			// As WithTx: never leave a transaction open on a pooled connection.
-			if _, rerr := conn.Exec(context.WithoutCancel(ctx), "rollback"); rerr != nil {
-				_ = conn.Conn().Close(context.WithoutCancel(ctx))
-			}
-		}
-	}()
-	b1 := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(first.QueuedQueries)+2)}
-	b1.Queue("begin")
-	b1.Queue(setTenantSQL, tenantID)
-	b1.QueuedQueries = append(b1.QueuedQueries, first.QueuedQueries...)
-	open = true
-	if err := conn.SendBatch(ctx, b1).Close(); err != nil {
-		return InterpretError(err)
-	}
-	b2, err := next()
-	if err != nil || b2 == nil {
-		return err
-	}
-	b2.Queue("commit")
-	if err := conn.SendBatch(ctx, b2).Close(); err != nil {
-		return fmt.Errorf("commit: %w", InterpretError(err))
-	}
-	open = false
-	return nil
-}
-
 // Batcher sends batches: *pgxpool.Pool, *pgxpool.Conn and *pgx.Conn do.
 type Batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults

@@ -3,7 +3,6 @@ package db_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"testing"
 	"testing/fstest"
@@ -261,81 +260,5 @@ func TestTenantBatchIsOneTransactionScopedToTheTenant(t *testing.T) {
 	}
 	if err := db.TenantBatch(ctx, d.Pool, "", &pgx.Batch{}); err == nil {
 		t.Fatal("TenantBatch accepted an empty tenant")
-	}
-}
-
-func TestTenantTx2(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	d := dbtest.New(t)
-	if _, err := d.Pool.Exec(ctx, `create table tx2_probe (tenant text, n int primary key)`); err != nil {
-		t.Fatal(err)
-	}
-	count := func() (n int) {
-		t.Helper()
-		if err := d.Pool.QueryRow(ctx, `select count(*) from tx2_probe`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	insertAfterRead := func(tenant string, n int, keep bool) error {
-		var seen string
-		first := &pgx.Batch{}
-		first.Queue(`select current_setting('app.tenant_id')`).QueryRow(func(row pgx.Row) error { return row.Scan(&seen) })
-		first.Queue(`insert into tx2_probe values (current_setting('app.tenant_id'), $1)`, n)
-		return db.TenantTx2(ctx, d.Pool, tenant, first, func() (*pgx.Batch, error) {
-			if seen != tenant {
-				return nil, fmt.Errorf("the first batch saw tenant %q", seen)
-			}
-			if !keep {
-				return nil, nil
-			}
-			next := &pgx.Batch{}
-			next.Queue(`insert into tx2_probe values (current_setting('app.tenant_id'), $1)`, n+100)
-			return next, nil
-		})
-	}
-	// Both batches commit together, under the tenant.
-	if err := insertAfterRead("tenant-a", 1, true); err != nil {
-		t.Fatal(err)
-	}
-	if n := count(); n != 2 {
-		t.Fatalf("%d rows after a committed transaction, want 2", n)
-	}
-	// A nil second batch rolls the first one back.
-	if err := insertAfterRead("tenant-b", 2, false); err != nil {
-		t.Fatal(err)
-	}
-	// A failing second batch rolls back both.
-	if err := insertAfterRead("tenant-b", 3, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := insertAfterRead("tenant-b", 4, true); err != nil {
-		t.Fatal(err)
-	}
-	err := db.TenantTx2(ctx, d.Pool, "tenant-c", func() *pgx.Batch {
-		b := &pgx.Batch{}
-		b.Queue(`insert into tx2_probe values ('tenant-c', 5)`)
-		return b
-	}(), func() (*pgx.Batch, error) {
-		b := &pgx.Batch{}
-		b.Queue(`insert into tx2_probe values ('tenant-c', 103)`) // taken by tenant-b's 3
-		return b, nil
-	})
-	if !errors.Is(err, db.ErrConflict) {
-		t.Fatalf("conflict in the second batch = %v, want ErrConflict", err)
-	}
-	if n := count(); n != 6 {
-		t.Fatalf("%d rows, want 6: a rolled-back transaction left rows behind", n)
-	}
-	// Nothing is left open or set on the pooled connections.
-	for range 5 {
-		var got *string
-		if err := d.Pool.QueryRow(ctx, "select nullif(current_setting('app.tenant_id', true), '')").Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-		if got != nil {
-			t.Fatalf("app.tenant_id leaked out of a transaction: %q", *got)
-		}
 	}
 }

@@ -493,8 +493,9 @@ func scanCallAround(row pgx.Row, leading, trailing []any) (*Call, error) {
 	return &c, nil
 }
 
-// insertCall queues a tool call on a ready session, with its audit event when audit is not
-// nil, in two round trips (db.TenantTx2).
+// insertCall queues a tool call on a ready session, with its audit event when audited is
+// not nil, in one round trip: the insert and the event's append are one statement, so the
+// event is written exactly when the call is.
 //
 // When a call with id exists already (ids derived from an Idempotency-Key), the same request
 // returns it with existing set, and a different one is ErrConflict.
@@ -506,11 +507,21 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 	var inserted bool
 	var prior *Call
 	var same bool
-	first := &pgx.Batch{}
+	insert := `with ins as (
+			insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
+			select $1, $2, $3, $4, $5, 'queued', $6 from sessions
+			where tenant_id = $2 and id = $3 and status = 'ready'
+			on conflict (id) do nothing
+			returning id)
+		select count(*) = 1 from ins`
+	insertArgs := []any{id, tenantID, sessionID, name, args, createdBy}
 	if audited != nil {
-		audited.QueueHead(first)
+		insert += ` cross join lateral ` + audited.Call(len(insertArgs)+1) + ` a`
+		insertArgs = append(insertArgs, audited.Args()...)
 	}
-	first.Queue(`select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).QueryRow(func(row pgx.Row) error {
+	b := &pgx.Batch{}
+	b.Queue(insert, insertArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&inserted) })
+	b.Queue(`select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).QueryRow(func(row pgx.Row) error {
 		var st Status
 		if err := row.Scan(&st); err != nil {
 			return db.InterpretError(err)
@@ -518,16 +529,9 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 		status = &st
 		return nil
 	})
-	first.Queue(`insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
-		select $1, $2, $3, $4, $5, 'queued', $6 from sessions
-		where tenant_id = $2 and id = $3 and status = 'ready'
-		on conflict (id) do nothing`, id, tenantID, sessionID, name, args, createdBy).Exec(func(tag pgconn.CommandTag) error {
-		inserted = tag.RowsAffected() == 1
-		return nil
-	})
 	// The call as it is now: the one just inserted, or the one an earlier request with the
 	// same Idempotency-Key inserted, with whether it asked for the same thing.
-	first.Queue(`select `+callColumns+`, name = $4 and arguments = $5::jsonb from session_calls
+	b.Queue(`select `+callColumns+`, name = $4 and arguments = $5::jsonb from session_calls
 		where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id, name, args).QueryRow(func(row pgx.Row) error {
 		c, err := scanCallThen(row, &same)
 		if errors.Is(err, db.ErrNotFound) {
@@ -536,36 +540,25 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 		prior = c
 		return err
 	})
-	err = db.TenantTx2(ctx, s.pool, tenantID, first, func() (*pgx.Batch, error) {
-		switch {
-		case inserted:
-			out = prior
-			next := &pgx.Batch{}
-			if audited != nil {
-				if err := audited.QueueInsert(next); err != nil {
-					return nil, err
-				}
-			}
-			return next, nil
-		case prior != nil && same:
-			// A retry of a call accepted earlier, whatever the session's status now.
-			out, existing = prior, true
-			return nil, nil
-		case prior != nil:
-			return nil, fmt.Errorf("%w: the Idempotency-Key was used for a different call", ErrConflict)
-		case status == nil:
-			return nil, ErrNotFound
-		default:
-			return nil, fmt.Errorf("%w: it is %s", ErrNotReady, *status)
-		}
-	})
-	if err != nil {
+	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
 		if errors.Is(err, db.ErrNotFound) {
 			err = ErrNotFound
 		}
 		return nil, false, err
 	}
-	return out, existing, nil
+	switch {
+	case inserted:
+		return prior, false, nil
+	case prior != nil && same:
+		// A retry of a call accepted earlier, whatever the session's status now.
+		return prior, true, nil
+	case prior != nil:
+		return nil, false, fmt.Errorf("%w: the Idempotency-Key was used for a different call", ErrConflict)
+	case status == nil:
+		return nil, false, ErrNotFound
+	default:
+		return nil, false, fmt.Errorf("%w: it is %s", ErrNotReady, *status)
+	}
 }
 
 // GetCall returns one call.
