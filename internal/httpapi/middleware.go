@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -135,11 +136,21 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok {
 			return fmt.Errorf("%w: missing bearer token", auth.ErrUnauthenticated)
 		}
+		digest := tokenDigest(token)
+		spec := s.speculate(req.Context(), digest)
 		p, err := s.cfg.Auth.Authenticate(req.Context(), token)
+		if spec != nil {
+			<-spec.done
+		}
 		if err != nil {
+			s.hints.forget(digest)
 			return err
 		}
+		s.hints.put(digest, p.TenantID)
 		ctx := auth.WithPrincipal(req.Context(), p)
+		if spec != nil && spec.tenantID == p.TenantID {
+			ctx = context.WithValue(ctx, speculativeKey{}, spec)
+		}
 		ctx = telemetry.WithLogAttrs(ctx, slog.String("tenant_id", p.TenantID), slog.String("principal", p.ID()))
 		trace.SpanFromContext(ctx).SetAttributes(attribute.String("tenant.id", p.TenantID))
 		c.SetRequest(req.WithContext(ctx))

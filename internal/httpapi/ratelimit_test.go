@@ -48,6 +48,36 @@ func TestRateLimits(t *testing.T) {
 			t.Fatalf("after Retry-After = %d %s", r.status, r.raw)
 		}
 	})
+	t.Run("RevokedKeyChargesItsFormerTenantAtMostOnce", func(t *testing.T) {
+		t.Parallel()
+		// A budget of 6 requests; the rate refills one a minute, so nothing comes back meanwhile.
+		e := limitedEnv(t, ratelimit.PerMinute(1, 6), ratelimit.Limit{})
+		k := e.do(t, "POST", "/v1/api-keys", e.a.Secret, map[string]any{"name": "soon revoked", "role": "viewer"}) // 1
+		secret, _ := k.body["secret"].(string)
+		if k.status != 201 || secret == "" {
+			t.Fatalf("create key = %d %s", k.status, k.raw)
+		}
+		if r := e.do(t, "GET", "/v1/me", secret, nil); r.status != 200 { // 2: the process now knows its tenant
+			t.Fatalf("new key = %d %s", r.status, r.raw)
+		}
+		if r := e.do(t, "DELETE", "/v1/api-keys/"+k.body["id"].(string), e.a.Secret, nil); r.status != 200 { // 3
+			t.Fatalf("revoke = %d %s", r.status, r.raw)
+		}
+		// However often the revoked key is tried, it is refused and charges a at most once.
+		for range 10 {
+			requireProblem(t, e.do(t, "GET", "/v1/me", secret, nil), 401, "")
+		}
+		// 3 used, at most 1 charged for the revoked key: at least 2 of the 6 are left.
+		used := 0
+		for range 6 {
+			if r := e.do(t, "GET", "/v1/me", e.a.Secret, nil); r.status == 200 {
+				used++
+			}
+		}
+		if used < 2 || used > 3 {
+			t.Fatalf("tenant a had %d requests left, want 2 or 3: the revoked key's attempts were charged to it", used)
+		}
+	})
 	t.Run("TokenExchangeIsLimitedPerAddress", func(t *testing.T) {
 		t.Parallel()
 		e := limitedEnv(t, ratelimit.Limit{}, ratelimit.PerMinute(2, 2))

@@ -75,6 +75,7 @@ type Server struct {
 	cfg             Config
 	logger          *slog.Logger
 	idempotencyWait time.Duration
+	hints           tenantHints
 }
 
 var _ apigen.StrictServerInterface = (*Server)(nil)
