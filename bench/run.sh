@@ -151,10 +151,12 @@ server-side capacity is understated.
 alternating batches of 10). REST \`POST /v1/sessions/{id}/calls?wait=10\` for \`echo\`: p50
 $(f %.2f "$rest_p50") ms, p99 $(f %.2f "$rest_p99") ms. Direct go-sdk client to the same in-process server:
 p50 $(f %.2f "$direct_p50") ms, p99 $(f %.2f "$direct_p99") ms. Overhead: p50 $(f %.2f "$call_p50") ms, p99 $(f %.2f "$call_p99") ms.
-The REST path is: API-key auth, audit, OpenAPI validation, the call row, the doorbell over
-the Redis command stream, the worker marking the call running, the call through the tapped
-transport, the result row, the frame and call_result events committed and published, and
-the api reading the finished call.
+The REST path is: API-key auth (the tenant's rate-limit check alongside), OpenAPI validation,
+the call row and its audit entry (one round trip), the doorbell over the Redis command
+stream, the worker marking the call running, the call through the tapped transport, the
+result row, and the finished call sent by the worker to the waiting api over Redis; the
+frame and call_result events are committed and published meanwhile, off that path.
+\`BenchmarkCallPhases\` (not run here) shows the path span by span.
 
 **Event persistence** (BenchmarkPersistVsCopy, median of ${BENCH_COUNT:-3} runs of 10 alternating rounds,
 ${BENCH_EVENTS:-100000} events a side). The persister (4 commit shards, group commit through

@@ -189,14 +189,30 @@ func (b *browser) waitJS(what, expr string, timeout time.Duration) {
 	}
 }
 
-// click clicks the first element matching a CSS selector once it is visible.
+// click clicks the first element matching a CSS selector once it is visible. A list that
+// re-renders (a live update arrived) may replace the element between finding and clicking
+// it; the click is then tried again on the new one, as a person would.
 func (b *browser) click(sel string) {
 	b.t.Helper()
 	// Centre it first, so the sticky top bar never covers the point clicked.
-	b.run("click "+sel,
+	actions := []chromedp.Action{
 		chromedp.WaitVisible(sel, chromedp.ByQuery),
 		chromedp.Evaluate(fmt.Sprintf(`document.querySelector(%s).scrollIntoView({block: 'center', inline: 'nearest'}), true`, jsString(sel)), nil),
-		chromedp.Click(sel, chromedp.ByQuery))
+		chromedp.Click(sel, chromedp.ByQuery),
+	}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+		err := chromedp.Run(ctx, actions...)
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt < 3 && strings.Contains(err.Error(), "Could not find node") {
+			continue
+		}
+		b.shot("failed-" + safeName("click "+sel))
+		b.t.Fatalf("click %s: %v\npage problems: %v", sel, err, b.problemsMatching())
+	}
 }
 
 // typeInto replaces an input's value by typing, as a person does: the old value is selected
@@ -208,7 +224,9 @@ func (b *browser) typeInto(sel, text string) {
 		chromedp.Focus(sel, chromedp.ByQuery),
 		chromedp.Evaluate(fmt.Sprintf(`(() => { const el = document.querySelector(%s); el.select ? el.select() : null; return true; })()`, jsString(sel)), nil),
 		chromedp.KeyEvent("\b"),
-		chromedp.SendKeys(sel, text, chromedp.ByQuery))
+		// Key events to the focused input: SendKeys would look the node up again and read
+		// its attributes while chromedp's event loop updates them (a data race in chromedp).
+		chromedp.KeyEvent(text))
 }
 
 // choose selects the option of a <select> whose text contains label, as a person does.
