@@ -93,26 +93,15 @@ type eventStream struct {
 
 // VisitStreamEventsResponse streams until the client goes, the server drains or a write fails.
 func (es *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
-	ctx, cancel := context.WithCancel(es.ctx)
-	defer cancel()
-	if es.draining != nil {
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			select {
-			case <-es.draining:
-				cancel()
-			case <-stop:
-			}
-		}()
-	}
+	ctx := es.ctx
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	buf := make([]byte, 0, 4096)
+	// Grown to the largest event sent; an idle stream holds none.
+	var buf []byte
 	clientGone := false
 	send := func(b []byte) error {
 		// Per-write deadline: a stuck client ends its own stream, nobody else's. Writers
@@ -148,6 +137,7 @@ func (es *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 			return send(buf)
 		},
 		Idle: func() error { return send([]byte(": keep-alive\n\n")) },
+		Stop: es.draining,
 	})
 	if err != nil && ctx.Err() == nil && !clientGone {
 		// The headers are out: the stream just ends, and the client resumes with

@@ -20,6 +20,9 @@ type FollowParams struct {
 	// Idle is called when no event was emitted for the keep-alive interval (the SSE handler
 	// writes a comment). An error stops Follow.
 	Idle func() error
+	// Stop, when closed, ends Follow as ctx would (the api draining for a shutdown); a
+	// channel rather than a context so that a stream costs no goroutine to watch it.
+	Stop <-chan struct{}
 }
 
 // Watcher identifies someone watching a session, for presence.
@@ -98,6 +101,8 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-p.Stop:
 			return nil
 		case e := <-sub.C:
 			if e.Seq <= last {

@@ -124,8 +124,9 @@ func (h *liveHub) signalResync(channel string) {
 }
 
 // liveBuffer is how many live events a subscriber may fall behind before it reads the rest
-// from PostgreSQL.
-const liveBuffer = 256
+// from PostgreSQL. It is 1 KiB of every SSE stream's memory; a subscriber this far behind is
+// better served by one page from the database than by a deeper queue.
+const liveBuffer = 128
 
 // subscribe adds a subscriber to a session's channel.
 func (h *liveHub) subscribe(ctx context.Context, tenantID, sessionID string) (*liveSub, error) {
