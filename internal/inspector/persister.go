@@ -37,7 +37,9 @@ type pendingEvent struct {
 	epoch               int64
 	typ                 EventType
 	data                json.RawMessage
-	at                  time.Time
+	// build, when set, encodes data; the shard calls it before the commit.
+	build func() json.RawMessage
+	at    time.Time
 	// committed, when set, receives the assigned seq (or an error) once committed and
 	// published.
 	committed chan<- commitResult
@@ -239,6 +241,11 @@ func (p *commitShard) drain(batch []pendingEvent) {
 // commit writes a batch, retrying while PostgreSQL is unavailable (the queue fills up
 // meanwhile and pushes back on the sessions), then publishes what was committed.
 func (p *commitShard) commit(batch []pendingEvent) {
+	for i := range batch {
+		if batch[i].build != nil {
+			batch[i].data, batch[i].build = batch[i].build(), nil
+		}
+	}
 	batch, ids := p.parseIDs(batch)
 	if len(batch) == 0 {
 		return

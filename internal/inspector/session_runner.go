@@ -78,6 +78,15 @@ func (r *sessionRunner) emitRaw(typ EventType, raw json.RawMessage) {
 	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, data: raw, at: time.Now().UTC()})
 }
 
+// emitLazy records an event whose data build encodes once the persister takes it up, so
+// the encoding is not on the path of the request that produced it.
+func (r *sessionRunner) emitLazy(typ EventType, build func() json.RawMessage) {
+	if r.isStale() {
+		return
+	}
+	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, build: build, at: time.Now().UTC()})
+}
+
 func (r *sessionRunner) isStale() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -347,7 +356,7 @@ func (r *sessionRunner) connect() error {
 	}
 	httpClient := &http.Client{Transport: &tapTransport{
 		next: r.rt.transport, headers: secrets.Headers, bearer: secrets.BearerToken, secret: secretNames,
-		sink: func(data json.RawMessage) { r.emitRaw(EventFrame, data) },
+		sink: func(build func() json.RawMessage) { r.emitLazy(EventFrame, build) },
 	}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 
 	client := mcp.NewClient(&mcp.Implementation{Name: "tapline", Title: "Tapline inspector", Version: r.rt.cfg.Version}, r.clientOptions())
@@ -809,9 +818,7 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 	params := &mcp.CallToolParams{Name: call.Name, Arguments: args}
 	params.SetProgressToken(callID)
 	res, callErr := cs.CallTool(ctx, params)
-	if done := r.finishCall(ctx, cs, callID, params, res, callErr); done != nil && notify != "" {
-		r.rt.notifyCall(trace.ContextWithSpan(context.WithoutCancel(ctx), span), notify, done)
-	}
+	r.finishCall(ctx, cs, callID, params, res, callErr, notify)
 }
 
 // resumableCall is a moved call whose input round can still be answered.
@@ -835,8 +842,9 @@ const maxInputRounds = 10
 
 // finishCall completes a call: it runs the input_required rounds of a 2026-07-28 server
 // (each input parked for a person, the call retried with the answers), then records the
-// outcome and returns the call as recorded (nil when nothing was).
-func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, callID string, params *mcp.CallToolParams, res *mcp.CallToolResult, callErr error) *Call {
+// outcome, sends the recorded call to the api node notify names (if any) and emits the
+// call_result event.
+func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, callID string, params *mcp.CallToolParams, res *mcp.CallToolResult, callErr error, notify string) {
 	for round := 0; callErr == nil && res.NeedsInput(); round++ {
 		if round >= maxInputRounds {
 			callErr = fmt.Errorf("the server asked for input more than %d times", maxInputRounds)
@@ -870,7 +878,7 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 		event["ok"] = false
 	case r.ctx.Err() != nil:
 		// The worker is stopping or lost the session: the next owner interrupts the call.
-		return nil
+		return
 	default:
 		upd.Status = CallFailed
 		upd.Error = remoteErrorJSON(callErr)
@@ -887,10 +895,12 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 		done, err = r.rt.store.updateCallAsOwner(trace.ContextWithSpan(wctx, span), r.tenant, r.id, callID, r.epoch, upd)
 		return err
 	}) != nil {
-		return nil
+		return
+	}
+	if notify != "" && done != nil {
+		r.rt.notifyCall(trace.ContextWithSpan(context.WithoutCancel(ctx), span), notify, done)
 	}
 	r.emit(EventCallResult, event)
-	return done
 }
 
 // remoteErrorJSON describes a failed request: the target's JSON-RPC error when it sent one.
@@ -1106,6 +1116,6 @@ func (r *sessionRunner) resumeInputCall(call Call, round []Pending) {
 			params.InputResponses, params.RequestState = responses, state
 			res, err = cs.CallTool(ctx, params)
 		}
-		r.finishCall(ctx, cs, call.ID, params, res, err)
+		r.finishCall(ctx, cs, call.ID, params, res, err, "")
 	}()
 }

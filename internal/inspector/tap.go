@@ -29,8 +29,9 @@ const (
 // errBodyTooLarge fails a request whose response exceeds maxBodySize.
 var errBodyTooLarge = errors.New("response from the target exceeds the size limit")
 
-// frameSink receives every tapped frame as event data.
-type frameSink func(data json.RawMessage)
+// frameSink receives every tapped frame, in order, as a function that encodes its event
+// data: the encoding runs later, off the request's path (the persister calls it).
+type frameSink func(build func() json.RawMessage)
 
 // tapTransport sits under go-sdk's client: it adds the session's headers, and records every
 // request body, response status and headers, JSON response body and SSE event as a `frame`
@@ -98,9 +99,10 @@ type frameHTTP struct {
 	EventID string            `json:"sse_id,omitempty"`
 }
 
-// emit records one frame. A body that is not JSON is kept as a string preview.
+// emit records one frame. A body that is not JSON is kept as a string preview. body and h
+// are not changed afterwards: every caller hands over a body it no longer writes to.
 func (t *tapTransport) emit(dir string, body []byte, h *frameHTTP) {
-	t.sink(frameData(dir, body, h))
+	t.sink(func() json.RawMessage { return frameData(dir, body, h) })
 }
 
 func frameData(dir string, body []byte, h *frameHTTP) json.RawMessage {
