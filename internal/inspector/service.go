@@ -573,12 +573,6 @@ func (s *Service) waitCall(ctx context.Context, tenantID, sessionID, callID stri
 		if json.Unmarshal(r.Result, &c) != nil || c.ID != callID || !c.Status.Finished() {
 			return nil, false
 		}
-		// A column that is NULL travels as null; the row as read has no value there.
-		for _, raw := range []*json.RawMessage{&c.Arguments, &c.Result, &c.Error} {
-			if string(*raw) == "null" {
-				*raw = nil
-			}
-		}
 		return &c, true
 	}
 	if notice != nil {

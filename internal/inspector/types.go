@@ -188,19 +188,21 @@ type Progress struct {
 	Message  string   `json:"message,omitempty"`
 }
 
-// Call is an asynchronous tool call.
+// Call is an asynchronous tool call. Its JSON form is what an owner sends the api node
+// waiting for it (Runtime.notifyCall); a column without a value is left out, so it decodes
+// as the row reads.
 type Call struct {
 	ID         string
 	SessionID  string
 	Name       string
-	Arguments  json.RawMessage
+	Arguments  json.RawMessage `json:",omitempty"`
 	Status     CallStatus
-	Progress   *Progress
-	Result     json.RawMessage // the CallToolResult
-	Error      json.RawMessage // {code?, message, data?}
+	Progress   *Progress       `json:",omitempty"`
+	Result     json.RawMessage `json:",omitempty"` // the CallToolResult
+	Error      json.RawMessage `json:",omitempty"` // {code?, message, data?}
 	CreatedBy  string
 	CreatedAt  time.Time
-	FinishedAt *time.Time
+	FinishedAt *time.Time `json:",omitempty"`
 }
 
 // PendingKind is what a parked server→client request asks for.
