@@ -461,19 +461,10 @@ func (s *Store) ExportEvents(ctx context.Context, tenantID, sessionID string, fn
 
 const callColumns = `id, session_id, name, arguments, status, progress, result, error, created_by, created_at, finished_at`
 
-func scanCall(row pgx.Row) (*Call, error) { return scanCallAfter(row) }
+func scanCall(row pgx.Row) (*Call, error) { return scanCallWith(row, nil, nil) }
 
-// scanCallAfter scans a call whose columns follow the given leading ones.
-func scanCallAfter(row pgx.Row, leading ...any) (*Call, error) {
-	return scanCallAround(row, leading, nil)
-}
-
-// scanCallThen scans a call whose columns come before the given trailing ones.
-func scanCallThen(row pgx.Row, trailing ...any) (*Call, error) {
-	return scanCallAround(row, nil, trailing)
-}
-
-func scanCallAround(row pgx.Row, leading, trailing []any) (*Call, error) {
+// scanCallWith scans a call whose columns come between the given leading and trailing ones.
+func scanCallWith(row pgx.Row, leading, trailing []any) (*Call, error) {
 	var c Call
 	var progress []byte
 	dest := make([]any, 0, len(leading)+11+len(trailing))
@@ -533,7 +524,7 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 	// same Idempotency-Key inserted, with whether it asked for the same thing.
 	b.Queue(`select `+callColumns+`, name = $4 and arguments = $5::jsonb from session_calls
 		where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id, name, args).QueryRow(func(row pgx.Row) error {
-		c, err := scanCallThen(row, &same)
+		c, err := scanCallWith(row, nil, []any{&same})
 		if errors.Is(err, db.ErrNotFound) {
 			return nil
 		}
@@ -624,13 +615,16 @@ func (s *Store) startCall(ctx context.Context, tenantID, sessionID, callID strin
 	return out, started, nil
 }
 
+// ownedCallSQL reads a session's epoch and one of its calls.
+var ownedCallSQL = `select s.epoch, ` + prefixed("c.", callColumns) + ` from sessions s
+	join session_calls c on c.tenant_id = s.tenant_id and c.session_id = s.id and c.id = $3
+	where s.tenant_id = $1 and s.id = $2` //nolint:gochecknoglobals // a constant, built once
+
 // queueOwnedCall queues the read of a session's epoch and one of its calls, after an
 // owner's write in the same batch.
 func queueOwnedCall(b *pgx.Batch, tenantID, sessionID, callID string, epoch *int64, out **Call) {
-	b.Queue(`select s.epoch, `+prefixed("c.", callColumns)+` from sessions s
-		join session_calls c on c.tenant_id = s.tenant_id and c.session_id = s.id and c.id = $3
-		where s.tenant_id = $1 and s.id = $2`, tenantID, sessionID, callID).QueryRow(func(row pgx.Row) (err error) {
-		*out, err = scanCallAfter(row, epoch)
+	b.Queue(ownedCallSQL, tenantID, sessionID, callID).QueryRow(func(row pgx.Row) (err error) {
+		*out, err = scanCallWith(row, []any{epoch}, nil)
 		return err
 	})
 }
