@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/labstack/echo/v4"
 
@@ -16,6 +17,8 @@ import (
 // own router matched every path against regular expressions, twice per request, which cost
 // more than the rest of both middlewares.
 type operations struct {
+	// spec is the embedded spec the routes belong to.
+	spec *openapi3.T
 	// byRoute maps "METHOD /echo/:path" to the operation's route.
 	byRoute map[string]*routers.Route
 }
@@ -34,7 +37,7 @@ func newOperations() (*operations, error) {
 	// that mean the same in 3.0 and 3.1 (TestSpecNeedsNoJSONSchema2020 holds it to that), so
 	// requests are checked by kin-openapi's own validator, which walks the parsed schema.
 	spec.OpenAPI = validationDialect
-	ops := &operations{byRoute: map[string]*routers.Route{}}
+	ops := &operations{spec: spec, byRoute: map[string]*routers.Route{}}
 	for path, item := range spec.Paths.Map() {
 		for method, op := range item.Operations() {
 			ops.byRoute[method+" "+echoPath(path)] = &routers.Route{Spec: spec, Path: path, PathItem: item, Method: method, Operation: op}

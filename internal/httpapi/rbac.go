@@ -9,7 +9,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tapline/tapline/internal/auth"
-	"github.com/tapline/tapline/internal/httpapi/apigen"
 	"github.com/tapline/tapline/internal/tenant"
 )
 
@@ -28,11 +27,7 @@ type roleGate struct {
 }
 
 func newRoleGate(ops *operations) (*roleGate, error) {
-	spec, err := apigen.GetSwagger()
-	if err != nil {
-		return nil, fmt.Errorf("load embedded spec: %w", err)
-	}
-	if missing := UnclassifiedOperations(spec); len(missing) > 0 {
+	if missing := UnclassifiedOperations(ops.spec); len(missing) > 0 {
 		return nil, fmt.Errorf("operations without a valid %s: %s", RequiredRoleExtension, strings.Join(missing, ", "))
 	}
 	return &roleGate{ops: ops}, nil

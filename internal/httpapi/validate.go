@@ -13,6 +13,12 @@ import (
 // validationDialect is the OpenAPI version the request validator reads the spec as.
 const validationDialect = "3.0.3"
 
+// validationOptions are the same for every request; kin-openapi only reads them.
+var validationOptions = &openapi3filter.Options{ //nolint:gochecknoglobals // read-only options
+	AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
+	MultiError:         true,
+}
+
 // specValidator checks every request against openapi.yaml before a handler sees it, so
 // handlers can trust shapes, enums, lengths and required fields.
 type specValidator struct {
@@ -27,15 +33,7 @@ func (v *specValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		req := c.Request()
-		in := &openapi3filter.RequestValidationInput{
-			Request:    req,
-			PathParams: params,
-			Route:      route,
-			Options: &openapi3filter.Options{
-				AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
-				MultiError:         true,
-			},
-		}
+		in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: validationOptions}
 		if err := openapi3filter.ValidateRequest(req.Context(), in); err != nil {
 			return specProblem(err)
 		}
