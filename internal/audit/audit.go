@@ -213,12 +213,8 @@ func (r *Recorder) prepare(ctx context.Context, e Entry) (*Event, error) {
 	}, nil
 }
 
-// appendCall is the call of tapline_audit_append with its parameters numbered from $1.
-var appendCall = appendCallFrom(1) //nolint:gochecknoglobals // a constant string
-
-const appendColumns = `out_seq, out_at, out_prev_hash, out_row_hash`
-
-var appendSQL = `select ` + appendColumns + ` from ` + appendCall //nolint:gochecknoglobals // a constant string
+// appendSQL appends one event (migrations/0017) and reads what the database placed.
+var appendSQL = `select out_seq, out_at, out_prev_hash, out_row_hash from ` + appendCallFrom(1) //nolint:gochecknoglobals // a constant string
 
 // appendCallFrom writes the call of tapline_audit_append with its parameters numbered from
 // $first, for a statement that has parameters of its own before them.
@@ -269,7 +265,6 @@ func (ev *Event) scanAppended(row pgx.Row) error {
 //
 // with p.Args() appended to the statement's own n-1 arguments.
 type Pipelined struct {
-	ev   *Event
 	args []any
 }
 
@@ -283,7 +278,7 @@ func (r *Recorder) Pipeline(ctx context.Context, e Entry) (*Pipelined, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record audit event %s: %w", e.Action, err)
 	}
-	return &Pipelined{ev: ev, args: args}, nil
+	return &Pipelined{args: args}, nil
 }
 
 // Call is the function call that appends the event, its parameters numbered from $first;
