@@ -48,6 +48,8 @@ eps=$(m BenchmarkPersistVsCopy events/s)
 printf 'calls: REST p50 %s ms p99 %s ms; direct go-sdk p50 %s ms p99 %s ms\n' \
   "$(m BenchmarkCallOverhead rest_p50_ms)" "$(m BenchmarkCallOverhead rest_p99_ms)" \
   "$(m BenchmarkCallOverhead direct_p50_ms)" "$(m BenchmarkCallOverhead direct_p99_ms)"
+printf 'machine CPU per call (every process): REST %s ms, direct go-sdk %s ms\n' \
+  "$(m BenchmarkCallOverhead rest_cpu_ms/call)" "$(m BenchmarkCallOverhead direct_cpu_ms/call)"
 printf 'events: persister %s/s, raw CopyFrom %s rows/s, persist/copy %s\n' \
   "$(bench_fmt %.0f "$eps")" "$(bench_fmt %.0f "$(m BenchmarkPersistVsCopy copy_rows/s)")" \
   "$(bench_fmt %.2f "$(m BenchmarkPersistVsCopy persist/copy)")"

@@ -69,6 +69,8 @@ rest_p50=$(m $c rest_p50_ms)
 rest_p99=$(m $c rest_p99_ms)
 direct_p50=$(m $c direct_p50_ms)
 direct_p99=$(m $c direct_p99_ms)
+rest_cpu=$(m $c rest_cpu_ms/call)
+direct_cpu=$(m $c direct_cpu_ms/call)
 eps=$(m $p events/s)
 copy=$(m $p copy_rows/s)
 persist_ratio=$(m $p persist/copy)
@@ -152,10 +154,12 @@ alternating batches of 10). REST \`POST /v1/sessions/{id}/calls?wait=10\` for \`
 $(f %.2f "$rest_p50") ms, p99 $(f %.2f "$rest_p99") ms. Direct go-sdk client to the same in-process server:
 p50 $(f %.2f "$direct_p50") ms, p99 $(f %.2f "$direct_p99") ms. Overhead: p50 $(f %.2f "$call_p50") ms, p99 $(f %.2f "$call_p99") ms.
 The REST path is: API-key auth (the tenant's rate-limit check alongside), OpenAPI validation,
-the call row and its audit entry (one round trip), the doorbell over the Redis command
-stream, the worker marking the call running, the call through the tapped transport, the
-result row, and the finished call sent by the worker to the waiting api over Redis; the
-frame and call_result events are committed and published meanwhile, off that path.
+the call row and its audit entry (one round trip) with the doorbell over the Redis command
+stream rung alongside, the worker marking the call running (its claim waits for that row's
+commit), the call through the tapped transport, the result row, and the finished call sent
+by the worker to the waiting api over Redis; the frame and call_result events are committed
+and published meanwhile, off that path. The machine's CPU time per call, all processes
+(PostgreSQL and Redis included): REST $(f %.2f "$rest_cpu") ms, direct $(f %.2f "$direct_cpu") ms.
 \`BenchmarkCallPhases\` (not run here) shows the path span by span.
 
 **Event persistence** (BenchmarkPersistVsCopy, median of ${BENCH_COUNT:-3} runs of 10 alternating rounds,
