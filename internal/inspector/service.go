@@ -418,29 +418,21 @@ func (s *Service) doorbell(ctx context.Context, tenantID, sessionID string, op O
 	return s.ring(ctx, tenantID, sessionID, op, params, node, err)
 }
 
-// ownerLookup is a LeaseHolder read started before the change a doorbell announces, so the
-// two round trips overlap. The owner it names is as good as one read after the commit: a
-// doorbell to an owner that has just lost the session goes unanswered either way, and the
-// next owner's sweep starts what it finds queued.
-type ownerLookup struct {
-	done chan struct{}
-	node string
-	err  error
-}
-
-func (s *Service) lookupOwner(ctx context.Context, tenantID, sessionID string) *ownerLookup {
-	l := &ownerLookup{done: make(chan struct{})}
+// ringAhead rings the session's owner in the background, before the change the doorbell
+// announces is committed, and returns the outcome. The owner's reaction must wait for that
+// commit: for a call, its claim waits on the lock the inserting transaction holds (see
+// callLockSQL). The owner found is as good as one read after the commit: a doorbell to an
+// owner that has just lost the session goes unanswered either way, and the next owner's
+// sweep starts what it finds queued.
+func (s *Service) ringAhead(ctx context.Context, tenantID, sessionID string, op Op, params any) <-chan error {
+	rang := make(chan error, 1)
 	go func() {
-		defer close(l.done)
-		l.node, _, l.err = s.cfg.Tracker.LeaseHolder(ctx, tenantID, sessionID)
+		ctx, span := tracer.Start(ctx, "command "+string(op), trace.WithSpanKind(trace.SpanKindProducer))
+		defer span.End()
+		node, _, err := s.cfg.Tracker.LeaseHolder(ctx, tenantID, sessionID)
+		rang <- s.ring(ctx, tenantID, sessionID, op, params, node, err)
 	}()
-	return l
-}
-
-// ringLooked is doorbell with the owner an ownerLookup found.
-func (s *Service) ringLooked(ctx context.Context, l *ownerLookup, tenantID, sessionID string, op Op, params any) error {
-	<-l.done
-	return s.ring(ctx, tenantID, sessionID, op, params, l.node, l.err)
+	return rang
 }
 
 func (s *Service) ring(ctx context.Context, tenantID, sessionID string, op Op, params any, node string, err error) error {
@@ -513,26 +505,21 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 			return nil, err
 		}
 	}
-	owner := s.lookupOwner(ctx, tenantID, sessionID)
+	// The owner is rung while the call is inserted: its claim waits for the insert.
+	params := map[string]string{"call_id": callID}
+	if notice != nil {
+		params["notify"] = s.commands.node
+	}
+	rang := s.ringAhead(ctx, tenantID, sessionID, OpStartCall, params)
 	call, existing, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy, audited)
+	if ringErr := <-rang; ringErr != nil && err == nil && !existing {
+		s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", ringErr))
+	}
 	if err != nil {
-		<-owner.done
 		return nil, err
 	}
 	if existing {
-		<-owner.done
-		notice = nil // started by an earlier request; nobody was told to notify this one
-	} else {
-		bctx, span := tracer.Start(ctx, "command "+string(OpStartCall), trace.WithSpanKind(trace.SpanKindProducer))
-		params := map[string]string{"call_id": call.ID}
-		if notice != nil {
-			params["notify"] = s.commands.node
-		}
-		err = s.ringLooked(bctx, owner, tenantID, sessionID, OpStartCall, params)
-		span.End()
-		if err != nil {
-			s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", err))
-		}
+		notice = nil // started by an earlier request; its owner reports to that one
 	}
 	if p.Wait <= 0 || call.Status.Finished() {
 		return call, nil

@@ -806,7 +806,7 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 		// for whoever holds the session once the lease is sure again (see sweepInterval).
 		return
 	}
-	call, started, err := r.rt.store.startCall(ctx, r.tenant, r.id, callID, r.epoch)
+	call, started, err := r.claimCall(ctx, callID)
 	if r.ownerWrite(err) != nil || !started {
 		return
 	}
@@ -819,6 +819,27 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 	params.SetProgressToken(callID)
 	res, callErr := cs.CallTool(ctx, params)
 	r.finishCall(ctx, cs, callID, params, res, callErr, notify)
+}
+
+// claimRetries are the pauses between claims of a call whose row is not there. The doorbell
+// rings while the api inserts the row, and the claim waits for an insert in progress; one
+// that overtook even the insert's start finds nothing and tries again. A call whose insert
+// failed never appears, and one that shows up later still is the sweep's (sweepInterval).
+var claimRetries = []time.Duration{2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, 250 * time.Millisecond} //nolint:gochecknoglobals // constant pauses
+
+// claimCall is store.startCall for this runner, retried while the call is not there.
+func (r *sessionRunner) claimCall(ctx context.Context, callID string) (*Call, bool, error) {
+	for i := 0; ; i++ {
+		call, started, err := r.rt.store.startCall(ctx, r.tenant, r.id, callID, r.epoch)
+		if !errors.Is(err, ErrNotFound) || i == len(claimRetries) {
+			return call, started, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(claimRetries[i]):
+		}
+	}
 }
 
 // resumableCall is a moved call whose input round can still be answered.

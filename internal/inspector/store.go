@@ -511,6 +511,9 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 		insertArgs = append(insertArgs, audited.Args()...)
 	}
 	b := &pgx.Batch{}
+	// The owner is rung while this batch runs (Service.StartCall); its claim waits on this
+	// lock, which the transaction holds until its insert is committed or gone.
+	b.Queue(callLockSQL, id)
 	b.Queue(insert, insertArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&inserted) })
 	b.Queue(`select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).QueryRow(func(row pgx.Row) error {
 		var st Status
@@ -586,17 +589,29 @@ func (s *Store) ListCalls(ctx context.Context, tenantID, sessionID string, limit
 	return out, err
 }
 
+// callLockSQL takes a call's lock for the inserting transaction, callClaimLockSQL waits for
+// it: the doorbell for a new call is rung while the call's row is being inserted, and the
+// owner's claim must see that row once it is committed rather than miss it by a few
+// hundred microseconds. Advisory locks go after the commit is visible, so the claim's
+// next statement, with a fresh snapshot, finds the row.
+const (
+	callLockSQL      = `select pg_advisory_xact_lock(hashtextextended('tapline.call:' || $1::text, 0))`
+	callClaimLockSQL = `select pg_advisory_xact_lock_shared(hashtextextended('tapline.call:' || $1::text, 0))`
+)
+
 // startCall moves a queued call to running for the owner with epoch. It reports false when
 // the call is not queued any more (already dispatched, cancelled), so a command delivered
-// twice dispatches once.
+// twice dispatches once, and ErrNotFound when there is no such call (yet: see callLockSQL).
 //
-// One round trip: the fenced update and a read of the session's epoch and the call as it
-// is afterwards go in one batch, and Go tells the cases apart from the two results.
+// One round trip: the wait for an insert in progress, the fenced update and a read of the
+// session's epoch and the call as it is afterwards go in one batch, and Go tells the cases
+// apart from the results.
 func (s *Store) startCall(ctx context.Context, tenantID, sessionID, callID string, epoch int64) (*Call, bool, error) {
 	var started bool
 	var cur int64
 	var out *Call
 	b := &pgx.Batch{}
+	b.Queue(callClaimLockSQL, callID)
 	b.Queue(`update session_calls c set status = 'running', epoch = $4, updated_at = now()
 		from sessions s
 		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status = 'queued'

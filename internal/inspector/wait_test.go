@@ -114,3 +114,62 @@ func compact(raw json.RawMessage) json.RawMessage {
 	out, _ := json.Marshal(v)
 	return out
 }
+
+// The owner is rung while the call's row is still being inserted. Its claim waits for that
+// insert instead of missing the row: here the insert is held up (the tenant's audit chain
+// is locked) long enough for the claim to be seen waiting on the call's lock in pg_locks,
+// and once the insert commits the call runs at once, on that doorbell, not on the next
+// sweep for calls whose doorbell was lost.
+func TestDoorbellRungBeforeTheInsertCommits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+
+	hold, err := s.owner.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `select pg_advisory_xact_lock(hashtextextended('tapline.audit:' || $1::text, 0))`, s.a.Tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	type started struct {
+		call *inspector.Call
+		err  error
+	}
+	done := make(chan started, 1)
+	go func() {
+		c, err := s.svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo",
+			Arguments: json.RawMessage(`{"text":"rung early"}`), CreatedBy: "key:test", Wait: 20 * time.Second})
+		done <- started{c, err}
+	}()
+	eventually(t, 10*time.Second, "the owner's claim waiting for the insert", func() bool {
+		var n int
+		err := s.owner.QueryRow(ctx, `select count(*) from pg_locks l join pg_stat_activity a on a.pid = l.pid
+			where l.locktype = 'advisory' and l.mode = 'ShareLock' and not l.granted and a.datname = current_database()`).Scan(&n)
+		return err == nil && n == 1
+	})
+	var visible int
+	if err := s.owner.QueryRow(ctx, `select count(*) from session_calls where session_id = $1`, sess.ID).Scan(&visible); err != nil || visible != 0 {
+		t.Fatalf("%d calls visible before the insert committed (%v)", visible, err)
+	}
+	released := time.Now()
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.call.Status != inspector.CallSucceeded || callText(t, res.call) != "rung early" {
+		t.Fatalf("call %+v", res.call)
+	}
+	// The sweep would have taken up to 5 s; the waiting claim takes one round trip.
+	if took := time.Since(released); took > 3*time.Second {
+		t.Fatalf("the call ended %v after its insert committed: its doorbell was lost", took)
+	}
+}
