@@ -111,6 +111,7 @@ func (s *Store) ChangeMemberRole(ctx context.Context, tenantID, userID string, r
 		return nil, &ValidationError{Field: "role", Reason: "want owner, admin, member or viewer"}
 	}
 	var out MemberChange
+	var stamp int64
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		m, err := lockMember(ctx, tx, tenantID, userID)
 		if err != nil {
@@ -132,6 +133,9 @@ func (s *Store) ChangeMemberRole(ctx context.Context, tenantID, userID string, r
 		if out.RevokedKeys, err = s.revokeKeysOf(ctx, tx, tenantID, userID, role); err != nil {
 			return err
 		}
+		if stamp, err = authStamp(ctx, tx, tenantID); err != nil {
+			return err
+		}
 		m.Role = role
 		out.Member = *m
 		return runAfter(ctx, tx, &out, after)
@@ -139,6 +143,7 @@ func (s *Store) ChangeMemberRole(ctx context.Context, tenantID, userID string, r
 	if err != nil {
 		return nil, fmt.Errorf("change member role: %w", err)
 	}
+	s.authChanged(ctx, tenantID, stamp)
 	return &out, nil
 }
 
@@ -149,6 +154,7 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string, by Ro
 		return nil, ErrNotFound
 	}
 	var out MemberChange
+	var stamp int64
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		m, err := lockMember(ctx, tx, tenantID, userID)
 		if err != nil {
@@ -166,6 +172,9 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string, by Ro
 		if out.RevokedKeys, err = s.revokeKeysOf(ctx, tx, tenantID, userID, ""); err != nil {
 			return err
 		}
+		if stamp, err = authStamp(ctx, tx, tenantID); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `delete from memberships where tenant_id = $1 and user_id = $2`, tenantID, userID); err != nil {
 			return db.InterpretError(err)
 		}
@@ -175,6 +184,7 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string, by Ro
 	if err != nil {
 		return nil, fmt.Errorf("remove member: %w", err)
 	}
+	s.authChanged(ctx, tenantID, stamp)
 	return &out, nil
 }
 

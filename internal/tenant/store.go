@@ -20,13 +20,39 @@ import (
 
 // Store reads and writes tenants, users, memberships and API keys.
 type Store struct {
-	pool    *pgxpool.Pool
-	nowFunc func() time.Time
+	pool         *pgxpool.Pool
+	nowFunc      func() time.Time
+	onAuthChange func(ctx context.Context, tenantID string, stamp int64)
 }
 
 // NewStore returns a Store on pool.
 func NewStore(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool, nowFunc: time.Now}
+}
+
+// OnAuthChange sets fn to be told, after the commit, of every change this store makes that
+// can take an API key's rights away (a key revoked; a member demoted or removed, which
+// revokes their keys), with the tenant's auth stamp after it (migration 0018). Caches of
+// verified keys (package auth) learn of revocations through it. Call it before the store is
+// used.
+func (s *Store) OnAuthChange(fn func(ctx context.Context, tenantID string, stamp int64)) {
+	s.onAuthChange = fn
+}
+
+// authStamp reads the tenant's auth stamp inside tx, after a change that may have bumped it.
+func authStamp(ctx context.Context, tx pgx.Tx, tenantID string) (int64, error) {
+	var stamp int64
+	if err := tx.QueryRow(ctx, `select auth_stamp from tenants where id = $1`, tenantID).Scan(&stamp); err != nil {
+		return 0, db.InterpretError(err)
+	}
+	return stamp, nil
+}
+
+// authChanged tells the OnAuthChange hook of a committed change.
+func (s *Store) authChanged(ctx context.Context, tenantID string, stamp int64) {
+	if s.onAuthChange != nil {
+		s.onAuthChange(context.WithoutCancel(ctx), tenantID, stamp)
+	}
 }
 
 // ValidationError names the input field at fault.
@@ -223,46 +249,52 @@ func scanKey(row pgx.Row) (*APIKey, error) {
 // VerifyAPIKey returns the key a bearer token names, or ErrInvalidKey when the token is
 // malformed, unknown, revoked or expired. It records use at most once a minute per key.
 func (s *Store) VerifyAPIKey(ctx context.Context, token string) (*APIKey, error) {
+	key, _, err := s.VerifyAPIKeyStamped(ctx, token)
+	return key, err
+}
+
+// VerifyAPIKeyStamped is VerifyAPIKey that also returns the auth stamp of the key's tenant
+// (see OnAuthChange), read in the same snapshot as the key: as long as the stamp has not
+// moved, nothing has taken the key's rights away since.
+func (s *Store) VerifyAPIKeyStamped(ctx context.Context, token string) (*APIKey, int64, error) {
 	parts, ok := parseKey(token)
 	if !ok {
-		return nil, ErrInvalidKey
+		return nil, 0, ErrInvalidKey
 	}
-	var key *APIKey
 	var hash []byte
+	var stamp int64
 	// The tenant is unknown until the key is found: this lookup goes through a function that
-	// returns only the row whose lookup id matches (see the identity migrations). It is one
-	// read-only statement, so it runs without an explicit transaction: one round trip on
-	// every authenticated request instead of three.
-	row := s.pool.QueryRow(ctx, `select `+keyColumns+`, secret_hash from tapline_lookup_api_key($1)`, parts.lookup)
+	// returns only the row whose lookup id matches (migration 0018). It is one read-only
+	// statement, so it runs without an explicit transaction: one round trip.
+	row := s.pool.QueryRow(ctx, `select id, tenant_id, lookup_id, name, role, coalesce(created_by_user::text, ''),
+		coalesce(created_by_key::text, ''), created_at, expires_at, last_used_at, revoked_at, secret_hash, auth_stamp
+		from tapline_lookup_api_key_stamped($1)`, parts.lookup)
 	var k APIKey
 	var lookup string
 	err := db.InterpretError(row.Scan(&k.ID, &k.TenantID, &lookup, &k.Name, &k.Role, &k.CreatedByUser, &k.CreatedByKey,
-		&k.CreatedAt, &k.ExpiresAt, &k.LastUsedAt, &k.RevokedAt, &hash))
-	if err == nil {
-		k.Prefix = keyPrefix + lookup
-		key = &k
-	}
+		&k.CreatedAt, &k.ExpiresAt, &k.LastUsedAt, &k.RevokedAt, &hash, &stamp))
 	if errors.Is(err, db.ErrNotFound) {
-		return nil, ErrInvalidKey
+		return nil, 0, ErrInvalidKey
 	}
 	if err != nil {
-		return nil, fmt.Errorf("verify api key: %w", err)
+		return nil, 0, fmt.Errorf("verify api key: %w", err)
 	}
-	if subtle.ConstantTimeCompare(hash, parts.hash()) != 1 || key.RevokedAt != nil ||
-		(key.ExpiresAt != nil && !key.ExpiresAt.After(s.nowFunc())) {
-		return nil, ErrInvalidKey
+	k.Prefix = keyPrefix + lookup
+	if subtle.ConstantTimeCompare(hash, parts.hash()) != 1 || k.RevokedAt != nil ||
+		(k.ExpiresAt != nil && !k.ExpiresAt.After(s.nowFunc())) {
+		return nil, 0, ErrInvalidKey
 	}
 	now := s.nowFunc()
-	if key.LastUsedAt == nil || now.Sub(*key.LastUsedAt) > time.Minute {
+	if k.LastUsedAt == nil || now.Sub(*k.LastUsedAt) > time.Minute {
 		// Best effort: a failed bookkeeping write must not refuse a valid key.
-		_ = db.WithTenantTx(ctx, s.pool, key.TenantID, func(ctx context.Context, tx pgx.Tx) error {
+		_ = db.WithTenantTx(ctx, s.pool, k.TenantID, func(ctx context.Context, tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, `update api_keys set last_used_at = $3::timestamptz
 				where tenant_id = $1 and id = $2 and (last_used_at is null or last_used_at < $3::timestamptz - interval '1 minute')`,
-				key.TenantID, key.ID, now)
+				k.TenantID, k.ID, now)
 			return err
 		})
 	}
-	return key, nil
+	return &k, stamp, nil
 }
 
 // GetAPIKey returns one key of a tenant.
@@ -328,6 +360,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string, after 
 		return nil, ErrNotFound
 	}
 	var key *APIKey
+	var stamp int64
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		key, err = scanKey(tx.QueryRow(ctx, `update api_keys set revoked_at = coalesce(revoked_at, $3)
@@ -335,11 +368,15 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string, after 
 		if err != nil {
 			return err
 		}
+		if stamp, err = authStamp(ctx, tx, tenantID); err != nil {
+			return err
+		}
 		return runAfter(ctx, tx, key, after)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke api key: %w", err)
 	}
+	s.authChanged(ctx, tenantID, stamp)
 	return key, nil
 }
 
