@@ -173,9 +173,11 @@ func apiChild(ctx context.Context) (http.Handler, func(), error) {
 		return nil, nil, err
 	}
 	tenants := tenant.NewStore(pool)
+	stamps := auth.NewRedisStamps(rdb, prefix, nil)
+	tenants.OnAuthChange(stamps.Publish)
 	draining := make(chan struct{})
 	e, err := httpapi.New(&httpapi.Config{
-		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, nil),
+		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, nil, auth.WithKeyCache(tenants, stamps)),
 		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Draining: draining,
 	})
 	if err != nil {

@@ -142,9 +142,11 @@ func (s *stack) api(maxLive int) *apiNode {
 	}
 	s.tb.Cleanup(svc.Stop)
 	tenants := tenant.NewStore(pool)
+	stamps := auth.NewRedisStamps(rdb, s.prefix, nil)
+	tenants.OnAuthChange(stamps.Publish)
 	draining := make(chan struct{})
 	e, err := httpapi.New(&httpapi.Config{
-		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, nil), Audit: auditLog,
+		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, nil, auth.WithKeyCache(tenants, stamps)), Audit: auditLog,
 		RateLimiter: ratelimit.New(rdb, s.prefix+":rl"),
 		// A limit the benchmarks never reach: the check's round trip is measured, not a 429.
 		TenantRate: ratelimit.PerSecond(1_000_000, 1_000_000),

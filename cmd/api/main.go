@@ -178,6 +178,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// otherwise wait for until its deadline.
 	draining := make(chan struct{})
 	tenants := tenant.NewStore(pool)
+	// Verified API keys are reused while their tenant's auth stamp in Redis stands still;
+	// the store raises it after every revocation (see package auth, WithKeyCache).
+	stamps := auth.NewRedisStamps(rdb, "tapline", logger)
+	tenants.OnAuthChange(stamps.Publish)
 	tokens, err := newTokenService(cfg, tenants)
 	if err != nil {
 		return err
@@ -187,7 +191,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Pool:           pool,
 		Redis:          rdb,
 		Tenants:        tenants,
-		Auth:           auth.NewAuthenticator(tenants, tokens),
+		Auth:           auth.NewAuthenticator(tenants, tokens, auth.WithKeyCache(tenants, stamps)),
 		Tokens:         tokens,
 		Audit:          auditLog,
 		TrustedProxies: cfg.TrustedProxies,

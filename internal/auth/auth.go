@@ -39,7 +39,8 @@ const (
 )
 
 // Principal is who is calling: a user (through a JWT) or an API key, always within one
-// tenant.
+// tenant. A principal is shared by the requests it authenticates (see WithKeyCache): it is
+// never changed once made.
 type Principal struct {
 	Kind     Kind
 	TenantID string
@@ -103,11 +104,19 @@ type TokenVerifier interface {
 type Authenticator struct {
 	keys   KeyVerifier
 	tokens TokenVerifier
+	cache  *keyCache
 }
 
+// Option configures an Authenticator.
+type Option func(*Authenticator)
+
 // NewAuthenticator returns an Authenticator. tokens may be nil when JWTs are not accepted.
-func NewAuthenticator(keys KeyVerifier, tokens TokenVerifier) *Authenticator {
-	return &Authenticator{keys: keys, tokens: tokens}
+func NewAuthenticator(keys KeyVerifier, tokens TokenVerifier, opts ...Option) *Authenticator {
+	a := &Authenticator{keys: keys, tokens: tokens}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Authenticate returns the principal a bearer token stands for. Every refusal wraps
@@ -118,14 +127,23 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Princi
 		return nil, fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
 	}
 	if tenant.LooksLikeAPIKey(token) {
-		key, err := a.keys.VerifyAPIKey(ctx, token)
+		var p *Principal
+		var err error
+		if a.cache != nil {
+			p, err = a.cache.verify(ctx, token)
+		} else {
+			var key *tenant.APIKey
+			if key, err = a.keys.VerifyAPIKey(ctx, token); err == nil {
+				p = KeyPrincipal(key)
+			}
+		}
 		if errors.Is(err, tenant.ErrInvalidKey) {
 			return nil, fmt.Errorf("%w: invalid api key", ErrUnauthenticated)
 		}
 		if err != nil {
 			return nil, err
 		}
-		return KeyPrincipal(key), nil
+		return p, nil
 	}
 	if a.tokens == nil {
 		return nil, fmt.Errorf("%w: not an api key", ErrUnauthenticated)

@@ -26,6 +26,7 @@ import (
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/internal/redistest"
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/redisconn"
 	"github.com/tapline/tapline/internal/tenant"
@@ -76,6 +77,8 @@ const testJWTSeed = "dGFwbGluZS10ZXN0LWp3dC1zZWVkLTMyLWJ5dGVzISE="
 func newEnv(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, opts ...func(*httpapi.Config)) *env {
 	t.Helper()
 	tenants := tenant.NewStore(dbtest.Pool(t))
+	stamps := auth.NewRedisStamps(rdb, redistest.Prefix(t), nil)
+	tenants.OnAuthChange(stamps.Publish)
 	insp, trk := testInspector(t, pool, rdb)
 	keys, err := auth.ParseJWTKeys("test-1:" + testJWTSeed)
 	if err != nil {
@@ -87,7 +90,7 @@ func newEnv(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, opts ..
 	}
 	cfg := &httpapi.Config{
 		Pool: pool, Redis: rdb, Tenants: tenants, Tokens: tokens,
-		Auth: auth.NewAuthenticator(tenants, tokens), Spec: tapline.OpenAPISpec,
+		Auth: auth.NewAuthenticator(tenants, tokens, auth.WithKeyCache(tenants, stamps)), Spec: tapline.OpenAPISpec,
 		Inspector: insp, Tracker: trk,
 	}
 	for _, o := range opts {
@@ -307,6 +310,27 @@ func TestAPIKeysEndpoints(t *testing.T) {
 		}
 		if r := e.do(t, "GET", "/v1/me", member, nil); r.status != 200 || r.body["role"] != "member" {
 			t.Fatalf("member me = %d %s", r.status, r.raw)
+		}
+	})
+	t.Run("RevokedKeyIsRefusedAtOnce", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t)
+		r := e.do(t, "POST", "/v1/api-keys", e.a.Secret, map[string]any{"role": "member"})
+		if r.status != 201 {
+			t.Fatalf("create = %d %s", r.status, r.raw)
+		}
+		secret, id := r.body["secret"].(string), r.body["id"].(string)
+		for range 3 { // verified once, then reused from the key cache
+			if r := e.do(t, "GET", "/v1/me", secret, nil); r.status != 200 {
+				t.Fatalf("me = %d %s", r.status, r.raw)
+			}
+		}
+		if r := e.do(t, "DELETE", "/v1/api-keys/"+id, e.a.Secret, nil); r.status != 200 {
+			t.Fatalf("revoke = %d %s", r.status, r.raw)
+		}
+		requireProblem(t, e.do(t, "GET", "/v1/me", secret, nil), 401, "")
+		if r := e.do(t, "GET", "/v1/me", e.a.Secret, nil); r.status != 200 {
+			t.Fatalf("the revoking key = %d %s", r.status, r.raw)
 		}
 	})
 	t.Run("CrossTenantReturnsNotFound", func(t *testing.T) {

@@ -101,9 +101,11 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stamps := auth.NewRedisStamps(rdb, prefix, nil)
+	tenants.OnAuthChange(stamps.Publish)
 	draining := make(chan struct{})
 	e, err := httpapi.New(&httpapi.Config{
-		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, tokens), Tokens: tokens,
+		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, tokens, auth.WithKeyCache(tenants, stamps)), Tokens: tokens,
 		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: apiTrk, Draining: draining,
 	})
 	if err != nil {
