@@ -26,9 +26,9 @@ import (
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/dbtest"
-	"github.com/tapline/tapline/internal/redistest"
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/redistest"
 	"github.com/tapline/tapline/internal/tenant"
 )
 
