@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tapline/tapline/internal/audit"
@@ -486,25 +485,22 @@ func scanCallWith(row pgx.Row, leading, trailing []any) (*Call, error) {
 
 // insertCall queues a tool call on a ready session, with its audit event when audited is
 // not nil, in one round trip: the insert and the event's append are one statement, so the
-// event is written exactly when the call is.
+// event is written exactly when the call is, and the inserted row comes back from it.
 //
 // When a call with id exists already (ids derived from an Idempotency-Key), the same request
-// returns it with existing set, and a different one is ErrConflict.
+// returns it with existing set, and a different one is ErrConflict. Telling that, or a
+// missing or unready session, apart costs a second round trip.
 func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name string, args json.RawMessage, createdBy string, audited *audit.Pipelined) (out *Call, existing bool, err error) {
 	if !validID(tenantID) || !validID(sessionID) {
 		return nil, false, ErrNotFound
 	}
-	var status *Status
-	var inserted bool
-	var prior *Call
-	var same bool
 	insert := `with ins as (
 			insert into session_calls (id, tenant_id, session_id, name, arguments, status, created_by)
 			select $1, $2, $3, $4, $5, 'queued', $6 from sessions
 			where tenant_id = $2 and id = $3 and status = 'ready'
 			on conflict (id) do nothing
-			returning id)
-		select count(*) = 1 from ins`
+			returning ` + callColumns + `)
+		select ` + prefixed("ins.", callColumns) + ` from ins`
 	insertArgs := []any{id, tenantID, sessionID, name, args, createdBy}
 	if audited != nil {
 		insert += ` cross join lateral ` + audited.Call(len(insertArgs)+1) + ` a`
@@ -514,7 +510,23 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 	// The owner is rung while this batch runs (Service.StartCall); its claim waits on this
 	// lock, which the transaction holds until its insert is committed or gone.
 	b.Queue(callLockSQL, id)
-	b.Queue(insert, insertArgs...).QueryRow(func(row pgx.Row) error { return row.Scan(&inserted) })
+	b.Queue(insert, insertArgs...).QueryRow(func(row pgx.Row) (err error) {
+		out, err = scanCall(row)
+		if errors.Is(err, db.ErrNotFound) {
+			return nil // not inserted: see below
+		}
+		return err
+	})
+	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
+		return nil, false, err
+	}
+	if out != nil {
+		return out, false, nil
+	}
+	var status *Status
+	var prior *Call
+	var same bool
+	b = &pgx.Batch{}
 	b.Queue(`select status from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).QueryRow(func(row pgx.Row) error {
 		var st Status
 		if err := row.Scan(&st); err != nil {
@@ -523,8 +535,8 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 		status = &st
 		return nil
 	})
-	// The call as it is now: the one just inserted, or the one an earlier request with the
-	// same Idempotency-Key inserted, with whether it asked for the same thing.
+	// The call an earlier request with the same Idempotency-Key inserted, with whether it
+	// asked for the same thing.
 	b.Queue(`select `+callColumns+`, name = $4 and arguments = $5::jsonb from session_calls
 		where tenant_id = $1 and session_id = $2 and id = $3`, tenantID, sessionID, id, name, args).QueryRow(func(row pgx.Row) error {
 		c, err := scanCallWith(row, nil, []any{&same})
@@ -541,8 +553,6 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 		return nil, false, err
 	}
 	switch {
-	case inserted:
-		return prior, false, nil
 	case prior != nil && same:
 		// A retry of a call accepted earlier, whatever the session's status now.
 		return prior, true, nil
@@ -603,45 +613,58 @@ const (
 // the call is not queued any more (already dispatched, cancelled), so a command delivered
 // twice dispatches once, and ErrNotFound when there is no such call (yet: see callLockSQL).
 //
-// One round trip: the wait for an insert in progress, the fenced update and a read of the
-// session's epoch and the call as it is afterwards go in one batch, and Go tells the cases
-// apart from the results.
+// One round trip when the call starts: the wait for an insert in progress and the fenced
+// update, which returns the call. When nothing was updated, a second one tells the cases
+// apart (ownedCall).
 func (s *Store) startCall(ctx context.Context, tenantID, sessionID, callID string, epoch int64) (*Call, bool, error) {
-	var started bool
-	var cur int64
 	var out *Call
 	b := &pgx.Batch{}
 	b.Queue(callClaimLockSQL, callID)
 	b.Queue(`update session_calls c set status = 'running', epoch = $4, updated_at = now()
 		from sessions s
 		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status = 'queued'
-		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4`,
-		tenantID, sessionID, callID, epoch).Exec(func(tag pgconn.CommandTag) error {
-		started = tag.RowsAffected() == 1
-		return nil
-	})
-	queueOwnedCall(b, tenantID, sessionID, callID, &cur, &out)
+		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
+		returning `+prefixed("c.", callColumns), tenantID, sessionID, callID, epoch).QueryRow(scanUpdated(&out))
 	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
 		return nil, false, err
 	}
-	if !started && cur != epoch {
-		return nil, false, db.ErrStaleEpoch
+	if out != nil {
+		return out, true, nil
 	}
-	return out, started, nil
+	out, err := s.ownedCall(ctx, tenantID, sessionID, callID, epoch)
+	return out, false, err
 }
 
-// ownedCallSQL reads a session's epoch and one of its calls.
-var ownedCallSQL = `select s.epoch, ` + prefixed("c.", callColumns) + ` from sessions s
-	join session_calls c on c.tenant_id = s.tenant_id and c.session_id = s.id and c.id = $3
-	where s.tenant_id = $1 and s.id = $2` //nolint:gochecknoglobals // a constant, built once
-
-// queueOwnedCall queues the read of a session's epoch and one of its calls, after an
-// owner's write in the same batch.
-func queueOwnedCall(b *pgx.Batch, tenantID, sessionID, callID string, epoch *int64, out **Call) {
-	b.Queue(ownedCallSQL, tenantID, sessionID, callID).QueryRow(func(row pgx.Row) (err error) {
-		*out, err = scanCallWith(row, []any{epoch}, nil)
+// scanUpdated scans the call an owner's update returned into out, leaving it nil when the
+// update matched nothing.
+func scanUpdated(out **Call) func(pgx.Row) error {
+	return func(row pgx.Row) (err error) {
+		*out, err = scanCall(row)
+		if errors.Is(err, db.ErrNotFound) {
+			return nil
+		}
 		return err
-	})
+	}
+}
+
+// ownedCall reads a call after an owner's fenced write to it matched nothing: the call as
+// it is, or db.ErrStaleEpoch when the session has a newer owner, or ErrNotFound.
+func (s *Store) ownedCall(ctx context.Context, tenantID, sessionID, callID string, epoch int64) (*Call, error) {
+	var cur int64
+	var out *Call
+	err := db.TenantQueryRow(ctx, s.pool, tenantID, func(row pgx.Row) (err error) {
+		out, err = scanCallWith(row, []any{&cur}, nil)
+		return err
+	}, `select s.epoch, `+prefixed("c.", callColumns)+` from sessions s
+		join session_calls c on c.tenant_id = s.tenant_id and c.session_id = s.id and c.id = $3
+		where s.tenant_id = $1 and s.id = $2`, tenantID, sessionID, callID)
+	if err != nil {
+		return nil, err
+	}
+	if cur != epoch {
+		return nil, db.ErrStaleEpoch
+	}
+	return out, nil
 }
 
 // prefixed qualifies each column of a column list.
@@ -663,14 +686,12 @@ type callUpdate struct {
 
 // updateCallAsOwner records progress or the end of a running call, fenced by epoch, and
 // returns the call as it is afterwards. Ending a call that already ended (cancelled
-// meanwhile) changes nothing. One round trip, as startCall.
+// meanwhile) changes nothing. One round trip when the update applies, as startCall.
 func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) (*Call, error) {
 	var progress []byte
 	if u.Progress != nil {
 		progress, _ = json.Marshal(u.Progress)
 	}
-	var updated bool
-	var cur int64
 	var out *Call
 	b := &pgx.Batch{}
 	b.Queue(`update session_calls c set
@@ -680,19 +701,16 @@ func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, call
 			updated_at = now()
 		from sessions s
 		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status in ('queued', 'running')
-		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4`,
-		tenantID, sessionID, callID, epoch, string(u.Status), progress, nullJSON(u.Result), nullJSON(u.Error)).Exec(func(tag pgconn.CommandTag) error {
-		updated = tag.RowsAffected() == 1
-		return nil
-	})
-	queueOwnedCall(b, tenantID, sessionID, callID, &cur, &out)
+		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
+		returning `+prefixed("c.", callColumns),
+		tenantID, sessionID, callID, epoch, string(u.Status), progress, nullJSON(u.Result), nullJSON(u.Error)).QueryRow(scanUpdated(&out))
 	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
 		return nil, err
 	}
-	if !updated && cur != epoch {
-		return nil, db.ErrStaleEpoch
+	if out != nil {
+		return out, nil
 	}
-	return out, nil
+	return s.ownedCall(ctx, tenantID, sessionID, callID, epoch)
 }
 
 // unreportedCalls returns the calls an earlier owner (epoch before epoch) finished recently
