@@ -45,8 +45,8 @@ m() { bench_get bench/out/inspector.metrics "$@"; }
 p50=$(m BenchmarkCallOverhead overhead_p50_ms)
 p99=$(m BenchmarkCallOverhead overhead_p99_ms)
 eps=$(m BenchmarkPersistVsCopy events/s)
-printf 'calls: REST p50 %s ms p99 %s ms; direct go-sdk p50 %s ms p99 %s ms\n' \
-  "$(m BenchmarkCallOverhead rest_p50_ms)" "$(m BenchmarkCallOverhead rest_p99_ms)" \
+printf 'calls: REST p50 %s ms p99 %s ms max %s ms; direct go-sdk p50 %s ms p99 %s ms\n' \
+  "$(m BenchmarkCallOverhead rest_p50_ms)" "$(m BenchmarkCallOverhead rest_p99_ms)" "$(m BenchmarkCallOverhead rest_max_ms)" \
   "$(m BenchmarkCallOverhead direct_p50_ms)" "$(m BenchmarkCallOverhead direct_p99_ms)"
 printf 'machine CPU per call (every process): REST %s ms, direct go-sdk %s ms\n' \
   "$(m BenchmarkCallOverhead rest_cpu_ms/call)" "$(m BenchmarkCallOverhead direct_cpu_ms/call)"

@@ -617,22 +617,29 @@ const (
 // update, which returns the call. When nothing was updated, a second one tells the cases
 // apart (ownedCall).
 func (s *Store) startCall(ctx context.Context, tenantID, sessionID, callID string, epoch int64) (*Call, bool, error) {
-	var out *Call
-	b := &pgx.Batch{}
-	b.Queue(callClaimLockSQL, callID)
-	b.Queue(`update session_calls c set status = 'running', epoch = $4, updated_at = now()
-		from sessions s
-		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status = 'queued'
-		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
-		returning `+prefixed("c.", callColumns), tenantID, sessionID, callID, epoch).QueryRow(scanUpdated(&out))
-	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
-		return nil, false, err
+	for attempt := 1; ; attempt++ {
+		var out *Call
+		b := &pgx.Batch{}
+		b.Queue(callClaimLockSQL, callID)
+		b.Queue(`update session_calls c set status = 'running', epoch = $4, updated_at = now()
+			from sessions s
+			where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status = 'queued'
+			  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
+			returning `+prefixed("c.", callColumns), tenantID, sessionID, callID, epoch).QueryRow(scanUpdated(&out))
+		if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
+			return nil, false, err
+		}
+		if out != nil {
+			return out, true, nil
+		}
+		out, err := s.ownedCall(ctx, tenantID, sessionID, callID, epoch)
+		if err != nil || out.Status != CallQueued || attempt == 3 {
+			return out, false, err
+		}
+		// Queued after all: its insert committed between the two round trips (the claim
+		// took the lock before the inserting transaction did). Claim it again; past a few
+		// tries, the sweep will.
 	}
-	if out != nil {
-		return out, true, nil
-	}
-	out, err := s.ownedCall(ctx, tenantID, sessionID, callID, epoch)
-	return out, false, err
 }
 
 // scanUpdated scans the call an owner's update returned into out, leaving it nil when the
