@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/dbtest"
 )
 
@@ -17,6 +18,8 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runChild(role))
 	}
+	// The benchmarks stand in for cmd/api and cmd/worker, and run with their runtime settings.
+	config.TuneRuntime(os.Getenv)
 	code := m.Run()
 	dbtest.Shutdown()
 	if code == 0 {

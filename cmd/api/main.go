@@ -65,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := telemetry.NewLogger(stderr, cfg.LogLevel).With(slog.String("service", "api"), slog.String("node", cfg.NodeName))
 	switch cmd {
 	case "serve":
+		rt := config.TuneRuntime(getenv)
+		logger.InfoContext(ctx, "go runtime", slog.Int("gc_percent", rt.GCPercent), slog.Int64("memory_limit", rt.MemoryLimit))
 		return serve(ctx, cfg, logger)
 	case "migrate":
 		return migrate(ctx, cfg, logger)

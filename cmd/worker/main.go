@@ -50,6 +50,8 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		return err
 	}
 	logger := telemetry.NewLogger(stderr, cfg.LogLevel).With(slog.String("service", "worker"), slog.String("node", cfg.NodeName))
+	gcs := config.TuneRuntime(getenv)
+	logger.InfoContext(ctx, "go runtime", slog.Int("gc_percent", gcs.GCPercent), slog.Int64("memory_limit", gcs.MemoryLimit))
 	providers, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "tapline-worker", NodeName: cfg.NodeName, OTLPEndpoint: cfg.OTLPEndpoint})
 	if err != nil {
 		return err
