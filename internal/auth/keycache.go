@@ -44,6 +44,59 @@ type StampStore interface {
 	RaiseAuthStamp(ctx context.Context, tenantID string, stamp int64) error
 }
 
+// PipelinedStampStore is a StampStore whose reads can share a Redis round trip with other
+// commands; *RedisStamps is one.
+type PipelinedStampStore interface {
+	StampStore
+	// QueueAuthStamp queues the read of the tenant's stamp on pipe; the function returns it
+	// once pipe has run.
+	QueueAuthStamp(ctx context.Context, pipe redis.Pipeliner, tenantID string) func() (int64, bool, error)
+}
+
+// Prefetch queues on pipe the Redis read that Authenticate will make for token: when the
+// token's key is cached, the read of its tenant's stamp. It returns that tenant, and a
+// function that, once pipe has run, returns ctx carrying what was read, for Authenticate to
+// use instead of a round trip of its own. ok is false when there is nothing to prefetch. A
+// caller with its own Redis work for the tenant (its rate limit) saves a round trip.
+func (a *Authenticator) Prefetch(ctx context.Context, pipe redis.Pipeliner, token string) (tenantID string, withStamp func(context.Context) context.Context, ok bool) {
+	c := a.cache
+	if c == nil || !tenant.LooksLikeAPIKey(token) {
+		return "", nil, false
+	}
+	ps, pipelined := c.stamps.(PipelinedStampStore)
+	if !pipelined {
+		return "", nil, false
+	}
+	e := c.get(sha256.Sum256([]byte(token)))
+	if e == nil || !c.fresh(e) {
+		return "", nil, false
+	}
+	read := ps.QueueAuthStamp(ctx, pipe, e.principal.TenantID)
+	return e.principal.TenantID, func(ctx context.Context) context.Context {
+		p := &prefetchedStamp{tenantID: e.principal.TenantID}
+		p.stamp, p.ok, p.err = read()
+		return context.WithValue(ctx, prefetchedKey{}, p)
+	}, true
+}
+
+type prefetchedKey struct{}
+
+// prefetchedStamp is a tenant's stamp read ahead of Authenticate (Prefetch).
+type prefetchedStamp struct {
+	tenantID string
+	stamp    int64
+	ok       bool
+	err      error
+}
+
+// stamp returns the tenant's current stamp: the one prefetched into ctx, or a fresh read.
+func (c *keyCache) stamp(ctx context.Context, tenantID string) (int64, bool, error) {
+	if p, ok := ctx.Value(prefetchedKey{}).(*prefetchedStamp); ok && p.tenantID == tenantID {
+		return p.stamp, p.ok, p.err
+	}
+	return c.stamps.AuthStamp(ctx, tenantID)
+}
+
 // keyCacheMaxAge bounds how long a verification is reused, whatever the stamps say; the
 // key's last use is recorded at the next verification (tenant.Store records it at most once
 // a minute anyway).
@@ -81,7 +134,7 @@ func WithKeyCache(keys StampedKeyVerifier, stamps StampStore) Option {
 func (c *keyCache) verify(ctx context.Context, token string) (*Principal, error) {
 	digest := sha256.Sum256([]byte(token))
 	if e := c.get(digest); e != nil && c.fresh(e) {
-		cur, ok, err := c.stamps.AuthStamp(ctx, e.principal.TenantID)
+		cur, ok, err := c.stamp(ctx, e.principal.TenantID)
 		if err == nil && ok && cur == e.stamp {
 			return e.principal, nil
 		}
@@ -160,7 +213,16 @@ func (r *RedisStamps) key(tenantID string) string { return r.prefix + ":{" + ten
 
 // AuthStamp implements StampStore.
 func (r *RedisStamps) AuthStamp(ctx context.Context, tenantID string) (int64, bool, error) {
-	v, err := r.rdb.Get(ctx, r.key(tenantID)).Result()
+	return parseStamp(r.rdb.Get(ctx, r.key(tenantID)).Result())
+}
+
+// QueueAuthStamp implements PipelinedStampStore.
+func (r *RedisStamps) QueueAuthStamp(ctx context.Context, pipe redis.Pipeliner, tenantID string) func() (int64, bool, error) {
+	cmd := pipe.Get(ctx, r.key(tenantID))
+	return func() (int64, bool, error) { return parseStamp(cmd.Result()) }
+}
+
+func parseStamp(v string, err error) (int64, bool, error) {
 	if errors.Is(err, redis.Nil) {
 		return 0, false, nil
 	}

@@ -137,8 +137,11 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return fmt.Errorf("%w: missing bearer token", auth.ErrUnauthenticated)
 		}
 		digest := tokenDigest(token)
-		spec := s.speculate(req.Context(), digest)
-		p, err := s.cfg.Auth.Authenticate(req.Context(), token)
+		ctx, spec := s.prefetch(req.Context(), token)
+		if spec == nil {
+			spec = s.speculate(ctx, digest)
+		}
+		p, err := s.cfg.Auth.Authenticate(ctx, token)
 		if spec != nil {
 			<-spec.done
 		}
@@ -147,7 +150,7 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		s.hints.put(digest, p.TenantID)
-		ctx := auth.WithPrincipal(req.Context(), p)
+		ctx = auth.WithPrincipal(req.Context(), p)
 		if spec != nil && spec.tenantID == p.TenantID {
 			ctx = context.WithValue(ctx, speculativeKey{}, spec)
 		}

@@ -121,6 +121,28 @@ type speculativeLimit struct {
 
 type speculativeKey struct{}
 
+// prefetch runs, in one Redis round trip, the two reads a request with a cached API key
+// needs before its handler: its tenant's auth stamp (auth.Authenticator.Prefetch) and the
+// tenant's rate-limit check, both in the tenant's hash slot. It returns ctx carrying the
+// stamp and the check as a finished speculativeLimit, or ctx and nil when the token's key
+// is not cached.
+func (s *Server) prefetch(ctx context.Context, token string) (context.Context, *speculativeLimit) {
+	if s.cfg.Redis == nil || s.cfg.RateLimiter == nil || !s.cfg.TenantRate.Enabled() {
+		return ctx, nil
+	}
+	pipe := s.cfg.Redis.Pipeline()
+	tenantID, withStamp, ok := s.cfg.Auth.Prefetch(ctx, pipe, token)
+	if !ok {
+		return ctx, nil
+	}
+	spec := &speculativeLimit{tenantID: tenantID, key: s.cfg.RateLimiter.TenantKey(tenantID), done: make(chan struct{})}
+	read := s.cfg.RateLimiter.Queue(ctx, pipe, spec.key, s.cfg.TenantRate)
+	_, _ = pipe.Exec(ctx) // each command's error reaches its reader
+	spec.res, spec.err = read()
+	close(spec.done)
+	return withStamp(ctx), spec
+}
+
 // speculate starts the rate-limit check of the tenant a token belonged to when last seen,
 // or returns nil when there is no such tenant or no tenant limit.
 func (s *Server) speculate(ctx context.Context, digest [sha256.Size]byte) *speculativeLimit {

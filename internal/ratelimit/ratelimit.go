@@ -104,6 +104,32 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (Result, err
 	if err != nil {
 		return Result{}, fmt.Errorf("rate limit: %w", redisconn.InterpretError(err))
 	}
+	return result(vals)
+}
+
+// Queue counts one event against key under lim as part of pipe, so that the check shares a
+// round trip with other commands on the same hash slot; the returned function reads the
+// outcome once pipe has been executed. When Redis has lost the script (a restart), the read
+// falls back to Allow, which loads it.
+func (l *Limiter) Queue(ctx context.Context, pipe redis.Pipeliner, key string, lim Limit) func() (Result, error) {
+	if !lim.Enabled() {
+		return func() (Result, error) { return Result{Allowed: true, Remaining: math.MaxInt32}, nil }
+	}
+	burst := max(lim.Burst, 1)
+	cmd := l.script.EvalSha(ctx, pipe, []string{key}, burst, lim.Rate, lim.Period.Seconds(), 1)
+	return func() (Result, error) {
+		vals, err := cmd.Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return l.Allow(ctx, key, lim)
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("rate limit: %w", redisconn.InterpretError(err))
+		}
+		return result(vals)
+	}
+}
+
+func result(vals []any) (Result, error) {
 	if len(vals) != 4 {
 		return Result{}, errors.New("rate limit: unexpected script reply")
 	}

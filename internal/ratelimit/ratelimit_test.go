@@ -81,3 +81,51 @@ func TestDisabledLimitAllowsWithoutRedis(t *testing.T) {
 		t.Fatalf("disabled = %+v, %v", res, err)
 	}
 }
+
+// A check queued on a pipeline counts like Allow, in the round trip of the commands around
+// it, and still works when Redis has forgotten the script (after a restart).
+func TestQueuedCheck(t *testing.T) {
+	t.Parallel()
+	redistest.Run(t, func(t *testing.T, b redistest.Backend) {
+		t.Parallel()
+		ctx := context.Background()
+		rdb := b.New(t)
+		prefix := redistest.Prefix(t)
+		l := ratelimit.New(rdb, prefix)
+		tenant := uuid.NewString()
+		key := l.TenantKey(tenant)
+		neighbour := prefix + ":{" + tenant + "}:neighbour" // same hash slot
+		if err := rdb.Set(ctx, neighbour, "v", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		lim := ratelimit.PerSecond(1, 2)
+		for i := range 3 {
+			pipe := rdb.Pipeline()
+			read := l.Queue(ctx, pipe, key, lim)
+			get := pipe.Get(ctx, neighbour)
+			_, _ = pipe.Exec(ctx)
+			res, err := read()
+			if err != nil || res.Allowed != (i < 2) {
+				t.Fatalf("queued check %d = %+v, %v", i, res, err)
+			}
+			if v, err := get.Result(); err != nil || v != "v" {
+				t.Fatalf("the command beside it = %q, %v", v, err)
+			}
+		}
+	})
+	t.Run("ScriptFlushed", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		rdb := redistest.Single(t, redistest.StartServer(t).URL)
+		l := ratelimit.New(rdb, "rl")
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		pipe := rdb.Pipeline()
+		read := l.Queue(ctx, pipe, l.TenantKey(uuid.NewString()), ratelimit.PerSecond(1, 1))
+		_, _ = pipe.Exec(ctx)
+		if res, err := read(); err != nil || !res.Allowed {
+			t.Fatalf("after SCRIPT FLUSH = %+v, %v", res, err)
+		}
+	})
+}
