@@ -627,11 +627,7 @@ func TestSessionActionsAreAudited(t *testing.T) {
 func TestTargetFailuresAreNotInternalErrors(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess := newReadySession(t)
 	// go-sdk servers refuse unknown methods with a plain HTTP 400, not a JSON-RPC error.
 	_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": "no/such/method"})
 	if !errors.Is(err, inspector.ErrTargetFailed) {

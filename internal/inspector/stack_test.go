@@ -310,3 +310,15 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 var _ = slices.Contains[[]string]
 var _ sync.Mutex
 var _ = strings.Contains
+
+// newReadySession is a stack with one worker and a session, ready, on a stateful go-sdk
+// server of its own.
+func newReadySession(t *testing.T) (*stack, *inspector.Session) {
+	t.Helper()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	return s, sess
+}

@@ -17,11 +17,7 @@ import (
 func TestWaitingCallerGetsTheCommittedCall(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess := newReadySession(t)
 	for _, tc := range []struct {
 		tool string
 		args map[string]any
@@ -123,11 +119,7 @@ func compact(raw json.RawMessage) json.RawMessage {
 func TestDoorbellRungBeforeTheInsertCommits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess := newReadySession(t)
 
 	hold, err := s.owner.Begin(ctx)
 	if err != nil {
