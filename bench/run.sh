@@ -155,7 +155,7 @@ alternating batches of 10). REST \`POST /v1/sessions/{id}/calls?wait=10\` for \`
 $(f %.2f "$rest_p50") ms, p99 $(f %.2f "$rest_p99") ms. Direct go-sdk client to the same in-process server:
 p50 $(f %.2f "$direct_p50") ms, p99 $(f %.2f "$direct_p99") ms. Overhead: p50 $(f %.2f "$call_p50") ms, p99 $(f %.2f "$call_p99") ms.
 The slowest REST call took $(f %.2f "$rest_max") ms. The process runs with the Go runtime settings
-of cmd/api and cmd/worker (\`config.TuneRuntime\`: GOGC=400).
+of cmd/api and cmd/worker (\`config.TuneRuntime\`: Go's GOGC, GOMEMLIMIT from a container limit).
 The REST path is: API-key auth (the cached verification, confirmed by the tenant's auth stamp
 read in one Redis round trip with the tenant's rate-limit check), OpenAPI validation,
 the call row and its audit entry (one round trip) with the doorbell over the Redis command

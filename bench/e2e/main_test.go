@@ -15,11 +15,12 @@ import (
 const roleEnv = "TAPLINE_BENCH_ROLE"
 
 func TestMain(m *testing.M) {
+	// The benchmarks and their child processes stand in for cmd/api and cmd/worker, and run
+	// with their runtime settings.
+	config.TuneRuntime(os.Getenv)
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runChild(role))
 	}
-	// The benchmarks stand in for cmd/api and cmd/worker, and run with their runtime settings.
-	config.TuneRuntime(os.Getenv)
 	code := m.Run()
 	dbtest.Shutdown()
 	if code == 0 {

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		rt := config.TuneRuntime(getenv)
-		logger.InfoContext(ctx, "go runtime", slog.Int("gc_percent", rt.GCPercent), slog.Int64("memory_limit", rt.MemoryLimit))
+		logger.InfoContext(ctx, "go runtime", slog.String("gogc", cmp.Or(getenv("GOGC"), "100")), slog.Int64("memory_limit", rt.MemoryLimit))
 		return serve(ctx, cfg, logger)
 	case "migrate":
 		return migrate(ctx, cfg, logger)
