@@ -30,10 +30,10 @@ func TestTuneRuntime(t *testing.T) {
 	}
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
 	for _, tc := range []struct {
-		name   string
-		env    map[string]string
-		files  map[string]string
-		want   RuntimeSettings
+		name  string
+		env   map[string]string
+		files map[string]string
+		want  RuntimeSettings
 	}{
 		{"No container limit", nil, map[string]string{"memory.max": "max\n"}, RuntimeSettings{}},
 		{"Cgroup v2 limit", nil, map[string]string{"memory.max": "1073741824\n"}, RuntimeSettings{MemoryLimit: 966367641}},
