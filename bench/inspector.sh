@@ -14,6 +14,9 @@
 #        rounds alternate with a raw pgx CopyFrom of the same rows as the tables' owner; that
 #        ratio is printed above the last line. Goal: C >= 50,000.
 #
+# api, worker and target server share one process; TAPLINE_BENCH_WORKER_PROCESS=1 runs the
+# worker in a process of its own, as it is deployed.
+#
 # Each figure is the median of BENCH_COUNT runs (default 3). BENCH_CALLS (default 1000) calls
 # of each kind per run; BENCH_EVENTS (default 100000) events per side per run. Raw output is
 # kept in bench/out/inspector.txt. The test services run PostgreSQL with fsync=off.

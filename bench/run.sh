@@ -164,7 +164,11 @@ commit), the call through the tapped transport, the result row, and the finished
 by the worker to the waiting api over Redis; the frame and call_result events are committed
 and published meanwhile, off that path. The machine's CPU time per call, all processes
 (PostgreSQL and Redis included): REST $(f %.2f "$rest_cpu") ms, direct $(f %.2f "$direct_cpu") ms.
-\`BenchmarkCallPhases\` (not run here) shows the path span by span.
+\`BenchmarkCallPhases\` (not run here) shows the path span by span. The api, the worker
+and the target server share the benchmark's process here; with the worker in a process of its
+own, as it is deployed (\`TAPLINE_BENCH_WORKER_PROCESS=1 make bench-inspector\`), four
+alternating pairs of runs on 2026-12-05 put the p50 overhead about 0.3 ms higher (median of
+the pairs' differences) and the machine's CPU per REST call about 0.7 ms higher.
 
 **Event persistence** (BenchmarkPersistVsCopy, median of ${BENCH_COUNT:-3} runs of 10 alternating rounds,
 ${BENCH_EVENTS:-100000} events a side). The persister (4 commit shards, group commit through

@@ -20,9 +20,13 @@ import (
 // POST /v1/sessions/{id}/calls?wait=10 for the tool echo: the real echo server and
 // inspector.Service, the Redis command bus, a worker Runtime holding the session's go-sdk
 // connection, PostgreSQL for the call row, the events (committed before they are published)
-// and the audit log, and the call_result event back over Redis pub/sub. The baseline is a
-// go-sdk client calling echo on the same in-process MCP server directly. Batches of ten
-// direct and ten REST calls alternate, so load from other processes hits both alike.
+// and the audit log, and the finished call sent back by the worker over Redis pub/sub. The
+// baseline is a go-sdk client calling echo on the same in-process MCP server directly.
+// Batches of ten direct and ten REST calls alternate, so load from other processes hits both
+// alike.
+//
+// The api and the worker share this process, with the target server, unless
+// TAPLINE_BENCH_WORKER_PROCESS=1 starts the worker in a process of its own, as deployed.
 //
 // b.N is the number of calls of each kind. It reports the percentiles of both and
 // overhead_p50_ms / overhead_p99_ms, the REST percentile minus the direct one.
@@ -30,7 +34,11 @@ func BenchmarkCallOverhead(b *testing.B) {
 	ctx := context.Background()
 	s := newStack(b)
 	api := s.api(0)
-	s.worker()
+	if os.Getenv("TAPLINE_BENCH_WORKER_PROCESS") == "1" {
+		s.workerProcess()
+	} else {
+		s.worker()
+	}
 	target := startTarget(b)
 	owner := s.tenant(api.tenants, "calls")
 

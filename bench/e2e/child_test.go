@@ -38,6 +38,7 @@ import (
 //
 //	target  the echo MCP server (a worker's heap then holds only the client side)
 //	api     httpapi + inspector.Service, as cmd/api wires them, plus GET /bench/memstats
+//	worker  an inspector.Runtime, as cmd/worker wires it, plus GET /bench/memstats
 //
 // The child prints "LISTEN host:port" once it serves, and exits when its stdin closes (the
 // parent ended, however) or on SIGTERM.
@@ -112,6 +113,8 @@ func runChild(role string) int {
 		h, cleanup = targetHandler(targetServer()), func() {}
 	case "api":
 		h, cleanup, err = apiChild(ctx)
+	case "worker":
+		h, cleanup, err = workerChild(ctx)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -195,6 +198,61 @@ func apiChild(ctx context.Context) (http.Handler, func(), error) {
 	cleanup := func() {
 		close(draining)
 		svc.Stop()
+		trk.Stop()
+		_ = rdb.Close()
+		pool.Close()
+	}
+	return mux, cleanup, nil
+}
+
+// workerChild wires a worker process from the api child's variables and
+// TAPLINE_BENCH_SECRET_KEY (the parent's key, so that both read the same target secrets).
+func workerChild(ctx context.Context) (http.Handler, func(), error) {
+	pool, err := db.NewPool(ctx, os.Getenv("TAPLINE_BENCH_DATABASE_URL"), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb, err := openRedis(os.Getenv("TAPLINE_BENCH_REDIS_URL"))
+	if err != nil {
+		return nil, nil, err
+	}
+	prefix := os.Getenv("TAPLINE_BENCH_PREFIX")
+	bg := context.WithoutCancel(ctx)
+	guard, err := netguard.New(&netguard.Config{AllowLoopback: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := secretbox.ParseKeyring(os.Getenv("TAPLINE_BENCH_SECRET_KEY"))
+	if err != nil {
+		return nil, nil, err
+	}
+	var rt *inspector.Runtime
+	trk, err := tracker.New(rdb, &tracker.Config{Prefix: prefix + ":trk", NodeName: "bench-worker", OnLeaseLost: func(l *tracker.Lease) {
+		if rt != nil {
+			rt.LeaseLost(l)
+		}
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := trk.Start(bg); err != nil {
+		return nil, nil, err
+	}
+	rt, err = inspector.NewRuntime(&inspector.RuntimeConfig{Pool: pool, Redis: rdb, Tracker: trk, Guard: guard, Keys: keys, Prefix: prefix, Version: "bench"})
+	if err != nil {
+		trk.Stop()
+		return nil, nil, err
+	}
+	if err := rt.Start(bg); err != nil {
+		trk.Stop()
+		return nil, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /bench/memstats", serveMemStats)
+	cleanup := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		rt.Stop(sctx)
 		trk.Stop()
 		_ = rdb.Close()
 		pool.Close()

@@ -49,6 +49,7 @@ type stack struct {
 	redisURL string
 	prefix   string
 	keys     *secretbox.Keyring
+	key      string // keys' one key, for child processes
 	guard    *netguard.Guard
 }
 
@@ -72,7 +73,7 @@ func newStack(tb testing.TB) *stack {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &stack{tb: tb, db: d, redisURL: redisURL, prefix: redistest.Prefix(tb), keys: keys, guard: guard}
+	return &stack{tb: tb, db: d, redisURL: redisURL, prefix: redistest.Prefix(tb), keys: keys, key: k, guard: guard}
 }
 
 // pool opens an application-role pool (under row-level security) with production defaults.
@@ -189,6 +190,14 @@ func (s *stack) worker() (*inspector.Runtime, string) {
 		rt.Stop(ctx)
 	})
 	return rt, trk.NodeID()
+}
+
+// workerProcess starts a worker Runtime in a child process, as it is deployed: apart from
+// the api, with its own heap, collector and scheduler.
+func (s *stack) workerProcess() {
+	s.tb.Helper()
+	startChild(s.tb, "worker", "TAPLINE_BENCH_DATABASE_URL="+s.db.AppURL, "TAPLINE_BENCH_REDIS_URL="+s.redisURL,
+		"TAPLINE_BENCH_PREFIX="+s.prefix, "TAPLINE_BENCH_SECRET_KEY="+s.key)
 }
 
 // tenant creates a tenant with an owner API key.
