@@ -55,7 +55,11 @@ func TestTakeoverReportsResultsTheDeadOwnerLeftOut(t *testing.T) {
 	if d := dataOf(got); got.Seq < moved.Seq || d["ok"] != true || d["status"] != "succeeded" || d["recovered"] != true {
 		t.Fatalf("recovered call_result = %s (seq %d, moved at %d)", got.Data, got.Seq, moved.Seq)
 	}
-	// Emitted once, and calls that had their event are left alone.
+	// Emitted once, and calls that had their event are left alone. The recovery runs as the
+	// new owner adopts the session, before it has connected: calls wait for that.
+	s.waitEvent(sess.ID, func(e inspector.Event) bool {
+		return e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusReady) && e.Seq > moved.Seq
+	})
 	done := s.wait(sess.ID, s.call(sess.ID, "echo", map[string]any{"text": "after"}).ID)
 	if done.Status != inspector.CallSucceeded {
 		t.Fatalf("call after takeover = %+v", done)
