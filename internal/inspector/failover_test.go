@@ -99,3 +99,34 @@ func TestQueuedCallWithoutDoorbellIsSwept(t *testing.T) {
 		t.Fatalf("the target ran the swept call %d times", n)
 	}
 }
+
+// A doorbell after a session has moved reaches the new owner at once, not through its sweep:
+// whatever an api process remembers of where the session was must not outlive the move.
+func TestDoorbellFollowsAMovedSession(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{leaseTTL: 30 * time.Second})
+	first := s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	// The api learns where the session is.
+	if c := s.wait(sess.ID, s.call(sess.ID, "echo", map[string]any{"text": "before"}).ID); c.Status != inspector.CallSucceeded {
+		t.Fatalf("call before the move = %+v", c)
+	}
+
+	s.addWorker()
+	first.stop()
+	moved := s.waitEvent(sess.ID, func(e inspector.Event) bool { return e.Type == inspector.EventSessionMoved })
+	s.waitEvent(sess.ID, func(e inspector.Event) bool {
+		return e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusReady) && e.Seq > moved.Seq
+	})
+	start := time.Now()
+	c := s.wait(sess.ID, s.call(sess.ID, "echo", map[string]any{"text": "after"}).ID)
+	if c.Status != inspector.CallSucceeded {
+		t.Fatalf("call after the move = %+v", c)
+	}
+	// Only the former owner rung, the call would wait for the new owner's sweep (5 s).
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the call ended %v after it was made: the new owner was not rung", took)
+	}
+}
