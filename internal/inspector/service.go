@@ -510,6 +510,7 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 	if notice != nil {
 		params["notify"] = s.commands.node
 	}
+	rungAt := time.Now()
 	rang := s.ringAhead(ctx, tenantID, sessionID, OpStartCall, params)
 	call, existing, err := s.store.insertCall(ctx, tenantID, sessionID, callID, p.Name, args, p.CreatedBy, audited)
 	if ringErr := <-rang; ringErr != nil && err == nil && !existing {
@@ -517,6 +518,14 @@ func (s *Service) StartCall(ctx context.Context, tenantID, sessionID string, p S
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !existing && time.Since(rungAt) > claimPatience {
+		// The insert was slow (a busy pool, a loaded database): the owner may have given up
+		// looking for the row before it was there. Ring again now that it is; a claim of a
+		// call already running changes nothing.
+		if err := s.doorbell(ctx, tenantID, sessionID, OpStartCall, params); err != nil {
+			s.logger.WarnContext(ctx, "call doorbell", slog.Any("error", err))
+		}
 	}
 	if existing {
 		notice = nil // started by an earlier request; its owner reports to that one

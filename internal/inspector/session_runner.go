@@ -824,8 +824,14 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 // claimRetries are the pauses between claims of a call whose row is not there. The doorbell
 // rings while the api inserts the row, and the claim waits for an insert in progress; one
 // that overtook even the insert's start finds nothing and tries again. A call whose insert
-// failed never appears, and one that shows up later still is the sweep's (sweepInterval).
+// failed never appears; for one slower than the retries, the api rings again once its row
+// is in (claimPatience).
 var claimRetries = []time.Duration{2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, 250 * time.Millisecond} //nolint:gochecknoglobals // constant pauses
+
+// claimPatience is how long an api may take to insert a call before its early doorbell may
+// have been in vain: half the time the owner's claims look for the row, the rest a margin.
+// An api whose insert took longer rings the owner again after its commit.
+const claimPatience = (2 + 10 + 50 + 250) * time.Millisecond / 2
 
 // claimCall is store.startCall for this runner, retried while the call is not there.
 func (r *sessionRunner) claimCall(ctx context.Context, callID string) (*Call, bool, error) {

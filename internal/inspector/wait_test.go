@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/mcptest"
 )
@@ -163,5 +165,63 @@ func TestDoorbellRungBeforeTheInsertCommits(t *testing.T) {
 	// The sweep would have taken up to 5 s; the waiting claim takes one round trip.
 	if took := time.Since(released); took > 3*time.Second {
 		t.Fatalf("the call ended %v after its insert committed: its doorbell was lost", took)
+	}
+}
+
+// An insert slower than the owner's claims are patient (here its api waits for the one
+// connection of its pool) is followed by a second doorbell once the row is in, and the call
+// runs then. Left to the owner's sweep, which comes every 5 s, at least one of three such
+// calls, spaced about a second apart, would take longer than the bound below.
+func TestSlowInsertIsRungAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, sess := newReadySession(t)
+	cfg := s.pool.Config()
+	cfg.MaxConns, cfg.MinConns = 1, 0
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	svc, err := inspector.NewService(&inspector.ServiceConfig{
+		Pool: pool, Redis: s.rdb, Tracker: newTracker(t, s.rdb, s.prefix, "slow-api", 3*time.Second, nil),
+		Guard: s.guard, Keys: s.keys, Prefix: s.prefix, CommandTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Stop)
+	for i := range 3 {
+		conn, err := pool.Acquire(ctx) // the pool's only connection: the insert waits for it
+		if err != nil {
+			t.Fatal(err)
+		}
+		type started struct {
+			call *inspector.Call
+			err  error
+		}
+		done := make(chan started, 1)
+		go func() {
+			c, err := svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo",
+				Arguments: json.RawMessage(`{"text":"slow insert"}`), CreatedBy: "key:test", Wait: 20 * time.Second})
+			done <- started{c, err}
+		}()
+		// Well past the owner's claims, which give up after about 0.3 s.
+		time.Sleep(time.Second)
+		released := time.Now()
+		conn.Release()
+		res := <-done
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if res.call.Status != inspector.CallSucceeded {
+			t.Fatalf("call %d = %+v", i, res.call)
+		}
+		if took := time.Since(released); took > 1500*time.Millisecond {
+			t.Fatalf("call %d ended %v after its insert could start: it waited for the sweep", i, took)
+		}
 	}
 }
