@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,12 +22,7 @@ import (
 // It installs the process's global OpenTelemetry providers, so it does not run in parallel;
 // other tests' spans land in the exporter too and are filtered out by trace id.
 func TestToolCallTraceSpansEveryHop(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "tapline-test", NodeName: "trace", SpanExporter: exp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = providers.Shutdown(context.Background()) })
+	exp := traceExporter(t)
 
 	c := liveCluster(t) // after Setup, so Redis commands are traced too
 	target := mcptest.NewStatefulServer(t, nil)
@@ -100,4 +96,25 @@ func TestToolCallTraceSpansEveryHop(t *testing.T) {
 			t.Errorf("%q did not end", s.Name())
 		}
 	}
+}
+
+// The process's tracer provider can be installed once: tracers handed out before go on
+// delegating to the first one. Every run of TestToolCallTraceSpansEveryHop (go test
+// -count=N) shares it and its exporter.
+var (
+	traceOnce sync.Once
+	traceExp  *tracetest.InMemoryExporter
+	traceErr  error
+)
+
+func traceExporter(t *testing.T) *tracetest.InMemoryExporter {
+	t.Helper()
+	traceOnce.Do(func() {
+		traceExp = tracetest.NewInMemoryExporter()
+		_, traceErr = telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "tapline-test", NodeName: "trace", SpanExporter: traceExp})
+	})
+	if traceErr != nil {
+		t.Fatal(traceErr)
+	}
+	return traceExp
 }
