@@ -57,9 +57,7 @@ func TestTakeoverReportsResultsTheDeadOwnerLeftOut(t *testing.T) {
 	}
 	// Emitted once, and calls that had their event are left alone. The recovery runs as the
 	// new owner adopts the session, before it has connected: calls wait for that.
-	s.waitEvent(sess.ID, func(e inspector.Event) bool {
-		return e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusReady) && e.Seq > moved.Seq
-	})
+	s.waitReadyAfter(sess.ID, moved.Seq)
 	done := s.wait(sess.ID, s.call(sess.ID, "echo", map[string]any{"text": "after"}).ID)
 	if done.Status != inspector.CallSucceeded {
 		t.Fatalf("call after takeover = %+v", done)
@@ -117,9 +115,7 @@ func TestDoorbellFollowsAMovedSession(t *testing.T) {
 	s.addWorker()
 	first.stop()
 	moved := s.waitEvent(sess.ID, func(e inspector.Event) bool { return e.Type == inspector.EventSessionMoved })
-	s.waitEvent(sess.ID, func(e inspector.Event) bool {
-		return e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusReady) && e.Seq > moved.Seq
-	})
+	s.waitReadyAfter(sess.ID, moved.Seq)
 	start := time.Now()
 	c := s.wait(sess.ID, s.call(sess.ID, "echo", map[string]any{"text": "after"}).ID)
 	if c.Status != inspector.CallSucceeded {

@@ -829,9 +829,16 @@ func (r *sessionRunner) runCall(ctx context.Context, cs *mcp.ClientSession, call
 var claimRetries = []time.Duration{2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, 250 * time.Millisecond} //nolint:gochecknoglobals // constant pauses
 
 // claimPatience is how long an api may take to insert a call before its early doorbell may
-// have been in vain: half the time the owner's claims look for the row, the rest a margin.
-// An api whose insert took longer rings the owner again after its commit.
-const claimPatience = (2 + 10 + 50 + 250) * time.Millisecond / 2
+// have been in vain: half the time the owner's claims look for the row (the sum of
+// claimRetries), the rest a margin. An api whose insert took longer rings the owner again
+// after its commit.
+var claimPatience = func() time.Duration { //nolint:gochecknoglobals // derived from claimRetries
+	var d time.Duration
+	for _, p := range claimRetries {
+		d += p
+	}
+	return d / 2
+}()
 
 // claimCall is store.startCall for this runner, retried while the call is not there.
 func (r *sessionRunner) claimCall(ctx context.Context, callID string) (*Call, bool, error) {

@@ -232,6 +232,15 @@ func (s *stack) waitEvent(sessionID string, match func(inspector.Event) bool) in
 	return found
 }
 
+// waitReadyAfter waits for the session's owner to report it ready after seq: after a move,
+// the new owner has connected once it has.
+func (s *stack) waitReadyAfter(sessionID string, seq int64) {
+	s.t.Helper()
+	s.waitEvent(sessionID, func(e inspector.Event) bool {
+		return e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusReady) && e.Seq > seq
+	})
+}
+
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -131,16 +131,7 @@ func TestDoorbellRungBeforeTheInsertCommits(t *testing.T) {
 	if _, err := hold.Exec(ctx, `select pg_advisory_xact_lock(hashtextextended('tapline.audit:' || $1::text, 0))`, s.a.Tenant.ID); err != nil {
 		t.Fatal(err)
 	}
-	type started struct {
-		call *inspector.Call
-		err  error
-	}
-	done := make(chan started, 1)
-	go func() {
-		c, err := s.svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo",
-			Arguments: json.RawMessage(`{"text":"rung early"}`), CreatedBy: "key:test", Wait: 20 * time.Second})
-		done <- started{c, err}
-	}()
+	done := startWaitingCall(s.svc, s.a.Tenant.ID, sess.ID, "rung early")
 	eventually(t, 10*time.Second, "the owner's claim waiting for the insert", func() bool {
 		var n int
 		err := s.owner.QueryRow(ctx, `select count(*) from pg_locks l join pg_stat_activity a on a.pid = l.pid
@@ -199,16 +190,7 @@ func TestSlowInsertIsRungAgain(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		type started struct {
-			call *inspector.Call
-			err  error
-		}
-		done := make(chan started, 1)
-		go func() {
-			c, err := svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo",
-				Arguments: json.RawMessage(`{"text":"slow insert"}`), CreatedBy: "key:test", Wait: 20 * time.Second})
-			done <- started{c, err}
-		}()
+		done := startWaitingCall(svc, s.a.Tenant.ID, sess.ID, "slow insert")
 		// Well past the owner's claims, which give up after about 0.3 s.
 		time.Sleep(time.Second)
 		released := time.Now()
@@ -224,4 +206,23 @@ func TestSlowInsertIsRungAgain(t *testing.T) {
 			t.Fatalf("call %d ended %v after its insert could start: it waited for the sweep", i, took)
 		}
 	}
+}
+
+// startedCall is what StartCall returned.
+type startedCall struct {
+	call *inspector.Call
+	err  error
+}
+
+// startWaitingCall calls echo with text through svc in the background, waiting up to 20 s
+// for the result, and delivers what StartCall returned.
+func startWaitingCall(svc *inspector.Service, tenantID, sessionID, text string) <-chan startedCall {
+	done := make(chan startedCall, 1)
+	go func() {
+		raw, _ := json.Marshal(map[string]string{"text": text})
+		c, err := svc.StartCall(context.Background(), tenantID, sessionID, inspector.StartCallParams{Name: "echo",
+			Arguments: raw, CreatedBy: "key:test", Wait: 20 * time.Second})
+		done <- startedCall{c, err}
+	}()
+	return done
 }
