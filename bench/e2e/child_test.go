@@ -23,6 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tapline/tapline"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/db"
@@ -139,28 +142,51 @@ func runChild(role string) int {
 	return 0
 }
 
-// apiChild wires an api process from TAPLINE_BENCH_DATABASE_URL, TAPLINE_BENCH_REDIS_URL and
-// TAPLINE_BENCH_PREFIX, with production defaults otherwise.
-func apiChild(ctx context.Context) (http.Handler, func(), error) {
+// childEnv is what a child process shares with its parent: the application-role pool
+// (TAPLINE_BENCH_DATABASE_URL), Redis (TAPLINE_BENCH_REDIS_URL) and the key prefix
+// (TAPLINE_BENCH_PREFIX), with the loopback-allowing guard every bench process uses.
+type childEnv struct {
+	pool   *pgxpool.Pool
+	rdb    redis.UniversalClient
+	prefix string
+	guard  *netguard.Guard
+}
+
+func openChildEnv(ctx context.Context) (*childEnv, error) {
+	guard, err := netguard.New(&netguard.Config{AllowLoopback: true})
+	if err != nil {
+		return nil, err
+	}
 	pool, err := db.NewPool(ctx, os.Getenv("TAPLINE_BENCH_DATABASE_URL"), nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	rdb, err := openRedis(os.Getenv("TAPLINE_BENCH_REDIS_URL"))
 	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &childEnv{pool: pool, rdb: rdb, prefix: os.Getenv("TAPLINE_BENCH_PREFIX"), guard: guard}, nil
+}
+
+func (e *childEnv) close() {
+	_ = e.rdb.Close()
+	e.pool.Close()
+}
+
+// apiChild wires an api process from the childEnv, with production defaults otherwise.
+func apiChild(ctx context.Context) (http.Handler, func(), error) {
+	env, err := openChildEnv(ctx)
+	if err != nil {
 		return nil, nil, err
 	}
-	prefix := os.Getenv("TAPLINE_BENCH_PREFIX")
+	pool, rdb, prefix, guard := env.pool, env.rdb, env.prefix, env.guard
 	bg := context.WithoutCancel(ctx)
 	trk, err := tracker.New(rdb, &tracker.Config{Prefix: prefix + ":trk", NodeName: "bench-api"})
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := trk.Start(bg); err != nil {
-		return nil, nil, err
-	}
-	guard, err := netguard.New(&netguard.Config{AllowLoopback: true})
-	if err != nil {
 		return nil, nil, err
 	}
 	k, _ := secretbox.GenerateKey()
@@ -199,26 +225,15 @@ func apiChild(ctx context.Context) (http.Handler, func(), error) {
 		close(draining)
 		svc.Stop()
 		trk.Stop()
-		_ = rdb.Close()
-		pool.Close()
+		env.close()
 	}
 	return mux, cleanup, nil
 }
 
-// workerChild wires a worker process from the api child's variables and
-// TAPLINE_BENCH_SECRET_KEY (the parent's key, so that both read the same target secrets).
+// workerChild wires a worker process from the childEnv and TAPLINE_BENCH_SECRET_KEY (the
+// parent's key, so that both read the same target secrets).
 func workerChild(ctx context.Context) (http.Handler, func(), error) {
-	pool, err := db.NewPool(ctx, os.Getenv("TAPLINE_BENCH_DATABASE_URL"), nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	rdb, err := openRedis(os.Getenv("TAPLINE_BENCH_REDIS_URL"))
-	if err != nil {
-		return nil, nil, err
-	}
-	prefix := os.Getenv("TAPLINE_BENCH_PREFIX")
-	bg := context.WithoutCancel(ctx)
-	guard, err := netguard.New(&netguard.Config{AllowLoopback: true})
+	env, err := openChildEnv(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,25 +241,8 @@ func workerChild(ctx context.Context) (http.Handler, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var rt *inspector.Runtime
-	trk, err := tracker.New(rdb, &tracker.Config{Prefix: prefix + ":trk", NodeName: "bench-worker", OnLeaseLost: func(l *tracker.Lease) {
-		if rt != nil {
-			rt.LeaseLost(l)
-		}
-	}})
+	rt, trk, err := startWorker(context.WithoutCancel(ctx), env.pool, env.rdb, env.prefix, env.guard, keys)
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := trk.Start(bg); err != nil {
-		return nil, nil, err
-	}
-	rt, err = inspector.NewRuntime(&inspector.RuntimeConfig{Pool: pool, Redis: rdb, Tracker: trk, Guard: guard, Keys: keys, Prefix: prefix, Version: "bench"})
-	if err != nil {
-		trk.Stop()
-		return nil, nil, err
-	}
-	if err := rt.Start(bg); err != nil {
-		trk.Stop()
 		return nil, nil, err
 	}
 	mux := http.NewServeMux()
@@ -254,8 +252,7 @@ func workerChild(ctx context.Context) (http.Handler, func(), error) {
 		defer cancel()
 		rt.Stop(sctx)
 		trk.Stop()
-		_ = rdb.Close()
-		pool.Close()
+		env.close()
 	}
 	return mux, cleanup, nil
 }

@@ -168,28 +168,45 @@ func (s *stack) api(maxLive int) *apiNode {
 // worker starts a worker Runtime and returns it with its node id.
 func (s *stack) worker() (*inspector.Runtime, string) {
 	s.tb.Helper()
-	pool, rdb := s.pool(), s.redis()
-	var rt *inspector.Runtime
-	trk := s.tracker(rdb, "bench-worker", func(l *tracker.Lease) {
-		if rt != nil {
-			rt.LeaseLost(l)
-		}
-	})
-	rt, err := inspector.NewRuntime(&inspector.RuntimeConfig{
-		Pool: pool, Redis: rdb, Tracker: trk, Guard: s.guard, Keys: s.keys, Prefix: s.prefix, Version: "bench",
-	})
+	rt, trk, err := startWorker(context.Background(), s.pool(), s.redis(), s.prefix, s.guard, s.keys)
 	if err != nil {
-		s.tb.Fatal(err)
-	}
-	if err := rt.Start(context.Background()); err != nil {
 		s.tb.Fatal(err)
 	}
 	s.tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		rt.Stop(ctx)
+		trk.Stop()
 	})
 	return rt, trk.NodeID()
+}
+
+// startWorker starts a worker Runtime and its tracker, wired as cmd/worker wires them; the
+// caller stops both, the Runtime first.
+func startWorker(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, prefix string, guard *netguard.Guard, keys *secretbox.Keyring) (*inspector.Runtime, *tracker.Tracker, error) {
+	var rt *inspector.Runtime
+	trk, err := tracker.New(rdb, &tracker.Config{Prefix: prefix + ":trk", NodeName: "bench-worker", OnLeaseLost: func(l *tracker.Lease) {
+		if rt != nil {
+			rt.LeaseLost(l)
+		}
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := trk.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	rt, err = inspector.NewRuntime(&inspector.RuntimeConfig{
+		Pool: pool, Redis: rdb, Tracker: trk, Guard: guard, Keys: keys, Prefix: prefix, Version: "bench",
+	})
+	if err == nil {
+		err = rt.Start(ctx)
+	}
+	if err != nil {
+		trk.Stop()
+		return nil, nil, err
+	}
+	return rt, trk, nil
 }
 
 // workerProcess starts a worker Runtime in a child process, as it is deployed: apart from
