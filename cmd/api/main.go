@@ -9,7 +9,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -67,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		rt := config.TuneRuntime(getenv)
-		logger.InfoContext(ctx, "go runtime", slog.String("gogc", cmp.Or(getenv("GOGC"), "100")), slog.Int64("memory_limit", rt.MemoryLimit))
+		logger.LogAttrs(ctx, slog.LevelInfo, "go runtime", rt.LogAttrs()...)
 		return serve(ctx, cfg, logger)
 	case "migrate":
 		return migrate(ctx, cfg, logger)

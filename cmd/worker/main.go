@@ -4,7 +4,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,7 +51,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	}
 	logger := telemetry.NewLogger(stderr, cfg.LogLevel).With(slog.String("service", "worker"), slog.String("node", cfg.NodeName))
 	gcs := config.TuneRuntime(getenv)
-	logger.InfoContext(ctx, "go runtime", slog.String("gogc", cmp.Or(getenv("GOGC"), "100")), slog.Int64("memory_limit", gcs.MemoryLimit))
+	logger.LogAttrs(ctx, slog.LevelInfo, "go runtime", gcs.LogAttrs()...)
 	providers, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "tapline-worker", NodeName: cfg.NodeName, OTLPEndpoint: cfg.OTLPEndpoint})
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"cmp"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -13,9 +15,17 @@ import (
 // letting the process be killed for going over it.
 const memoryLimitShare = 0.9
 
-// RuntimeSettings are the memory settings TuneRuntime applied; zero means left as it was.
+// RuntimeSettings are the Go runtime's memory settings after TuneRuntime, for its log line.
 type RuntimeSettings struct {
+	// GOGC is the collector's setting in effect: the variable, or Go's default.
+	GOGC string
+	// MemoryLimit is the soft limit TuneRuntime set; zero when it left GOMEMLIMIT alone.
 	MemoryLimit int64
+}
+
+// LogAttrs are s as attributes of the processes' "go runtime" log line.
+func (s RuntimeSettings) LogAttrs() []slog.Attr {
+	return []slog.Attr{slog.String("gogc", s.GOGC), slog.Int64("memory_limit", s.MemoryLimit)}
 }
 
 // TuneRuntime applies Tapline's Go runtime defaults: a GOMEMLIMIT of 90% of the container's
@@ -35,7 +45,7 @@ func TuneRuntime(getenv func(string) string) RuntimeSettings {
 }
 
 func tuneRuntime(getenv func(string) string, cgroupRoot string) RuntimeSettings {
-	var s RuntimeSettings
+	s := RuntimeSettings{GOGC: cmp.Or(getenv("GOGC"), "100")}
 	if getenv("GOMEMLIMIT") == "" {
 		if limit, ok := cgroupMemoryLimit(cgroupRoot); ok {
 			s.MemoryLimit = int64(float64(limit) * memoryLimitShare)

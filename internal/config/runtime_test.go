@@ -35,12 +35,13 @@ func TestTuneRuntime(t *testing.T) {
 		files map[string]string
 		want  RuntimeSettings
 	}{
-		{"No container limit", nil, map[string]string{"memory.max": "max\n"}, RuntimeSettings{}},
-		{"Cgroup v2 limit", nil, map[string]string{"memory.max": "1073741824\n"}, RuntimeSettings{MemoryLimit: 966367641}},
-		{"Cgroup v1 limit", nil, map[string]string{"memory/memory.limit_in_bytes": "2147483648\n"}, RuntimeSettings{MemoryLimit: 1932735283}},
-		{"Cgroup v1 without a limit", nil, map[string]string{"memory/memory.limit_in_bytes": "9223372036854771712\n"}, RuntimeSettings{}},
-		{"No cgroup files", nil, nil, RuntimeSettings{}},
-		{"Operator's setting wins", map[string]string{"GOMEMLIMIT": "512MiB"}, map[string]string{"memory.max": "1073741824"}, RuntimeSettings{}},
+		{"No container limit", nil, map[string]string{"memory.max": "max\n"}, RuntimeSettings{GOGC: "100"}},
+		{"Cgroup v2 limit", nil, map[string]string{"memory.max": "1073741824\n"}, RuntimeSettings{GOGC: "100", MemoryLimit: 966367641}},
+		{"Cgroup v1 limit", nil, map[string]string{"memory/memory.limit_in_bytes": "2147483648\n"}, RuntimeSettings{GOGC: "100", MemoryLimit: 1932735283}},
+		{"Cgroup v1 without a limit", nil, map[string]string{"memory/memory.limit_in_bytes": "9223372036854771712\n"}, RuntimeSettings{GOGC: "100"}},
+		{"No cgroup files", nil, nil, RuntimeSettings{GOGC: "100"}},
+		{"Operator's setting wins", map[string]string{"GOMEMLIMIT": "512MiB"}, map[string]string{"memory.max": "1073741824"}, RuntimeSettings{GOGC: "100"}},
+		{"Operator's GOGC is reported", map[string]string{"GOGC": "150"}, nil, RuntimeSettings{GOGC: "150"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			debug.SetGCPercent(100)
