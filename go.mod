@@ -88,3 +88,5 @@ require (
 )
 
 tool github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
+
+replace github.com/segmentio/encoding => ./third_party/segmentio-encoding
