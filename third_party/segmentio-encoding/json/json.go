@@ -418,7 +418,14 @@ func (dec *Decoder) readValue() (v []byte, err error) {
 		}
 
 		if dec.buffer == nil {
-			dec.buffer = make([]byte, 0, minBufferSize)
+			// Tapline patch (see TAPLINE.md): a reader that knows how much it holds
+			// (bytes.Reader, strings.Reader, bytes.Buffer) gets a buffer of that size, plus
+			// the free room the read below insists on, instead of 32 KiB for every value.
+			size := minBufferSize
+			if r, ok := dec.reader.(interface{ Len() int }); ok {
+				size = r.Len() + minReadSize
+			}
+			dec.buffer = make([]byte, 0, size)
 		} else {
 			dec.buffer = dec.buffer[:copy(dec.buffer[:cap(dec.buffer)], dec.remain)]
 			dec.remain = nil
