@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -417,13 +418,14 @@ func (dec *Decoder) readValue() (v []byte, err error) {
 			return
 		}
 
+		// Tapline patch (see TAPLINE.md): a reader holding its whole input in memory gets
+		// a buffer of that size, not 32 KiB for every value, and needs no more free room
+		// than what it still holds (plus a byte, so the read that meets its end fits).
+		unread, inMemory := inMemoryLen(dec.reader)
 		if dec.buffer == nil {
-			// Tapline patch (see TAPLINE.md): a reader that knows how much it holds
-			// (bytes.Reader, strings.Reader, bytes.Buffer) gets a buffer of that size, plus
-			// the free room the read below insists on, instead of 32 KiB for every value.
 			size := minBufferSize
-			if r, ok := dec.reader.(interface{ Len() int }); ok {
-				size = r.Len() + minReadSize
+			if inMemory {
+				size = unread + 1
 			}
 			dec.buffer = make([]byte, 0, size)
 		} else {
@@ -431,7 +433,11 @@ func (dec *Decoder) readValue() (v []byte, err error) {
 			dec.remain = nil
 		}
 
-		if (cap(dec.buffer) - len(dec.buffer)) < minReadSize {
+		room := minReadSize
+		if inMemory {
+			room = min(room, unread+1)
+		}
+		if (cap(dec.buffer) - len(dec.buffer)) < room {
 			buf := make([]byte, len(dec.buffer), 2*cap(dec.buffer))
 			copy(buf, dec.buffer)
 			dec.buffer = buf
@@ -451,6 +457,20 @@ func (dec *Decoder) readValue() (v []byte, err error) {
 		dec.inputOffset += int64(n)
 		dec.err = err
 	}
+}
+
+// inMemoryLen returns how many bytes r still holds, for the readers that hold all of their
+// input in memory (Tapline patch, see TAPLINE.md).
+func inMemoryLen(r io.Reader) (int, bool) {
+	switch r := r.(type) {
+	case *bytes.Reader:
+		return r.Len(), true
+	case *strings.Reader:
+		return r.Len(), true
+	case *bytes.Buffer:
+		return r.Len(), true
+	}
+	return 0, false
 }
 
 // DisallowUnknownFields is documented at https://golang.org/pkg/encoding/json/#Decoder.DisallowUnknownFields
