@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +29,9 @@ import (
 // Not part of make bench; run it when working on the call path:
 //
 //	deploy/local/test-services.sh go test -run '^$' -bench CallPhases -benchtime 200x -v ./bench/e2e/
+//
+// TAPLINE_BENCH_PHASES_BAND=97-99.5 keeps only the calls whose total lies between those two
+// percentiles, to see which phases a slow call spends its extra time in.
 func BenchmarkCallPhases(b *testing.B) {
 	t := b
 	ctx := context.Background()
@@ -83,6 +88,9 @@ func BenchmarkCallPhases(b *testing.B) {
 			roots = append(roots, sp)
 		}
 	}
+	if band := os.Getenv("TAPLINE_BENCH_PHASES_BAND"); band != "" {
+		roots = inBand(b, roots, band)
+	}
 	type stat struct{ start, dur []float64 }
 	stats := map[string]*stat{}
 	var order []string
@@ -119,6 +127,23 @@ func BenchmarkCallPhases(b *testing.B) {
 	}
 	b.Logf("start_ms dur_ms per span of a call's trace (medians), %d calls:\n%s", len(totals), strings.Join(lines, "\n"))
 	b.ReportMetric(med(totals), "traced_call_p50_ms")
+}
+
+// inBand returns the roots whose duration lies between the percentiles band names
+// ("LOW-HIGH"), slowest first.
+func inBand(b *testing.B, roots []sdktrace.ReadOnlySpan, band string) []sdktrace.ReadOnlySpan {
+	b.Helper()
+	lowS, highS, _ := strings.Cut(band, "-")
+	low, err1 := strconv.ParseFloat(lowS, 64)
+	high, err2 := strconv.ParseFloat(highS, 64)
+	if err1 != nil || err2 != nil || low < 0 || high > 100 || low >= high {
+		b.Fatalf("TAPLINE_BENCH_PHASES_BAND=%q: want two percentiles such as 97-99.5", band)
+	}
+	took := func(sp sdktrace.ReadOnlySpan) time.Duration { return sp.EndTime().Sub(sp.StartTime()) }
+	sort.Slice(roots, func(i, j int) bool { return took(roots[i]) > took(roots[j]) })
+	n := float64(len(roots))
+	from := min(int(n*(100-high)/100), len(roots)-1)
+	return roots[from:max(from+1, int(n*(100-low)/100))] // at least one, for b.N = 1
 }
 
 // The process's tracer provider can be installed once: tracers handed out before go on
