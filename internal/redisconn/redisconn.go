@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tapline/tapline/internal/config"
@@ -62,10 +61,7 @@ func Open(rc config.RedisConfig, opts *Options) (redis.UniversalClient, error) {
 		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	client := redis.NewUniversalClient(uo)
-	// Spans name the command but never carry its arguments: those hold event payloads and
-	// tenant data, which must not leak into a tracing backend. Recording the caller costs a
-	// stack walk per command and is off too.
-	if err := redisotel.InstrumentTracing(client, redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
+	if err := instrument(client); err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("instrument redis: %w", err)
 	}
