@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // canonicalJSON encodes v as RFC 8785 (JCS) canonical JSON: object keys sorted by UTF-16
@@ -103,8 +106,29 @@ func writeCanonical(buf *bytes.Buffer, v any) error {
 	return nil
 }
 
+// compareUTF16 orders strings by their UTF-16 code units, as JCS sorts keys, without
+// encoding them: the first rune that differs decides, by its first unit that differs. Bytes
+// that are not UTF-8 count as U+FFFD, as []rune conversion has them.
 func compareUTF16(a, b string) int {
-	return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
+	for a != "" && b != "" {
+		ra, na := utf8.DecodeRuneInString(a)
+		rb, nb := utf8.DecodeRuneInString(b)
+		if ra != rb {
+			ua, la := utf16Units(ra)
+			ub, lb := utf16Units(rb)
+			return slices.Compare(ua[:la], ub[:lb])
+		}
+		a, b = a[na:], b[nb:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// utf16Units is r as UTF-16 code units: one, or a surrogate pair.
+func utf16Units(r rune) (units [2]uint16, n int) {
+	if r1, r2 := utf16.EncodeRune(r); r1 != unicode.ReplacementChar {
+		return [2]uint16{uint16(r1), uint16(r2)}, 2
+	}
+	return [2]uint16{uint16(r)}, 1
 }
 
 // writeString escapes as ECMAScript's JSON.stringify does: quote, backslash and control

@@ -3,7 +3,11 @@ package audit
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 func TestCanonicalJSONFollowsRFC8785(t *testing.T) {
@@ -67,5 +71,30 @@ func TestDetailsRedactSecrets(t *testing.T) {
 	}
 	if d, _ := canonicalDetails(nil); string(d) != "{}" {
 		t.Fatalf("nil details = %s", d)
+	}
+}
+
+// compareUTF16 orders keys exactly as encoding both strings to UTF-16 would, for ASCII,
+// the rest of the BMP (around the surrogate range), supplementary characters, invalid
+// UTF-8 and prefixes of each other.
+func TestCompareUTF16MatchesEncoding(t *testing.T) {
+	encoded := func(a, b string) int { return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b))) }
+	alphabet := []string{"a", "b", "Z", "é", "\u00ff", "\ud7ff", "\ue000", "\uffee", "\ufffd", "😀", "𝄞", "\U0010ffff", "\xff", "\xe2\x82", ""}
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func() string {
+		var sb strings.Builder
+		for range rng.IntN(5) {
+			sb.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		return sb.String()
+	}
+	for range 200000 {
+		a, b := word(), word()
+		if got, want := compareUTF16(a, b), encoded(a, b); got != want {
+			t.Fatalf("compareUTF16(%q, %q) = %d, encoding says %d", a, b, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { compareUTF16("aé😀x", "aé😀\ue000") }); n != 0 {
+		t.Fatalf("compareUTF16 allocates %v times", n)
 	}
 }
