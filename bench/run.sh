@@ -156,6 +156,12 @@ $(f %.2f "$rest_p50") ms, p99 $(f %.2f "$rest_p99") ms. Direct go-sdk client to 
 p50 $(f %.2f "$direct_p50") ms, p99 $(f %.2f "$direct_p99") ms. Overhead: p50 $(f %.2f "$call_p50") ms, p99 $(f %.2f "$call_p99") ms.
 The slowest REST call took $(f %.2f "$rest_max") ms. The process runs with the Go runtime settings
 of cmd/api and cmd/worker (\`config.TuneRuntime\`: Go's GOGC, GOMEMLIMIT from a container limit).
+Both kinds of call decode JSON with the go-sdk as Tapline builds it, whose decoder no longer
+allocates 32 KiB per message (third_party/segmentio-encoding/TAPLINE.md). Less garbage means
+fewer collections, and the collections had stretched the direct calls' tail too: the direct
+p99 fell from about 3 ms to about 1 ms. So the p99 overhead now measures more of the REST
+tail, which comes from CPU contention on the 2-core machine
+(\`TAPLINE_BENCH_PHASES_BAND=97-99.5\` with \`BenchmarkCallPhases\`).
 The REST path is: API-key auth (the cached verification, confirmed by the tenant's auth stamp
 read in one Redis round trip with the tenant's rate-limit check), OpenAPI validation,
 the call row and its audit entry (one round trip) with the doorbell over the Redis command
