@@ -11,14 +11,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/tapline/tapline/internal/telemetry"
+	"github.com/tapline/tapline/internal/telemetry/telemetrytest"
 )
 
 // BenchmarkCallPhases shows where a tool call's time goes: it traces b.N calls of
@@ -35,7 +33,7 @@ import (
 func BenchmarkCallPhases(b *testing.B) {
 	t := b
 	ctx := context.Background()
-	exp := phasesExporter(b)
+	exp := telemetrytest.Spans(b)
 	s := newStack(t)
 	api := s.api(0)
 	s.worker()
@@ -144,25 +142,4 @@ func inBand(b *testing.B, roots []sdktrace.ReadOnlySpan, band string) []sdktrace
 	n := float64(len(roots))
 	from := min(int(n*(100-high)/100), len(roots)-1)
 	return roots[from:max(from+1, int(n*(100-low)/100))] // at least one, for b.N = 1
-}
-
-// The process's tracer provider can be installed once: tracers handed out before go on
-// delegating to the first one. Every run of BenchmarkCallPhases shares it.
-var (
-	phasesOnce sync.Once
-	phasesExp  *tracetest.InMemoryExporter
-	phasesErr  error
-)
-
-func phasesExporter(b *testing.B) *tracetest.InMemoryExporter {
-	b.Helper()
-	phasesOnce.Do(func() {
-		phasesExp = tracetest.NewInMemoryExporter()
-		_, phasesErr = telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "bench", NodeName: "phases", SpanExporter: phasesExp})
-	})
-	if phasesErr != nil {
-		b.Fatal(phasesErr)
-	}
-	phasesExp.Reset()
-	return phasesExp
 }

@@ -1,18 +1,15 @@
 package httpapi_test
 
 import (
-	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tapline/tapline/internal/mcptest"
-	"github.com/tapline/tapline/internal/telemetry"
+	"github.com/tapline/tapline/internal/telemetry/telemetrytest"
 )
 
 // TestToolCallTraceSpansEveryHop follows one tool call in the traces: the REST request,
@@ -22,7 +19,7 @@ import (
 // It installs the process's global OpenTelemetry providers, so it does not run in parallel;
 // other tests' spans land in the exporter too and are filtered out by trace id.
 func TestToolCallTraceSpansEveryHop(t *testing.T) {
-	exp := traceExporter(t)
+	exp := telemetrytest.Spans(t)
 
 	c := liveCluster(t) // after Setup, so Redis commands are traced too
 	target := mcptest.NewStatefulServer(t, nil)
@@ -96,25 +93,4 @@ func TestToolCallTraceSpansEveryHop(t *testing.T) {
 			t.Errorf("%q did not end", s.Name())
 		}
 	}
-}
-
-// The process's tracer provider can be installed once: tracers handed out before go on
-// delegating to the first one. Every run of TestToolCallTraceSpansEveryHop (go test
-// -count=N) shares it and its exporter.
-var (
-	traceOnce sync.Once
-	traceExp  *tracetest.InMemoryExporter
-	traceErr  error
-)
-
-func traceExporter(t *testing.T) *tracetest.InMemoryExporter {
-	t.Helper()
-	traceOnce.Do(func() {
-		traceExp = tracetest.NewInMemoryExporter()
-		_, traceErr = telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "tapline-test", NodeName: "trace", SpanExporter: traceExp})
-	})
-	if traceErr != nil {
-		t.Fatal(traceErr)
-	}
-	return traceExp
 }

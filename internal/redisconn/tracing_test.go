@@ -8,19 +8,10 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/tapline/tapline/internal/config"
+	"github.com/tapline/tapline/internal/telemetry/telemetrytest"
 )
-
-// spans is the in-memory exporter behind the global tracer provider of this test binary.
-var spans = func() *tracetest.InMemoryExporter {
-	exp := tracetest.NewInMemoryExporter()
-	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp)))
-	return exp
-}()
 
 // testClients opens, through Open, a client of the single test server and one of the test
 // cluster.
@@ -56,6 +47,7 @@ func TestPipelineSpanNamesCommandsNotArguments(t *testing.T) {
 			if err := c.Set(ctx, key, "warm", 0).Err(); err != nil {
 				t.Fatal(err)
 			}
+			spans := telemetrytest.Spans(t)
 			spans.Reset()
 			p := c.Pipeline()
 			p.Set(ctx, key, secret, 0)
