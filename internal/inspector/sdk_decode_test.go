@@ -59,6 +59,29 @@ func TestSDKDecodesASmallFrameWithoutA32KiBBuffer(t *testing.T) {
 	t.Logf("a %d-byte frame: %d bytes allocated to decode, %d for its result", len(frame), perDecode, perResult)
 }
 
+// The go-sdk decodes every request's params again to read their _meta (the progress token,
+// the protocol version), on the server and on the client before each send. The stock
+// decoder makes every JSON object decoded into a map room for 64 entries up front, over
+// 5 KiB for a _meta of one key; the patched copy lets the map grow from empty.
+func TestSDKDecodesAMetaObjectWithoutRoomFor64Entries(t *testing.T) {
+	raw := []byte(`{"_meta":{"progressToken":"p-7"},"content":[{"type":"text","text":"hello"}],"isError":false}`)
+	var res mcp.CallToolResult
+	perDecode := bytesPerRun(200, func() {
+		res = mcp.CallToolResult{}
+		if err := res.UnmarshalJSON(raw); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if got := res.Meta["progressToken"]; got != "p-7" {
+		t.Fatalf("_meta decoded as %v", res.Meta)
+	}
+	const limit = 3 << 10
+	if perDecode > limit {
+		t.Fatalf("a result with a one-key _meta allocates %d bytes to decode (limit %d): is the map size hint patch in third_party/segmentio-encoding/json/decode.go gone?", perDecode, limit)
+	}
+	t.Logf("a %d-byte result with _meta: %d bytes allocated to decode", len(raw), perDecode)
+}
+
 // Frames larger than the stock 32 KiB buffer, and every size around the buffer's edges,
 // still decode whole.
 func TestSDKDecodesFramesOfEverySize(t *testing.T) {

@@ -738,7 +738,9 @@ func (d decoder) decodeMapStringInterface(b []byte, p unsafe.Pointer) ([]byte, e
 	m := *(*map[string]any)(p)
 
 	if m == nil {
-		m = make(map[string]any, 64)
+		// Tapline patch (see TAPLINE.md): no room for 64 entries up front, here and in the
+		// four map decoders below.
+		m = make(map[string]any)
 	}
 
 	var (
@@ -821,7 +823,7 @@ func (d decoder) decodeMapStringRawMessage(b []byte, p unsafe.Pointer) ([]byte, 
 	m := *(*map[string]RawMessage)(p)
 
 	if m == nil {
-		m = make(map[string]RawMessage, 64)
+		m = make(map[string]RawMessage)
 	}
 
 	var err error
@@ -902,7 +904,7 @@ func (d decoder) decodeMapStringString(b []byte, p unsafe.Pointer) ([]byte, erro
 	m := *(*map[string]string)(p)
 
 	if m == nil {
-		m = make(map[string]string, 64)
+		m = make(map[string]string)
 	}
 
 	var err error
@@ -983,7 +985,7 @@ func (d decoder) decodeMapStringStringSlice(b []byte, p unsafe.Pointer) ([]byte,
 	m := *(*map[string][]string)(p)
 
 	if m == nil {
-		m = make(map[string][]string, 64)
+		m = make(map[string][]string)
 	}
 
 	var err error
@@ -1068,7 +1070,7 @@ func (d decoder) decodeMapStringBool(b []byte, p unsafe.Pointer) ([]byte, error)
 	m := *(*map[string]bool)(p)
 
 	if m == nil {
-		m = make(map[string]bool, 64)
+		m = make(map[string]bool)
 	}
 
 	var err error
