@@ -61,8 +61,8 @@ func TestSDKDecodesASmallFrameWithoutA32KiBBuffer(t *testing.T) {
 
 // The go-sdk decodes every request's params again to read their _meta (the progress token,
 // the protocol version), on the server and on the client before each send. The stock
-// decoder makes every JSON object decoded into a map room for 64 entries up front, over
-// 5 KiB for a _meta of one key; the patched copy lets the map grow from empty.
+// decoder gives every map it decodes room for 64 entries up front, over 4 KiB even for a
+// _meta of one key; the patched copy lets the map grow from empty.
 func TestSDKDecodesAMetaObjectWithoutRoomFor64Entries(t *testing.T) {
 	raw := []byte(`{"_meta":{"progressToken":"p-7"},"content":[{"type":"text","text":"hello"}],"isError":false}`)
 	var res mcp.CallToolResult
