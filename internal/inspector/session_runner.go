@@ -39,9 +39,12 @@ type sessionRunner struct {
 	sess          *Session
 	client        *mcp.Client
 	cs            *mcp.ClientSession
-	connected     chan struct{} // closed once the first connection attempt ended
+	connCancel    context.CancelFunc // ends cs's context, which its streams read with
+	parkedCancel  context.CancelFunc // expires the requests the target parked on cs
+	connected     chan struct{}      // closed once the first connection attempt ended
 	calls         map[string]context.CancelFunc
 	callsWG       sync.WaitGroup
+	parkedWG      sync.WaitGroup // handlers of requests the target parked
 	waiters       map[string]chan struct{} // pending request id → doorbell
 	roots         []Root
 	resumable     []resumableCall
@@ -359,7 +362,13 @@ func (r *sessionRunner) connect() error {
 		sink: func(build func() json.RawMessage) { r.emitLazy(EventFrame, build) },
 	}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 
-	client := mcp.NewClient(&mcp.Implementation{Name: "tapline", Title: "Tapline inspector", Version: r.rt.cfg.Version}, r.clientOptions())
+	// The connection lives in a context of its own, which disconnect ends: go-sdk keeps the
+	// context given to Connect for the connection's streams (the legacy SSE transport reads
+	// its event stream with it), so the connect timeout must end the attempt, not the
+	// connection that came of it.
+	connCtx, connCancel := context.WithCancel(r.ctx)
+	parkedCtx, parkedCancel := context.WithCancel(connCtx)
+	client := mcp.NewClient(&mcp.Implementation{Name: "tapline", Title: "Tapline inspector", Version: r.rt.cfg.Version}, r.clientOptions(parkedCtx))
 	for _, root := range sess.Roots {
 		client.AddRoots(&mcp.Root{URI: root.URI, Name: root.Name})
 	}
@@ -373,8 +382,16 @@ func (r *sessionRunner) connect() error {
 	if sess.Target.ProtocolVersion != "" && sess.Target.ProtocolVersion != "auto" {
 		opts = &mcp.ClientSessionOptions{ProtocolVersion: sess.Target.ProtocolVersion}
 	}
-	cs, err := client.Connect(ctx, transport, opts)
+	stopTimeout := context.AfterFunc(ctx, connCancel)
+	cs, err := client.Connect(connCtx, transport, opts)
+	if !stopTimeout() && err == nil {
+		// The timeout struck as the connection came up: it is already cancelled.
+		_ = cs.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
+		parkedCancel()
+		connCancel()
 		return fmt.Errorf("connect to %s: %w", sess.Target.URL, err)
 	}
 	ir := cs.InitializeResult()
@@ -394,7 +411,7 @@ func (r *sessionRunner) connect() error {
 		}
 	}
 	r.mu.Lock()
-	r.client, r.cs, r.roots = client, cs, sess.Roots
+	r.client, r.cs, r.connCancel, r.parkedCancel, r.roots = client, cs, connCancel, parkedCancel, sess.Roots
 	r.mu.Unlock()
 
 	// Restore what the session had: logging level and resource subscriptions.
@@ -409,7 +426,7 @@ func (r *sessionRunner) connect() error {
 		}
 	}
 	if err := r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, upd)); err != nil {
-		_ = cs.Close()
+		r.disconnect()
 		return err
 	}
 	pv := ""
@@ -433,26 +450,28 @@ func (r *sessionRunner) connect() error {
 
 func ptr[T any](v T) *T { return &v }
 
-// disconnect closes the live connection; handlers waiting on people are released first, as
-// go-sdk's Close waits for in-flight handlers.
+// disconnect closes the live connection. Requests the target parked on it expire first, as
+// go-sdk's Close waits for in-flight handlers; nobody could send their answers on another
+// connection.
 func (r *sessionRunner) disconnect() {
 	r.mu.Lock()
-	cs := r.cs
-	r.cs = nil
+	cs, connCancel, parkedCancel := r.cs, r.connCancel, r.parkedCancel
+	r.cs, r.connCancel, r.parkedCancel = nil, nil, nil
 	for _, cancel := range r.calls {
 		cancel()
 	}
-	for _, w := range r.waiters {
-		select {
-		case w <- struct{}{}:
-		default:
-		}
-	}
 	r.mu.Unlock()
-	// Let cancelled calls unwind (go-sdk sends notifications/cancelled) before closing:
-	// Close waits for the connection to be idle.
+	if parkedCancel != nil {
+		parkedCancel()
+	}
+	if connCancel != nil {
+		defer connCancel()
+	}
+	// Let cancelled calls unwind (go-sdk sends notifications/cancelled) and expired requests
+	// answer the target before closing: Close waits for the connection to be idle, and a
+	// target may wait for its answers before it lets the connection go.
 	calls := make(chan struct{})
-	go func() { r.callsWG.Wait(); close(calls) }()
+	go func() { r.callsWG.Wait(); r.parkedWG.Wait(); close(calls) }()
 	select {
 	case <-calls:
 	case <-time.After(2 * time.Second):
@@ -520,8 +539,9 @@ func (r *sessionRunner) closeIfIdle() {
 	r.cancel()
 }
 
-// clientOptions wires go-sdk's handlers to events and pending requests.
-func (r *sessionRunner) clientOptions() *mcp.ClientOptions {
+// clientOptions wires go-sdk's handlers to events and pending requests. parked ends when the
+// connection does: the requests parked on it expire then.
+func (r *sessionRunner) clientOptions(parked context.Context) *mcp.ClientOptions {
 	return &mcp.ClientOptions{
 		Logger: r.logger,
 		// Input requests of 2026-07-28 tool calls are parked for a person (see runCall), not
@@ -535,7 +555,7 @@ func (r *sessionRunner) clientOptions() *mcp.ClientOptions {
 		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (res *mcp.CreateMessageResult, err error) {
 			defer r.recoverHandler(&err)
 			var out mcp.CreateMessageResult
-			if err := r.park(ctx, PendingSampling, req.Params, &out); err != nil {
+			if err := r.park(ctx, parked, PendingSampling, req.Params, &out); err != nil {
 				return nil, err
 			}
 			return &out, nil
@@ -543,7 +563,7 @@ func (r *sessionRunner) clientOptions() *mcp.ClientOptions {
 		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (res *mcp.ElicitResult, err error) {
 			defer r.recoverHandler(&err)
 			var out mcp.ElicitResult
-			if err := r.park(ctx, PendingElicitation, req.Params, &out); err != nil {
+			if err := r.park(ctx, parked, PendingElicitation, req.Params, &out); err != nil {
 				return nil, err
 			}
 			return &out, nil
@@ -609,8 +629,10 @@ func (r *sessionRunner) progress(p *mcp.ProgressNotificationParams) {
 }
 
 // park stores a server→client request as pending, waits for a person's answer (or the
-// timeout, or the connection's end) and decodes the answer into out.
-func (r *sessionRunner) park(ctx context.Context, kind PendingKind, params any, out any) error {
+// timeout, or the end of conn, the connection it came on) and decodes the answer into out.
+func (r *sessionRunner) park(ctx, conn context.Context, kind PendingKind, params any, out any) error {
+	r.parkedWG.Add(1)
+	defer r.parkedWG.Done()
 	raw, err := json.Marshal(params)
 	if err != nil {
 		return err
@@ -618,7 +640,9 @@ func (r *sessionRunner) park(ctx context.Context, kind PendingKind, params any, 
 	ctx, cancel := context.WithTimeout(ctx, r.rt.cfg.PendingTimeout)
 	defer cancel()
 	// The handler must end before the connection closes (go-sdk waits for it).
-	stopAfter := context.AfterFunc(r.ctx, cancel)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	stopAfter := context.AfterFunc(conn, func() { cancelCause(errConnectionEnded) })
 	defer stopAfter()
 	p, err := r.parkRow(ctx, kind, raw, nil)
 	if err != nil {
@@ -671,6 +695,9 @@ func (r *sessionRunner) awaitAnswer(ctx context.Context, p *Pending) (*Pending, 
 		select {
 		case <-ctx.Done():
 			reason := "nobody answered in time"
+			if errors.Is(context.Cause(ctx), errConnectionEnded) {
+				reason = "the connection ended"
+			}
 			if r.ctx.Err() != nil {
 				if p.Kind == PendingInputRequired {
 					// It carries its own state: the next owner picks it up.
@@ -693,6 +720,9 @@ func (r *sessionRunner) awaitAnswer(ctx context.Context, p *Pending) (*Pending, 
 		}
 	}
 }
+
+// errConnectionEnded ends the wait for an answer to a request whose connection ended.
+var errConnectionEnded = errors.New("the connection ended")
 
 // expiredContext is a context whose deadline has passed: a parked request past its
 // expires_at (set by an earlier owner) ends like one whose timer fired.
