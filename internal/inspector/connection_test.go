@@ -65,11 +65,13 @@ func TestReconnectExpiresRequestsParkedOnTheOldConnection(t *testing.T) {
 	s.addWorker()
 	srv := mcptest.NewStatefulServer(t, nil)
 	// A tool that returns at once and leaves a sampling request behind, parked until
-	// somebody answers it.
+	// somebody answers it. (go-sdk's server waits for its own requests when its session
+	// closes: the test's end releases this one, should the error answer be lost in the
+	// close.)
 	mcp.AddTool(srv.Server(), &mcp.Tool{Name: "sample_later"}, func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		ss := req.Session
 		go func() {
-			_, _ = ss.CreateMessage(context.Background(), &mcp.CreateMessageParams{
+			_, _ = ss.CreateMessage(t.Context(), &mcp.CreateMessageParams{
 				Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "later"}}}, MaxTokens: 8})
 		}()
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil, nil
@@ -100,4 +102,133 @@ func TestReconnectExpiresRequestsParkedOnTheOldConnection(t *testing.T) {
 	s.waitEvent(sess.ID, func(e inspector.Event) bool {
 		return e.Type == inspector.EventPendingResolved && dataOf(e)["request_id"] == req && dataOf(e)["reason"] == "the connection ended"
 	})
+}
+
+// Closing a session ends what it leaves open. The running call is cancelled at the target
+// and recorded as interrupted, the call waiting for a person's sampling answer too, and the
+// parked request expires; each is reported before the close itself, and cancelling a call
+// the close ended answers at once with the call as it is.
+func TestCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	slow := s.call(sess.ID, "slow", map[string]any{"steps": 400, "interval_ms": 50, "key": "closed-under-it"})
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := srv.WaitCall(wctx, "closed-under-it"); err != nil {
+		t.Fatal(err)
+	}
+	sample := s.call(sess.ID, "sample", map[string]any{"prompt": "never answered"})
+	var req string
+	eventually(t, 10*time.Second, "the sampling request is parked", func() bool {
+		list, _ := s.svc.ListPending(ctx, s.a.Tenant.ID, sess.ID, []inspector.PendingStatus{inspector.PendingWaiting})
+		if len(list) == 1 {
+			req = list[0].RequestID
+		}
+		return req != ""
+	})
+
+	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{slow.ID, sample.ID} {
+		c, err := s.svc.GetCall(ctx, s.a.Tenant.ID, sess.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Status != inspector.CallInterrupted {
+			t.Fatalf("call %s is %s right after the close, want interrupted", c.Name, c.Status)
+		}
+		// Nothing is left to cancel: the answer is the call, without asking a worker.
+		got, err := s.svc.CancelCall(ctx, s.a.Tenant.ID, sess.ID, id)
+		if err != nil || got.Status != inspector.CallInterrupted {
+			t.Fatalf("cancel a call the close ended: %v %v", got, err)
+		}
+	}
+	p, err := s.svc.Store().GetPending(ctx, s.a.Tenant.ID, sess.ID, req)
+	if err != nil || p.Status != inspector.PendingExpired {
+		t.Fatalf("parked request after the close: %v %v", p, err)
+	}
+	eventually(t, 10*time.Second, "the target sees the slow call cancelled", func() bool { return srv.CancelledCalls("slow") == 1 })
+
+	closed := s.waitEvent(sess.ID, func(e inspector.Event) bool {
+		return e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusClosed)
+	})
+	reported := map[string]int64{}
+	for _, e := range s.events(sess.ID) {
+		switch d := dataOf(e); e.Type {
+		case inspector.EventCallResult:
+			if d["status"] != string(inspector.CallInterrupted) {
+				t.Errorf("call_result %v, want status interrupted as recorded", d)
+			}
+			reported[d["call_id"].(string)] = e.Seq
+		case inspector.EventPendingResolved:
+			if d["status"] == string(inspector.PendingExpired) {
+				reported[d["request_id"].(string)] = e.Seq
+			}
+		}
+	}
+	for _, id := range []string{slow.ID, sample.ID, req} {
+		if seq, ok := reported[id]; !ok || seq > closed.Seq {
+			t.Errorf("%s reported at seq %d (reported: %v), want before the close at %d", id, seq, ok, closed.Seq)
+		}
+	}
+}
+
+// A session closed while no worker holds it (none alive, or the doorbell lost) still ends
+// its calls: nobody would ever end them otherwise, as a closed session gets no owner. The
+// other tenant's calls are untouched.
+func TestCloseWithoutAnOwnerEndsTheCalls(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	ready := func(tenantID string) *inspector.Session {
+		sess, err := s.svc.CreateSession(ctx, tenantID, inspector.CreateSessionParams{Name: "no owner",
+			Target: inspector.Target{URL: "http://127.0.0.1:9/mcp"}, CreatedBy: "key:test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.owner.Exec(ctx, `update sessions set status = 'ready' where id = $1`, sess.ID); err != nil {
+			t.Fatal(err)
+		}
+		return sess
+	}
+	start := func(tenantID, sessionID string) *inspector.Call {
+		c, err := s.svc.StartCall(ctx, tenantID, sessionID, inspector.StartCallParams{Name: "echo", CreatedBy: "key:test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	mine, theirs := ready(s.a.Tenant.ID), ready(s.b.Tenant.ID)
+	queued, running, other := start(s.a.Tenant.ID, mine.ID), start(s.a.Tenant.ID, mine.ID), start(s.b.Tenant.ID, theirs.ID)
+	// A worker claimed this one and died.
+	if _, err := s.owner.Exec(ctx, `update session_calls set status = 'running' where id = $1`, running.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, mine.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		call   *inspector.Call
+		tenant string
+		want   inspector.CallStatus
+	}{
+		{queued, s.a.Tenant.ID, inspector.CallCancelled},
+		{running, s.a.Tenant.ID, inspector.CallInterrupted},
+		{other, s.b.Tenant.ID, inspector.CallQueued},
+	} {
+		got, err := s.svc.GetCall(ctx, tc.tenant, tc.call.SessionID, tc.call.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != tc.want || (tc.want != inspector.CallQueued && (got.FinishedAt == nil || len(got.Error) == 0)) {
+			t.Errorf("call %s after the close: %s, finished %v, error %s; want %s", tc.call.ID, got.Status, got.FinishedAt, got.Error, tc.want)
+		}
+	}
 }

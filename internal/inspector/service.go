@@ -270,12 +270,13 @@ func (s *Service) ListSessions(ctx context.Context, tenantID string, p ListSessi
 // CloseSession closes a session; its history stays. Closing a closed session is a no-op.
 func (s *Service) CloseSession(ctx context.Context, tenantID, id string) (*Session, error) {
 	sess, changed, err := s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusConnecting, StatusReady, StatusError}, StatusClosed, "closed by request",
-		s.audited(tenantID, audit.ActionSessionClose, sessionTarget(id), nil))
+		endWithSession(tenantID, id), s.audited(tenantID, audit.ActionSessionClose, sessionTarget(id), nil))
 	if err != nil {
 		return nil, err
 	}
 	if changed {
-		// The owner notices the status through the doorbell and disconnects.
+		// The owner notices the status through the doorbell, cancels the calls the close
+		// ended at the target, reports them and disconnects.
 		_ = s.doorbell(ctx, tenantID, id, OpClose, nil)
 	}
 	return sess, nil

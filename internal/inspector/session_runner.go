@@ -44,7 +44,7 @@ type sessionRunner struct {
 	connected     chan struct{}      // closed once the first connection attempt ended
 	calls         map[string]context.CancelFunc
 	callsWG       sync.WaitGroup
-	parkedWG      sync.WaitGroup // handlers of requests the target parked
+	parkedWG      sync.WaitGroup           // handlers of requests the target parked
 	waiters       map[string]chan struct{} // pending request id → doorbell
 	roots         []Root
 	resumable     []resumableCall
@@ -237,13 +237,8 @@ func (r *sessionRunner) takeOver(m *movedFrom) {
 		r.logger.Warn("list unreported calls", slog.Any("error", err))
 	}
 	for _, c := range unreported {
-		ev := map[string]any{"call_id": c.ID, "ok": c.Status == CallSucceeded, "status": c.Status, "recovered": true}
-		if len(c.Result) > 0 {
-			ev["result"] = json.RawMessage(c.Result)
-		}
-		if len(c.Error) > 0 {
-			ev["error"] = json.RawMessage(c.Error)
-		}
+		ev := callResultEvent(&c)
+		ev["recovered"] = true
 		r.emit(EventCallResult, ev)
 	}
 	var calls []Call
@@ -487,11 +482,28 @@ func (r *sessionRunner) disconnect() {
 	}
 }
 
-// closeByRequest records that the session was closed (the api already stored the status)
-// so followers see the end of the stream, then lets the connection go.
+// closeByRequest ends the session for the api, which already stored the close and ended the
+// session's open calls and parked requests (endWithSession): the calls are cancelled at the
+// target and, with the requests, reported as the database has them; then the close is
+// recorded, so followers see the end of the stream, and the connection goes.
 func (r *sessionRunner) closeByRequest(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	r.mu.Lock()
+	for _, cancel := range r.calls {
+		cancel()
+	}
+	parkedCancel := r.parkedCancel
+	r.mu.Unlock()
+	if parkedCancel != nil {
+		parkedCancel()
+	}
+	unwound := make(chan struct{})
+	go func() { r.callsWG.Wait(); r.parkedWG.Wait(); close(unwound) }()
+	select {
+	case <-unwound:
+	case <-ctx.Done():
+	}
 	data, _ := json.Marshal(map[string]any{"state": StatusClosed, "reason": "closed by request"})
 	if !r.isStale() {
 		if _, err := r.rt.persister.appendSync(ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch,
@@ -965,7 +977,24 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 	if notify != "" && done != nil {
 		r.rt.notifyCall(trace.ContextWithSpan(context.WithoutCancel(ctx), span), notify, done)
 	}
+	if done != nil && done.Status != upd.Status {
+		// The call had ended already (a close ends the calls it cuts off): report it as
+		// it is recorded.
+		event = callResultEvent(done)
+	}
 	r.emit(EventCallResult, event)
+}
+
+// callResultEvent is the call_result event of a recorded call.
+func callResultEvent(c *Call) map[string]any {
+	ev := map[string]any{"call_id": c.ID, "ok": c.Status == CallSucceeded, "status": c.Status}
+	if len(c.Result) > 0 {
+		ev["result"] = json.RawMessage(c.Result)
+	}
+	if len(c.Error) > 0 {
+		ev["error"] = json.RawMessage(c.Error)
+	}
+	return ev
 }
 
 // remoteErrorJSON describes a failed request: the target's JSON-RPC error when it sent one.

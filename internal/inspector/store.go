@@ -264,6 +264,32 @@ func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from 
 	return out, changed, err
 }
 
+// endWithSession ends what a session being closed leaves open, in the transaction that closes
+// it: queued calls never reach the target, running ones lose their connection, and parked
+// requests can no longer be answered. The owner, told by the doorbell, cancels the calls at
+// the target and reports them; without an owner (none alive, or the doorbell lost) nothing
+// would ever end them, as a closed session gets no new owner.
+func endWithSession(tenantID, sessionID string) txHook {
+	return func(ctx context.Context, tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`update session_calls set
+				status = case status when 'queued' then 'cancelled' else 'interrupted' end,
+				error = case status when 'queued' then $3::jsonb else $4::jsonb end,
+				finished_at = now(), updated_at = now()
+			where tenant_id = $1 and session_id = $2 and status in ('queued', 'running')`,
+			tenantID, sessionID, closedBeforeSent, closedWhileRunning)
+		b.Queue(`update pending_requests set status = 'expired', answered_at = now()
+			where tenant_id = $1 and session_id = $2 and status = 'pending'`, tenantID, sessionID)
+		return db.InterpretError(tx.SendBatch(ctx, b).Close())
+	}
+}
+
+// The errors of the calls a close ends.
+const (
+	closedBeforeSent   = `{"message":"cancelled: the session was closed before the call was sent"}`
+	closedWhileRunning = `{"message":"interrupted: the session was closed while the call ran"}`
+)
+
 // OwnerUpdate is what an owner records about its connection.
 type OwnerUpdate struct {
 	Status          *Status
