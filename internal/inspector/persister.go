@@ -141,8 +141,16 @@ func (p *persister) close() {
 // errPersisterStopped is returned for events appended after Stop.
 var errPersisterStopped = errors.New("persister stopped")
 
-// append queues an event, blocking while the queue is full (backpressure on a flood).
+// append queues an event, blocking while the queue is full (backpressure on a flood); ctx
+// ends only that wait. An event with room in the queue is always taken, even once ctx is
+// done: what an owner records as it stops (a request it expired) must not be dropped at
+// random by select.
 func (p *commitShard) append(ctx context.Context, e pendingEvent) error {
+	select {
+	case p.queue <- e:
+		return nil
+	default:
+	}
 	select {
 	case p.queue <- e:
 		return nil
