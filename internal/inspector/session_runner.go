@@ -78,7 +78,7 @@ func (r *sessionRunner) emitRaw(typ EventType, raw json.RawMessage) {
 	if r.isStale() {
 		return
 	}
-	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, data: raw, at: time.Now().UTC()})
+	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, data: raw, at: eventTime()})
 }
 
 // emitLazy records an event whose data build encodes once the persister takes it up, so
@@ -87,8 +87,12 @@ func (r *sessionRunner) emitLazy(typ EventType, build func() json.RawMessage) {
 	if r.isStale() {
 		return
 	}
-	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, build: build, at: time.Now().UTC()})
+	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, build: build, at: eventTime()})
 }
+
+// eventTime is an event's time, to the microsecond PostgreSQL keeps: a live event and its
+// replay from the database carry the same time.
+func eventTime() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 func (r *sessionRunner) isStale() bool {
 	r.mu.Lock()
@@ -507,7 +511,7 @@ func (r *sessionRunner) closeByRequest(ctx context.Context) {
 	data, _ := json.Marshal(map[string]any{"state": StatusClosed, "reason": "closed by request"})
 	if !r.isStale() {
 		if _, err := r.rt.persister.appendSync(ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch,
-			typ: EventStatus, data: data, at: time.Now().UTC()}); err != nil {
+			typ: EventStatus, data: data, at: eventTime()}); err != nil {
 			r.logger.Warn("record the close", slog.Any("error", err))
 		}
 	}
