@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -423,10 +424,14 @@ func TestDrainHandsSessionsOver(t *testing.T) {
 	if got.Status != inspector.CallInterrupted {
 		t.Fatalf("running call after takeover = %+v", got)
 	}
-	// The new owner restored the subscription and serves calls.
-	srv.TriggerResourceUpdated(mcptest.HelloURI)
-	s.waitEvent(sess.ID, func(e inspector.Event) bool {
-		return e.Type == inspector.EventNotification && dataOf(e)["method"] == "notifications/resources/updated" && e.Seq > moved.Seq
+	// The new owner restored the subscription and serves calls. An update the server sends
+	// before the new connection's standalone stream is open has nowhere to go (Streamable
+	// HTTP drops it), so updates are sent until one arrives.
+	eventually(t, 20*time.Second, "a resource update reaches the new owner", func() bool {
+		_ = srv.TriggerResourceUpdated(mcptest.HelloURI)
+		return slices.ContainsFunc(s.events(sess.ID), func(e inspector.Event) bool {
+			return e.Type == inspector.EventNotification && dataOf(e)["method"] == "notifications/resources/updated" && e.Seq > moved.Seq
+		})
 	})
 	done := s.wait(sess.ID, s.call(sess.ID, "echo", map[string]any{"text": "after"}).ID)
 	if done.Status != inspector.CallSucceeded {
