@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,7 +67,7 @@ type Runtime struct {
 
 	mu      sync.Mutex
 	runners map[string]*sessionRunner // tenant/session → runner
-	seen    *replyCache
+	seen    *commandLedger
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -98,7 +99,7 @@ func NewRuntime(cfg *RuntimeConfig) (*Runtime, error) {
 	transport.ResponseHeaderTimeout = 0
 	rt := &Runtime{
 		cfg: c, store: NewStore(c.Pool), transport: transport, nodeID: c.Tracker.NodeID(), logger: logger,
-		runners: map[string]*sessionRunner{}, seen: newReplyCache(4096), wakeup: make(chan struct{}, 1),
+		runners: map[string]*sessionRunner{}, seen: newCommandLedger(4096), wakeup: make(chan struct{}, 1),
 	}
 	rt.persister = newPersister(c.Pool, c.Redis, c.Prefix, logger)
 	rt.persister.setHooks(rt.refused, func(n int, took time.Duration) {
@@ -344,13 +345,19 @@ func (rt *Runtime) inboxLoop() {
 	}
 }
 
-// serve runs one command and publishes its reply when one is expected.
+// serve runs one command and publishes its reply when one is expected. A command runs once
+// per id: a repeat of a running one waits for its reply, a repeat of a finished one gets the
+// reply again. The api repeats a command it has no answer to yet, so a slow target must not
+// see the request again.
 func (rt *Runtime) serve(cmd *Command) {
 	if !cmd.Deadline.IsZero() && time.Now().After(cmd.Deadline) {
 		return
 	}
-	if rep, ok := rt.seen.get(cmd.ID); ok {
-		rt.reply(cmd, rep)
+	rep, run := rt.seen.begin(cmd.ID, cmd.ReplyTo)
+	if !run {
+		if rep != nil {
+			rt.reply(cmd.ReplyTo, rep)
+		}
 		return
 	}
 	ctx := otel.GetTextMapPropagator().Extract(rt.ctx, propagation.MapCarrier(cmd.Trace))
@@ -363,15 +370,16 @@ func (rt *Runtime) serve(cmd *Command) {
 		ctx, cancel = context.WithDeadline(ctx, cmd.Deadline)
 		defer cancel()
 	}
-	rep := rt.execute(ctx, cmd)
+	rep = rt.execute(ctx, cmd)
 	rep.ID = cmd.ID
 	if rep.Error != "" {
 		span.RecordError(errors.New(rep.Error))
 	}
-	if rep.Code != codeNotOwner {
-		rt.seen.put(cmd.ID, rep)
+	// A worker that does not hold the session did nothing: a repeat, once it does hold it
+	// or after the session moved back, must run.
+	for _, node := range rt.seen.finish(cmd.ID, rep, rep.Code != codeNotOwner) {
+		rt.reply(node, rep)
 	}
-	rt.reply(cmd, rep)
 }
 
 // notifyCall sends a finished call, already committed, to the api node waiting for it.
@@ -387,14 +395,15 @@ func (rt *Runtime) notifyCall(ctx context.Context, node string, c *Call) {
 	_ = rt.cfg.Redis.Publish(ctx, replyChannel(rt.cfg.Prefix, node), rep).Err()
 }
 
-func (rt *Runtime) reply(cmd *Command, rep *Reply) {
-	if cmd.ReplyTo == "" {
+// reply publishes rep to the api node that asked for it, if any.
+func (rt *Runtime) reply(node string, rep *Reply) {
+	if node == "" {
 		return
 	}
 	body, _ := json.Marshal(rep)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = rt.cfg.Redis.Publish(ctx, replyChannel(rt.cfg.Prefix, cmd.ReplyTo), body).Err()
+	_ = rt.cfg.Redis.Publish(ctx, replyChannel(rt.cfg.Prefix, node), body).Err()
 }
 
 func (rt *Runtime) execute(ctx context.Context, cmd *Command) *Reply {
@@ -693,36 +702,69 @@ func (r *rawResult) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// replyCache remembers recent replies by command id, so a redelivered command is answered
-// without running twice.
-type replyCache struct {
-	mu    sync.Mutex
-	max   int
-	order []string
-	items map[string]*Reply
+// commandLedger remembers the commands a worker started, by id, so that none runs twice:
+// running ones until they finish, finished ones with their replies up to a bound, oldest
+// forgotten first. Running commands are never forgotten; each one finishes (its deadline, or
+// the runtime's stop, ends it).
+type commandLedger struct {
+	mu       sync.Mutex
+	max      int
+	finished []string // ids of finished commands, oldest first
+	items    map[string]*ledgerEntry
 }
 
-func newReplyCache(max int) *replyCache {
-	return &replyCache{max: max, items: map[string]*Reply{}}
+type ledgerEntry struct {
+	// reply is nil while the command runs.
+	reply *Reply
+	// askers are the api nodes waiting for a running command's reply, each once.
+	askers []string
 }
 
-func (c *replyCache) get(id string) (*Reply, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.items[id]
-	return r, ok
+func newCommandLedger(max int) *commandLedger {
+	return &commandLedger{max: max, items: map[string]*ledgerEntry{}}
 }
 
-func (c *replyCache) put(id string, r *Reply) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.items[id]; ok {
-		return
+// begin records that command id is wanted by replyTo (empty when nobody waits). It returns
+// run true when the command is new and the caller must run it. Otherwise rep is the finished
+// command's reply, or nil when the command runs and replyTo will get the reply from finish.
+func (l *commandLedger) begin(id, replyTo string) (rep *Reply, run bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.items[id]
+	if !ok {
+		e = &ledgerEntry{}
+		l.items[id] = e
+		run = true
 	}
-	c.items[id] = r
-	c.order = append(c.order, id)
-	if len(c.order) > c.max {
-		delete(c.items, c.order[0])
-		c.order = c.order[1:]
+	if e.reply != nil {
+		return e.reply, false
 	}
+	if replyTo != "" && !slices.Contains(e.askers, replyTo) {
+		e.askers = append(e.askers, replyTo)
+	}
+	return nil, run
+}
+
+// finish records the reply of a command begin let run and returns the api nodes to send it
+// to. With keep false the command is forgotten, so a repeat runs it again.
+func (l *commandLedger) finish(id string, rep *Reply, keep bool) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.items[id]
+	if e == nil {
+		return nil
+	}
+	askers := e.askers
+	if !keep {
+		delete(l.items, id)
+		return askers
+	}
+	e.reply, e.askers = rep, nil
+	l.finished = append(l.finished, id)
+	if len(l.finished) > l.max {
+		delete(l.items, l.finished[0])
+		l.finished[0] = ""
+		l.finished = l.finished[1:]
+	}
+	return askers
 }
