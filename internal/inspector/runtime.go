@@ -583,23 +583,12 @@ func (r *sessionRunner) subscription(ctx context.Context, cs *mcp.ClientSession,
 	if err != nil {
 		return err
 	}
-	sess, err := r.rt.store.GetSession(ctx, r.tenant, r.id)
-	if err != nil {
-		return err
-	}
-	subs := sess.Subscriptions[:0:0]
-	for _, s := range sess.Subscriptions {
-		if s != uri {
-			subs = append(subs, s)
-		}
-	}
 	if op == OpSubscribe {
-		subs = append(subs, uri)
 		_ = r.rt.cfg.Tracker.SubscribeResource(ctx, r.tenant, r.id, uri)
 	} else {
 		_ = r.rt.cfg.Tracker.UnsubscribeResource(ctx, r.tenant, r.id, uri)
 	}
-	return r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Subscriptions: subs, SetSubs: true}))
+	return r.ownerWrite(r.rt.store.recordSubscription(ctx, r.tenant, r.id, r.epoch, uri, op == OpSubscribe))
 }
 
 // rpc sends any JSON-RPC request. Methods the SDK knows go through its typed API (so its

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -804,5 +806,51 @@ func TestFollowFindsAnEventThatWasNeverPublished(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConcurrentSubscribesAllRecorded: subscribes run concurrently on the owner, and each is
+// recorded, so a reconnect or a takeover restores every one.
+func TestConcurrentSubscribesAllRecorded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, sess := newReadySession(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": fmt.Sprintf("mcptest://items/r%d", i)})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.svc.GetSession(ctx, s.a.Tenant.ID, sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Subscriptions) != len(errs) {
+		t.Fatalf("%d subscribed, %d recorded: %v", len(errs), len(got.Subscriptions), got.Subscriptions)
+	}
+	// Unsubscribing is as safe: the others stay.
+	for i := range 4 {
+		wg.Go(func() {
+			_, errs[i] = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpUnsubscribe, map[string]any{"uri": fmt.Sprintf("mcptest://items/r%d", i)})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs[:4] {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err = s.svc.GetSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	if want := "[mcptest://items/r4 mcptest://items/r5 mcptest://items/r6 mcptest://items/r7]"; fmt.Sprint(slices.Sorted(slices.Values(got.Subscriptions))) != want {
+		t.Fatalf("after unsubscribing r0-r3: %v, want %s", got.Subscriptions, want)
 	}
 }

@@ -300,8 +300,6 @@ type OwnerUpdate struct {
 	ProtocolVersion *string
 	Roots           []Root
 	LoggingLevel    *string
-	Subscriptions   []string
-	SetSubs         bool
 }
 
 // updateAsOwner applies u if epoch is still the session's epoch, else db.ErrStaleEpoch.
@@ -337,9 +335,6 @@ func (s *Store) updateAsOwner(ctx context.Context, tenantID, id string, epoch in
 	if u.LoggingLevel != nil {
 		add("logging_level", *u.LoggingLevel)
 	}
-	if u.SetSubs {
-		add("subscriptions", nonNilStrings(u.Subscriptions))
-	}
 	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `update sessions set `+strings.Join(sets, ", ")+
 			` where tenant_id = $1 and id = $2 and epoch = $3`, args...)
@@ -353,11 +348,25 @@ func (s *Store) updateAsOwner(ctx context.Context, tenantID, id string, epoch in
 	})
 }
 
-func nonNilStrings(s []string) []string {
-	if s == nil {
-		return []string{}
+// recordSubscription adds uri to the session's subscriptions (once) or removes it, if
+// epoch is still the session's epoch, else db.ErrStaleEpoch. One statement edits the stored
+// list, so concurrent subscribes on the owner each keep theirs.
+func (s *Store) recordSubscription(ctx context.Context, tenantID, id string, epoch int64, uri string, subscribed bool) error {
+	set := `subscriptions = array_remove(subscriptions, $4::text)`
+	if subscribed {
+		set = `subscriptions = case when $4::text = any(subscriptions) then subscriptions else array_append(subscriptions, $4::text) end`
 	}
-	return s
+	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `update sessions set `+set+`, updated_at = now()
+			where tenant_id = $1 and id = $2 and epoch = $3`, tenantID, id, epoch, uri)
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return db.ErrStaleEpoch
+		}
+		return nil
+	})
 }
 
 // adoptSession records a new owner with its lease epoch, which must exceed the stored one.
