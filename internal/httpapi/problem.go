@@ -103,6 +103,12 @@ func problemFor(err error) *Problem {
 			"close a session before opening another")
 	case errors.Is(err, inspector.ErrConflict):
 		return newProblem(http.StatusConflict, "conflict", "Conflict", err.Error())
+	case errors.Is(err, inspector.ErrWorkerTimeout):
+		p := newProblem(http.StatusGatewayTimeout, "worker-timeout", "The worker did not answer in time",
+			"the worker holding the session did not answer in time; the target may be slow")
+		p.retryAfter = 2
+		p.cause = err
+		return p
 	case errors.Is(err, inspector.ErrNoWorker):
 		p := newProblem(http.StatusGatewayTimeout, "no-worker", "No worker answered",
 			"no worker answered for the session in time; retry shortly")

@@ -363,3 +363,36 @@ func TestDuplicateCallOnTwoNodesRunsOnce(t *testing.T) {
 		t.Fatalf("%d calls stored, want 1: %s", n, list.raw)
 	}
 }
+
+// TestRetriedRPCWithSameKeyDispatchesOnce: a forwarded request that outlives the command
+// timeout answers 504, which is not stored for replays; the retry with the same
+// Idempotency-Key reaches the same command on the worker instead of the target again.
+func TestRetriedRPCWithSameKeyDispatchesOnce(t *testing.T) {
+	t.Parallel()
+	c := liveCluster(t)
+	c.commandAfter = 3 * time.Second
+	target := mcptest.NewStatefulServer(t, nil)
+	n := c.node(t)
+	c.worker(t)
+	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
+	requireStatus(t, r, 201)
+	id := r.body["id"].(string)
+	eventually(t, 20*time.Second, "session ready", func() bool {
+		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
+	})
+	body := map[string]any{"method": "tools/call", "params": map[string]any{
+		"name": "slow", "arguments": map[string]any{"steps": 5, "interval_ms": 1000, "key": "rpc-idem"}}}
+	// The tool outlives the command timeout: the worker did not answer in time, and says so.
+	first := n.call(t, "POST", "/v1/sessions/"+id+"/rpc", c.a.Secret, body, "Idempotency-Key", "rpc-once")
+	requireProblem(t, first, 504, "")
+	if first.body["type"] != "urn:tapline:problem:worker-timeout" {
+		t.Fatalf("slow target = %s, want a worker-timeout problem", first.raw)
+	}
+	time.Sleep(500 * time.Millisecond)
+	after1 := target.KeyCalls("rpc-idem")
+	retry := n.call(t, "POST", "/v1/sessions/"+id+"/rpc", c.a.Secret, body, "Idempotency-Key", "rpc-once")
+	time.Sleep(500 * time.Millisecond)
+	if after2 := target.KeyCalls("rpc-idem"); after1 != 1 || after2 != after1 {
+		t.Fatalf("the retry with the same Idempotency-Key dispatched again (%d -> %d): %d %s", after1, after2, retry.status, retry.raw)
+	}
+}

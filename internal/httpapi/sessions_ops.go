@@ -51,13 +51,15 @@ func (r targetResult) VisitGetPromptResponse(w http.ResponseWriter) error { retu
 // VisitCompleteResponse writes the target's CompleteResult.
 func (r targetResult) VisitCompleteResponse(w http.ResponseWriter) error { return r.write(w) }
 
-// request runs a fast operation on the session's live connection with the given role.
-func (s *Server) request(ctx context.Context, min tenant.Role, sessionID string, op inspector.Op, params any) (json.RawMessage, error) {
+// request runs a fast operation on the session's live connection with the given role. key is
+// the request's Idempotency-Key, if it has one: a retry with it does not reach the target
+// again.
+func (s *Server) request(ctx context.Context, min tenant.Role, sessionID string, op inspector.Op, params any, key *string) (json.RawMessage, error) {
 	svc, p, err := s.inspectorFor(ctx, min)
 	if err != nil {
 		return nil, err
 	}
-	return svc.Request(ctx, p.TenantID, sessionID, op, params)
+	return svc.Request(ctx, p.TenantID, sessionID, op, params, &inspector.RequestOptions{Principal: p.ID(), IdempotencyKey: deref(key)})
 }
 
 // listParams asks the worker for one page when the caller gave a cursor, else every page.
@@ -68,7 +70,7 @@ func listParams(cursor *string) map[string]any {
 
 // ListTools answers the target's tools/list.
 func (s *Server) ListTools(ctx context.Context, req apigen.ListToolsRequestObject) (apigen.ListToolsResponseObject, error) {
-	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListTools, listParams(req.Params.Cursor))
+	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListTools, listParams(req.Params.Cursor), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +79,7 @@ func (s *Server) ListTools(ctx context.Context, req apigen.ListToolsRequestObjec
 
 // ListResources answers the target's resources/list.
 func (s *Server) ListResources(ctx context.Context, req apigen.ListResourcesRequestObject) (apigen.ListResourcesResponseObject, error) {
-	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListResources, listParams(req.Params.Cursor))
+	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListResources, listParams(req.Params.Cursor), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +88,7 @@ func (s *Server) ListResources(ctx context.Context, req apigen.ListResourcesRequ
 
 // ListResourceTemplates answers the target's resources/templates/list.
 func (s *Server) ListResourceTemplates(ctx context.Context, req apigen.ListResourceTemplatesRequestObject) (apigen.ListResourceTemplatesResponseObject, error) {
-	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListResourceTemplates, listParams(req.Params.Cursor))
+	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListResourceTemplates, listParams(req.Params.Cursor), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +97,7 @@ func (s *Server) ListResourceTemplates(ctx context.Context, req apigen.ListResou
 
 // ListPrompts answers the target's prompts/list.
 func (s *Server) ListPrompts(ctx context.Context, req apigen.ListPromptsRequestObject) (apigen.ListPromptsResponseObject, error) {
-	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListPrompts, listParams(req.Params.Cursor))
+	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpListPrompts, listParams(req.Params.Cursor), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +106,7 @@ func (s *Server) ListPrompts(ctx context.Context, req apigen.ListPromptsRequestO
 
 // ReadResource reads one resource.
 func (s *Server) ReadResource(ctx context.Context, req apigen.ReadResourceRequestObject) (apigen.ReadResourceResponseObject, error) {
-	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpReadResource, map[string]any{"uri": req.Body.URI})
+	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpReadResource, map[string]any{"uri": req.Body.URI}, req.Params.IdempotencyKey)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +115,7 @@ func (s *Server) ReadResource(ctx context.Context, req apigen.ReadResourceReques
 
 // SubscribeResource subscribes the session to a resource's updates.
 func (s *Server) SubscribeResource(ctx context.Context, req apigen.SubscribeResourceRequestObject) (apigen.SubscribeResourceResponseObject, error) {
-	if _, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpSubscribe, map[string]any{"uri": req.Body.URI}); err != nil {
+	if _, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpSubscribe, map[string]any{"uri": req.Body.URI}, req.Params.IdempotencyKey); err != nil {
 		return nil, err
 	}
 	return apigen.SubscribeResource200JSONResponse{URI: req.Body.URI, Subscribed: true}, nil
@@ -121,7 +123,7 @@ func (s *Server) SubscribeResource(ctx context.Context, req apigen.SubscribeReso
 
 // UnsubscribeResource ends a resource subscription.
 func (s *Server) UnsubscribeResource(ctx context.Context, req apigen.UnsubscribeResourceRequestObject) (apigen.UnsubscribeResourceResponseObject, error) {
-	if _, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpUnsubscribe, map[string]any{"uri": req.Body.URI}); err != nil {
+	if _, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpUnsubscribe, map[string]any{"uri": req.Body.URI}, req.Params.IdempotencyKey); err != nil {
 		return nil, err
 	}
 	return apigen.UnsubscribeResource200JSONResponse{URI: req.Body.URI, Subscribed: false}, nil
@@ -133,7 +135,7 @@ func (s *Server) GetPrompt(ctx context.Context, req apigen.GetPromptRequestObjec
 	if req.Body.Arguments != nil {
 		params["arguments"] = *req.Body.Arguments
 	}
-	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpGetPrompt, params)
+	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpGetPrompt, params, req.Params.IdempotencyKey)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +148,7 @@ func (s *Server) Complete(ctx context.Context, req apigen.CompleteRequestObject)
 	if req.Body.Context != nil {
 		params["context"] = req.Body.Context
 	}
-	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpComplete, params)
+	res, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpComplete, params, req.Params.IdempotencyKey)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +157,7 @@ func (s *Server) Complete(ctx context.Context, req apigen.CompleteRequestObject)
 
 // SetLoggingLevel sets the target's log level.
 func (s *Server) SetLoggingLevel(ctx context.Context, req apigen.SetLoggingLevelRequestObject) (apigen.SetLoggingLevelResponseObject, error) {
-	if _, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpSetLoggingLevel, map[string]any{"level": req.Body.Level}); err != nil {
+	if _, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpSetLoggingLevel, map[string]any{"level": req.Body.Level}, req.Params.IdempotencyKey); err != nil {
 		return nil, err
 	}
 	return apigen.SetLoggingLevel200JSONResponse{Level: req.Body.Level}, nil
@@ -164,7 +166,7 @@ func (s *Server) SetLoggingLevel(ctx context.Context, req apigen.SetLoggingLevel
 // PingSession pings the target and measures the whole round trip through the worker.
 func (s *Server) PingSession(ctx context.Context, req apigen.PingSessionRequestObject) (apigen.PingSessionResponseObject, error) {
 	start := time.Now()
-	if _, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpPing, map[string]any{}); err != nil {
+	if _, err := s.request(ctx, tenant.RoleViewer, req.ID, inspector.OpPing, map[string]any{}, req.Params.IdempotencyKey); err != nil {
 		return nil, err
 	}
 	ms := float64(time.Since(start).Microseconds()) / 1000
@@ -203,7 +205,7 @@ func (s *Server) SendRPC(ctx context.Context, req apigen.SendRPCRequestObject) (
 	if req.Body.Params != nil {
 		params["params"] = *req.Body.Params
 	}
-	res, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpRPC, params)
+	res, err := s.request(ctx, tenant.RoleMember, req.ID, inspector.OpRPC, params, req.Params.IdempotencyKey)
 	var remote *inspector.RemoteError
 	if errors.As(err, &remote) {
 		return apigen.SendRPC200JSONResponse{Error: &apigen.RPCError{

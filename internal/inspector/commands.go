@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -111,15 +112,17 @@ type commandClient struct {
 	node   string
 	logger *slog.Logger
 
-	mu      sync.Mutex
-	waiters map[string]chan Reply
+	mu sync.Mutex
+	// waiters are the replies awaited, by id. An id may have several: requests with the
+	// same Idempotency-Key share their command's id.
+	waiters map[string][]chan Reply
 	pubsub  *redis.PubSub
 	done    chan struct{}
 	stopped chan struct{}
 }
 
 func newCommandClient(rdb redis.UniversalClient, prefix, node string, logger *slog.Logger) *commandClient {
-	return &commandClient{rdb: rdb, prefix: prefix, node: node, logger: logger, waiters: map[string]chan Reply{}}
+	return &commandClient{rdb: rdb, prefix: prefix, node: node, logger: logger, waiters: map[string][]chan Reply{}}
 }
 
 // start subscribes to this node's reply channel.
@@ -144,14 +147,13 @@ func (c *commandClient) start(ctx context.Context) error {
 					continue
 				}
 				c.mu.Lock()
-				w := c.waiters[r.ID]
-				c.mu.Unlock()
-				if w != nil {
+				for _, w := range c.waiters[r.ID] {
 					select {
 					case w <- r:
 					default:
 					}
 				}
+				c.mu.Unlock()
 			}
 		}
 	}()
@@ -189,15 +191,8 @@ func (c *commandClient) send(ctx context.Context, node string, cmd *Command) err
 // command id after a timeout is the caller's choice.
 func (c *commandClient) request(ctx context.Context, node string, cmd *Command) (*Reply, error) {
 	cmd.ReplyTo = c.node
-	w := make(chan Reply, 1)
-	c.mu.Lock()
-	c.waiters[cmd.ID] = w
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.waiters, cmd.ID)
-		c.mu.Unlock()
-	}()
+	w, stop := c.await(cmd.ID)
+	defer stop()
 	if err := c.send(ctx, node, cmd); err != nil {
 		return nil, err
 	}
@@ -216,17 +211,25 @@ func callNoticeID(callID string) string { return "call:" + callID }
 // awaitNotice registers for the finished call callID, sent by its owner to this node, and
 // returns the channel it arrives on and the function that unregisters.
 func (c *commandClient) awaitNotice(callID string) (<-chan Reply, func()) {
-	id := callNoticeID(callID)
+	return c.await(callNoticeID(callID))
+}
+
+// await registers for the reply with id and returns the channel it arrives on and the
+// function that unregisters.
+func (c *commandClient) await(id string) (<-chan Reply, func()) {
 	w := make(chan Reply, 1)
 	c.mu.Lock()
-	c.waiters[id] = w
+	c.waiters[id] = append(c.waiters[id], w)
 	c.mu.Unlock()
 	return w, func() {
 		c.mu.Lock()
-		if c.waiters[id] == w {
+		defer c.mu.Unlock()
+		rest := slices.DeleteFunc(c.waiters[id], func(x chan Reply) bool { return x == w })
+		if len(rest) == 0 {
 			delete(c.waiters, id)
+		} else {
+			c.waiters[id] = rest
 		}
-		c.mu.Unlock()
 	}
 }
 

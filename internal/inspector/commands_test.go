@@ -25,7 +25,7 @@ func TestSlowRequestIsDispatchedOnce(t *testing.T) {
 	res, err := s.svc.Request(context.Background(), s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{
 		"method": "tools/call",
 		"params": map[string]any{"name": "slow", "arguments": map[string]any{"steps": 4, "interval_ms": 1000, "key": "dup-rpc"}},
-	})
+	}, nil)
 	if err != nil || !strings.Contains(string(res), "done after 4 steps") {
 		t.Fatalf("request = %s, %v", res, err)
 	}
@@ -33,5 +33,48 @@ func TestSlowRequestIsDispatchedOnce(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if n := srv.KeyCalls("dup-rpc"); n != 1 {
 		t.Fatalf("one rpc request ran tools/call %d times on the target, want 1", n)
+	}
+}
+
+// TestIdempotencyKeyNamesOneRequest: a forwarded request repeated with the same
+// Idempotency-Key, by the same principal, gets the first one's reply without reaching the
+// target again; another request, or another principal, under the same key runs.
+func TestIdempotencyKeyNamesOneRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	echo := func(text string, opts *inspector.RequestOptions) string {
+		t.Helper()
+		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{
+			"method": "tools/call",
+			"params": map[string]any{"name": "echo", "arguments": map[string]any{"text": text, "key": "idem-rpc"}},
+		}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(res)
+	}
+	ci := &inspector.RequestOptions{Principal: "key:ci", IdempotencyKey: "rpc-1"}
+	first := echo("once", ci)
+	for range 3 {
+		if again := echo("once", ci); again != first {
+			t.Fatalf("retry = %s, want the first reply %s", again, first)
+		}
+	}
+	if n := srv.KeyCalls("idem-rpc"); n != 1 {
+		t.Fatalf("the target got the request %d times, want 1", n)
+	}
+	if other := echo("different", ci); other == first {
+		t.Fatalf("the same key for another request got the first one's reply %s", other)
+	}
+	echo("once", &inspector.RequestOptions{Principal: "key:someone-else", IdempotencyKey: "rpc-1"})
+	echo("once", nil)
+	echo("once", nil)
+	if n := srv.KeyCalls("idem-rpc"); n != 5 {
+		t.Fatalf("the target got the requests %d times, want 5", n)
 	}
 }

@@ -34,7 +34,7 @@ func TestSessionEndToEnd(t *testing.T) {
 	}
 
 	t.Run("ListTools", func(t *testing.T) {
-		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpListTools, map[string]any{"all": true})
+		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpListTools, map[string]any{"all": true}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +181,7 @@ func TestSessionEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("SubscriptionUpdatesArriveAsNotifications", func(t *testing.T) {
-		if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": mcptest.HelloURI}); err != nil {
+		if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": mcptest.HelloURI}, nil); err != nil {
 			t.Fatal(err)
 		}
 		srv.TriggerResourceUpdated(mcptest.HelloURI)
@@ -194,34 +194,34 @@ func TestSessionEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("FastOperations", func(t *testing.T) {
-		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpReadResource, map[string]any{"uri": mcptest.HelloURI})
+		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpReadResource, map[string]any{"uri": mcptest.HelloURI}, nil)
 		if err != nil || !strings.Contains(string(res), "contents") {
 			t.Fatalf("read = %s, %v", res, err)
 		}
-		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpPing, nil)
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpPing, nil, nil)
 		if err != nil || !strings.Contains(string(res), `"ms"`) {
 			t.Fatalf("ping = %s, %v", res, err)
 		}
-		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpGetPrompt, map[string]any{"name": "greet", "arguments": map[string]string{"name": "Ada"}})
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpGetPrompt, map[string]any{"name": "greet", "arguments": map[string]string{"name": "Ada"}}, nil)
 		if err != nil || !strings.Contains(string(res), "Ada") {
 			t.Fatalf("prompts/get = %s, %v", res, err)
 		}
-		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": mcptest.CustomMethod, "params": map[string]any{"value": 42}})
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": mcptest.CustomMethod, "params": map[string]any{"value": 42}}, nil)
 		if err != nil || !strings.Contains(string(res), "42") {
 			t.Fatalf("rpc custom = %s, %v", res, err)
 		}
-		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": "tools/list"})
+		res, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": "tools/list"}, nil)
 		if err != nil || !strings.Contains(string(res), "echo") {
 			t.Fatalf("rpc tools/list = %s, %v", res, err)
 		}
-		if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSetLoggingLevel, map[string]any{"level": "debug"}); err != nil {
+		if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSetLoggingLevel, map[string]any{"level": "debug"}, nil); err != nil {
 			t.Fatal(err)
 		}
 		s.wait(sess.ID, s.call(sess.ID, "log", nil).ID)
 		s.waitEvent(sess.ID, func(e inspector.Event) bool {
 			return e.Type == inspector.EventNotification && dataOf(e)["method"] == "notifications/message"
 		})
-		_, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpReadResource, map[string]any{"uri": "mcptest://no/such"})
+		_, err = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpReadResource, map[string]any{"uri": "mcptest://no/such"}, nil)
 		var remote *inspector.RemoteError
 		if !errors.As(err, &remote) {
 			t.Fatalf("unknown resource = %v, want a RemoteError", err)
@@ -267,7 +267,7 @@ func TestSessionEndToEnd(t *testing.T) {
 		if _, err := s.svc.StartCall(ctx, s.b.Tenant.ID, sess.ID, inspector.StartCallParams{Name: "echo"}); !errors.Is(err, inspector.ErrNotFound) {
 			t.Errorf("call = %v", err)
 		}
-		if _, err := s.svc.Request(ctx, s.b.Tenant.ID, sess.ID, inspector.OpListTools, nil); !errors.Is(err, inspector.ErrNotFound) {
+		if _, err := s.svc.Request(ctx, s.b.Tenant.ID, sess.ID, inspector.OpListTools, nil, nil); !errors.Is(err, inspector.ErrNotFound) {
 			t.Errorf("tools = %v", err)
 		}
 		if _, err := s.svc.ListPending(ctx, s.b.Tenant.ID, sess.ID, nil); !errors.Is(err, inspector.ErrNotFound) {
@@ -390,7 +390,7 @@ func TestDrainHandsSessionsOver(t *testing.T) {
 	srv := mcptest.NewStatefulServer(t, nil)
 	sess := s.create(srv.URL(), inspector.Target{})
 	s.waitStatus(sess.ID, inspector.StatusReady)
-	if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": mcptest.HelloURI}); err != nil {
+	if _, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": mcptest.HelloURI}, nil); err != nil {
 		t.Fatal(err)
 	}
 	running := s.call(sess.ID, "slow", map[string]any{"steps": 400, "interval_ms": 50})
@@ -636,14 +636,14 @@ func TestTargetFailuresAreNotInternalErrors(t *testing.T) {
 	ctx := context.Background()
 	s, sess := newReadySession(t)
 	// go-sdk servers refuse unknown methods with a plain HTTP 400, not a JSON-RPC error.
-	_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": "no/such/method"})
+	_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{"method": "no/such/method"}, nil)
 	if !errors.Is(err, inspector.ErrTargetFailed) {
 		t.Fatalf("unknown method = %v, want ErrTargetFailed", err)
 	}
 	// go-sdk's client drops such a connection; the worker reconnects by itself.
 	s.waitStatus(sess.ID, inspector.StatusReady)
 	eventually(t, 20*time.Second, "session usable again", func() bool {
-		_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpPing, nil)
+		_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpPing, nil, nil)
 		return err == nil
 	})
 }
@@ -819,7 +819,7 @@ func TestConcurrentSubscribesAllRecorded(t *testing.T) {
 	errs := make([]error, 8)
 	for i := range errs {
 		wg.Go(func() {
-			_, errs[i] = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": fmt.Sprintf("mcptest://items/r%d", i)})
+			_, errs[i] = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpSubscribe, map[string]any{"uri": fmt.Sprintf("mcptest://items/r%d", i)}, nil)
 		})
 	}
 	wg.Wait()
@@ -838,7 +838,7 @@ func TestConcurrentSubscribesAllRecorded(t *testing.T) {
 	// Unsubscribing is as safe: the others stay.
 	for i := range 4 {
 		wg.Go(func() {
-			_, errs[i] = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpUnsubscribe, map[string]any{"uri": fmt.Sprintf("mcptest://items/r%d", i)})
+			_, errs[i] = s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpUnsubscribe, map[string]any{"uri": fmt.Sprintf("mcptest://items/r%d", i)}, nil)
 		})
 	}
 	wg.Wait()

@@ -3,6 +3,8 @@ package inspector
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -308,9 +310,35 @@ func (s *Service) ReconnectSession(ctx context.Context, tenantID, id string) (*S
 	return s.store.GetSession(ctx, tenantID, id)
 }
 
+// RequestOptions qualify a forwarded operation.
+type RequestOptions struct {
+	// Principal is who asks; it scopes IdempotencyKey.
+	Principal string
+	// IdempotencyKey, when set, makes the command's id a function of it and of the request:
+	// a retry with the same key, on any api node, joins the command on the owner or gets its
+	// reply, instead of sending the request to the target again.
+	IdempotencyKey string
+}
+
+// idempotentCommandSpace is the UUIDv5 namespace of command ids derived from
+// Idempotency-Keys.
+var idempotentCommandSpace = uuid.MustParse("dbaa35c5-f754-4a71-bd43-827d2cfe498d") //nolint:gochecknoglobals // a constant UUID
+
+// commandID names a forwarded operation's command: a fresh id, or with an Idempotency-Key
+// one derived from the key and the request, so a key reused for a different request does
+// not get the other one's reply.
+func commandID(tenantID, sessionID string, op Op, params json.RawMessage, o *RequestOptions) string {
+	if o == nil || o.IdempotencyKey == "" {
+		return newID()
+	}
+	sum := sha256.Sum256(params)
+	name := strings.Join([]string{tenantID, sessionID, o.Principal, string(op), o.IdempotencyKey, hex.EncodeToString(sum[:])}, "\x00")
+	return uuid.NewSHA1(idempotentCommandSpace, []byte(name)).String()
+}
+
 // Request runs a fast operation on the session's live connection and returns the target's
-// JSON result. A JSON-RPC error from the target is a *RemoteError.
-func (s *Service) Request(ctx context.Context, tenantID, sessionID string, op Op, params any) (json.RawMessage, error) {
+// JSON result. A JSON-RPC error from the target is a *RemoteError. opts may be nil.
+func (s *Service) Request(ctx context.Context, tenantID, sessionID string, op Op, params any, opts *RequestOptions) (json.RawMessage, error) {
 	sess, err := s.store.GetSession(ctx, tenantID, sessionID)
 	if err != nil {
 		return nil, err
@@ -322,7 +350,8 @@ func (s *Service) Request(ctx context.Context, tenantID, sessionID string, op Op
 	if err != nil {
 		return nil, err
 	}
-	rep, err := s.call(ctx, tenantID, sessionID, &Command{ID: newID(), Op: op, TenantID: tenantID, Session: sessionID, Params: raw})
+	cmd := &Command{ID: commandID(tenantID, sessionID, op, raw, opts), Op: op, TenantID: tenantID, Session: sessionID, Params: raw}
+	rep, err := s.call(ctx, tenantID, sessionID, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -373,19 +402,34 @@ func (s *Service) call(ctx context.Context, tenantID, sessionID string, cmd *Com
 		switch {
 		case err == nil && errors.Is(rep.err(), errNotOwner):
 			// The session moved between our lookup and the delivery.
+			node = ""
 		case err == nil:
 			return rep, nil
 		case ctx.Err() != nil:
-			return nil, fmt.Errorf("%w: %s", ErrNoWorker, cmd.Op)
+			return nil, s.unanswered(ctx, tenantID, sessionID, node, cmd.Op)
 		case !errors.Is(err, context.DeadlineExceeded):
 			return nil, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %s", ErrNoWorker, cmd.Op)
+			return nil, s.unanswered(ctx, tenantID, sessionID, node, cmd.Op)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// unanswered is the error of a command without a reply in time. node is the owner the last
+// attempt waited on, if any: when it still holds the session and is alive, it has the
+// command and is waiting on the target; else no worker was there to answer.
+func (s *Service) unanswered(ctx context.Context, tenantID, sessionID, node string, op Op) error {
+	if node != "" {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if o, err := s.cfg.Tracker.Owner(ctx, tracker.SessionRef(tenantID, sessionID)); err == nil && o.NodeID == node {
+			return fmt.Errorf("%w: %s", ErrWorkerTimeout, op)
+		}
+	}
+	return fmt.Errorf("%w: %s", ErrNoWorker, op)
 }
 
 // awaitOwner returns the node holding the session's lease, waiting (and waking workers)
@@ -743,7 +787,7 @@ func (s *Service) SetRoots(ctx context.Context, tenantID, sessionID string, root
 		return nil, err
 	}
 	if sess.Status.Live() {
-		if _, err := s.Request(ctx, tenantID, sessionID, OpSetRoots, map[string]any{"roots": roots}); err != nil {
+		if _, err := s.Request(ctx, tenantID, sessionID, OpSetRoots, map[string]any{"roots": roots}, nil); err != nil {
 			return nil, err
 		}
 		if err := s.auditAfter(ctx, tenantID, audit.ActionRootsUpdate, sessionTarget(sessionID), map[string]any{"roots": roots}); err != nil {

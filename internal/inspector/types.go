@@ -19,8 +19,12 @@ var (
 	// ErrConflict means the object's state does not allow the change, such as answering a
 	// pending request twice (409).
 	ErrConflict = errors.New("conflict")
-	// ErrNoWorker means no worker answered within the command timeout (504).
+	// ErrNoWorker means no worker answered within the command timeout: none held the
+	// session, or the one that did is gone (504).
 	ErrNoWorker = errors.New("no worker answered in time")
+	// ErrWorkerTimeout means the worker holding the session, alive, did not answer within
+	// the command timeout: the target may be slow (504).
+	ErrWorkerTimeout = errors.New("the worker did not answer in time")
 	// ErrTargetFailed means a request to the target failed without a JSON-RPC error: the
 	// connection broke, the target answered an HTTP error or too large a response (502).
 	ErrTargetFailed = errors.New("the target failed")

@@ -308,7 +308,7 @@ func TestInspectorFlow(t *testing.T) {
 		b.eval(`window.tapline.dropStream(), true`, new(bool))
 		// Events happen while the page is away.
 		for range 3 {
-			if _, err := s.svc.Request(context.Background(), s.tenant.Tenant.ID, sessionID, inspector.OpPing, nil); err != nil {
+			if _, err := s.svc.Request(context.Background(), s.tenant.Tenant.ID, sessionID, inspector.OpPing, nil, nil); err != nil {
 				t.Fatalf("ping: %v", err)
 			}
 		}
