@@ -316,7 +316,9 @@ func (rt *Runtime) tryAdopt(l liveSession) time.Duration {
 func (rt *Runtime) inboxLoop() {
 	defer rt.wg.Done()
 	key := inboxKey(rt.cfg.Prefix, rt.nodeID)
-	last := "$"
+	// Read from a position, never from "$": "$" means whatever arrives during this read, so
+	// a command added between two reads (after a read timed out, say) would be skipped.
+	last := rt.inboxTail(key)
 	for rt.ctx.Err() == nil {
 		res, err := rt.cfg.Redis.XRead(rt.ctx, &redis.XReadArgs{Streams: []string{key, last}, Count: 256, Block: 2 * time.Second}).Result()
 		if err != nil {
@@ -343,6 +345,25 @@ func (rt *Runtime) inboxLoop() {
 			}
 		}
 	}
+}
+
+// inboxTail is the id of the newest command already in the inbox, so reading starts after it.
+func (rt *Runtime) inboxTail(key string) string {
+	for rt.ctx.Err() == nil {
+		msgs, err := rt.cfg.Redis.XRevRangeN(rt.ctx, key, "+", "-", 1).Result()
+		if err == nil {
+			if len(msgs) == 0 {
+				return "0-0"
+			}
+			return msgs[0].ID
+		}
+		rt.logger.Warn("read command inbox", slog.Any("error", err))
+		select {
+		case <-rt.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return "0-0"
 }
 
 // serve runs one command and publishes its reply when one is expected. A command runs once
