@@ -33,6 +33,10 @@ var (
 	ErrUnavailable = errors.New("database unavailable")
 	// ErrStaleEpoch means a fenced write was refused because a newer owner exists.
 	ErrStaleEpoch = errors.New("stale owner epoch")
+	// ErrInvalidInput means PostgreSQL refused a value itself: a NUL character or bytes
+	// that are not UTF-8 in text or jsonb, or text that does not parse as its column's type.
+	// Input validation should refuse such values first; this is the backstop.
+	ErrInvalidInput = errors.New("invalid input value")
 )
 
 // SQLSTATE codes Tapline raises or interprets.
@@ -40,6 +44,12 @@ const (
 	codeUniqueViolation    = "23505"
 	codeExclusionViolation = "23P01"
 	codeForeignKey         = "23503"
+	// Data exceptions a value from outside can cause: a NUL or an invalid byte sequence in
+	// text (character_not_in_repertoire), a \u0000 escape in jsonb (untranslatable_character),
+	// text that is not the type's form (invalid_text_representation).
+	codeCharacterNotInRepertoire  = "22021"
+	codeUntranslatableCharacter   = "22P05"
+	codeInvalidTextRepresentation = "22P02"
 	// CodeStaleEpoch is raised by the fencing triggers when an owner's epoch is stale.
 	CodeStaleEpoch = "TL001"
 )
@@ -177,6 +187,9 @@ func InterpretError(err error) error {
 			return fmt.Errorf("%w: %s", ErrStaleEpoch, pgErr.Message)
 		case pgErr.Code == codeForeignKey:
 			return fmt.Errorf("%w: %s", ErrNotFound, pgErr.ConstraintName)
+		case pgErr.Code == codeCharacterNotInRepertoire || pgErr.Code == codeUntranslatableCharacter ||
+			pgErr.Code == codeInvalidTextRepresentation:
+			return fmt.Errorf("%w: %w", ErrInvalidInput, err)
 		case len(pgErr.Code) == 2+3 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57"):
 			// 08 connection exceptions, 57 operator intervention (shutdown, crash recovery).
 			return errors.Join(ErrUnavailable, err)

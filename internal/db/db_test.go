@@ -8,6 +8,7 @@ import (
 	"testing/fstest"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/goleak"
 
 	"github.com/tapline/tapline/internal/db"
@@ -150,6 +151,36 @@ func TestWithTxCommitsAndRollsBack(t *testing.T) {
 	err = db.InterpretError(d.Pool.QueryRow(ctx, "select id from t where id = 42").Scan(&n))
 	if !errors.Is(err, db.ErrNotFound) {
 		t.Fatalf("no rows error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestValuesPostgreSQLRefusesAreInvalidInput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.NewEmpty(t)
+	for _, tc := range []struct {
+		name, sql, arg, code string
+	}{
+		{"NULInText", "select length($1::text)", "a\x00b", "22021"},
+		{"NotUTF8InText", "select length($1::text)", "a\xffb", "22021"},
+		{"NULEscapeInJSONB", "select length($1::jsonb::text)", `{"a": "\u0000"}`, "22P05"},
+		{"NotAUUID", "select length($1::text::uuid::text)", "not-a-uuid", "22P02"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var n int
+			err := db.InterpretError(d.Pool.QueryRow(ctx, tc.sql, tc.arg).Scan(&n))
+			if !errors.Is(err, db.ErrInvalidInput) {
+				t.Fatalf("error = %v, want ErrInvalidInput", err)
+			}
+			// The driver's error stays in the chain for logs and for callers that look.
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != tc.code {
+				t.Fatalf("error = %v, want SQLSTATE %s in the chain", err, tc.code)
+			}
+			if errors.Is(err, db.ErrUnavailable) || errors.Is(err, db.ErrNotFound) || errors.Is(err, db.ErrConflict) {
+				t.Fatalf("error = %v matches another sentinel too", err)
+			}
+		})
 	}
 }
 

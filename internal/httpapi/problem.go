@@ -126,6 +126,12 @@ func problemFor(err error) *Problem {
 		return newProblem(http.StatusForbidden, "forbidden", "Forbidden", "a principal cannot grant a role above its own")
 	case errors.Is(err, db.ErrNotFound):
 		return newProblem(http.StatusNotFound, "not-found", "Not found", "")
+	case errors.Is(err, db.ErrInvalidInput):
+		// The database refused a value validation let through, so the field is not known.
+		p := newProblem(http.StatusBadRequest, "invalid-input", "Invalid input",
+			"a value in the request cannot be stored: it holds a NUL character or bytes that are not UTF-8, or is not of the expected form")
+		p.cause = err
+		return p
 	case errors.Is(err, db.ErrConflict), errors.Is(err, tenant.ErrLastOwner):
 		return newProblem(http.StatusConflict, "conflict", "Conflict", conflictDetail(err))
 	case errors.Is(err, db.ErrUnavailable), errors.Is(err, redisconn.ErrUnavailable), errors.Is(err, tracker.ErrUnavailable):
@@ -195,8 +201,13 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if out.Instance == "" {
 		out.Instance = req.URL.Path
 	}
-	if out.Status >= 500 {
+	switch {
+	case out.Status >= 500:
 		s.logger.ErrorContext(req.Context(), "request failed", slog.Int("status", out.Status),
+			slog.String("method", req.Method), slog.String("path", req.URL.Path), slog.Any("error", err))
+	case errors.Is(err, db.ErrInvalidInput):
+		// A 400 the validator should have given with the field's name: worth finding.
+		s.logger.WarnContext(req.Context(), "database refused input the validator let through",
 			slog.String("method", req.Method), slog.String("path", req.URL.Path), slog.Any("error", err))
 	}
 	h := c.Response().Header()

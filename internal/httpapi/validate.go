@@ -1,12 +1,20 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
+	"maps"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
 	"github.com/labstack/echo/v4"
 )
 
@@ -37,8 +45,186 @@ func (v *specValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := openapi3filter.ValidateRequest(req.Context(), in); err != nil {
 			return specProblem(err)
 		}
+		if fp, ok := unstorableInput(c, route, params); ok {
+			return invalidInput(fp)
+		}
 		return next(c)
 	}
+}
+
+// Why unstorableInput refuses a value.
+const (
+	reasonNUL     = "must not contain the NUL character"
+	reasonNotUTF8 = "must be valid UTF-8"
+)
+
+// unstorableInput finds text PostgreSQL would refuse in a request the schema accepted: a NUL
+// character anywhere (neither text nor jsonb can hold one) or, in a parameter, bytes that are
+// not UTF-8 (a JSON body's are replaced when it is decoded). Refused here, the answer names
+// the field; refused by the database, it could not (db.ErrInvalidInput).
+func unstorableInput(c echo.Context, route *routers.Route, pathParams map[string]string) (FieldProblem, bool) {
+	for _, params := range []openapi3.Parameters{route.PathItem.Parameters, route.Operation.Parameters} {
+		for _, ref := range params {
+			p := ref.Value
+			if p == nil {
+				continue
+			}
+			var values []string
+			switch p.In {
+			case openapi3.ParameterInPath:
+				values = []string{pathParams[p.Name]}
+			case openapi3.ParameterInQuery:
+				// echo keeps this parse for the generated binder.
+				values = c.QueryParams()[p.Name]
+			default:
+				// net/http refuses NUL in headers, and header parameters are not stored.
+				continue
+			}
+			for _, v := range values {
+				switch {
+				case strings.IndexByte(v, 0) >= 0:
+					return FieldProblem{Field: p.Name, Reason: reasonNUL}, true
+				case !utf8.ValidString(v):
+					return FieldProblem{Field: p.Name, Reason: reasonNotUTF8}, true
+				}
+			}
+		}
+	}
+	return unstorableBody(c.Request(), route.Operation.RequestBody)
+}
+
+// nulEscape is how a JSON body spells NUL: JSON strings cannot hold control characters raw.
+var nulEscape = []byte(`\u0000`) //nolint:gochecknoglobals // read-only
+
+// unstorableBody looks for a NUL in a JSON body the validator has read (and left on
+// GetBody). Only a body that spells \u0000 somewhere is decoded again, to name the field.
+func unstorableBody(req *http.Request, body *openapi3.RequestBodyRef) (FieldProblem, bool) {
+	if body == nil || body.Value == nil || req.GetBody == nil {
+		return FieldProblem{}, false
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return FieldProblem{}, false
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	buf.Grow(int(max(req.ContentLength, 0)))
+	if _, err := io.Copy(&buf, rc); err != nil || !bytes.Contains(buf.Bytes(), nulEscape) {
+		return FieldProblem{}, false
+	}
+	var v any
+	if json.Unmarshal(buf.Bytes(), &v) != nil {
+		return FieldProblem{}, false
+	}
+	var schema *openapi3.Schema
+	if mt := body.Value.Content.Get(req.Header.Get(echo.HeaderContentType)); mt != nil && mt.Schema != nil {
+		schema = mt.Schema.Value
+	}
+	path, ok := nulPath(v, schema, nil)
+	if !ok {
+		// "\\u0000": an escaped backslash before u0000, which is text, not NUL.
+		return FieldProblem{}, false
+	}
+	field := strings.Join(path, ".")
+	if field == "" {
+		field = "body"
+	}
+	return FieldProblem{Field: field, Reason: reasonNUL}, true
+}
+
+// nulPath names where v holds a NUL, as the validator names fields ("roots.0.name"): down
+// through the members and items the schema declares, stopping at free-form JSON (tool
+// arguments, JSON-RPC params), whose keys are the caller's data rather than field names, and
+// at an object whose key holds the NUL. Members are visited in order, so the answer is stable.
+func nulPath(v any, s *openapi3.Schema, path []string) ([]string, bool) {
+	switch x := v.(type) {
+	case string:
+		return path, strings.IndexByte(x, 0) >= 0
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			member := memberSchema(s, k)
+			if member == nil || strings.IndexByte(k, 0) >= 0 {
+				if strings.IndexByte(k, 0) >= 0 || holdsNUL(x[k]) {
+					return path, true
+				}
+				continue
+			}
+			if p, ok := nulPath(x[k], member, append(path, k)); ok {
+				return p, true
+			}
+		}
+	case []any:
+		items := itemSchema(s)
+		for i, e := range x {
+			if items == nil {
+				if holdsNUL(e) {
+					return path, true
+				}
+				continue
+			}
+			if p, ok := nulPath(e, items, append(path, strconv.Itoa(i))); ok {
+				return p, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// holdsNUL reports whether any string or key in v holds a NUL.
+func holdsNUL(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.IndexByte(x, 0) >= 0
+	case map[string]any:
+		for k, e := range x {
+			if strings.IndexByte(k, 0) >= 0 || holdsNUL(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if holdsNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// memberSchema is the schema s declares for member k, as a property or as a typed map's
+// values; nil means k is not a declared field (free-form JSON).
+func memberSchema(s *openapi3.Schema, k string) *openapi3.Schema {
+	if s == nil {
+		return nil
+	}
+	if p := s.Properties[k]; p != nil && p.Value != nil {
+		return p.Value
+	}
+	if ap := s.AdditionalProperties.Schema; ap != nil && ap.Value != nil {
+		return ap.Value
+	}
+	for _, sub := range slices.Concat(s.AllOf, s.OneOf, s.AnyOf) {
+		if m := memberSchema(sub.Value, k); m != nil {
+			return m
+		}
+	}
+	return nil
+}
+
+// itemSchema is the schema s declares for its array items, or nil.
+func itemSchema(s *openapi3.Schema) *openapi3.Schema {
+	if s == nil {
+		return nil
+	}
+	if s.Items != nil && s.Items.Value != nil {
+		return s.Items.Value
+	}
+	for _, sub := range slices.Concat(s.AllOf, s.OneOf, s.AnyOf) {
+		if it := itemSchema(sub.Value); it != nil {
+			return it
+		}
+	}
+	return nil
 }
 
 // specProblem turns kin-openapi's validation errors into a 400 naming each field.
