@@ -333,6 +333,24 @@ func TestListFiltersAndPages(t *testing.T) {
 	if _, err := r.List(ctx, a, Filter{From: &mid, To: &mid}, PageParams{}); !errors.As(err, &ve) || ve.Field != "to" {
 		t.Fatalf("empty range = %v", err)
 	}
+	// PostgreSQL would refuse these as text; the filter is refused first, naming the field.
+	for _, tc := range []struct {
+		f     Filter
+		field string
+	}{
+		{Filter{Action: "member\x00"}, "action"},
+		{Filter{Actor: "key:\xff"}, "actor"},
+	} {
+		if err := tc.f.Validate(); !errors.As(err, &ve) || ve.Field != tc.field {
+			t.Fatalf("Validate(%+v) = %v, want a %s error", tc.f, err, tc.field)
+		}
+		if _, err := r.List(ctx, a, tc.f, PageParams{}); !errors.As(err, &ve) || ve.Field != tc.field {
+			t.Fatalf("List(%+v) = %v, want a %s error", tc.f, err, tc.field)
+		}
+		if err := r.Each(ctx, a, tc.f, func(*Event) error { return nil }); !errors.As(err, &ve) || ve.Field != tc.field {
+			t.Fatalf("Each(%+v) = %v, want a %s error", tc.f, err, tc.field)
+		}
+	}
 }
 
 func TestExport(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -39,15 +40,22 @@ type Filter struct {
 	Actor string
 }
 
-func (f Filter) validate() error {
+// Validate returns a *ValidationError naming the first field List, Each and Export would
+// refuse, so a caller can refuse the filter before it records or answers anything.
+func (f Filter) Validate() error {
 	if f.From != nil && f.To != nil && !f.From.Before(*f.To) {
 		return &ValidationError{Field: "to", Reason: "must be after from"}
 	}
-	if len(f.Action) > maxFieldLen {
-		return &ValidationError{Field: "action", Reason: "too long"}
-	}
-	if len(f.Actor) > maxFieldLen {
-		return &ValidationError{Field: "actor", Reason: "too long"}
+	for _, fv := range []struct{ field, value string }{{"action", f.Action}, {"actor", f.Actor}} {
+		switch {
+		case len(fv.value) > maxFieldLen:
+			return &ValidationError{Field: fv.field, Reason: "too long"}
+		case strings.IndexByte(fv.value, 0) >= 0:
+			// PostgreSQL refuses NUL in text: the query would fail, not match nothing.
+			return &ValidationError{Field: fv.field, Reason: "must not contain the NUL character"}
+		case !utf8.ValidString(fv.value):
+			return &ValidationError{Field: fv.field, Reason: "must be valid UTF-8"}
+		}
 	}
 	return nil
 }
@@ -122,7 +130,7 @@ func seqRange(ctx context.Context, tx pgx.Tx, tenantID string, from, to *time.Ti
 
 // List returns one page of a tenant's events, oldest first unless p.Descending.
 func (r *Recorder) List(ctx context.Context, tenantID string, f Filter, p PageParams) (*Page, error) {
-	if err := f.validate(); err != nil {
+	if err := f.Validate(); err != nil {
 		return nil, err
 	}
 	limit := p.Limit
@@ -186,7 +194,7 @@ func (r *Recorder) List(ctx context.Context, tenantID string, f Filter, p PagePa
 // when Each starts: events appended meanwhile are not visited. An error from fn stops Each
 // and is returned as is.
 func (r *Recorder) Each(ctx context.Context, tenantID string, f Filter, fn func(*Event) error) error {
-	if err := f.validate(); err != nil {
+	if err := f.Validate(); err != nil {
 		return err
 	}
 	if _, err := uuid.Parse(tenantID); err != nil {
@@ -262,7 +270,7 @@ type VerifyResult struct {
 // must have no gaps. It stops at the first broken event.
 func (r *Recorder) Verify(ctx context.Context, tenantID string, from, to *time.Time) (*VerifyResult, error) {
 	f := Filter{From: from, To: to}
-	if err := f.validate(); err != nil {
+	if err := f.Validate(); err != nil {
 		return nil, err
 	}
 	res := &VerifyResult{OK: true}

@@ -66,6 +66,11 @@ func (s *Server) ListAudit(ctx context.Context, req apigen.ListAuditRequestObjec
 	}
 	prm := req.Params
 	f := audit.Filter{From: prm.From, To: prm.To, Action: deref(prm.Action), Actor: deref(prm.Actor)}
+	// A filter Export would refuse is refused here: once the export is recorded and its
+	// 200 started, a refusal could only drop the connection and leave a false record.
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
 	format := string(deref(prm.Format))
 	if format == "" {
 		accept, _ := ctx.Value(acceptKey{}).(string)

@@ -1,13 +1,16 @@
 package httpapi_test
 
 import (
+	"io"
+	"net/http"
 	"testing"
 
 	"github.com/tapline/tapline/internal/inspector"
 )
 
-// TestBadInputIsNever500 sends input PostgreSQL cannot store (NUL, invalid UTF-8): each is a
-// 400 naming the field, never a 500 or a dropped connection.
+// TestBadInputIsNever500 sends input PostgreSQL cannot store (NUL, invalid UTF-8) and audit
+// filters an export would refuse: each is a 400 naming the field, never a 500 or a dropped
+// connection.
 func TestBadInputIsNever500(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -47,6 +50,7 @@ func TestBadInputIsNever500(t *testing.T) {
 		{"AuditActionNotUTF8", "GET", "/v1/audit?action=%ff", nil, nil, "action"},
 		{"AuditExportActionNUL", "GET", "/v1/audit?format=jsonl&action=%00", nil, nil, "action"},
 		{"AuditExportActorNUL", "GET", "/v1/audit?format=csv&actor=a%00", nil, nil, "actor"},
+		{"AuditExportToBeforeFrom", "GET", "/v1/audit?format=csv&from=2025-01-01T00:00:00Z&to=2024-01-01T00:00:00Z", nil, nil, "to"},
 		{"AuditExportByAccept", "GET", "/v1/audit?action=%00", nil, []string{"Accept", "text/csv"}, "action"},
 	}
 	for _, tc := range cases {
@@ -59,5 +63,47 @@ func TestBadInputIsNever500(t *testing.T) {
 	requireStatus(t, r, 201)
 	if r.body["name"] != `\u0000` {
 		t.Fatalf("name = %q, want the six characters sent", r.body["name"])
+	}
+}
+
+// TestRefusedAuditExportIsNotRecorded: an export refused for its filter is answered 400
+// before anything is recorded, so the log keeps no export that never happened.
+func TestRefusedAuditExportIsNotRecorded(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	n := c.node(t)
+	for _, tok := range []string{c.a.Secret, c.b.Secret} {
+		requireStatus(t, n.call(t, "POST", "/v1/members", tok, map[string]any{"email": "x@example.test", "role": "viewer"}), 201)
+	}
+	for _, q := range []string{
+		"format=csv&from=2025-01-01T00:00:00Z&to=2024-01-01T00:00:00Z",
+		"format=jsonl&action=%00",
+		"format=jsonl&actor=%ff",
+	} {
+		// A plain client, not call: before the fix the connection dropped mid-response.
+		req, _ := http.NewRequest("GET", n.srv.URL+"/v1/audit?"+q, nil)
+		req.Header.Set("Authorization", "Bearer "+c.a.Secret)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		_, _ = io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 400 || res.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("%s = %d %s, want a 400 problem", q, res.StatusCode, res.Header.Get("Content-Type"))
+		}
+	}
+	for _, tok := range []string{c.a.Secret, c.b.Secret} {
+		if a := auditActions(t, n.call(t, "GET", "/v1/audit?action=audit.export", tok, nil)); len(a) != 0 {
+			t.Fatalf("refused exports left %d audit.export records", len(a))
+		}
+	}
+	// A valid export is still recorded, in its own tenant only.
+	requireStatus(t, n.call(t, "GET", "/v1/audit?format=jsonl", c.a.Secret, nil), 200)
+	if a := auditActions(t, n.call(t, "GET", "/v1/audit?action=audit.export", c.a.Secret, nil)); len(a) != 1 {
+		t.Fatalf("export events = %v, want one", a)
+	}
+	if a := auditActions(t, n.call(t, "GET", "/v1/audit?action=audit.export", c.b.Secret, nil)); len(a) != 0 {
+		t.Fatalf("tenant b's export events = %v, want none", a)
 	}
 }
