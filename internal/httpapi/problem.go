@@ -179,6 +179,9 @@ func problemFromEcho(he *echo.HTTPError) *Problem {
 	case http.StatusUnsupportedMediaType:
 		return newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "send application/json")
 	case http.StatusBadRequest:
+		if fp, ok := binderProblem(msg); ok {
+			return invalidInput(fp)
+		}
 		return invalidInput(FieldProblem{Field: "body", Reason: msg})
 	}
 	p := newProblem(he.Code, "http", http.StatusText(he.Code), "")
@@ -186,6 +189,41 @@ func problemFromEcho(he *echo.HTTPError) *Problem {
 		p.cause = he
 	}
 	return p
+}
+
+// binderProblem names the parameter in a 400 from apigen's parameter binder, which refuses
+// what kin-openapi lets through: a parameter given twice, a date-time Go cannot parse. The
+// echo templates of oapi-codegen return only these texts, no typed errors;
+// TestBinderMessagesNameTheirParameter holds every message in apigen to one of the shapes.
+func binderProblem(msg string) (FieldProblem, bool) {
+	if rest, ok := strings.CutPrefix(msg, "Invalid format for parameter "); ok {
+		if name, reason, ok := strings.Cut(rest, ": "); ok && name != "" {
+			if strings.HasPrefix(reason, "multiple values for single value parameter") {
+				reason = "must be given once"
+			}
+			return FieldProblem{Field: name, Reason: firstLine(reason)}, true
+		}
+	}
+	if rest, ok := strings.CutPrefix(msg, "Expected one value for "); ok {
+		if name, n, ok := strings.Cut(rest, ", got "); ok && name != "" {
+			return FieldProblem{Field: name, Reason: "must be given once, got " + n}, true
+		}
+	}
+	for _, shape := range [][2]string{
+		{"Query argument ", " is required, but not found"},
+		{"Header parameter ", " is required, but not found"},
+	} {
+		if name, ok := quotedIn(msg, shape[0], shape[1]); ok {
+			return FieldProblem{Field: name, Reason: "is required"}, true
+		}
+	}
+	if name, ok := quotedIn(msg, "Error unmarshaling parameter '", "' as JSON"); ok {
+		return FieldProblem{Field: name, Reason: "is not valid JSON"}, true
+	}
+	if name, ok := quotedIn(msg, "Error unescaping cookie parameter '", "'"); ok {
+		return FieldProblem{Field: name, Reason: "cannot be unescaped"}, true
+	}
+	return FieldProblem{}, false
 }
 
 // errorHandler is echo's HTTPErrorHandler: every error becomes problem+json, and only server

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
@@ -105,5 +106,46 @@ func TestRefusedAuditExportIsNotRecorded(t *testing.T) {
 	}
 	if a := auditActions(t, n.call(t, "GET", "/v1/audit?action=audit.export", c.b.Secret, nil)); len(a) != 0 {
 		t.Fatalf("tenant b's export events = %v, want none", a)
+	}
+}
+
+// TestBinderErrorsNameTheParameter covers parameters kin-openapi lets through and the
+// generated binder refuses: the 400 names the parameter, not the body.
+func TestBinderErrorsNameTheParameter(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	n := c.node(t)
+	id := n.createSession(t, c.a.Secret, "params")
+	n.createSession(t, c.b.Secret, "params") // the second tenant every handler test has
+	cases := []struct {
+		name, path string
+		headers    []string
+		field      string
+	}{
+		{"AfterSeqTwice", "/v1/sessions/" + id + "/events?after_seq=1&after_seq=2", nil, "after_seq"},
+		{"LimitTwice", "/v1/sessions/" + id + "/events?limit=5&limit=6", nil, "limit"},
+		{"SessionsLimitTwice", "/v1/sessions?limit=5&limit=6", nil, "limit"},
+		{"AuditLimitTwice", "/v1/audit?limit=5&limit=6", nil, "limit"},
+		{"FromOffsetOutOfRange", "/v1/audit?from=2024-01-01T00:00:00%2B25:00", nil, "from"},
+		{"VerifyToOffsetOutOfRange", "/v1/audit/verify?to=2024-01-01T00:00:00%2B25:00", nil, "to"},
+		{"TwoLastEventIDs", "/v1/sessions/" + id + "/events/stream", []string{"Last-Event-ID", "1", "Last-Event-ID", "2"}, "Last-Event-ID"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", n.srv.URL+tc.path, nil)
+			req.Header.Set("Authorization", "Bearer "+c.a.Secret)
+			for i := 0; i+1 < len(tc.headers); i += 2 {
+				req.Header.Add(tc.headers[i], tc.headers[i+1])
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			raw, _ := io.ReadAll(res.Body)
+			r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+			_ = json.Unmarshal(raw, &r.body)
+			requireProblem(t, r, 400, tc.field)
+		})
 	}
 }
