@@ -441,6 +441,10 @@ func (s *Service) awaitOwner(ctx context.Context, tenantID, sessionID string) (s
 		if err == nil {
 			return node, nil
 		}
+		if ctx.Err() != nil {
+			// The command's time ran out during the look-up itself.
+			return "", fmt.Errorf("%w: no worker holds the session", ErrNoWorker)
+		}
 		if !errors.Is(err, tracker.ErrNotFound) {
 			return "", err
 		}
