@@ -265,6 +265,38 @@ func TestEventStream(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
+	t.Run("FilteredStreamKeepsAliveWhileTheSessionIsBusy", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		c.keepAlive = 300 * time.Millisecond
+		n := c.node(t)
+		a := c.a.Tenant.ID
+		id := n.createSession(t, c.a.Secret, "busy")
+		c.setSessionStatus(t, a, id, inspector.StatusReady)
+		// Events come six times a keep-alive interval, none of them the type asked for: the
+		// stream writes nothing else, and proxies cut streams that stay silent.
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream?type=call_result", c.a.Secret)
+		tick := time.NewTicker(c.keepAlive / 6)
+		defer tick.Stop()
+		deadline := time.After(3 * time.Second)
+		published := 0
+		for {
+			select {
+			case <-tick.C:
+				publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventFrame)[0])
+				published++
+			case m := <-s.msgs:
+				if m.event != "" {
+					t.Fatalf("filtered stream sent %s %s", m.event, m.data)
+				}
+				if m.comment == "keep-alive" && published >= 10 {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no keep-alive in 3 s while %d filtered events were published", published)
+			}
+		}
+	})
 	t.Run("TwoAPINodesServeTheSameStream", func(t *testing.T) {
 		t.Parallel()
 		c := newCluster(t)

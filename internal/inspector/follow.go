@@ -64,11 +64,16 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 		types[t] = true
 	}
 	last := p.AfterSeq
+	// wrote is whether anything reached the client since the last keep-alive tick: events
+	// the filter drops do not count, or a busy session would starve a filtered stream of
+	// keep-alives.
+	wrote := false
 	emit := func(e Event) error {
 		last = e.Seq
 		if len(types) > 0 && !types[e.Type] {
 			return nil
 		}
+		wrote = true
 		return p.Emit(e)
 	}
 	// catchUp emits everything committed after last, up to upTo (0: all there is).
@@ -95,9 +100,12 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 		return err
 	}
 	keepAlive := time.NewTicker(s.cfg.KeepAlive)
-	quietTicks := 0
 	defer keepAlive.Stop()
-	quiet := true
+	// heard is whether a live message arrived since the last tick, filtered or not; a
+	// channel that is heard from reveals its own gaps.
+	heard := false
+	quietTicks := 0
+	wrote = false
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,13 +126,13 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 					return err
 				}
 			}
-			quiet = false
+			heard = true
 		case <-sub.Resync:
 			if err := catchUp(0); err != nil {
 				return err
 			}
 		case <-keepAlive.C:
-			if quiet {
+			if !heard {
 				// A lost last message has no successor to reveal the gap. Reconnects and
 				// overflow already signal Resync; what is left is a publish the worker could
 				// not make, so a look every few quiet intervals is enough (it is a query per
@@ -135,13 +143,13 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 						return err
 					}
 				}
-				if p.Idle != nil {
-					if err := p.Idle(); err != nil {
-						return err
-					}
+			}
+			if !wrote && p.Idle != nil {
+				if err := p.Idle(); err != nil {
+					return err
 				}
 			}
-			quiet = true
+			heard, wrote = false, false
 		}
 	}
 }
