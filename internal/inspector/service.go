@@ -636,6 +636,10 @@ func (s *Service) waitCall(ctx context.Context, tenantID, sessionID, callID stri
 	}
 	sub, err := s.hub.subscribe(ctx, tenantID, sessionID)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The wait ended while Redis confirmed the subscription: the call as it is.
+			return s.store.GetCall(context.WithoutCancel(ctx), tenantID, sessionID, callID)
+		}
 		return nil, err
 	}
 	defer sub.close()
