@@ -46,10 +46,12 @@ const (
 	codeForeignKey         = "23503"
 	// Data exceptions a value from outside can cause: a NUL or an invalid byte sequence in
 	// text (character_not_in_repertoire), a \u0000 escape in jsonb (untranslatable_character),
-	// text that is not the type's form (invalid_text_representation).
+	// text that is not the type's form (invalid_text_representation), a number beyond the
+	// type's range, as a JSON number jsonb cannot hold (numeric_value_out_of_range).
 	codeCharacterNotInRepertoire  = "22021"
 	codeUntranslatableCharacter   = "22P05"
 	codeInvalidTextRepresentation = "22P02"
+	codeNumericValueOutOfRange    = "22003"
 	// CodeStaleEpoch is raised by the fencing triggers when an owner's epoch is stale.
 	CodeStaleEpoch = "TL001"
 )
@@ -188,7 +190,7 @@ func InterpretError(err error) error {
 		case pgErr.Code == codeForeignKey:
 			return fmt.Errorf("%w: %s", ErrNotFound, pgErr.ConstraintName)
 		case pgErr.Code == codeCharacterNotInRepertoire || pgErr.Code == codeUntranslatableCharacter ||
-			pgErr.Code == codeInvalidTextRepresentation:
+			pgErr.Code == codeInvalidTextRepresentation || pgErr.Code == codeNumericValueOutOfRange:
 			return fmt.Errorf("%w: %w", ErrInvalidInput, err)
 		case len(pgErr.Code) == 2+3 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57"):
 			// 08 connection exceptions, 57 operator intervention (shutdown, crash recovery).

@@ -165,6 +165,7 @@ func TestValuesPostgreSQLRefusesAreInvalidInput(t *testing.T) {
 		{"NotUTF8InText", "select length($1::text)", "a\xffb", "22021"},
 		{"NULEscapeInJSONB", "select length($1::jsonb::text)", `{"a": "\u0000"}`, "22P05"},
 		{"NotAUUID", "select length($1::text::uuid::text)", "not-a-uuid", "22P02"},
+		{"NumberOutOfRangeInJSONB", "select length($1::jsonb::text)", `{"n": 1e999999}`, "22003"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var n int
