@@ -271,7 +271,7 @@ func TestDeletedSessionsTakeTheirEvents(t *testing.T) {
 
 // tapline_append_events gives the same answers on its one-session path and on the path for
 // batches of several sessions: gapless seqs in batch order for a current owner, nothing
-// written for a stale one.
+// written for a stale one, even when its events share the batch with the current owner's.
 func TestAppendEventsOneAndManySessions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -341,8 +341,15 @@ func TestAppendEventsOneAndManySessions(t *testing.T) {
 	got = appendEvents([]string{a, b, a}, []int64{3, 4, 3})
 	check("a beside a stale b", got[a], 6, 7, false)
 	check("stale b beside a", got[b], 0, 0, true)
+	// Events of two epochs for one session (a stale owner's batched with the current
+	// owner's) are refused together, on either path: nothing a stale owner sent is written.
+	check("a with a stale event", appendEvents([]string{a, a}, []int64{2, 3})[a], 0, 0, true)
+	check("a with an event of a later epoch", appendEvents([]string{a, a, a}, []int64{3, 3, 4})[a], 0, 0, true)
+	got = appendEvents([]string{b, a, b, b}, []int64{5, 3, 4, 5})
+	check("b with a stale event beside a", got[b], 0, 0, true)
+	check("a beside b's stale event", got[a], 8, 8, false)
 	// The stored seqs are gapless and in batch order.
-	for id, want := range map[string][]string{a: {"0", "1", "2", "1", "3", "0", "2"}, b: {"0", "2", "4"}} {
+	for id, want := range map[string][]string{a: {"0", "1", "2", "1", "3", "0", "2", "1"}, b: {"0", "2", "4"}} {
 		rows, err := d.Pool.Query(ctx, `select data->>'i' from session_events where session_id = $1 order by seq`, id)
 		if err != nil {
 			t.Fatal(err)
