@@ -253,6 +253,8 @@ func (p *commitShard) commit(batch []pendingEvent) {
 		if batch[i].build != nil {
 			batch[i].data, batch[i].build = batch[i].build(), nil
 		}
+		// Events carry what targets sent: a U+0000 in it would make PostgreSQL refuse it.
+		batch[i].data = db.StorableJSON(batch[i].data)
 	}
 	batch, ids := p.parseIDs(batch)
 	if len(batch) == 0 {

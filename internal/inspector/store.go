@@ -303,6 +303,8 @@ type OwnerUpdate struct {
 }
 
 // updateAsOwner applies u if epoch is still the session's epoch, else db.ErrStaleEpoch.
+// What the target sent (server info, capabilities, instructions, protocol version, an error
+// describing it) is made storable first: PostgreSQL would refuse a U+0000 in any of them.
 func (s *Store) updateAsOwner(ctx context.Context, tenantID, id string, epoch int64, u OwnerUpdate) error {
 	sets := []string{"updated_at = now()"}
 	args := []any{tenantID, id, epoch}
@@ -314,19 +316,19 @@ func (s *Store) updateAsOwner(ctx context.Context, tenantID, id string, epoch in
 		add("status", *u.Status)
 	}
 	if u.Error != nil {
-		add("status_error", *u.Error)
+		add("status_error", db.StorableText(*u.Error))
 	}
 	if u.ServerInfo != nil {
-		add("server_info", u.ServerInfo)
+		add("server_info", db.StorableJSON(u.ServerInfo))
 	}
 	if u.Capabilities != nil {
-		add("capabilities", u.Capabilities)
+		add("capabilities", db.StorableJSON(u.Capabilities))
 	}
 	if u.Instructions != nil {
-		add("instructions", *u.Instructions)
+		add("instructions", db.StorableText(*u.Instructions))
 	}
 	if u.ProtocolVersion != nil {
-		add("protocol_version", *u.ProtocolVersion)
+		add("protocol_version", db.StorableText(*u.ProtocolVersion))
 	}
 	if u.Roots != nil {
 		b, _ := json.Marshal(u.Roots)
@@ -728,11 +730,13 @@ type callUpdate struct {
 
 // updateCallAsOwner records progress or the end of a running call, fenced by epoch, and
 // returns the call as it is afterwards. Ending a call that already ended (cancelled
-// meanwhile) changes nothing. One round trip when the update applies, as startCall.
+// meanwhile) changes nothing. One round trip when the update applies, as startCall. The
+// progress, result and error hold what the target sent, made storable.
 func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) (*Call, error) {
 	var progress []byte
 	if u.Progress != nil {
 		progress, _ = json.Marshal(u.Progress)
+		progress = db.StorableJSON(progress)
 	}
 	var out *Call
 	b := &pgx.Batch{}
@@ -745,7 +749,8 @@ func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, call
 		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status in ('queued', 'running')
 		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
 		returning `+prefixed("c.", callColumns),
-		tenantID, sessionID, callID, epoch, string(u.Status), progress, nullJSON(u.Result), nullJSON(u.Error)).QueryRow(scanUpdated(&out))
+		tenantID, sessionID, callID, epoch, string(u.Status), progress,
+		nullJSON(db.StorableJSON(u.Result)), nullJSON(db.StorableJSON(u.Error))).QueryRow(scanUpdated(&out))
 	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
 		return nil, err
 	}
@@ -848,13 +853,15 @@ type pendingInput struct {
 	CallID, Key, RequestState string
 }
 
-// insertPending parks a server→client request, fenced by the owner's epoch.
+// insertPending parks a server→client request, fenced by the owner's epoch. The params,
+// input key and request state come from the target, and are made storable.
 func (s *Store) insertPending(ctx context.Context, tenantID, sessionID string, epoch int64, kind PendingKind, params json.RawMessage, expires time.Time, in *pendingInput) (*Pending, error) {
 	var out *Pending
 	var callID, key, state string
 	if in != nil {
-		callID, key, state = in.CallID, in.Key, in.RequestState
+		callID, key, state = in.CallID, db.StorableText(in.Key), db.StorableText(in.RequestState)
 	}
+	params = db.StorableJSON(params)
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		out, err = scanPending(tx.QueryRow(ctx, `insert into pending_requests
