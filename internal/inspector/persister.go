@@ -260,6 +260,55 @@ func (p *commitShard) commit(batch []pendingEvent) {
 	if len(batch) == 0 {
 		return
 	}
+	p.commitPart(batch, ids)
+}
+
+// commitPart writes events and publishes them. When PostgreSQL refuses them for their data
+// (db.ErrInvalidInput: a value jsonb cannot hold that StorableJSON does not fix, such as
+// bytes that are not UTF-8 or a number beyond numeric's range), it commits each half on its
+// own, down to the events at fault, which alone are dropped: one target's value must not
+// cost other sessions, or other tenants, their events. A refused statement wrote nothing
+// and took no seq, so seqs stay gapless, and the halves go in order, so each session's
+// events keep theirs. A single poisoned event among n costs about 2·log2(n) more statements.
+func (p *commitShard) commitPart(batch []pendingEvent, ids []sessionKey) {
+	allocs, err := p.write(batch, ids)
+	switch {
+	case err == nil:
+		p.publish(batch, ids, allocs)
+	case errors.Is(err, db.ErrInvalidInput) && len(batch) > 1:
+		half := len(batch) / 2
+		p.commitPart(batch[:half], ids[:half])
+		p.commitPart(batch[half:], ids[half:])
+	case len(batch) == 1:
+		e := batch[0]
+		p.logger.Error("persist event failed; dropping it", slog.String("tenant_id", e.tenantID),
+			slog.String("session_id", e.sessionID), slog.String("type", string(e.typ)), slog.Any("error", err))
+		p.fail(batch, err)
+	default:
+		p.logger.Error("persist events failed; dropping batch", slog.Int("events", len(batch)), slog.Any("error", err))
+		p.fail(batch, err)
+	}
+}
+
+// fail answers the events that were not committed.
+func (p *commitShard) fail(batch []pendingEvent, err error) {
+	for _, e := range batch {
+		if e.committed != nil {
+			e.committed <- commitResult{err: fmt.Errorf("persist events: %w", err)}
+		}
+	}
+}
+
+// allocation is what tapline_append_events answered for a session: its first seq, or that
+// it refused the session's events.
+type allocation struct {
+	first   int64
+	refused bool
+}
+
+// write commits events in one statement, retrying while PostgreSQL is unavailable, and
+// returns each session's allocation.
+func (p *commitShard) write(batch []pendingEvent, ids []sessionKey) (map[sessionKey]allocation, error) {
 	start := time.Now()
 	n := len(batch)
 	// UUIDs go as binary uuid[]: pgx encodes strings into uuid[] only after failing the
@@ -275,14 +324,9 @@ func (p *commitShard) commit(batch []pendingEvent) {
 		sessions[i] = pgtype.UUID{Bytes: ids[i].session, Valid: true}
 		epochs[i], types[i], datas[i], ats[i] = e.epoch, string(e.typ), e.data, e.at
 	}
-	type alloc struct {
-		first   int64
-		refused bool
-	}
-	var allocs map[sessionKey]alloc
 	delay := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		allocs = map[sessionKey]alloc{}
+		allocs := map[sessionKey]allocation{}
 		// The batch may be committed only once: do not reuse a context that a stopping
 		// worker cancels half way.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -296,7 +340,7 @@ func (p *commitShard) commit(batch []pendingEvent) {
 				if err = rows.Scan(&t, &s, &first, &refused); err != nil {
 					break
 				}
-				a := alloc{refused: refused}
+				a := allocation{refused: refused}
 				if first != nil {
 					a.first = *first
 				}
@@ -309,17 +353,14 @@ func (p *commitShard) commit(batch []pendingEvent) {
 		}
 		cancel()
 		if err == nil {
-			break
+			if p.onCommitted != nil {
+				p.onCommitted(n, time.Since(start))
+			}
+			return allocs, nil
 		}
 		err = db.InterpretError(err)
 		if !errors.Is(err, db.ErrUnavailable) || attempt >= 600 {
-			p.logger.Error("persist events failed; dropping batch", slog.Int("events", n), slog.Any("error", err))
-			for _, e := range batch {
-				if e.committed != nil {
-					e.committed <- commitResult{err: fmt.Errorf("persist events: %w", err)}
-				}
-			}
-			return
+			return nil, err
 		}
 		if attempt == 0 {
 			p.logger.Warn("database unavailable; holding events", slog.Int("events", n), slog.Any("error", err))
@@ -327,11 +368,11 @@ func (p *commitShard) commit(batch []pendingEvent) {
 		time.Sleep(delay)
 		delay = min(delay*2, 2*time.Second)
 	}
-	if p.onCommitted != nil {
-		p.onCommitted(n, time.Since(start))
-	}
+}
 
-	// Assign seqs in batch order and publish, session by session, in one pipeline.
+// publish assigns the committed events their seqs in batch order, publishes them, session
+// by session, in one pipeline, and answers every event.
+func (p *commitShard) publish(batch []pendingEvent, ids []sessionKey, allocs map[sessionKey]allocation) {
 	type published struct {
 		seq     int64
 		channel string
@@ -345,7 +386,7 @@ func (p *commitShard) commit(batch []pendingEvent) {
 		size += len(e.data) + 96
 	}
 	buf := make([]byte, 0, size)
-	seqs := make([]int64, n)
+	seqs := make([]int64, len(batch))
 	for i, e := range batch {
 		k := ids[i]
 		a := allocs[k]

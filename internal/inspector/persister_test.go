@@ -3,6 +3,7 @@ package inspector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/dbtest"
 	"github.com/tapline/tapline/internal/redistest"
 )
@@ -125,5 +127,62 @@ func TestPersisterStoresANULAsAReplacementCharacter(t *testing.T) {
 	wantSeq(t, "the event with a NUL", nul, 1)
 	if got, want := s.stored(ids[1]), []string{`1 {"t": "a` + "\uFFFD" + `b", "escaped": "\\u0000"}`}; strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("stored %q, want %q", got, want)
+	}
+}
+
+// An event PostgreSQL refuses for its data is dropped alone: the events of other sessions
+// and other tenants in its batch, and those after it in its own session, are committed with
+// gapless seqs and published. The poisoned events hold bytes that are not UTF-8 and a
+// number beyond numeric's range, which StorableJSON leaves as they are, so they reach
+// PostgreSQL: this tests the split, not the sanitizer.
+func TestPersisterDropsOnlyTheEventPostgresRefuses(t *testing.T) {
+	t.Parallel()
+	s := newShardTest(t)
+	tenantA, a := s.tenant(1, 1)
+	tenantB, b := s.tenant(1)
+	ps := s.rdb.Subscribe(context.Background(), eventChannel(s.prefix, tenantB, b[0]))
+	defer ps.Close()
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a0 := s.queue(tenantA, a[0], 1, `{"n":1}`)
+	b0 := s.queue(tenantB, b[0], 1, `{"n":1}`)
+	a1 := s.queue(tenantA, a[1], 1, `{"n":1}`)
+	notUTF8 := s.queue(tenantA, a[1], 1, "{\"t\":\"a\xffb\"}")
+	a1Later := s.queue(tenantA, a[1], 1, `{"n":2}`)
+	b1 := s.queue(tenantB, b[0], 1, `{"n":2}`)
+	tooLarge := s.queue(tenantB, b[0], 1, `{"n":1e999999}`)
+	a0Later := s.queue(tenantA, a[0], 1, `{"n":2}`)
+	s.start()
+
+	for what, ch := range map[string]<-chan commitResult{"bytes that are not UTF-8": notUTF8, "a number out of range": tooLarge} {
+		if r := answer(t, ch); !errors.Is(r.err, db.ErrInvalidInput) {
+			t.Errorf("the event with %s: seq %d, error %v; want ErrInvalidInput", what, r.seq, r.err)
+		}
+	}
+	wantSeq(t, "tenant A, session 0", a0, 1)
+	wantSeq(t, "tenant A, session 0, later", a0Later, 2)
+	wantSeq(t, "tenant A, session 1, before the poisoned event", a1, 1)
+	wantSeq(t, "tenant A, session 1, after the poisoned event", a1Later, 2)
+	wantSeq(t, "tenant B", b0, 1)
+	wantSeq(t, "tenant B, later", b1, 2)
+	for id, want := range map[string][]string{
+		a[0]: {`1 {"n": 1}`, `2 {"n": 2}`}, a[1]: {`1 {"n": 1}`, `2 {"n": 2}`}, b[0]: {`1 {"n": 1}`, `2 {"n": 2}`},
+	} {
+		if got := s.stored(id); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("session %s stored %q, want %q", id, got, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for seq := int64(1); seq <= 2; seq++ {
+		msg, err := ps.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatalf("waiting for seq %d to be published: %v", seq, err)
+		}
+		var e Event
+		if err := json.Unmarshal([]byte(msg.Payload), &e); err != nil || e.Seq != seq {
+			t.Fatalf("published %s (%v), want seq %d", msg.Payload, err, seq)
+		}
 	}
 }
