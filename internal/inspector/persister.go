@@ -274,7 +274,9 @@ func (p *commitShard) commitPart(batch []pendingEvent, ids []sessionKey) {
 	allocs, err := p.write(batch, ids)
 	switch {
 	case err == nil:
-		p.publish(batch, ids, allocs)
+		if again, againIDs := p.publish(batch, ids, allocs); len(again) > 0 {
+			p.commitPart(again, againIDs)
+		}
 	case errors.Is(err, db.ErrInvalidInput) && len(batch) > 1:
 		half := len(batch) / 2
 		p.commitPart(batch[:half], ids[:half])
@@ -372,14 +374,25 @@ func (p *commitShard) write(batch []pendingEvent, ids []sessionKey) (map[session
 
 // publish assigns the committed events their seqs in batch order, publishes them, session
 // by session, in one pipeline, and answers every event.
-func (p *commitShard) publish(batch []pendingEvent, ids []sessionKey, allocs map[sessionKey]allocation) {
+//
+// PostgreSQL refuses a session's events together when they carry different epochs
+// (migrations/0019): those of a stale owner shared the batch with a newer owner's, as when a
+// worker lost a session and won it back before its queue drained. The events of the newest
+// epoch may be the current owner's, and nothing of the session was written: publish leaves
+// them unanswered and returns them, to be committed again on their own.
+func (p *commitShard) publish(batch []pendingEvent, ids []sessionKey, allocs map[sessionKey]allocation) (again []pendingEvent, againIDs []sessionKey) {
+	newest := newestOfMixedEpochs(batch, ids, allocs)
 	type published struct {
 		seq     int64
 		channel string
 	}
+	type refusal struct {
+		session sessionKey
+		epoch   int64
+	}
 	next := make(map[sessionKey]published, 16)
 	pipe := p.rdb.Pipeline()
-	refusedSeen := map[sessionKey]bool{}
+	var refusedSeen map[refusal]bool
 	// Every message is cut from one buffer: the pipeline keeps them until Exec.
 	size := 0
 	for _, e := range batch {
@@ -391,9 +404,17 @@ func (p *commitShard) publish(batch []pendingEvent, ids []sessionKey, allocs map
 		k := ids[i]
 		a := allocs[k]
 		if a.refused {
+			if epoch, mixed := newest[k]; mixed && e.epoch == epoch {
+				seqs[i] = 0 // answered when committed again
+				again, againIDs = append(again, e), append(againIDs, k)
+				continue
+			}
 			seqs[i] = -1
-			if !refusedSeen[k] {
-				refusedSeen[k] = true
+			if r := (refusal{k, e.epoch}); !refusedSeen[r] {
+				if refusedSeen == nil {
+					refusedSeen = map[refusal]bool{}
+				}
+				refusedSeen[r] = true
 				if p.onRefused != nil {
 					p.onRefused(e.tenantID, e.sessionID, e.epoch)
 				}
@@ -421,18 +442,50 @@ func (p *commitShard) publish(batch []pendingEvent, ids []sessionKey, allocs map
 		}
 	}
 	for i, e := range batch {
-		if e.committed == nil {
-			continue
-		}
-		if seqs[i] < 0 {
+		switch {
+		case e.committed == nil || seqs[i] == 0:
+		case seqs[i] < 0:
 			e.committed <- commitResult{err: db.ErrStaleEpoch}
-		} else {
+		default:
 			e.committed <- commitResult{seq: seqs[i]}
 		}
 	}
 	if p.onPublished != nil {
 		p.onPublished(publishing)
 	}
+	return again, againIDs
+}
+
+// newestOfMixedEpochs returns, for each refused session whose events in batch carry more
+// than one epoch, the newest of those epochs. It allocates nothing when no session was
+// refused, as nearly always.
+func newestOfMixedEpochs(batch []pendingEvent, ids []sessionKey, allocs map[sessionKey]allocation) map[sessionKey]int64 {
+	refused := false
+	for _, a := range allocs {
+		refused = refused || a.refused
+	}
+	if !refused {
+		return nil
+	}
+	newest, mixed := map[sessionKey]int64{}, map[sessionKey]bool{}
+	for i, e := range batch {
+		k := ids[i]
+		if !allocs[k].refused {
+			continue
+		}
+		if cur, seen := newest[k]; !seen || e.epoch > cur {
+			mixed[k] = seen
+			newest[k] = e.epoch
+		} else if e.epoch != cur {
+			mixed[k] = true
+		}
+	}
+	for k := range newest {
+		if !mixed[k] {
+			delete(newest, k)
+		}
+	}
+	return newest
 }
 
 // sessionKey is a session's tenant and id as UUID bytes.

@@ -186,3 +186,35 @@ func TestPersisterDropsOnlyTheEventPostgresRefuses(t *testing.T) {
 		}
 	}
 }
+
+// A stale owner's event batched with the current owner's makes PostgreSQL refuse the
+// session's events (migrations/0019); the current owner's go again on their own.
+func TestPersisterCommitsTheNewestEpochOfARefusedSession(t *testing.T) {
+	t.Parallel()
+	s := newShardTest(t)
+	tenantID, ids := s.tenant(7, 1)
+	stale := s.queue(tenantID, ids[0], 6, `{"stale":true}`)
+	current := s.queue(tenantID, ids[0], 7, `{"stale":false}`)
+	other := s.queue(tenantID, ids[1], 1, `{"n":1}`)
+	staleLater := s.queue(tenantID, ids[0], 6, `{"stale":true}`)
+	currentLater := s.queue(tenantID, ids[0], 7, `{"stale":false,"n":2}`)
+	s.start()
+
+	for what, ch := range map[string]<-chan commitResult{"the stale event": stale, "the later stale event": staleLater} {
+		if r := answer(t, ch); !errors.Is(r.err, db.ErrStaleEpoch) {
+			t.Errorf("%s: seq %d, error %v; want ErrStaleEpoch", what, r.seq, r.err)
+		}
+	}
+	wantSeq(t, "the current owner's event", current, 1)
+	wantSeq(t, "the current owner's later event", currentLater, 2)
+	wantSeq(t, "the other session's event", other, 1)
+	want := []string{`1 {"stale": false}`, `2 {"n": 2, "stale": false}`}
+	if got := s.stored(ids[0]); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("stored %q, want %q", got, want)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.refused) != 1 || s.refused[0] != ids[0]+"/6" {
+		t.Errorf("onRefused heard %v, want only %s/6", s.refused, ids[0])
+	}
+}
