@@ -971,11 +971,24 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 	}
 	var done *Call
 	span := trace.SpanFromContext(ctx)
-	if r.ownerWriteRetry(func(wctx context.Context) (err error) {
-		// The write outlives a cancelled call, and belongs to its trace.
-		done, err = r.rt.store.updateCallAsOwner(trace.ContextWithSpan(wctx, span), r.tenant, r.id, callID, r.epoch, upd)
-		return err
-	}) != nil {
+	record := func(upd callUpdate) error {
+		return r.ownerWriteRetry(func(wctx context.Context) (err error) {
+			// The write outlives a cancelled call, and belongs to its trace.
+			done, err = r.rt.store.updateCallAsOwner(trace.ContextWithSpan(wctx, span), r.tenant, r.id, callID, r.epoch, upd)
+			return err
+		})
+	}
+	err := record(upd)
+	if errors.Is(err, db.ErrInvalidInput) {
+		// PostgreSQL refuses what the target answered even once made storable: the call
+		// ends failed, saying why, instead of running for ever.
+		r.logger.Warn("the call's outcome cannot be stored; recording it failed", slog.String("call_id", callID), slog.Any("error", err))
+		upd = callUpdate{Status: CallFailed}
+		upd.Error, _ = json.Marshal(map[string]string{"message": "the result could not be stored: " + err.Error()})
+		event = map[string]any{"call_id": callID, "ok": false, "status": upd.Status, "error": json.RawMessage(upd.Error)}
+		err = record(upd)
+	}
+	if err != nil {
 		return
 	}
 	if notify != "" && done != nil {
