@@ -43,8 +43,8 @@ type sessionRunner struct {
 	parkedCancel  context.CancelFunc // expires the requests the target parked on cs
 	connected     chan struct{}      // closed once the first connection attempt ended
 	calls         map[string]context.CancelFunc
-	callsWG       sync.WaitGroup
-	parkedWG      sync.WaitGroup           // handlers of requests the target parked
+	callsRunning  inflight                 // calls being run
+	parkedWaiting inflight                 // handlers of requests the target parked
 	waiters       map[string]chan struct{} // pending request id → doorbell
 	roots         []Root
 	resumable     []resumableCall
@@ -217,6 +217,43 @@ func (r *sessionRunner) setConnection(cs *mcp.ClientSession) {
 	r.mu.Lock()
 	r.cs = cs
 	r.mu.Unlock()
+}
+
+// inflight counts what is running and tells when nothing is. Unlike a sync.WaitGroup it may
+// be waited on while more enters: a connection closing waits for its calls and parked
+// requests while the target can still send another.
+type inflight struct {
+	mu    sync.Mutex
+	n     int
+	empty chan struct{} // closed while n is 0; nil stands for closed
+}
+
+func (f *inflight) enter() {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.empty = make(chan struct{})
+	}
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) leave() {
+	f.mu.Lock()
+	f.n--
+	if f.n == 0 {
+		close(f.empty)
+	}
+	f.mu.Unlock()
+}
+
+// idle returns a channel closed once nothing that has entered is running.
+func (f *inflight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		return closedChan
+	}
+	return f.empty
 }
 
 // movedFrom says the session was held before by another owner.
@@ -470,7 +507,7 @@ func (r *sessionRunner) disconnect() {
 	// answer the target before closing: Close waits for the connection to be idle, and a
 	// target may wait for its answers before it lets the connection go.
 	calls := make(chan struct{})
-	go func() { r.callsWG.Wait(); r.parkedWG.Wait(); close(calls) }()
+	go func() { <-r.callsRunning.idle(); <-r.parkedWaiting.idle(); close(calls) }()
 	select {
 	case <-calls:
 	case <-time.After(2 * time.Second):
@@ -503,7 +540,7 @@ func (r *sessionRunner) closeByRequest(ctx context.Context) {
 		parkedCancel()
 	}
 	unwound := make(chan struct{})
-	go func() { r.callsWG.Wait(); r.parkedWG.Wait(); close(unwound) }()
+	go func() { <-r.callsRunning.idle(); <-r.parkedWaiting.idle(); close(unwound) }()
 	select {
 	case <-unwound:
 	case <-ctx.Done():
@@ -647,8 +684,8 @@ func (r *sessionRunner) progress(p *mcp.ProgressNotificationParams) {
 // park stores a server→client request as pending, waits for a person's answer (or the
 // timeout, or the end of conn, the connection it came on) and decodes the answer into out.
 func (r *sessionRunner) park(ctx, conn context.Context, kind PendingKind, params any, out any) error {
-	r.parkedWG.Add(1)
-	defer r.parkedWG.Done()
+	r.parkedWaiting.enter()
+	defer r.parkedWaiting.leave()
 	raw, err := json.Marshal(params)
 	if err != nil {
 		return err
@@ -823,11 +860,11 @@ func (r *sessionRunner) startCall(parent trace.SpanContext, callID, notify strin
 		ctx = trace.ContextWithSpanContext(ctx, parent)
 	}
 	r.calls[callID] = cancel
-	r.callsWG.Add(1)
+	r.callsRunning.enter()
 	r.mu.Unlock()
 	r.touch()
 	go func() {
-		defer r.callsWG.Done()
+		defer r.callsRunning.leave()
 		defer func() {
 			r.mu.Lock()
 			delete(r.calls, callID)
@@ -1197,10 +1234,10 @@ func (r *sessionRunner) resumeInputCall(call Call, round []Pending) {
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	r.calls[call.ID] = cancel
-	r.callsWG.Add(1)
+	r.callsRunning.enter()
 	r.mu.Unlock()
 	go func() {
-		defer r.callsWG.Done()
+		defer r.callsRunning.leave()
 		defer func() {
 			r.mu.Lock()
 			delete(r.calls, call.ID)
