@@ -101,7 +101,16 @@ type frameHTTP struct {
 
 // emit records one frame. A body that is not JSON is kept as a string preview. body and h
 // are not changed afterwards: every caller hands over a body it no longer writes to.
+//
+// The frame is encoded when the persister takes it up, off the request's path; a body too
+// large to keep whole is cut to its preview at once, so that events waiting for a slow
+// database do not hold up to maxBodySize each.
 func (t *tapTransport) emit(dir string, body []byte, h *frameHTTP) {
+	if len(body) > maxFrameSize {
+		data := frameData(dir, body, h)
+		t.sink(func() json.RawMessage { return data })
+		return
+	}
 	t.sink(func() json.RawMessage { return frameData(dir, body, h) })
 }
 
@@ -117,7 +126,9 @@ func frameData(dir string, body []byte, h *frameHTTP) json.RawMessage {
 		f["truncated"] = true
 		f["size"] = len(body)
 		f["preview"] = preview(body)
-	case json.Valid(body):
+	case json.Valid(body) && utf8.Valid(body):
+		// JSON text is UTF-8 (RFC 8259); encoding/json lets invalid bytes in strings pass,
+		// PostgreSQL does not.
 		f["message"] = json.RawMessage(body)
 	default:
 		f["invalid_json"] = true
@@ -131,15 +142,23 @@ func frameData(dir string, body []byte, h *frameHTTP) json.RawMessage {
 	return out
 }
 
-// preview is the first previewSize bytes as valid UTF-8.
+// preview is the first previewSize bytes as valid UTF-8: a character the cut splits is left
+// out, and invalid bytes become U+FFFD.
 func preview(b []byte) string {
 	if len(b) > previewSize {
 		b = b[:previewSize]
+		// Back up to the start of the last character (at most utf8.UTFMax-1 bytes) and
+		// drop it unless it is whole.
+		for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+			if utf8.RuneStart(b[i]) {
+				if !utf8.FullRune(b[i:]) {
+					b = b[:i]
+				}
+				break
+			}
+		}
 	}
-	for len(b) > 0 && !utf8.Valid(b) {
-		b = b[:len(b)-1]
-	}
-	return string(b)
+	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
 
 // tappedBody records a response as the SDK reads it: a JSON body whole at EOF, an SSE body
