@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/tapline/tapline/internal/db"
 )
@@ -29,6 +30,12 @@ const (
 	defaultMaxBatch   = 500
 	defaultFlushEvery = 2 * time.Millisecond
 	defaultQueueSize  = 16384
+	// defaultQueueBytes bounds what a shard's queued events hold, in bytes, as the queue's
+	// length bounds their number: a target sending large frames (or tools large results)
+	// faster than PostgreSQL takes them is held back at this, not at the worker's memory.
+	defaultQueueBytes = 32 << 20
+	// eventOverhead is about what an event holds besides its data.
+	eventOverhead = 256
 )
 
 // pendingEvent is an event waiting for its commit.
@@ -39,7 +46,10 @@ type pendingEvent struct {
 	data                json.RawMessage
 	// build, when set, encodes data; the shard calls it before the commit.
 	build func() json.RawMessage
-	at    time.Time
+	// size is about the bytes the event holds until its commit, when build is set;
+	// otherwise data's length counts. weight is what the event took of the queue's bytes.
+	size, weight int64
+	at           time.Time
 	// committed, when set, receives the assigned seq (or an error) once committed and
 	// published.
 	committed chan<- commitResult
@@ -68,18 +78,22 @@ type commitShard struct {
 	// onPublished is told how many events of a batch were handed to Redis (benchmarks).
 	onPublished func(n int)
 
-	queue   chan pendingEvent
-	stop    chan struct{}
-	stopped chan struct{}
-	once    sync.Once
+	queue chan pendingEvent
+	// queued holds the bytes of the queued events, up to queueBytes.
+	queued     *semaphore.Weighted
+	queueBytes int64
+	stop       chan struct{}
+	stopped    chan struct{}
+	once       sync.Once
 }
 
 func newCommitShard(pool *pgxpool.Pool, rdb redis.UniversalClient, prefix string, logger *slog.Logger) *commitShard {
 	return &commitShard{
 		pool: pool, rdb: rdb, prefix: prefix, logger: logger,
 		maxBatch: defaultMaxBatch, flushEvery: defaultFlushEvery,
-		queue: make(chan pendingEvent, defaultQueueSize),
-		stop:  make(chan struct{}), stopped: make(chan struct{}),
+		queue:  make(chan pendingEvent, defaultQueueSize),
+		queued: semaphore.NewWeighted(defaultQueueBytes), queueBytes: defaultQueueBytes,
+		stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
 
@@ -141,11 +155,21 @@ func (p *persister) close() {
 // errPersisterStopped is returned for events appended after Stop.
 var errPersisterStopped = errors.New("persister stopped")
 
-// append queues an event, blocking while the queue is full (backpressure on a flood); ctx
-// ends only that wait. An event with room in the queue is always taken, even once ctx is
-// done: what an owner records as it stops (a request it expired) must not be dropped at
-// random by select.
+// append queues an event, blocking while the queue is full, by count or by bytes
+// (backpressure on a flood); ctx ends only that wait. An event with room in the queue is
+// always taken, even once ctx is done: what an owner records as it stops (a request it
+// expired) must not be dropped at random by select.
 func (p *commitShard) append(ctx context.Context, e pendingEvent) error {
+	size := e.size
+	if e.build == nil {
+		size = int64(len(e.data))
+	}
+	e.weight = min(size+eventOverhead, p.queueBytes)
+	if !p.queued.TryAcquire(e.weight) {
+		if err := p.awaitBytes(ctx, e.weight); err != nil {
+			return err
+		}
+	}
 	select {
 	case p.queue <- e:
 		return nil
@@ -155,10 +179,35 @@ func (p *commitShard) append(ctx context.Context, e pendingEvent) error {
 	case p.queue <- e:
 		return nil
 	case <-p.stop:
+		p.queued.Release(e.weight)
 		return errPersisterStopped
 	case <-ctx.Done():
+		p.queued.Release(e.weight)
 		return ctx.Err()
 	}
+}
+
+// awaitBytes waits until the queue has n bytes free and takes them, or ctx ends, or the
+// shard stops.
+func (p *commitShard) awaitBytes(ctx context.Context, n int64) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := p.queued.Acquire(ctx, n); err != nil {
+		select {
+		case <-p.stop:
+			return errPersisterStopped
+		default:
+			return err
+		}
+	}
+	return nil
 }
 
 // appendSync queues an event and waits until it is committed and published.
@@ -249,6 +298,12 @@ func (p *commitShard) drain(batch []pendingEvent) {
 // commit writes a batch, retrying while PostgreSQL is unavailable (the queue fills up
 // meanwhile and pushes back on the sessions), then publishes what was committed.
 func (p *commitShard) commit(batch []pendingEvent) {
+	// The events' bytes are free once the batch is written, published or given up.
+	var held int64
+	for _, e := range batch {
+		held += e.weight
+	}
+	defer p.queued.Release(held)
 	for i := range batch {
 		if batch[i].build != nil {
 			batch[i].data, batch[i].build = batch[i].build(), nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/dbtest"
@@ -216,5 +217,49 @@ func TestPersisterCommitsTheNewestEpochOfARefusedSession(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.refused) != 1 || s.refused[0] != ids[0]+"/6" {
 		t.Errorf("onRefused heard %v, want only %s/6", s.refused, ids[0])
+	}
+}
+
+// The queue holds back on bytes as it does on count: past its bytes, an append waits until
+// a commit frees them, and a lazily built event counts what its builder holds. A caller
+// whose wait ends takes nothing from the queue.
+func TestPersisterQueueIsBoundedByBytes(t *testing.T) {
+	s := newShardTest(t)
+	s.shard.queueBytes = 1 << 20
+	s.shard.queued = semaphore.NewWeighted(s.shard.queueBytes)
+	tenantID, sessions := s.tenant(1)
+	big := `{"text":"` + strings.Repeat("x", 300<<10) + `"}`
+	var answers []<-chan commitResult
+	for range 3 {
+		answers = append(answers, s.queue(tenantID, sessions[0], 1, big))
+	}
+	lazy := pendingEvent{tenantID: tenantID, sessionID: sessions[0], epoch: 1, typ: EventFrame, at: time.Now(),
+		size: 300 << 10, build: func() json.RawMessage { return json.RawMessage(big) }}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := s.shard.append(ctx, lazy); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a fourth 300 KiB event in a 1 MiB queue: %v, want to wait", err)
+	}
+	if n := len(s.shard.queue); n != 3 {
+		t.Fatalf("%d events queued, want the 3 that fit", n)
+	}
+	// Once the shard commits, the bytes are free again.
+	s.start()
+	for i, ch := range answers {
+		wantSeq(t, "big event", ch, int64(i+1))
+	}
+	committed := make(chan commitResult, 1)
+	lazy.committed = committed
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.shard.append(ctx, lazy); err != nil {
+		t.Fatal(err)
+	}
+	wantSeq(t, "lazy event", committed, 4)
+	// The bytes are released as the commit returns, just after the answers.
+	for deadline := time.Now().Add(5 * time.Second); !s.shard.queued.TryAcquire(s.shard.queueBytes); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("bytes still held once every event was committed")
+		}
 	}
 }

@@ -82,12 +82,13 @@ func (r *sessionRunner) emitRaw(typ EventType, raw json.RawMessage) {
 }
 
 // emitLazy records an event whose data build encodes once the persister takes it up, so
-// the encoding is not on the path of the request that produced it.
-func (r *sessionRunner) emitLazy(typ EventType, build func() json.RawMessage) {
+// the encoding is not on the path of the request that produced it. size is about the bytes
+// build holds on to until then.
+func (r *sessionRunner) emitLazy(typ EventType, size int, build func() json.RawMessage) {
 	if r.isStale() {
 		return
 	}
-	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, build: build, at: eventTime()})
+	_ = r.rt.persister.append(r.ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch, typ: typ, build: build, size: int64(size), at: eventTime()})
 }
 
 // eventTime is an event's time, to the microsecond PostgreSQL keeps: a live event and its
@@ -395,7 +396,7 @@ func (r *sessionRunner) connect() error {
 	}
 	httpClient := &http.Client{Transport: &tapTransport{
 		next: r.rt.transport, headers: secrets.Headers, bearer: secrets.BearerToken, secret: secretNames,
-		sink: func(build func() json.RawMessage) { r.emitLazy(EventFrame, build) },
+		sink: func(size int, build func() json.RawMessage) { r.emitLazy(EventFrame, size, build) },
 	}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 
 	// The connection lives in a context of its own, which disconnect ends: go-sdk keeps the

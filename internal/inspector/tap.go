@@ -30,8 +30,13 @@ const (
 var errBodyTooLarge = errors.New("response from the target exceeds the size limit")
 
 // frameSink receives every tapped frame, in order, as a function that encodes its event
-// data: the encoding runs later, off the request's path (the persister calls it).
-type frameSink func(build func() json.RawMessage)
+// data: the encoding runs later, off the request's path (the persister calls it). size is
+// about what the frame holds until then, in bytes.
+type frameSink func(size int, build func() json.RawMessage)
+
+// frameOverhead is about what a frame's event holds besides its body: HTTP status and
+// headers, and the event itself.
+const frameOverhead = 512
 
 // tapTransport sits under go-sdk's client: it adds the session's headers, and records every
 // request body, response status and headers, JSON response body and SSE event as a `frame`
@@ -108,10 +113,10 @@ type frameHTTP struct {
 func (t *tapTransport) emit(dir string, body []byte, h *frameHTTP) {
 	if len(body) > maxFrameSize {
 		data := frameData(dir, body, h)
-		t.sink(func() json.RawMessage { return data })
+		t.sink(len(data), func() json.RawMessage { return data })
 		return
 	}
-	t.sink(func() json.RawMessage { return frameData(dir, body, h) })
+	t.sink(len(body)+frameOverhead, func() json.RawMessage { return frameData(dir, body, h) })
 }
 
 func frameData(dir string, body []byte, h *frameHTTP) json.RawMessage {
