@@ -22,6 +22,10 @@ type Claim struct {
 	mu   sync.Mutex
 	err  error         // nil while held
 	done chan struct{} // made on first Done call: most claims never need it
+	// renewed is when the claim was last granted or renewed (monotonic), guarded by the
+	// tracker's rebuildMu: a claim whose key is gone may be written back only while it is
+	// recent, as a lease is.
+	renewed time.Time
 }
 
 // Tenant returns the claim's tenant.
@@ -85,7 +89,7 @@ func (t *Tracker) ClaimInFlight(ctx context.Context, tenant, session, requestID 
 	}
 	var tok [16]byte
 	c = &Claim{tenant: tenant, session: session, requestID: requestID, key: key,
-		value: t.claimPrefix + string(strconv.AppendUint(tok[:0], t.counter.Add(1), 36))}
+		value: t.claimPrefix + string(strconv.AppendUint(tok[:0], t.counter.Add(1), 36)), renewed: time.Now()}
 	for attempt := 0; ; attempt++ {
 		// SET NX (not SET NX GET): go-redis handles the nil reply as an error,
 		// which would tax every winning claim with its error path.
@@ -149,10 +153,14 @@ func (t *Tracker) inflightKey(tenant, session, requestID string) (string, error)
 func (t *Tracker) RenewInFlight(ctx context.Context, c *Claim) (err error) {
 	ctx, span := startSpan(ctx, "tracker.RenewInFlight")
 	defer func() { endSpan(span, err) }()
+	// As renewClaims: a claim whose key Redis lost is written back while it is recent.
+	t.rebuildMu.Lock()
+	defer t.rebuildMu.Unlock()
 	if err := c.Err(); err != nil {
 		return err
 	}
-	n, err := cmpExpire.Run(ctx, t.rdb, []string{c.key}, c.value, t.cfg.ClaimTTL.Milliseconds()).Int()
+	start := time.Now()
+	n, err := renewClaim.Run(ctx, t.rdb, []string{c.key}, c.value, t.cfg.ClaimTTL.Milliseconds(), recent(c.renewed, t.cfg.ClaimTTL)).Int()
 	if err != nil {
 		return mapErr("renew in-flight", err)
 	}
@@ -160,6 +168,7 @@ func (t *Tracker) RenewInFlight(ctx context.Context, c *Claim) (err error) {
 		t.dropClaim(c, ErrLeaseLost)
 		return ErrLeaseLost
 	}
+	c.renewed = start
 	return nil
 }
 
@@ -248,8 +257,14 @@ func (t *Tracker) AwaitResult(ctx context.Context, tenant, session, requestID st
 	}
 }
 
-// renewClaims extends every held claim in pipelines and drops the lost ones.
+// renewClaims extends every held claim in pipelines and drops the lost ones. A claim whose
+// key is gone (Redis lost its data, and this tick came before the heartbeat's rebuild) is
+// written back if it was renewed recently, as reassertClaims would: dropping it would let
+// another node claim a request this one still runs. Completes and releases wait, so a
+// finished claim is never revived.
 func (t *Tracker) renewClaims(ctx context.Context) error {
+	t.rebuildMu.Lock()
+	defer t.rebuildMu.Unlock()
 	t.mu.Lock()
 	claims := make([]*Claim, 0, len(t.claims))
 	for c := range t.claims {
@@ -261,9 +276,10 @@ func (t *Tracker) renewClaims(ctx context.Context) error {
 	for i := 0; i < len(claims); i += batch {
 		part := claims[i:min(i+batch, len(claims))]
 		cmds := make([]*redis.Cmd, len(part))
+		start := time.Now()
 		_, err := t.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for j, c := range part {
-				cmds[j] = cmpExpire.Eval(ctx, p, []string{c.key}, c.value, ttl)
+				cmds[j] = renewClaim.Eval(ctx, p, []string{c.key}, c.value, ttl, recent(c.renewed, t.cfg.ClaimTTL))
 			}
 			return nil
 		})
@@ -271,7 +287,9 @@ func (t *Tracker) renewClaims(ctx context.Context) error {
 			return mapErr("renew claims", err)
 		}
 		for j, cmd := range cmds {
-			if n, _ := cmd.Int(); n == 0 {
+			if n, _ := cmd.Int(); n == 1 {
+				part[j].renewed = start
+			} else {
 				t.log.Warn("tracker: in-flight claim lost", "tenant", part[j].tenant, "session", part[j].session,
 					"request", part[j].requestID)
 				t.dropClaim(part[j], ErrLeaseLost)

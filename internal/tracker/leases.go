@@ -49,6 +49,23 @@ func (l *Lease) Err() error {
 	return l.err
 }
 
+// recent is "1" when the lease was renewed recently enough to be re-asserted if Redis
+// lost it (see renewLease), else "0".
+func (l *Lease) recent() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return recent(l.renewed, l.ttl)
+}
+
+// recent is "1" when renewed is within nine tenths of ttl ago, the margin Valid keeps for
+// the clocks of Redis and this process.
+func recent(renewed time.Time, ttl time.Duration) string {
+	if time.Since(renewed) < ttl*9/10 {
+		return "1"
+	}
+	return "0"
+}
+
 // Valid reports whether the lease is held and was renewed recently enough
 // that it cannot have expired in Redis yet, measured on the monotonic clock
 // (no cross-machine clock comparison). Check it before acting for the lease.
@@ -148,7 +165,7 @@ func (t *Tracker) RenewLease(ctx context.Context, l *Lease) (err error) {
 	}
 	start := time.Now()
 	n, err := renewLease.Run(ctx, t.rdb, []string{l.key, l.epochKey}, l.token, t.nodeID,
-		strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds(), t.cfg.EpochTTL.Milliseconds()).Int()
+		strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds(), t.cfg.EpochTTL.Milliseconds(), l.recent()).Int()
 	if err != nil {
 		return mapErr("renew lease", err)
 	}
@@ -288,7 +305,7 @@ func (t *Tracker) renewLeases(ctx context.Context) error {
 		_, err := t.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for j, l := range part {
 				cmds[j] = renewLease.Eval(ctx, p, []string{l.key, l.epochKey}, l.token, t.nodeID,
-					strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds(), t.cfg.EpochTTL.Milliseconds())
+					strconv.FormatUint(l.epoch, 10), l.ttl.Milliseconds(), t.cfg.EpochTTL.Milliseconds(), l.recent())
 			}
 			return nil
 		})

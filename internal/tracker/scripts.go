@@ -55,6 +55,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
+// renewClaim extends an in-flight claim if the key still holds its value, or writes it
+// back when the key is gone (Redis lost its data) and the holder says it is recent.
+// KEYS[1] key; ARGV[1] value, ARGV[2] ttl ms, ARGV[3] "1" when the claim may be written
+// back. Returns 1 held, 0 lost.
+var renewClaim = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if v or ARGV[3] ~= '1' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
 // cmpDelete deletes a string key if it still holds the value.
 // KEYS[1] key; ARGV[1] value.
 var cmpDelete = redis.NewScript(`
@@ -89,11 +102,15 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {1, e}`)
 
 // renewLease extends a lease if the token still holds it. If the lease key is
-// gone (expired unrenewed, or Redis lost data) and no newer epoch was granted,
-// it is re-asserted at the same epoch: safe, because fencing compares epochs
-// and nobody holds a newer one. Any newer grant makes the holder stale.
+// gone (Redis lost data) and no newer epoch was granted, it is re-asserted at
+// the same epoch: safe, because fencing compares epochs and nobody holds a
+// newer one. Any newer grant makes the holder stale. Only a holder that renewed
+// recently may re-assert (ARGV[6] "1"): one whose lease lapsed unrenewed (it
+// was paused) may have been superseded, and Redis may since have lost the
+// newer epoch too, so it must not bring its own back.
 // KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] node, ARGV[3] epoch,
-// ARGV[4] ttl ms, ARGV[5] epoch counter ttl ms. Returns 1 held, 0 lost.
+// ARGV[4] ttl ms, ARGV[5] epoch counter ttl ms, ARGV[6] "1" when it may be
+// re-asserted. Returns 1 held, 0 lost.
 var renewLease = redis.NewScript(`
 local tok = redis.call('HGET', KEYS[1], 'tok')
 if tok then
@@ -104,6 +121,7 @@ if tok then
   end
   return 0
 end
+if ARGV[6] ~= '1' then return 0 end
 local cur = redis.call('GET', KEYS[2])
 if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
 if not cur or tonumber(cur) < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
