@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -394,8 +395,12 @@ func (r *sessionRunner) connect() error {
 	for k := range secrets.Headers {
 		secretNames = append(secretNames, k)
 	}
+	target, err := url.Parse(sess.Target.URL)
+	if err != nil {
+		return fmt.Errorf("target url: %w", err)
+	}
 	httpClient := &http.Client{Transport: &tapTransport{
-		next: r.rt.transport, headers: secrets.Headers, bearer: secrets.BearerToken, secret: secretNames,
+		next: r.rt.transport, headers: secrets.Headers, bearer: secrets.BearerToken, origin: originOf(target), secret: secretNames,
 		sink: func(size int, build func() json.RawMessage) { r.emitLazy(EventFrame, size, build) },
 	}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 

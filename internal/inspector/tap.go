@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -43,19 +45,24 @@ const frameOverhead = 512
 // event, as the SDK reads them, without a goroutine of its own.
 type tapTransport struct {
 	next    http.RoundTripper
-	headers map[string]string // added to every request; values are secret
+	headers map[string]string // added to every request to origin; values are secret
 	bearer  string
-	secret  []string // header names to redact in frames
-	sink    frameSink
+	// origin is the target's scheme, host and port (see originOf): the secrets go to it
+	// alone, not to where a redirect or a legacy SSE endpoint event points elsewhere.
+	origin string
+	secret []string // header names to redact in frames
+	sink   frameSink
 }
 
 func (t *tapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
-	for k, v := range t.headers {
-		req.Header.Set(k, v)
-	}
-	if t.bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+t.bearer)
+	if originOf(req.URL) == t.origin {
+		for k, v := range t.headers {
+			req.Header.Set(k, v)
+		}
+		if t.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+t.bearer)
+		}
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		body, err := io.ReadAll(io.LimitReader(req.Body, maxBodySize+1))
@@ -87,12 +94,49 @@ func (t *tapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// redact returns h for a frame: the values of sensitive headers and of the session's
+// secret headers are redacted, and so is any value holding one of the secrets, whatever the
+// header's name (a target may echo them back).
 func (t *tapTransport) redact(h http.Header) map[string]string {
 	out := make(map[string]string, len(h))
 	for k, v := range h {
 		out[k] = strings.Join(v, ", ")
 	}
-	return secretbox.Redact(out, t.secret...)
+	out = secretbox.Redact(out, t.secret...)
+	for k, v := range out {
+		if t.holdsSecret(v) {
+			out[k] = secretbox.Redacted
+		}
+	}
+	return out
+}
+
+// holdsSecret reports whether v contains a secret of the session.
+func (t *tapTransport) holdsSecret(v string) bool {
+	if t.bearer != "" && strings.Contains(v, t.bearer) {
+		return true
+	}
+	for _, s := range t.headers {
+		if s != "" && strings.Contains(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// originOf is u's scheme, host and port, the port made explicit, as a browser compares
+// origins.
+func originOf(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // frameHTTP is the HTTP context of a frame.

@@ -3,9 +3,15 @@ package inspector
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/tapline/tapline/internal/netguard"
 )
 
 // Frames are recorded as valid UTF-8 JSON whatever the target sends, keeping as much of it as
@@ -50,5 +56,83 @@ func TestFrameDataIsValidUTF8JSON(t *testing.T) {
 				t.Fatalf("the character the cut split became U+FFFD instead of being left out")
 			}
 		})
+	}
+}
+
+// The session's secrets go to its target's origin alone: not to another host a redirect
+// names (net/http drops Authorization there, and the tap must not put it back), nor to one a
+// legacy SSE endpoint event names. A secret the target echoes back under another header's
+// name is redacted in the frame all the same.
+func TestTapSendsSecretsToTheTargetOriginOnly(t *testing.T) {
+	guard, err := netguard.New(&netguard.Config{AllowLoopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan http.Header, 2)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	}))
+	defer other.Close()
+	// The other host is "localhost" where the target is 127.0.0.1: another origin.
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		w.Header().Set("X-Echo", "you sent "+r.Header.Get("X-Tenant-Ref")+" and "+r.Header.Get("Authorization"))
+		http.Redirect(w, r, otherURL+"/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	defer target.Close()
+	u, _ := url.Parse(target.URL)
+	var frames []json.RawMessage
+	client := &http.Client{Transport: &tapTransport{
+		next: guard.Transport(), headers: map[string]string{"X-Tenant-Ref": "s3cr3t-header"}, bearer: "s3cr3t-bearer",
+		origin: originOf(u), secret: []string{"X-Tenant-Ref"},
+		sink: func(_ int, build func() json.RawMessage) { frames = append(frames, build()) },
+	}, CheckRedirect: guard.CheckRedirect}
+	res, err := client.Post(target.URL+"/mcp", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if h := <-seen; h.Get("Authorization") != "Bearer s3cr3t-bearer" || h.Get("X-Tenant-Ref") != "s3cr3t-header" {
+		t.Fatalf("the target itself did not get its secrets: %v", h)
+	}
+	if h := <-seen; h.Get("Authorization") != "" || h.Get("X-Tenant-Ref") != "" {
+		t.Fatalf("another origin got the secrets after a redirect: %v", h)
+	}
+	for _, f := range frames {
+		if bytes.Contains(f, []byte("s3cr3t")) {
+			t.Fatalf("a frame holds a secret: %s", f)
+		}
+	}
+	if len(frames) < 2 {
+		t.Fatalf("%d frames recorded, want the request and the redirect at least", len(frames))
+	}
+}
+
+func TestOriginOfMakesThePortExplicit(t *testing.T) {
+	for _, tc := range []struct{ a, b string }{
+		{"https://MCP.example.com/mcp", "https://mcp.example.com:443/other"},
+		{"http://127.0.0.1/sse", "http://127.0.0.1:80/messages?session=1"},
+		{"http://[::1]:8080/a", "http://[::1]:8080/b"},
+	} {
+		a, _ := url.Parse(tc.a)
+		b, _ := url.Parse(tc.b)
+		if originOf(a) != originOf(b) {
+			t.Errorf("%s and %s: %q != %q", tc.a, tc.b, originOf(a), originOf(b))
+		}
+	}
+	for _, tc := range []struct{ a, b string }{
+		{"https://mcp.example.com/", "http://mcp.example.com/"},
+		{"https://mcp.example.com/", "https://mcp.example.com:8443/"},
+		{"https://mcp.example.com/", "https://evil.example.com/"},
+	} {
+		a, _ := url.Parse(tc.a)
+		b, _ := url.Parse(tc.b)
+		if originOf(a) == originOf(b) {
+			t.Errorf("%s and %s share the origin %q", tc.a, tc.b, originOf(a))
+		}
 	}
 }
