@@ -339,6 +339,10 @@ func TestAllowPrivateKeepsMetadataRefused(t *testing.T) {
 		{"[fd00::1]", ""},
 		{"[fc00::1]", ""},
 		{"[64:ff9b:1::1]", ""},
+		{"[64:ff9b:1::a00:1]", ""}, // 10.0.0.1 behind a local translator
+		{"[64:ff9b:1::a9fe:a9fe]", "metadata address embedded in local-use NAT64"},
+		{"[64:ff9b:1::7f00:1]", "loopback address embedded in local-use NAT64"},
+		{"[64:ff9b:1::a9fe:101]", "link-local address embedded in local-use NAT64"},
 		{"internal.test", ""},
 		{"169.254.169.254", "metadata"},
 		{"100.100.100.200", "metadata"},

@@ -201,9 +201,32 @@ func (g *Guard) verdict(ip netip.Addr) string {
 	case c == classLoopback && g.allowLoopback:
 		return ""
 	case (c == classPrivate || c == classShared) && g.allowPrivate:
+		if v4, ok := localNAT64IPv4(ip); ok {
+			// AllowPrivate opens the local translator, not what it leads to on the far
+			// side that stays refused on this one: metadata, loopback, link-local.
+			switch vc := classify(v4); vc {
+			case classMetadata, classLoopback, classLinkLocal:
+				return vc.reason() + " embedded in local-use NAT64 address"
+			}
+		}
 		return ""
 	}
 	return c.reason()
+}
+
+// localNAT64 is the local-use NAT64 prefix (RFC 8215).
+var localNAT64 = netip.MustParsePrefix("64:ff9b:1::/48")
+
+// localNAT64IPv4 returns the IPv4 address a local-use NAT64 address embeds in its last 32
+// bits, the /96 form of RFC 6052; ok is false for other addresses, and when those bits are
+// all zero (another prefix length's form, not decoded here).
+func localNAT64IPv4(ip netip.Addr) (netip.Addr, bool) {
+	if !localNAT64.Contains(ip) {
+		return netip.Addr{}, false
+	}
+	b := ip.As16()
+	v4 := netip.AddrFrom4([4]byte(b[12:16]))
+	return v4, !v4.IsUnspecified()
 }
 
 const reasonDenied = "address denied by operator"
