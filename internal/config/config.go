@@ -59,9 +59,10 @@ type Config struct {
 	// base64 32-byte key, or a comma-separated list "kid:base64key,…" whose first entry
 	// encrypts. Required. Parsed by package secretbox.
 	SecretKey string
-	// AllowPrivateTargets lets sessions connect to private and link-local addresses
-	// (TAPLINE_ALLOW_PRIVATE_TARGETS). Defaults to false. Cloud metadata stays refused unless
-	// listed in AllowedTargetCIDRs.
+	// AllowPrivateTargets lets sessions connect to private addresses (RFC 1918, fc00::/7,
+	// 100.64.0.0/10, local-use NAT64) (TAPLINE_ALLOW_PRIVATE_TARGETS). Defaults to false.
+	// Link-local and cloud metadata addresses stay refused unless listed in
+	// AllowedTargetCIDRs.
 	AllowPrivateTargets bool
 	// AllowedTargetCIDRs are address ranges sessions may reach even though the SSRF guard would
 	// refuse them (TAPLINE_ALLOWED_TARGET_CIDRS, comma-separated).
