@@ -185,9 +185,13 @@ func (r *Recorder) Record(ctx context.Context, tx pgx.Tx, e Entry) (*Event, erro
 }
 
 func (r *Recorder) prepare(ctx context.Context, e Entry) (*Event, error) {
-	if _, err := uuid.Parse(e.TenantID); err != nil {
+	tenantID, err := uuid.Parse(e.TenantID)
+	if err != nil {
 		return nil, fmt.Errorf("%w: tenant id %q", ErrInvalidEntry, e.TenantID)
 	}
+	// The document is hashed with the id as PostgreSQL gives it back to Verify: canonical,
+	// lower case, whatever spelling the caller had.
+	e.TenantID = tenantID.String()
 	if strings.TrimSpace(e.Action) == "" {
 		return nil, fmt.Errorf("%w: no action", ErrInvalidEntry)
 	}

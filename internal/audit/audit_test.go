@@ -553,3 +553,27 @@ func TestDocPartsSpliceBackToTheDocument(t *testing.T) {
 		}
 	}
 }
+
+// A tenant id given in upper case is recorded and hashed in the canonical form PostgreSQL
+// returns, so the untouched chain verifies.
+func TestUpperCaseTenantIDChainVerifies(t *testing.T) {
+	ctx := context.Background()
+	r, a, b := twoTenants(t)
+	for i := range 3 {
+		if _, err := r.Record(ctx, nil, Entry{TenantID: strings.ToUpper(a), Action: "x.y", Details: map[string]any{"i": i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Record(ctx, nil, Entry{TenantID: b, Action: "x.y"}); err != nil {
+		t.Fatal(err)
+	}
+	for tenantID, want := range map[string]int64{a: 3, b: 1} {
+		res, err := r.Verify(ctx, tenantID, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.OK || res.Checked != want {
+			t.Fatalf("untouched chain of %s: %+v, want ok over %d", tenantID, res, want)
+		}
+	}
+}

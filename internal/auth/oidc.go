@@ -120,6 +120,9 @@ func (o *OIDC) verify(ctx context.Context, token string) (*externalIdentity, err
 	if !tenant.ValidID(tid) {
 		return nil, fmt.Errorf("%w: token has no %s claim naming a tenant", ErrUnauthenticated, o.cfg.TenantClaim)
 	}
+	// An issuer may spell the id in upper case; everything keyed by tenant (Redis keys, the
+	// audit chain's documents) uses the canonical form the database returns.
+	tid = strings.ToLower(tid)
 	email, _ := c["email"].(string)
 	if verified, ok := c["email_verified"].(bool); ok && !verified {
 		email = ""

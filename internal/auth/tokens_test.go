@@ -287,6 +287,12 @@ func TestOIDC(t *testing.T) {
 	if p.Kind != auth.KindUser || p.UserID != f.a.User.ID || p.Role != tenant.RoleOwner || p.TenantID != f.a.Tenant.ID {
 		t.Fatalf("principal = %+v", p)
 	}
+	// An issuer spelling the tenant id in upper case names the same tenant, in the canonical
+	// form everything keyed by tenant uses.
+	p, err = f.tokens.VerifyToken(ctx, idToken(t, priv, "idp-1", claims(func(c jwt.MapClaims) { c["tapline_tenant"] = strings.ToUpper(f.a.Tenant.ID) })))
+	if err != nil || p.TenantID != f.a.Tenant.ID {
+		t.Fatalf("upper-case tenant claim: principal %+v, %v", p, err)
+	}
 	for name, c := range map[string]jwt.MapClaims{
 		"NotAMember":      claims(func(c jwt.MapClaims) { c["email"] = "stranger@auth.test" }),
 		"OtherTenant":     claims(func(c jwt.MapClaims) { c["tapline_tenant"] = f.b.Tenant.ID }),
