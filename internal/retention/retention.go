@@ -188,9 +188,22 @@ func (s *Service) RunOnce(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// purgeTenant deletes one tenant's events older than before, BatchSize per transaction.
-func (s *Service) purgeTenant(ctx context.Context, tenantID string, before time.Time) (int64, error) {
-	var total int64
+// purgeTenant deletes one tenant's events older than before, BatchSize per transaction, and
+// records what it deleted in the tenant's audit log, however it ends: a purge cut short (the
+// service stopping, a batch failing) has still deleted the batches committed before.
+func (s *Service) purgeTenant(ctx context.Context, tenantID string, before time.Time) (total int64, err error) {
+	defer func() {
+		if total == 0 || s.cfg.Audit == nil {
+			return
+		}
+		// Recorded even once ctx is cancelled, as the deletions it reports are done.
+		_, aerr := s.cfg.Audit.Record(context.WithoutCancel(ctx), nil, audit.Entry{
+			TenantID: tenantID, Actor: audit.SystemActor("retention"), Action: ActionPurge,
+			Target:  audit.Target{Type: "session_events", ID: tenantID},
+			Details: map[string]any{"deleted": total, "before": before.UTC().Format(time.RFC3339)},
+		})
+		err = errors.Join(err, aerr)
+	}()
 	for {
 		var n int64
 		err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
@@ -203,26 +216,16 @@ func (s *Service) purgeTenant(ctx context.Context, tenantID string, before time.
 			n = tag.RowsAffected()
 			return nil
 		})
-		total += n
 		if err != nil {
+			// Not counted: the batch was rolled back (or its commit's outcome is unknown).
 			return total, fmt.Errorf("purge tenant %s: %w", tenantID, err)
 		}
+		total += n
 		if n < int64(s.cfg.BatchSize) {
-			break
+			return total, nil
 		}
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
 	}
-	if total > 0 && s.cfg.Audit != nil {
-		_, err := s.cfg.Audit.Record(ctx, nil, audit.Entry{
-			TenantID: tenantID, Actor: audit.SystemActor("retention"), Action: ActionPurge,
-			Target:  audit.Target{Type: "session_events", ID: tenantID},
-			Details: map[string]any{"deleted": total, "before": before.UTC().Format(time.RFC3339)},
-		})
-		if err != nil {
-			return total, err
-		}
-	}
-	return total, nil
 }

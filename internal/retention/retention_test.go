@@ -2,12 +2,18 @@ package retention_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/tapline/tapline/internal/audit"
@@ -155,4 +161,64 @@ func TestRunOncePurgesPerTenantRetention(t *testing.T) {
 		s.Stop()
 		s.Stop()
 	})
+}
+
+// cancelAtSecondDelete cancels a context as the second batch's delete of one tenant's events
+// is about to be sent:
+// a purge stopped between two batches, as Stop does on every deploy. (Cancelling inside a
+// statement's end would race pgx's own watch of the context on that connection.)
+type cancelAtSecondDelete struct {
+	tenantID string
+	cancel   context.CancelFunc
+	deletes  atomic.Int32
+}
+
+func (c *cancelAtSecondDelete) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(d.SQL, "delete from session_events") && len(d.Args) > 0 && d.Args[0] == c.tenantID && c.deletes.Add(1) == 2 {
+		c.cancel()
+	}
+	return ctx
+}
+
+func (c *cancelAtSecondDelete) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A purge cut short between batches still records what it deleted: the committed batches
+// are gone, and the audit log must say so. Only the batches committed are counted.
+func TestInterruptedPurgeIsAudited(t *testing.T) {
+	ctx := context.Background()
+	store := tenant.NewStore(dbtest.Pool(t))
+	id := newTenant(t, store, "cut")
+	seedEvents(t, id, 90, 80, 70, 60, 50)
+
+	cfg, err := pgxpool.ParseConfig(dbtest.SharedURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cfg.ConnConfig.Tracer = &cancelAtSecondDelete{tenantID: id, cancel: cancel}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rec := audit.NewRecorder(dbtest.Pool(t), nil)
+	res, err := retention.New(pool, &retention.Config{DefaultDays: 30, BatchSize: 2, Audit: rec}).RunOnce(runCtx)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("purge = %+v, %v; want it cut short", res, err)
+	}
+	deleted := 5 - countEvents(t, id)
+	if deleted != 2 {
+		t.Fatalf("%d of 5 events deleted; the test meant to stop the purge after its first batch of 2", deleted)
+	}
+	page, err := rec.List(ctx, id, audit.Filter{Action: retention.ActionPurge}, audit.PageParams{})
+	if err != nil || len(page.Items) != 1 {
+		t.Fatalf("%d events deleted, purge audit = %+v, %v", deleted, page, err)
+	}
+	var details struct {
+		Deleted int `json:"deleted"`
+	}
+	if err := json.Unmarshal(page.Items[0].Details, &details); err != nil || details.Deleted != deleted || res.Deleted != int64(deleted) {
+		t.Fatalf("audit says %s, result %d deleted, database %d (%v)", page.Items[0].Details, res.Deleted, deleted, err)
+	}
 }
