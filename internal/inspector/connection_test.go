@@ -29,14 +29,7 @@ func TestLegacySSESessionStaysConnected(t *testing.T) {
 		t.Fatalf("echo over SSE: %s %s", echo.Status, echo.Error)
 	}
 	sample := s.call(sess.ID, "sample", map[string]any{"prompt": "over sse"})
-	var req string
-	eventually(t, 10*time.Second, "the sampling request is parked", func() bool {
-		list, _ := s.svc.ListPending(ctx, s.a.Tenant.ID, sess.ID, []inspector.PendingStatus{inspector.PendingWaiting})
-		if len(list) == 1 {
-			req = list[0].RequestID
-		}
-		return req != ""
-	})
+	req := s.waitParked(sess.ID)
 	answer := inspector.PendingAnswer{Result: []byte(`{"role":"assistant","content":{"type":"text","text":"answered"},"model":"person"}`)}
 	if _, err := s.svc.AnswerPending(ctx, s.a.Tenant.ID, sess.ID, req, "tester", answer); err != nil {
 		t.Fatal(err)
@@ -79,14 +72,7 @@ func TestReconnectExpiresRequestsParkedOnTheOldConnection(t *testing.T) {
 	sess := s.create(srv.URL(), inspector.Target{})
 	s.waitStatus(sess.ID, inspector.StatusReady)
 	s.wait(sess.ID, s.call(sess.ID, "sample_later", nil).ID)
-	var req string
-	eventually(t, 10*time.Second, "the sampling request is parked", func() bool {
-		list, _ := s.svc.ListPending(ctx, s.a.Tenant.ID, sess.ID, []inspector.PendingStatus{inspector.PendingWaiting})
-		if len(list) == 1 {
-			req = list[0].RequestID
-		}
-		return req != ""
-	})
+	req := s.waitParked(sess.ID)
 	last := s.events(sess.ID)
 	if _, err := s.svc.ReconnectSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {
 		t.Fatal(err)
@@ -123,14 +109,7 @@ func TestCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	sample := s.call(sess.ID, "sample", map[string]any{"prompt": "never answered"})
-	var req string
-	eventually(t, 10*time.Second, "the sampling request is parked", func() bool {
-		list, _ := s.svc.ListPending(ctx, s.a.Tenant.ID, sess.ID, []inspector.PendingStatus{inspector.PendingWaiting})
-		if len(list) == 1 {
-			req = list[0].RequestID
-		}
-		return req != ""
-	})
+	req := s.waitParked(sess.ID)
 
 	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {
 		t.Fatal(err)

@@ -497,25 +497,17 @@ func ptr[T any](v T) *T { return &v }
 // connection.
 func (r *sessionRunner) disconnect() {
 	r.mu.Lock()
-	cs, connCancel, parkedCancel := r.cs, r.connCancel, r.parkedCancel
-	r.cs, r.connCancel, r.parkedCancel = nil, nil, nil
-	for _, cancel := range r.calls {
-		cancel()
-	}
+	cs, connCancel := r.cs, r.connCancel
+	r.cs, r.connCancel = nil, nil
 	r.mu.Unlock()
-	if parkedCancel != nil {
-		parkedCancel()
-	}
 	if connCancel != nil {
 		defer connCancel()
 	}
 	// Let cancelled calls unwind (go-sdk sends notifications/cancelled) and expired requests
 	// answer the target before closing: Close waits for the connection to be idle, and a
 	// target may wait for its answers before it lets the connection go.
-	calls := make(chan struct{})
-	go func() { <-r.callsRunning.idle(); <-r.parkedWaiting.idle(); close(calls) }()
 	select {
-	case <-calls:
+	case <-r.cancelRunning():
 	case <-time.After(2 * time.Second):
 	}
 	if cs != nil {
@@ -529,13 +521,9 @@ func (r *sessionRunner) disconnect() {
 	}
 }
 
-// closeByRequest ends the session for the api, which already stored the close and ended the
-// session's open calls and parked requests (endWithSession): the calls are cancelled at the
-// target and, with the requests, reported as the database has them; then the close is
-// recorded, so followers see the end of the stream, and the connection goes.
-func (r *sessionRunner) closeByRequest(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+// cancelRunning cancels the running calls and expires the requests the target parked on
+// the live connection; the channel it returns is closed once all of them have unwound.
+func (r *sessionRunner) cancelRunning() <-chan struct{} {
 	r.mu.Lock()
 	for _, cancel := range r.calls {
 		cancel()
@@ -547,8 +535,18 @@ func (r *sessionRunner) closeByRequest(ctx context.Context) {
 	}
 	unwound := make(chan struct{})
 	go func() { <-r.callsRunning.idle(); <-r.parkedWaiting.idle(); close(unwound) }()
+	return unwound
+}
+
+// closeByRequest ends the session for the api, which already stored the close and ended the
+// session's open calls and parked requests (endWithSession): the calls are cancelled at the
+// target and, with the requests, reported as the database has them; then the close is
+// recorded, so followers see the end of the stream, and the connection goes.
+func (r *sessionRunner) closeByRequest(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	select {
-	case <-unwound:
+	case <-r.cancelRunning():
 	case <-ctx.Done():
 	}
 	data, _ := json.Marshal(map[string]any{"state": StatusClosed, "reason": "closed by request"})

@@ -320,6 +320,21 @@ var _ = slices.Contains[[]string]
 var _ sync.Mutex
 var _ = strings.Contains
 
+// waitParked waits until the session has exactly one request waiting for a person, and
+// returns its id.
+func (s *stack) waitParked(sessionID string) string {
+	s.t.Helper()
+	var id string
+	eventually(s.t, 10*time.Second, "a parked request", func() bool {
+		list, _ := s.svc.ListPending(context.Background(), s.a.Tenant.ID, sessionID, []inspector.PendingStatus{inspector.PendingWaiting})
+		if len(list) == 1 {
+			id = list[0].RequestID
+		}
+		return id != ""
+	})
+	return id
+}
+
 // newReadySession is a stack with one worker and a session, ready, on a stateful go-sdk
 // server of its own.
 func newReadySession(t *testing.T) (*stack, *inspector.Session) {
