@@ -43,6 +43,9 @@ func (v *specValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		req := c.Request()
 		in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: validationOptions}
 		if err := openapi3filter.ValidateRequest(req.Context(), in); err != nil {
+			if he, ok := bodyTooLarge(err); ok {
+				return he
+			}
 			return specProblem(err)
 		}
 		if fp, ok := unstorableInput(c, route, params); ok {
@@ -225,6 +228,17 @@ func itemSchema(s *openapi3.Schema) *openapi3.Schema {
 		}
 	}
 	return nil
+}
+
+// bodyTooLarge finds the body limit's refusal among the validator's errors. A body without
+// Content-Length (chunked) is only found too large while the validator reads it, and
+// kin-openapi reports the read error as a body it could not read: that is a 413, not a 400.
+func bodyTooLarge(err error) (*echo.HTTPError, bool) {
+	var he *echo.HTTPError
+	if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+		return he, true
+	}
+	return nil, false
 }
 
 // specProblem turns kin-openapi's validation errors into a 400 naming each field.
