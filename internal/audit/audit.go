@@ -163,7 +163,9 @@ func NewRecorder(pool *pgxpool.Pool, cfg *Config) *Recorder {
 // its own; otherwise tx must be a tenant transaction of e.TenantID (db.WithTenantTx), and the
 // event commits or rolls back with it. Appends of one tenant are serialised by a
 // transaction-scoped advisory lock, held until the transaction ends. Either way the append
-// is one statement (tapline_audit_append, migrations/0017).
+// is one statement (tapline_audit_append, migrations/0017 and 0020). Under a retry key
+// (WithRetryKey), an event an earlier attempt of the request already appended is not
+// appended again: the Event returned then carries the stored event's seq, time and hashes.
 func (r *Recorder) Record(ctx context.Context, tx pgx.Tx, e Entry) (*Event, error) {
 	ev, err := r.prepare(ctx, e)
 	if err != nil {
@@ -204,7 +206,7 @@ func (r *Recorder) prepare(ctx context.Context, e Entry) (*Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: details: %w", ErrInvalidEntry, err)
 	}
-	return &Event{
+	ev := &Event{
 		ID:        uuid.Must(uuid.NewV7()).String(),
 		TenantID:  e.TenantID,
 		Actor:     Actor{Kind: clean(actor.Kind), ID: clean(actor.ID), Name: clean(actor.Name)},
@@ -214,7 +216,25 @@ func (r *Recorder) prepare(ctx context.Context, e Entry) (*Event, error) {
 		UserAgent: clean(meta.UserAgent),
 		RequestID: clean(meta.RequestID),
 		Details:   details,
-	}, nil
+	}
+	if key := RetryKeyFrom(ctx); key != "" {
+		ev.ID = retriedEventID(key, ev)
+	}
+	return ev, nil
+}
+
+// retriedEventSpace is the UUIDv5 namespace of the ids of events recorded under a retry key.
+var retriedEventSpace = uuid.MustParse("6f1c0a4e-9b7d-4c52-8a3e-2d5f7b19c604") //nolint:gochecknoglobals // a constant UUID
+
+// retriedEventID names an event recorded under a retry key: the same request recording the
+// same event (tenant, actor, action, target and details) gets the same id on every attempt,
+// and tapline_audit_append (migrations/0020) appends an id once. What may differ between
+// attempts (time, request id, client address) is left out.
+func retriedEventID(key string, ev *Event) string {
+	sum := sha256.Sum256(ev.Details)
+	name := strings.Join([]string{key, ev.TenantID, ev.Actor.Kind, ev.Actor.ID, ev.Action, ev.Target.Type, ev.Target.ID,
+		string(sum[:])}, "\x00")
+	return uuid.NewSHA1(retriedEventSpace, []byte(name)).String()
 }
 
 // appendSQL appends one event (migrations/0017) and reads what the database placed.

@@ -577,3 +577,75 @@ func TestUpperCaseTenantIDChainVerifies(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryKeyRecordsAnEventOnce: under one retry key, the same event recorded again (by a
+// retry of the request, on any pod, even at once) is appended once; another event of the
+// same request, the same event under another key and the same key in another tenant are
+// appended each; every chain still verifies.
+func TestRetryKeyRecordsAnEventOnce(t *testing.T) {
+	t.Parallel()
+	r, a, b := twoTenants(t)
+	base := WithActor(context.Background(), Actor{Kind: "api_key", ID: "key:k1", Name: "ci"})
+	attempt := func(key, requestID string) context.Context {
+		return WithRetryKey(WithRequestMeta(base, RequestMeta{ClientIP: "192.0.2.7", RequestID: requestID}), key)
+	}
+	rpc := func(tenantID, target string) Entry {
+		return Entry{TenantID: tenantID, Action: ActionRPC, Target: Target{Type: "session", ID: target},
+			Details: map[string]any{"op": "rpc", "params": map[string]any{"method": "tools/call"}}}
+	}
+	first, err := r.Record(attempt("key-1", "req-1"), nil, rpc(a, "s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Retries race on two pods, one in a transaction of its own making.
+	var wg sync.WaitGroup
+	repeats := make([]*Event, 2)
+	errs := make([]error, 2)
+	wg.Go(func() { repeats[0], errs[0] = r.Record(attempt("key-1", "req-2"), nil, rpc(a, "s1")) })
+	wg.Go(func() {
+		errs[1] = db.WithTenantTx(attempt("key-1", "req-3"), dbtest.Pool(t), a, func(ctx context.Context, tx pgx.Tx) error {
+			var err error
+			repeats[1], err = r.Record(ctx, tx, rpc(a, "s1"))
+			return err
+		})
+	})
+	wg.Wait()
+	for i, ev := range repeats {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if ev.ID != first.ID || ev.Seq != first.Seq || !bytes.Equal(ev.RowHash, first.RowHash) {
+			t.Fatalf("repeat %d = id %s seq %d, want the first event's id %s seq %d", i, ev.ID, ev.Seq, first.ID, first.Seq)
+		}
+	}
+	// Other events of the request, other keys and other tenants are events of their own.
+	if _, err := r.Record(attempt("key-1", "req-1"), nil, rpc(a, "s2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Record(attempt("key-2", "req-4"), nil, rpc(a, "s1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Record(base, nil, rpc(a, "s1")); err != nil {
+		t.Fatal(err)
+	}
+	evB, err := r.Record(attempt("key-1", "req-1"), nil, rpc(b, "s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evB.ID == first.ID || evB.Seq != 1 {
+		t.Fatalf("tenant b's event = id %s seq %d, want an id of its own at seq 1", evB.ID, evB.Seq)
+	}
+	for tenantID, want := range map[string]int{a: 4, b: 1} {
+		page, err := r.List(context.Background(), tenantID, Filter{}, PageParams{Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Items) != want {
+			t.Fatalf("%d events in tenant %s, want %d", len(page.Items), tenantID, want)
+		}
+		res, err := r.Verify(context.Background(), tenantID, nil, nil)
+		if err != nil || !res.OK || res.Checked != int64(want) {
+			t.Fatalf("verify = %+v, %v", res, err)
+		}
+	}
+}

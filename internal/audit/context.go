@@ -37,3 +37,21 @@ func ActorFrom(ctx context.Context) Actor {
 	}
 	return SystemActor("tapline")
 }
+
+type retryKey struct{}
+
+// WithRetryKey returns a context whose events are the same events on every attempt of one
+// request: key names the request across its retries (the api derives it from the caller,
+// the request and its Idempotency-Key). Record then gives an event an id that is a function
+// of key and of the event, and a second event with that id is not appended: a retry that
+// records what the first attempt already recorded leaves one entry, whichever api pod runs
+// it. An empty key changes nothing.
+func WithRetryKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, retryKey{}, key)
+}
+
+// RetryKeyFrom returns the context's retry key ("" when there is none).
+func RetryKeyFrom(ctx context.Context) string {
+	k, _ := ctx.Value(retryKey{}).(string)
+	return k
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/tracker"
 )
@@ -25,7 +26,9 @@ import (
 // Idempotency-Key handling (DESIGN.md §2.6): the first request with a key claims it in the
 // tracker, which every api node shares, runs, and stores its response; a retry on any node
 // replays that response instead of acting again, after waiting for it if the first one still
-// runs. Server faults (5xx) are not stored, so a retry after one runs afresh.
+// runs. Server faults (5xx) are not stored, so a retry after one runs afresh; the audit
+// events it records are those of the first attempt (audit.WithRetryKey), so an action the
+// first attempt carried out before failing is not in the log twice.
 
 const (
 	// idempotencyHeader is the request header carrying the key.
@@ -91,7 +94,12 @@ func (s *Server) idempotencyMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if secs, err := strconv.Atoi(req.URL.Query().Get("wait")); err == nil && secs > 0 && secs <= 60 {
 			wait += time.Duration(secs) * time.Second
 		}
-		ctx := req.Context()
+		// Every attempt of this request records its audit events under one key, so a retry
+		// that runs again after a server fault (the worker answers it from the command the
+		// first attempt ran) does not record them twice.
+		retry := sha256.Sum256([]byte(scope + "\x00" + requestID + "\x00" + hash))
+		ctx := audit.WithRetryKey(req.Context(), hex.EncodeToString(retry[:]))
+		c.SetRequest(req.WithContext(ctx))
 		// A retry normally finds the stored response or waits for it; it claims the key
 		// itself only when the first request gave it up (a server fault).
 		for range 3 {

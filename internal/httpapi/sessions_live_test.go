@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/dbtest"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/mcptest"
@@ -394,5 +395,59 @@ func TestRetriedRPCWithSameKeyDispatchesOnce(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if after2 := target.KeyCalls("rpc-idem"); after1 != 1 || after2 != after1 {
 		t.Fatalf("the retry with the same Idempotency-Key dispatched again (%d -> %d): %d %s", after1, after2, retry.status, retry.raw)
+	}
+}
+
+// TestRetryAfterServerFaultIsAuditedOnce: a forwarded operation the worker carried out but
+// that answered 5xx (here the target refused a subscription: 502) is not stored for replays,
+// so its retry with the same Idempotency-Key runs again and gets the worker's cached reply.
+// The action happened once, so it is in the audit log once, and the chain still verifies;
+// another tenant using the same key has its own entry.
+func TestRetryAfterServerFaultIsAuditedOnce(t *testing.T) {
+	t.Parallel()
+	c := liveCluster(t)
+	c.audited = true
+	// The target answers resources/subscribe "method not found".
+	target := mcptest.NewHostileServer(t)
+	pods := []*apiNode{c.node(t), c.node(t)}
+	c.worker(t)
+	rpcEntries := func(tenantID string) int {
+		var n int
+		c.queryRow(t, tenantID, `select count(*) from audit_events where tenant_id = $1 and action = $2`,
+			[]any{tenantID, audit.ActionRPC}, &n)
+		return n
+	}
+	for _, tn := range []struct {
+		name          string
+		secret, tenID string
+	}{{"TenantA", c.a.Secret, c.a.Tenant.ID}, {"TenantB", c.b.Secret, c.b.Tenant.ID}} {
+		r := pods[0].call(t, "POST", "/v1/sessions", tn.secret, map[string]any{"target": map[string]any{"url": target.URL(mcptest.ModeStatus500)}})
+		requireStatus(t, r, 201)
+		id := r.body["id"].(string)
+		eventually(t, 20*time.Second, "session ready", func() bool {
+			return pods[0].call(t, "GET", "/v1/sessions/"+id, tn.secret, nil).body["status"] == "ready"
+		})
+		body := map[string]any{"uri": "test://subscribe-once"}
+		// Both pods: the second attempt may land on another api pod.
+		for i, pod := range pods {
+			res := pod.call(t, "POST", "/v1/sessions/"+id+"/resources/subscribe", tn.secret, body, "Idempotency-Key", "sub-once")
+			requireProblem(t, res, 502, "")
+			if res.header.Get("Idempotent-Replayed") != "" {
+				t.Fatalf("%s attempt %d was replayed, want it run: %s", tn.name, i, res.raw)
+			}
+		}
+		if n := rpcEntries(tn.tenID); n != 1 {
+			t.Fatalf("%s: %d %s entries after a retry with the same Idempotency-Key, want 1", tn.name, n, audit.ActionRPC)
+		}
+		// Another key is another request: recorded again.
+		res := pods[1].call(t, "POST", "/v1/sessions/"+id+"/resources/subscribe", tn.secret, body, "Idempotency-Key", "sub-twice")
+		requireProblem(t, res, 502, "")
+		if n := rpcEntries(tn.tenID); n != 2 {
+			t.Fatalf("%s: %d %s entries after a second key, want 2", tn.name, n, audit.ActionRPC)
+		}
+		v := pods[1].call(t, "GET", "/v1/audit/verify", tn.secret, nil)
+		if v.status != 200 || v.body["ok"] != true {
+			t.Fatalf("%s: verify = %d %s", tn.name, v.status, v.raw)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tapline/tapline"
+	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/dbtest"
@@ -56,6 +57,9 @@ type cluster struct {
 	maxLive int
 	// writeTimeout, when set, is the api servers' http.Server WriteTimeout.
 	writeTimeout time.Duration
+	// audited makes the api nodes' inspector services record to the audit log, as
+	// cmd/api's do.
+	audited bool
 }
 
 // apiNode is one api "pod": its own tracker node, inspector service and HTTP server.
@@ -118,10 +122,14 @@ func (c *cluster) services(t *testing.T) (*inspector.Service, *tracker.Tracker) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := inspector.NewService(&inspector.ServiceConfig{
+	cfg := &inspector.ServiceConfig{
 		Pool: c.pool, Redis: c.rdb, Tracker: trk, Guard: guard, Keys: keys, Prefix: c.inspPrefix,
 		KeepAlive: c.keepAlive, CommandTimeout: c.commandAfter, MaxLiveSessions: c.maxLive,
-	})
+	}
+	if c.audited {
+		cfg.Audit = audit.NewRecorder(c.pool, nil)
+	}
+	svc, err := inspector.NewService(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
