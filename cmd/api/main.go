@@ -201,6 +201,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		TenantRate:     ratelimit.PerSecond(cfg.Limits.RateLimitPerSecond, cfg.Limits.RateLimitBurst),
 		TokenRate:      ratelimit.PerMinute(cfg.Limits.TokenRatePerMinute, max(cfg.Limits.TokenRatePerMinute/2, 1)),
 		Metrics:        providers.MetricsHandler(),
+		MetricsToken:   cfg.MetricsToken,
 		Spec:           tapline.OpenAPISpec,
 		Inspector:      sessions,
 		Tracker:        trk,

@@ -1,6 +1,7 @@
 // Command worker holds Tapline's outbound MCP client connections. It registers a tracker node
 // with a heartbeat, owns inspector sessions through fenced leases, and on SIGTERM hands its
-// leases over before it exits. It serves /healthz, /readyz and /metrics on TAPLINE_HTTP_ADDR.
+// leases over before it exits. It serves /healthz, /readyz and /metrics on TAPLINE_HTTP_ADDR,
+// /metrics behind TAPLINE_METRICS_TOKEN when that is set.
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
+	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/redisconn"
@@ -148,7 +150,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		}
 		_, _ = io.WriteString(w, `{"status":"ready"}`)
 	})
-	mux.Handle("GET /metrics", providers.MetricsHandler())
+	mux.Handle("GET /metrics", httpapi.MetricsAuth(cfg.MetricsToken, providers.MetricsHandler()))
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Defaults for optional settings.
@@ -38,6 +39,10 @@ const (
 	DefaultEventRetention   = 30
 	DefaultTokenRatePerMin  = 20
 )
+
+// minMetricsToken is the shortest TAPLINE_METRICS_TOKEN accepted: it guards /metrics from
+// anyone who can reach the port, so it must not be guessable.
+const minMetricsToken = 16
 
 // Config is the configuration shared by every Tapline process.
 type Config struct {
@@ -92,6 +97,10 @@ type Config struct {
 	// (TAPLINE_TRUSTED_PROXIES, comma-separated CIDRs). Empty: the peer address is the
 	// client, which is right when nothing sits in front or the proxy keeps the peer address.
 	TrustedProxies []netip.Prefix
+	// MetricsToken, when set, is the bearer token GET /metrics requires on the api and the
+	// worker (TAPLINE_METRICS_TOKEN); at least 16 characters, no spaces. Empty: /metrics is
+	// open, and should be denied at the edge.
+	MetricsToken string
 	// JWT configures the short-lived browser tokens issued by POST /v1/auth/token.
 	JWT JWTConfig
 	// Limits holds per-tenant limits and session timeouts.
@@ -199,6 +208,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		LeaseTTL:            l.duration("TAPLINE_LEASE_TTL", DefaultLeaseTTL),
 		OTLPEndpoint:        l.str("OTEL_EXPORTER_OTLP_ENDPOINT"),
 		TrustedProxies:      l.prefixes("TAPLINE_TRUSTED_PROXIES"),
+		MetricsToken:        l.str("TAPLINE_METRICS_TOKEN"),
 		JWT: JWTConfig{
 			Issuer:          cmp.Or(l.str("TAPLINE_JWT_ISSUER"), DefaultJWTIssuer),
 			Audience:        cmp.Or(l.str("TAPLINE_JWT_AUDIENCE"), DefaultJWTAudience),
@@ -270,6 +280,9 @@ func (c *Config) validate(l *loader) {
 	case "debug", "info", "warn", "error":
 	default:
 		l.fail("TAPLINE_LOG_LEVEL", "want debug, info, warn or error")
+	}
+	if c.MetricsToken != "" && (len(c.MetricsToken) < minMetricsToken || strings.ContainsFunc(c.MetricsToken, unicode.IsSpace)) {
+		l.fail("TAPLINE_METRICS_TOKEN", fmt.Sprintf("want at least %d characters and no spaces", minMetricsToken))
 	}
 	if c.PublicURL != "" {
 		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

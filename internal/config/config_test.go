@@ -56,6 +56,7 @@ func TestLoadOverrides(t *testing.T) {
 	kv["TAPLINE_LOG_LEVEL"] = "DEBUG"
 	kv["TAPLINE_TRUSTED_PROXIES"] = "10.0.0.0/8"
 	kv["TAPLINE_EVENT_RETENTION_DAYS"] = "0"
+	kv["TAPLINE_METRICS_TOKEN"] = " scrape-0123456789abcdef "
 	c, err := Load(env(kv))
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +67,9 @@ func TestLoadOverrides(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}
 	if !slices.Equal(c.AllowedTargetCIDRs, want) {
 		t.Errorf("AllowedTargetCIDRs = %v, want %v", c.AllowedTargetCIDRs, want)
+	}
+	if c.MetricsToken != "scrape-0123456789abcdef" {
+		t.Errorf("MetricsToken = %q", c.MetricsToken)
 	}
 	if c.PublicURL != "http://127.0.0.1:9090" {
 		t.Errorf("PublicURL = %q", c.PublicURL)
@@ -99,6 +103,8 @@ func TestLoadValidationNamesEveryVariable(t *testing.T) {
 		{"BadProxy", map[string]string{"TAPLINE_TRUSTED_PROXIES": "lb"}, nil, []string{"TAPLINE_TRUSTED_PROXIES"}},
 		{"NegativeRetention", map[string]string{"TAPLINE_EVENT_RETENTION_DAYS": "-1"}, nil, []string{"TAPLINE_EVENT_RETENTION_DAYS"}},
 		{"NegativeTokenRate", map[string]string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE": "-5"}, nil, []string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE"}},
+		{"ShortMetricsToken", map[string]string{"TAPLINE_METRICS_TOKEN": "short"}, nil, []string{"TAPLINE_METRICS_TOKEN"}},
+		{"MetricsTokenWithSpace", map[string]string{"TAPLINE_METRICS_TOKEN": "0123456789 abcdef"}, nil, []string{"TAPLINE_METRICS_TOKEN"}},
 		{"TwoProblemsAtOnce", map[string]string{"TAPLINE_LEASE_TTL": "x", "TAPLINE_HTTP_ADDR": "y"}, nil,
 			[]string{"TAPLINE_HTTP_ADDR", "TAPLINE_LEASE_TTL"}},
 	}

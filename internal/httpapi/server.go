@@ -54,6 +54,9 @@ type Config struct {
 	TokenRate   ratelimit.Limit
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
+	// MetricsToken, when set, is the bearer token /metrics requires (401 without it);
+	// empty leaves /metrics open.
+	MetricsToken string
 	// Spec is openapi.yaml's text, served at /openapi.yaml.
 	Spec []byte
 	// BodyLimit caps request bodies. Defaults to "1M".
@@ -132,7 +135,13 @@ func New(cfg *Config) (*echo.Echo, error) {
 		return nil, err
 	}
 	if cfg.Metrics != nil {
-		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
+		metrics := echo.WrapHandler(cfg.Metrics)
+		e.GET("/metrics", func(c echo.Context) error {
+			if !metricsToken(s.cfg.MetricsToken, c.Request()) {
+				return metricsUnauthenticated()
+			}
+			return metrics(c)
+		})
 	}
 	docs, err := newAPIDocs()
 	if err != nil {
