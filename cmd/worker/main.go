@@ -23,7 +23,6 @@ import (
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
-	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/redisconn"
@@ -150,7 +149,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		}
 		_, _ = io.WriteString(w, `{"status":"ready"}`)
 	})
-	mux.Handle("GET /metrics", httpapi.MetricsAuth(cfg.MetricsToken, providers.MetricsHandler()))
+	mux.Handle("GET /metrics", telemetry.MetricsAuth(cfg.MetricsToken, providers.MetricsHandler()))
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

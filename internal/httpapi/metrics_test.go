@@ -14,6 +14,7 @@ import (
 
 	"github.com/tapline/tapline/internal/dbtest"
 	"github.com/tapline/tapline/internal/httpapi"
+	"github.com/tapline/tapline/internal/telemetry"
 )
 
 const metricsSecret = "scrape-0123456789abcdef"
@@ -72,7 +73,7 @@ func requireScrapes(t *testing.T, url, token, tenantKey string) {
 }
 
 // TestMetricsToken: with TAPLINE_METRICS_TOKEN set, /metrics on the api and on a worker's
-// listener (MetricsAuth) needs it as a bearer token, and neither tenant's API key will do;
+// listener (telemetry.MetricsAuth) needs it as a bearer token, and neither tenant's API key will do;
 // unset, /metrics stays open.
 func TestMetricsToken(t *testing.T) {
 	t.Parallel()
@@ -95,7 +96,7 @@ func TestMetricsToken(t *testing.T) {
 		t.Run(name+"/Worker", func(t *testing.T) {
 			t.Parallel()
 			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", httpapi.MetricsAuth(token, metricsHandler(t)))
+			mux.Handle("GET /metrics", telemetry.MetricsAuth(token, metricsHandler(t)))
 			srv := httptest.NewServer(mux)
 			t.Cleanup(srv.Close)
 			requireScrapes(t, srv.URL, token, "tpl_not-a-metrics-token")

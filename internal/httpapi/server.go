@@ -23,6 +23,7 @@ import (
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/ratelimit"
 	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/telemetry"
 	"github.com/tapline/tapline/internal/tenant"
 	"github.com/tapline/tapline/internal/tracker"
 	"github.com/tapline/tapline/web"
@@ -135,13 +136,7 @@ func New(cfg *Config) (*echo.Echo, error) {
 		return nil, err
 	}
 	if cfg.Metrics != nil {
-		metrics := echo.WrapHandler(cfg.Metrics)
-		e.GET("/metrics", func(c echo.Context) error {
-			if !metricsToken(s.cfg.MetricsToken, c.Request()) {
-				return metricsUnauthenticated()
-			}
-			return metrics(c)
-		})
+		e.GET("/metrics", echo.WrapHandler(telemetry.MetricsAuth(cfg.MetricsToken, cfg.Metrics)))
 	}
 	docs, err := newAPIDocs()
 	if err != nil {
