@@ -358,15 +358,10 @@ func (r *sessionRunner) connectWithRetry() {
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
+	// An errored session needs no owner until someone asks to reconnect, which may be days
+	// later or never: the calls it holds fail now, saying why, instead of waiting for that.
 	msg := err.Error()
-	st := StatusError
-	if r.ownerWriteRetry(func(ctx context.Context) error {
-		return r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &msg})
-	}) == nil {
-		r.emit(EventStatus, map[string]any{"state": StatusError, "error": msg})
-	}
-	// An errored session needs no owner until someone asks to reconnect.
-	r.cancel()
+	r.endSession(StatusError, msg, failedEnd(msg), map[string]any{"state": StatusError, "error": msg})
 }
 
 func (r *sessionRunner) connect() error {
@@ -539,21 +534,75 @@ func (r *sessionRunner) cancelRunning() <-chan struct{} {
 }
 
 // closeByRequest ends the session for the api, which already stored the close and ended the
-// session's open calls and parked requests (endWithSession): the calls are cancelled at the
-// target and, with the requests, reported as the database has them; then the close is
-// recorded, so followers see the end of the stream, and the connection goes.
+// session's open calls and parked requests (endWithSession): see reportEnd.
 func (r *sessionRunner) closeByRequest(ctx context.Context) {
+	r.reportEnd(ctx, nil, map[string]any{"state": StatusClosed, "reason": "closed by request"})
+}
+
+// endSession ends the session from its owner (its target unreachable): the status
+// and the end of its open calls and parked requests are one fenced transaction
+// (endSessionAsOwner), reported as a close by request is (reportEnd). A session the api closed
+// meanwhile is left to that close.
+func (r *sessionRunner) endSession(to Status, reason string, how sessionEnd, status map[string]any) {
+	var ended *endedWork
+	err := r.ownerWriteRetry(func(ctx context.Context) (err error) {
+		ended, err = r.rt.store.endSessionAsOwner(ctx, r.tenant, r.id, r.epoch, to, reason, how)
+		return err
+	})
+	if err != nil || ended == nil {
+		if err != nil && r.ctx.Err() == nil && !r.isStale() {
+			r.logger.Warn("end the session", slog.String("status", string(to)), slog.Any("error", err))
+		}
+		r.cancel()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 10*time.Second)
+	defer cancel()
+	r.reportEnd(ctx, ended, status)
+}
+
+// reportEnd reports what the end of the session, already recorded with the calls and requests
+// it ended, cut off; then it records the status event, so followers see the end of the
+// stream, and stops the runner, which lets the connection go. The calls running here are
+// cancelled at the target and, with the requests parked here, report themselves as the
+// database has them. ended, when the owner ended the session itself, holds the rest: calls
+// that never ran here (queued, or left running by an earlier owner) and requests nobody here
+// waits for, reported now.
+func (r *sessionRunner) reportEnd(ctx context.Context, ended *endedWork, status map[string]any) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if ended != nil {
+		r.mu.Lock()
+		var calls []Call
+		for _, c := range ended.calls {
+			// A queued call running here finds it ended when it claims it, and says nothing.
+			if _, running := r.calls[c.ID]; !running || c.Status != CallInterrupted {
+				calls = append(calls, c)
+			}
+		}
+		var expired []string
+		for _, id := range ended.pending {
+			if _, waiting := r.waiters[id]; !waiting {
+				expired = append(expired, id)
+			}
+		}
+		r.mu.Unlock()
+		for i := range calls {
+			r.emit(EventCallResult, callResultEvent(&calls[i]))
+		}
+		for _, id := range expired {
+			r.emit(EventPendingResolved, map[string]any{"request_id": id, "status": PendingExpired, "reason": "the session ended"})
+		}
+	}
 	select {
 	case <-r.cancelRunning():
 	case <-ctx.Done():
 	}
-	data, _ := json.Marshal(map[string]any{"state": StatusClosed, "reason": "closed by request"})
+	data, _ := json.Marshal(status)
 	if !r.isStale() {
 		if _, err := r.rt.persister.appendSync(ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch,
 			typ: EventStatus, data: data, at: eventTime()}); err != nil {
-			r.logger.Warn("record the close", slog.Any("error", err))
+			r.logger.Warn("record the end of the session", slog.Any("error", err))
 		}
 	}
 	r.cancel()

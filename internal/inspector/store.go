@@ -270,16 +270,73 @@ func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from 
 // the target and reports them; without an owner (none alive, or the doorbell lost) nothing
 // would ever end them, as a closed session gets no new owner.
 func endWithSession(tenantID, sessionID string) txHook {
+	return endOpenWork(tenantID, sessionID, closeEnd, nil)
+}
+
+// sessionEnd is how the end of a session ends its open calls: queued ones, which never reached
+// the target, with status queued and error queuedError; running ones, which may have, as
+// interrupted with runningError (never sent again: at most once).
+type sessionEnd struct {
+	queued                    CallStatus
+	queuedError, runningError string // JSON objects
+}
+
+// closeEnd is how a close, by request or after being idle, ends the session's calls.
+var closeEnd = sessionEnd{queued: CallCancelled, queuedError: closedBeforeSent, runningError: closedWhileRunning} //nolint:gochecknoglobals // constant
+
+// failedEnd is how a session that could not connect to its target ends its calls: they fail
+// saying why, so a caller waiting for one hears of it instead of waiting for a reconnect.
+func failedEnd(sessionErr string) sessionEnd {
+	queued, _ := json.Marshal(map[string]string{"message": "failed: the session could not connect to its target: " + sessionErr})
+	running, _ := json.Marshal(map[string]string{"message": "interrupted: the session lost its target and could not connect again: " + sessionErr})
+	return sessionEnd{queued: CallFailed, queuedError: db.StorableText(string(queued)), runningError: db.StorableText(string(running))}
+}
+
+// endedWork is what the end of a session ended: its open calls as they are now, and the ids
+// of the parked requests that expired.
+type endedWork struct {
+	calls   []Call
+	pending []string
+}
+
+// sessionCallsLockSQL and sessionCallsSharedLockSQL order a session's end against calls being
+// queued on it: an insert takes the shared lock in a statement before the one that checks the
+// session's status, and the end takes it exclusively between its status change and the end of
+// the open calls. So an insert either finds the session ended or is committed, and then ended,
+// before the end goes on: no call stays queued on a session that will never dispatch it.
+const (
+	sessionCallsLockSQL       = `select pg_advisory_xact_lock(hashtextextended('tapline.session-calls:' || $1::text, 0))`
+	sessionCallsSharedLockSQL = `select pg_advisory_xact_lock_shared(hashtextextended('tapline.session-calls:' || $1::text, 0))`
+)
+
+// endOpenWork is the transaction hook that ends a session's open calls and parked requests as
+// how says, after the session's status changed in the same transaction. ended, when not nil,
+// receives what it ended.
+func endOpenWork(tenantID, sessionID string, how sessionEnd, ended *endedWork) txHook {
 	return func(ctx context.Context, tx pgx.Tx) error {
 		b := &pgx.Batch{}
+		b.Queue(sessionCallsLockSQL, sessionID)
 		b.Queue(`update session_calls set
-				status = case status when 'queued' then 'cancelled' else 'interrupted' end,
-				error = case status when 'queued' then $3::jsonb else $4::jsonb end,
+				status = case status when 'queued' then $3 else 'interrupted' end,
+				error = case status when 'queued' then $4::jsonb else $5::jsonb end,
 				finished_at = now(), updated_at = now()
-			where tenant_id = $1 and session_id = $2 and status in ('queued', 'running')`,
-			tenantID, sessionID, closedBeforeSent, closedWhileRunning)
+			where tenant_id = $1 and session_id = $2 and status in ('queued', 'running')
+			returning `+callColumns,
+			tenantID, sessionID, string(how.queued), how.queuedError, how.runningError).Query(func(rows pgx.Rows) (err error) {
+			calls, err := collectRows(rows, scanCall)
+			if ended != nil {
+				ended.calls = calls
+			}
+			return err
+		})
 		b.Queue(`update pending_requests set status = 'expired', answered_at = now()
-			where tenant_id = $1 and session_id = $2 and status = 'pending'`, tenantID, sessionID)
+			where tenant_id = $1 and session_id = $2 and status = 'pending' returning id`, tenantID, sessionID).Query(func(rows pgx.Rows) (err error) {
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if ended != nil {
+				ended.pending = ids
+			}
+			return db.InterpretError(err)
+		})
 		return db.InterpretError(tx.SendBatch(ctx, b).Close())
 	}
 }
@@ -289,6 +346,40 @@ const (
 	closedBeforeSent   = `{"message":"cancelled: the session was closed before the call was sent"}`
 	closedWhileRunning = `{"message":"interrupted: the session was closed while the call ran"}`
 )
+
+// endSessionAsOwner moves a live session to status to (closed or error) with reason, for its
+// owner with epoch, and ends what it leaves open as how says, in one transaction. It returns
+// what it ended, or nil when the session was not live any more (closed meanwhile by request),
+// or db.ErrStaleEpoch when a newer owner exists.
+func (s *Store) endSessionAsOwner(ctx context.Context, tenantID, id string, epoch int64, to Status, reason string, how sessionEnd) (*endedWork, error) {
+	var ended *endedWork
+	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		ended = nil
+		var cur int64
+		var status Status
+		if err := tx.QueryRow(ctx, `select epoch, status from sessions where tenant_id = $1 and id = $2 for update`,
+			tenantID, id).Scan(&cur, &status); err != nil {
+			return db.InterpretError(err)
+		}
+		if cur != epoch {
+			return db.ErrStaleEpoch
+		}
+		if !status.Live() {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `update sessions set status = $3, status_error = $4, updated_at = now(),
+				closed_at = case when $3 = 'closed' then now() else null end
+			where tenant_id = $1 and id = $2`, tenantID, id, to, db.StorableText(reason)); err != nil {
+			return db.InterpretError(err)
+		}
+		ended = &endedWork{}
+		return endOpenWork(tenantID, id, how, ended)(ctx, tx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ended, nil
+}
 
 // OwnerUpdate is what an owner records about its connection.
 type OwnerUpdate struct {
@@ -547,6 +638,7 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 	// The owner is rung while this batch runs (Service.StartCall); its claim waits on this
 	// lock, which the transaction holds until its insert is committed or gone.
 	b.Queue(callLockSQL, id)
+	b.Queue(sessionCallsSharedLockSQL, sessionID)
 	b.Queue(insert, insertArgs...).QueryRow(func(row pgx.Row) (err error) {
 		out, err = scanCall(row)
 		if errors.Is(err, db.ErrNotFound) {
