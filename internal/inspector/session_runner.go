@@ -156,7 +156,7 @@ func (r *sessionRunner) run(moved *movedFrom) {
 		r.takeOver(moved)
 	}
 	r.connectWithRetry()
-	idle := time.NewTicker(time.Minute)
+	idle := time.NewTicker(idleCheckInterval(r.rt.cfg.IdleClose))
 	defer idle.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
@@ -539,7 +539,7 @@ func (r *sessionRunner) closeByRequest(ctx context.Context) {
 	r.reportEnd(ctx, nil, map[string]any{"state": StatusClosed, "reason": "closed by request"})
 }
 
-// endSession ends the session from its owner (its target unreachable): the status
+// endSession ends the session from its owner (idle, or its target unreachable): the status
 // and the end of its open calls and parked requests are one fenced transaction
 // (endSessionAsOwner), reported as a close by request is (reportEnd). A session the api closed
 // meanwhile is left to that close.
@@ -636,13 +636,17 @@ func (r *sessionRunner) closeIfIdle() {
 		r.touch()
 		return
 	}
-	st := StatusClosed
-	reason := "closed after being idle"
-	if r.ownerWrite(r.rt.store.updateAsOwner(r.ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &reason})) == nil {
-		r.emit(EventStatus, map[string]any{"state": StatusClosed, "reason": "idle"})
+	r.logger.Info("closing the session after being idle")
+	r.endSession(StatusClosed, "closed after being idle", closeEnd, map[string]any{"state": StatusClosed, "reason": "idle"})
+}
+
+// idleCheckInterval is how often a runner asks whether its session has been idle for
+// IdleClose: often enough that the close comes at most a quarter late.
+func idleCheckInterval(idleClose time.Duration) time.Duration {
+	if idleClose <= 0 {
+		return time.Minute
 	}
-	r.logger.Info("session closed after being idle")
-	r.cancel()
+	return min(time.Minute, max(idleClose/4, 10*time.Millisecond))
 }
 
 // clientOptions wires go-sdk's handlers to events and pending requests. parked ends when the

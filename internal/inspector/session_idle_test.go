@@ -1,0 +1,140 @@
+package inspector
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tapline/tapline/internal/tracker"
+)
+
+// Closing a session after being idle ends what it leaves open as a close by request does:
+// the queued call is cancelled before it was sent, the call an earlier owner left running
+// is interrupted, the parked request nobody waits for here expires, each reported before
+// the close. The other tenant's session keeps its own.
+func TestIdleCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newShardTest(t)
+	mineTenant, mine := s.tenant(1)
+	theirTenant, theirs := s.tenant(1)
+	insertCall := func(tenantID, sessionID string, status CallStatus) string {
+		t.Helper()
+		id := newID()
+		if _, err := s.d.Pool.Exec(ctx, `insert into session_calls (id, tenant_id, session_id, name, status, epoch)
+			values ($1, $2, $3, 'echo', $4, 1)`, id, tenantID, sessionID, status); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	insertPending := func(tenantID, sessionID string) string {
+		t.Helper()
+		id := newID()
+		if _, err := s.d.Pool.Exec(ctx, `insert into pending_requests (id, tenant_id, session_id, kind, params, status, epoch, expires_at)
+			values ($1, $2, $3, 'elicitation', '{}', 'pending', 1, now() + interval '1 hour')`, id, tenantID, sessionID); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	queued, running, request := insertCall(mineTenant, mine[0], CallQueued), insertCall(mineTenant, mine[0], CallRunning), insertPending(mineTenant, mine[0])
+	theirCall, theirRequest := insertCall(theirTenant, theirs[0], CallQueued), insertPending(theirTenant, theirs[0])
+
+	trk, err := tracker.New(s.rdb, &tracker.Config{Prefix: s.prefix + ":trk", NodeName: "idle"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trk.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(trk.Stop)
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	rt := &Runtime{cfg: RuntimeConfig{IdleClose: time.Minute, Tracker: trk}, store: NewStore(s.d.AppPool),
+		persister: &persister{shards: []*commitShard{s.shard}}, logger: logger}
+	s.start()
+	r := newSessionRunner(rt, nil, &Session{TenantID: mineTenant, ID: mine[0], Epoch: 1})
+	defer r.cancel()
+	r.lastActivity = time.Now().Add(-time.Hour)
+
+	r.closeIfIdle()
+
+	if r.ctx.Err() == nil {
+		t.Fatal("the runner of the session closed after being idle still runs")
+	}
+	sess, err := rt.store.GetSession(ctx, mineTenant, mine[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Status != StatusClosed || sess.ClosedAt == nil {
+		t.Errorf("session after the idle close: %s, closed at %v", sess.Status, sess.ClosedAt)
+	}
+	for _, tc := range []struct {
+		tenant, session, call string
+		want                  CallStatus
+		error                 string
+	}{
+		{mineTenant, mine[0], queued, CallCancelled, closedBeforeSent},
+		{mineTenant, mine[0], running, CallInterrupted, closedWhileRunning},
+		{theirTenant, theirs[0], theirCall, CallQueued, ""},
+	} {
+		c, err := rt.store.GetCall(ctx, tc.tenant, tc.session, tc.call)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Status != tc.want || string(compactJSON(t, c.Error)) != string(compactJSON(t, []byte(tc.error))) {
+			t.Errorf("call %s: %s %s, want %s %s", tc.call, c.Status, c.Error, tc.want, tc.error)
+		}
+	}
+	for _, tc := range []struct {
+		tenant, session, request string
+		want                     PendingStatus
+	}{{mineTenant, mine[0], request, PendingExpired}, {theirTenant, theirs[0], theirRequest, PendingWaiting}} {
+		p, err := rt.store.GetPending(ctx, tc.tenant, tc.session, tc.request)
+		if err != nil || p.Status != tc.want {
+			t.Errorf("request %s: %+v %v, want %s", tc.request, p, err, tc.want)
+		}
+	}
+
+	// The close was recorded with appendSync: every event is in.
+	events, err := rt.store.Events(ctx, mineTenant, mine[0], EventsParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range events {
+		got = append(got, string(e.Type)+" "+string(compactJSON(t, e.Data)))
+	}
+	want := []string{
+		`call_result {"call_id":"` + queued + `","error":{"message":"cancelled: the session was closed before the call was sent"},"ok":false,"status":"cancelled"}`,
+		`call_result {"call_id":"` + running + `","error":{"message":"interrupted: the session was closed while the call ran"},"ok":false,"status":"interrupted"}`,
+		`pending_resolved {"reason":"the session ended","request_id":"` + request + `","status":"expired"}`,
+		`status {"reason":"idle","state":"closed"}`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("events:\n%v\nwant:\n%v", got, want)
+	}
+	// The close comes last; what it ended, before it in any order.
+	slices.Sort(got[:3])
+	slices.Sort(want[:3])
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("event %d: %s, want %s", i, got[i], want[i])
+		}
+	}
+}
+
+// compactJSON is raw as encoding/json writes it again: keys sorted, no spaces.
+func compactJSON(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	if len(raw) == 0 {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("%s: %v", raw, err)
+	}
+	out, _ := json.Marshal(v)
+	return out
+}
