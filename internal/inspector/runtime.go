@@ -72,6 +72,7 @@ type Runtime struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	serving inflight // commands being served
 	wakeup  chan struct{}
 	stopped bool
 }
@@ -121,9 +122,10 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop drains the worker: it stops taking sessions, closes its connections without
-// writing for them, commits what is queued, hands its leases over so other workers take the
-// sessions at once, and wakes them.
+// Stop drains the worker: it stops taking sessions and commands, lets the commands it is
+// serving end, closes its connections without writing for them, commits what is queued,
+// hands its leases over so other workers take the sessions at once, and wakes them. ctx
+// bounds the wait for the commands; nothing else of the runtime writes once Stop returns.
 func (rt *Runtime) Stop(ctx context.Context) {
 	rt.mu.Lock()
 	if rt.stopped {
@@ -138,6 +140,13 @@ func (rt *Runtime) Stop(ctx context.Context) {
 	rt.mu.Unlock()
 	rt.cancel()
 	rt.wg.Wait()
+	// The inbox is read no more, so no command starts; those started see the runtime's
+	// context ended and answer (a reply, perhaps a write of their session's owner) at once.
+	select {
+	case <-rt.serving.idle():
+	case <-ctx.Done():
+		rt.logger.WarnContext(ctx, "commands still running at shutdown", slog.Any("error", ctx.Err()))
+	}
 	var wg sync.WaitGroup
 	for _, r := range runners {
 		wg.Go(r.stop)
@@ -341,7 +350,11 @@ func (rt *Runtime) inboxLoop() {
 					rt.logger.Warn("bad command", slog.Any("error", err))
 					continue
 				}
-				go rt.serve(&cmd)
+				rt.serving.enter()
+				go func() {
+					defer rt.serving.leave()
+					rt.serve(&cmd)
+				}()
 			}
 		}
 	}
