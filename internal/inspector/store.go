@@ -357,7 +357,9 @@ func (s *Store) endSessionAsOwner(ctx context.Context, tenantID, id string, epoc
 		ended = nil
 		var cur int64
 		var status Status
-		if err := tx.QueryRow(ctx, `select epoch, status from sessions where tenant_id = $1 and id = $2 for update`,
+		// No key update: a call being inserted holds a key share lock on the session (its
+		// foreign key) while the end waits for it (sessionCallsLockSQL).
+		if err := tx.QueryRow(ctx, `select epoch, status from sessions where tenant_id = $1 and id = $2 for no key update`,
 			tenantID, id).Scan(&cur, &status); err != nil {
 			return db.InterpretError(err)
 		}

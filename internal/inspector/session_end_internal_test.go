@@ -138,3 +138,60 @@ func compactJSON(t *testing.T, raw []byte) []byte {
 	out, _ := json.Marshal(v)
 	return out
 }
+
+// A call queued while its session ends is either refused or ended with the others: the
+// insert's snapshot may predate the end, so the end waits for inserts in progress before it
+// ends the session's calls. A trigger holds the insert after it found the session ready.
+func TestCallQueuedWhileTheSessionEndsIsEnded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newShardTest(t)
+	tenantID, ids := s.tenant(1)
+	if _, err := s.d.Pool.Exec(ctx, `
+		create function test_slow_insert() returns trigger language plpgsql as $$
+		begin
+			if new.name = 'slow-insert' then perform pg_sleep(1); end if;
+			return new;
+		end $$;
+		create trigger test_slow_insert before insert on session_calls for each row execute function test_slow_insert();`); err != nil {
+		t.Fatal(err)
+	}
+	store := NewStore(s.d.AppPool)
+	callID := newID()
+	inserted := make(chan error, 1)
+	go func() {
+		_, _, err := store.insertCall(ctx, tenantID, ids[0], callID, "slow-insert", json.RawMessage(`{}`), "key:test", nil)
+		inserted <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := s.d.Pool.QueryRow(ctx, `select count(*) from pg_stat_activity
+			where datname = current_database() and state = 'active' and query like '%insert into session_calls%'
+			  and query not like '%pg_stat_activity%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the insert never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	ended, err := store.endSessionAsOwner(ctx, tenantID, ids[0], 1, StatusError, "gone", failedEnd("gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-inserted; err != nil {
+		t.Fatalf("the insert the end waited for: %v", err)
+	}
+	c, err := store.GetCall(ctx, tenantID, ids[0], callID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != CallFailed || len(ended.calls) != 1 || ended.calls[0].ID != callID {
+		t.Fatalf("call queued while its session ended: %s; the end ended %d calls", c.Status, len(ended.calls))
+	}
+}
