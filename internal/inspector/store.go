@@ -304,9 +304,10 @@ type endedWork struct {
 // session's status, and the end takes it exclusively between its status change and the end of
 // the open calls. So an insert either finds the session ended or is committed, and then ended,
 // before the end goes on: no call stays queued on a session that will never dispatch it.
+// The shared lock is an expression of callInsertLocksSQL, the session id its $2.
 const (
 	sessionCallsLockSQL       = `select pg_advisory_xact_lock(hashtextextended('tapline.session-calls:' || $1::text, 0))`
-	sessionCallsSharedLockSQL = `select pg_advisory_xact_lock_shared(hashtextextended('tapline.session-calls:' || $1::text, 0))`
+	sessionCallsSharedLockSQL = `pg_advisory_xact_lock_shared(hashtextextended('tapline.session-calls:' || $2::text, 0))`
 )
 
 // endOpenWork is the transaction hook that ends a session's open calls and parked requests as
@@ -639,8 +640,7 @@ func (s *Store) insertCall(ctx context.Context, tenantID, sessionID, id, name st
 	b := &pgx.Batch{}
 	// The owner is rung while this batch runs (Service.StartCall); its claim waits on this
 	// lock, which the transaction holds until its insert is committed or gone.
-	b.Queue(callLockSQL, id)
-	b.Queue(sessionCallsSharedLockSQL, sessionID)
+	b.Queue(callInsertLocksSQL, id, sessionID)
 	b.Queue(insert, insertArgs...).QueryRow(func(row pgx.Row) (err error) {
 		out, err = scanCall(row)
 		if errors.Is(err, db.ErrNotFound) {
@@ -735,9 +735,12 @@ func (s *Store) ListCalls(ctx context.Context, tenantID, sessionID string, limit
 // owner's claim must see that row once it is committed rather than miss it by a few
 // hundred microseconds. Advisory locks go after the commit is visible, so the claim's
 // next statement, with a fresh snapshot, finds the row.
+// callInsertLocksSQL takes it with the session's shared lock (sessionCallsSharedLockSQL) in
+// one statement.
 const (
-	callLockSQL      = `select pg_advisory_xact_lock(hashtextextended('tapline.call:' || $1::text, 0))`
-	callClaimLockSQL = `select pg_advisory_xact_lock_shared(hashtextextended('tapline.call:' || $1::text, 0))`
+	callLockSQL        = `pg_advisory_xact_lock(hashtextextended('tapline.call:' || $1::text, 0))`
+	callInsertLocksSQL = `select ` + callLockSQL + `, ` + sessionCallsSharedLockSQL
+	callClaimLockSQL   = `select pg_advisory_xact_lock_shared(hashtextextended('tapline.call:' || $1::text, 0))`
 )
 
 // startCall moves a queued call to running for the owner with epoch. It reports false when
