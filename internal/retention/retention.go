@@ -4,8 +4,8 @@
 // A Service runs in every worker; a PostgreSQL session advisory lock makes sure only one of
 // them purges at a time, and the others skip their round. Each batch is its own short tenant
 // transaction (row-level security applies as everywhere else), so a purge of millions of
-// rows never holds locks or a snapshot for long. Every tenant purge that deletes something
-// is recorded in the audit log as retention.purge.
+// rows never holds locks or a snapshot for long. Every batch that deletes something is
+// recorded in the tenant's audit log as retention.purge, in the batch's own transaction.
 package retention
 
 import (
@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -188,23 +189,15 @@ func (s *Service) RunOnce(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// purgeTenant deletes one tenant's events older than before, BatchSize per transaction, and
-// records what it deleted in the tenant's audit log, however it ends: a purge cut short (the
-// service stopping, a batch failing) has still deleted the batches committed before.
+// purgeTenant deletes one tenant's events older than before, BatchSize per transaction.
+// Each batch that deletes something records its own retention.purge entry in the tenant's
+// audit log inside the batch's transaction, so the deletion and its record commit together:
+// however the purge ends (the service stopping, a batch failing, the process dying between
+// two batches), every committed batch is in the audit log and nothing else is. The entries
+// of one purge share a purge id and number their batches from 1.
 func (s *Service) purgeTenant(ctx context.Context, tenantID string, before time.Time) (total int64, err error) {
-	defer func() {
-		if total == 0 || s.cfg.Audit == nil {
-			return
-		}
-		// Recorded even once ctx is cancelled, as the deletions it reports are done.
-		_, aerr := s.cfg.Audit.Record(context.WithoutCancel(ctx), nil, audit.Entry{
-			TenantID: tenantID, Actor: audit.SystemActor("retention"), Action: ActionPurge,
-			Target:  audit.Target{Type: "session_events", ID: tenantID},
-			Details: map[string]any{"deleted": total, "before": before.UTC().Format(time.RFC3339)},
-		})
-		err = errors.Join(err, aerr)
-	}()
-	for {
+	purgeID := uuid.Must(uuid.NewV7()).String()
+	for batch := 1; ; batch++ {
 		var n int64
 		err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, `delete from session_events where ctid = any (array(
@@ -214,10 +207,22 @@ func (s *Service) purgeTenant(ctx context.Context, tenantID string, before time.
 				return db.InterpretError(err)
 			}
 			n = tag.RowsAffected()
-			return nil
+			if n == 0 || s.cfg.Audit == nil {
+				return nil
+			}
+			_, err = s.cfg.Audit.Record(ctx, tx, audit.Entry{
+				TenantID: tenantID, Actor: audit.SystemActor("retention"), Action: ActionPurge,
+				Target: audit.Target{Type: "session_events", ID: tenantID},
+				Details: map[string]any{
+					"deleted": n, "before": before.UTC().Format(time.RFC3339),
+					"purge_id": purgeID, "batch": batch,
+				},
+			})
+			return err
 		})
 		if err != nil {
-			// Not counted: the batch was rolled back (or its commit's outcome is unknown).
+			// Not counted: the batch and its audit entry were rolled back (or the commit's
+			// outcome is unknown).
 			return total, fmt.Errorf("purge tenant %s: %w", tenantID, err)
 		}
 		total += n

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -125,10 +126,17 @@ func TestRunOncePurgesPerTenantRetention(t *testing.T) {
 		if res.Deleted != 8+3 || res.Tenants != 2 {
 			t.Fatalf("result = %+v, want 11 deleted in 2 tenants", res)
 		}
-		page, err := rec.List(ctx, short, audit.Filter{Action: retention.ActionPurge}, audit.PageParams{})
-		if err != nil || len(page.Items) != 1 || page.Items[0].Actor.ID != "system:retention" {
-			t.Fatalf("purge audit = %+v, %v", page, err)
+		// One entry per batch of 2: short's 8 events in 4, one purge.
+		purges := purgeEntries(t, rec, short)
+		if len(purges) != 4 {
+			t.Fatalf("purge audit of short = %+v, want 4 batches", purges)
 		}
+		for i, p := range purges {
+			if p.Deleted != 2 || p.Batch != i+1 || p.PurgeID != purges[0].PurgeID || p.PurgeID == "" || p.actor != "system:retention" {
+				t.Fatalf("purge audit entry %d = %+v", i, p)
+			}
+		}
+		requireChainOK(t, rec, short)
 		if again, _ := svc.RunOnce(ctx); again.Deleted != 0 {
 			t.Fatalf("second purge deleted %d", again.Deleted)
 		}
@@ -211,18 +219,145 @@ func TestInterruptedPurgeIsAudited(t *testing.T) {
 	if deleted != 2 {
 		t.Fatalf("%d of 5 events deleted; the test meant to stop the purge after its first batch of 2", deleted)
 	}
-	page, err := rec.List(ctx, id, audit.Filter{Action: retention.ActionPurge}, audit.PageParams{})
-	if err != nil || len(page.Items) != 1 {
-		t.Fatalf("%d events deleted, purge audit = %+v, %v", deleted, page, err)
+	purges := purgeEntries(t, rec, id)
+	if len(purges) != 1 || purges[0].Deleted != deleted || res.Deleted != int64(deleted) {
+		t.Fatalf("audit says %+v, result %d deleted, database %d", purges, res.Deleted, deleted)
 	}
-	var details struct {
-		Deleted int `json:"deleted"`
-	}
-	if err := json.Unmarshal(page.Items[0].Details, &details); err != nil || details.Deleted != deleted || res.Deleted != int64(deleted) {
-		t.Fatalf("audit says %s, result %d deleted, database %d (%v)", page.Items[0].Details, res.Deleted, deleted, err)
-	}
+	requireChainOK(t, rec, id)
 	// The next purge finishes the job, and leaves no old events to the package's other tests.
 	if _, err := retention.New(dbtest.Pool(t), &retention.Config{DefaultDays: 30, Audit: rec}).RunOnce(ctx); err != nil || countEvents(t, id) != 0 {
 		t.Fatalf("the next purge: %v, %d events left", err, countEvents(t, id))
 	}
+}
+
+// purgeEntry is what a retention.purge audit entry says.
+type purgeEntry struct {
+	Deleted int    `json:"deleted"`
+	Before  string `json:"before"`
+	PurgeID string `json:"purge_id"`
+	Batch   int    `json:"batch"`
+	actor   string
+}
+
+// purgeEntries returns a tenant's retention.purge entries, oldest first.
+func purgeEntries(t *testing.T, rec *audit.Recorder, tenantID string) []purgeEntry {
+	t.Helper()
+	page, err := rec.List(context.Background(), tenantID, audit.Filter{Action: retention.ActionPurge}, audit.PageParams{Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]purgeEntry, len(page.Items))
+	for i, ev := range page.Items {
+		if err := json.Unmarshal(ev.Details, &out[i]); err != nil {
+			t.Fatalf("purge entry %s: %v", ev.Details, err)
+		}
+		out[i].actor = ev.Actor.ID
+	}
+	return out
+}
+
+func requireChainOK(t *testing.T, rec *audit.Recorder, tenantID string) {
+	t.Helper()
+	v, err := rec.Verify(context.Background(), tenantID, nil, nil)
+	if err != nil || !v.OK {
+		t.Fatalf("audit chain of %s: %+v, %v", tenantID, v, err)
+	}
+}
+
+// crashEnv names the database and tenant a child process purges until it crashes
+// (TestPurgeCrashAfterCommitKeepsItsAudit).
+const (
+	crashURLEnv    = "TAPLINE_RETENTION_CRASH_URL"
+	crashTenantEnv = "TAPLINE_RETENTION_CRASH_TENANT"
+)
+
+// exitAtSecondDelete ends the process, with no deferred function run and no further
+// statement sent, as the second batch's delete of one tenant's events is about to be sent:
+// a worker killed right after a batch committed.
+type exitAtSecondDelete struct {
+	tenantID string
+	deletes  atomic.Int32
+}
+
+func (c *exitAtSecondDelete) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(d.SQL, "delete from session_events") && len(d.Args) > 0 && d.Args[0] == c.tenantID && c.deletes.Add(1) == 2 {
+		os.Exit(3)
+	}
+	return ctx
+}
+
+func (c *exitAtSecondDelete) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A worker that dies right after a batch committed leaves that batch's audit entry: the
+// deletion and its record commit together, and the chain stays valid. The purge runs in a
+// child process (this test binary again), which exits in the middle of it.
+func TestPurgeCrashAfterCommitKeepsItsAudit(t *testing.T) {
+	if url := os.Getenv(crashURLEnv); url != "" {
+		crashingPurge(t, url, os.Getenv(crashTenantEnv))
+		return
+	}
+	ctx := context.Background()
+	store := tenant.NewStore(dbtest.Pool(t))
+	id, other := newTenant(t, store, "crash"), newTenant(t, store, "bystander")
+	seedEvents(t, id, 90, 80, 70, 60, 50)
+	rec := audit.NewRecorder(dbtest.Pool(t), nil)
+	// The other tenant's chain has entries of its own, which the purge must not touch.
+	if _, err := rec.Record(ctx, nil, audit.Entry{TenantID: other, Action: "test.before"}); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPurgeCrashAfterCommitKeepsItsAudit$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashURLEnv+"="+dbtest.SharedURL(t), crashTenantEnv+"="+id)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Fatalf("the purging process was meant to die at its second batch; it ended with %v:\n%s", err, out)
+	}
+
+	deleted := 5 - countEvents(t, id)
+	if deleted != 2 {
+		t.Fatalf("%d of 5 events deleted; the test meant to kill the purge after its first batch of 2", deleted)
+	}
+	purges := purgeEntries(t, rec, id)
+	if len(purges) != 1 || purges[0].Deleted != deleted || purges[0].Batch != 1 {
+		t.Fatalf("%d events deleted before the crash, purge audit = %+v", deleted, purges)
+	}
+	requireChainOK(t, rec, id)
+	if got := purgeEntries(t, rec, other); len(got) != 0 {
+		t.Fatalf("the bystander tenant got purge entries %+v", got)
+	}
+	requireChainOK(t, rec, other)
+
+	// The next purge finishes the job, continues the chain, and leaves no old events to the
+	// package's other tests.
+	if _, err := retention.New(dbtest.Pool(t), &retention.Config{DefaultDays: 30, BatchSize: 2, Audit: rec}).RunOnce(ctx); err != nil || countEvents(t, id) != 0 {
+		t.Fatalf("the next purge: %v, %d events left", err, countEvents(t, id))
+	}
+	purges = purgeEntries(t, rec, id)
+	sum := 0
+	for _, p := range purges {
+		sum += p.Deleted
+	}
+	if len(purges) != 3 || sum != 5 || purges[1].PurgeID == purges[0].PurgeID || purges[2].PurgeID != purges[1].PurgeID {
+		t.Fatalf("after the second purge the audit says %+v, want 1 + 2 batches deleting 5", purges)
+	}
+	requireChainOK(t, rec, id)
+}
+
+// crashingPurge is the child process of TestPurgeCrashAfterCommitKeepsItsAudit: it purges
+// with an audit recorder until exitAtSecondDelete ends the process.
+func crashingPurge(t *testing.T, url, tenantID string) {
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = &exitAtSecondDelete{tenantID: tenantID}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	res, err := retention.New(pool, &retention.Config{DefaultDays: 30, BatchSize: 2, Audit: audit.NewRecorder(pool, nil)}).RunOnce(ctx)
+	t.Fatalf("the purge ended without the crash: %+v, %v", res, err)
 }
