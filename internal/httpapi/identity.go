@@ -58,7 +58,7 @@ func (s *Server) CreateAPIKey(ctx context.Context, req apigen.CreateAPIKeyReques
 		return nil, tenant.ErrRoleTooHigh
 	}
 	params := tenant.CreateAPIKeyParams{Name: deref(req.Body.Name), Role: role, CreatedByUser: p.UserID, ExpiresAt: req.Body.ExpiresAt,
-		After: auditAfter(s, p.TenantID, audit.ActionAPIKeyCreate, keyAudit)}
+		By: granterOf(p), After: auditAfter(s, p.TenantID, audit.ActionAPIKeyCreate, keyAudit)}
 	if p.Kind == auth.KindAPIKey {
 		params.CreatedByKey = p.KeyID
 	}

@@ -32,7 +32,7 @@ func (s *Server) AddMember(ctx context.Context, req apigen.AddMemberRequestObjec
 	if err != nil {
 		return nil, err
 	}
-	ch, err := s.cfg.Tenants.AddMember(ctx, p.TenantID, req.Body.Email, tenant.Role(req.Body.Role), p.Role,
+	ch, err := s.cfg.Tenants.AddMember(ctx, p.TenantID, req.Body.Email, tenant.Role(req.Body.Role), granterOf(p),
 		auditAfter(s, p.TenantID, audit.ActionMemberAdd, memberAudit))
 	if err != nil {
 		return nil, err
@@ -46,7 +46,7 @@ func (s *Server) UpdateMember(ctx context.Context, req apigen.UpdateMemberReques
 	if err != nil {
 		return nil, err
 	}
-	ch, err := s.cfg.Tenants.ChangeMemberRole(ctx, p.TenantID, req.ID, tenant.Role(req.Body.Role), p.Role,
+	ch, err := s.cfg.Tenants.ChangeMemberRole(ctx, p.TenantID, req.ID, tenant.Role(req.Body.Role), granterOf(p),
 		auditAfter(s, p.TenantID, audit.ActionMemberUpdate, memberAudit))
 	if err != nil {
 		return nil, err
@@ -60,12 +60,18 @@ func (s *Server) RemoveMember(ctx context.Context, req apigen.RemoveMemberReques
 	if err != nil {
 		return nil, err
 	}
-	_, err = s.cfg.Tenants.RemoveMember(ctx, p.TenantID, req.ID, p.Role,
+	_, err = s.cfg.Tenants.RemoveMember(ctx, p.TenantID, req.ID, granterOf(p),
 		auditAfter(s, p.TenantID, audit.ActionMemberRemove, memberAudit))
 	if err != nil {
 		return nil, err
 	}
 	return apigen.RemoveMember204Response{}, nil
+}
+
+// granterOf is the principal as the tenant store reads it again under the tenant's lock, so a
+// principal demoted, or whose key is revoked, while its request waits acts with what is left.
+func granterOf(p *auth.Principal) tenant.Actor {
+	return tenant.Actor{Role: p.Role, UserID: p.UserID, KeyID: p.KeyID}
 }
 
 // memberAudit describes a membership change for the audit log.

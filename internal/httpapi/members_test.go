@@ -1,9 +1,12 @@
 package httpapi_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tapline/tapline/internal/dbtest"
 	"github.com/tapline/tapline/internal/tenant"
 )
 
@@ -71,6 +74,103 @@ func TestMembersEndpoints(t *testing.T) {
 			t.Fatalf("remove = %d %s", r.status, r.raw)
 		}
 		requireProblem(t, e.do(t, "GET", "/v1/me", secret, nil), 401, "")
+	})
+	t.Run("AnOwnerDemotedWhileTheRequestWaitsIsRefused", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t)
+		ctx := t.Context()
+		second := e.do(t, "POST", "/v1/members", e.a.Secret, map[string]any{"email": "o2@team.test", "role": "owner"})
+		other := e.do(t, "POST", "/v1/members", e.a.Secret, map[string]any{"email": "c@team.test", "role": "member"})
+		if second.status != 201 || other.status != 201 {
+			t.Fatalf("add = %d %s, %d %s", second.status, second.raw, other.status, other.raw)
+		}
+		uid, cid := second.body["id"].(string), other.body["id"].(string)
+		_, secret, err := e.tenants.CreateAPIKey(ctx, e.a.Tenant.ID, tenant.CreateAPIKeyParams{Role: tenant.RoleOwner, CreatedByUser: uid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := e.do(t, "GET", "/v1/me", secret, nil); r.body["role"] != "owner" {
+			t.Fatalf("the second owner's key: %d %s", r.status, r.raw)
+		}
+		// Another owner's demotion of the second owner holds the tenant's lock (as the store
+		// does) while the second owner's requests for owner rights arrive, authenticated
+		// with the key the demotion revokes.
+		tx, err := dbtest.OwnerPool(t).Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		var pid int
+		if err := tx.QueryRow(ctx, `select pg_backend_pid() from tenants where id = $1 for update`, e.a.Tenant.ID).Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `update memberships set role = 'admin' where tenant_id = $1 and user_id = $2`, e.a.Tenant.ID, uid); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `update api_keys set revoked_at = now() where tenant_id = $1 and created_by_user = $2 and role = 'owner'`, e.a.Tenant.ID, uid); err != nil {
+			t.Fatal(err)
+		}
+		calls := map[string]func() response{
+			"promote": func() response { return e.do(t, "PATCH", "/v1/members/"+cid, secret, map[string]any{"role": "owner"}) },
+			"add": func() response {
+				return e.do(t, "POST", "/v1/members", secret, map[string]any{"email": "o3@team.test", "role": "owner"})
+			},
+			"remove":   func() response { return e.do(t, "DELETE", "/v1/members/"+e.a.User.ID, secret, nil) },
+			"mint_key": func() response { return e.do(t, "POST", "/v1/api-keys", secret, map[string]any{"role": "owner"}) },
+		}
+		results := make(map[string]chan response, len(calls))
+		for name, call := range calls {
+			results[name] = make(chan response, 1)
+			go func() { results[name] <- call() }()
+		}
+		// Every request waits for the lock, directly or behind another, or has finished.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			var waiting int
+			if err := dbtest.OwnerPool(t).QueryRow(ctx, `with recursive blocked(pid) as (
+					select $1::int
+					union
+					select a.pid from pg_stat_activity a join blocked b on b.pid = any (pg_blocking_pids(a.pid)))
+				select count(*) - 1 from blocked`, pid).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			finished := 0
+			for _, ch := range results {
+				finished += len(ch)
+			}
+			if waiting+finished >= len(calls) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests wait for the lock and %d finished, want %d in all", waiting, finished, len(calls))
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for name, ch := range results {
+			t.Run(name, func(t *testing.T) { requireProblem(t, <-ch, 403, "") })
+		}
+		list := e.do(t, "GET", "/v1/members", e.a.Secret, nil)
+		members, _ := list.body["items"].([]any)
+		owners := 0
+		for _, m := range members {
+			if m.(map[string]any)["role"] == "owner" {
+				owners++
+			}
+		}
+		if list.status != 200 || owners != 1 || len(members) != 3 {
+			t.Fatalf("members after the demotion: %d %s", list.status, list.raw)
+		}
+		keys := e.do(t, "GET", "/v1/api-keys", e.a.Secret, nil)
+		if keys.status != 200 {
+			t.Fatalf("keys after the demotion: %d %s", keys.status, keys.raw)
+		}
+		for _, k := range keys.body["items"].([]any) {
+			k := k.(map[string]any)
+			if k["role"] == "owner" && k["revoked_at"] == nil && k["id"] != e.a.Key.ID {
+				t.Fatalf("an owner key besides the bootstrap key is live: %s", keys.raw)
+			}
+		}
 	})
 	t.Run("InvalidInputNamesField", func(t *testing.T) {
 		t.Parallel()

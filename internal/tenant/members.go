@@ -60,10 +60,11 @@ func (s *Store) ListMembers(ctx context.Context, tenantID string, p ListParams) 
 }
 
 // AddMember adds the user with this email to a tenant, creating the user when nobody has
-// that email yet. by is the role of whoever asks: only owners grant owner, and nobody grants
-// a role above their own. A user who is already a member is ErrConflict. after runs in the
-// same transaction, as in the other membership changes.
-func (s *Store) AddMember(ctx context.Context, tenantID, email string, role, by Role, after ...After[MemberChange]) (*MemberChange, error) {
+// that email yet. by is whoever asks (a Role, or an Actor read again under the tenant's
+// lock): only owners grant owner, and nobody grants a role above their own. A user who is
+// already a member is ErrConflict. after runs in the same transaction, as in the other
+// membership changes.
+func (s *Store) AddMember(ctx context.Context, tenantID, email string, role Role, by Granter, after ...After[MemberChange]) (*MemberChange, error) {
 	if !ValidID(tenantID) {
 		return nil, ErrNotFound
 	}
@@ -74,11 +75,14 @@ func (s *Store) AddMember(ctx context.Context, tenantID, email string, role, by 
 	if err != nil {
 		return nil, err
 	}
-	if err := mayGrant(by, "", role); err != nil {
-		return nil, err
-	}
 	var out MemberChange
 	err = db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		if err := lockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		if err := s.mayGrant(ctx, tx, tenantID, by, "", role); err != nil {
+			return err
+		}
 		userID, err := ensureUser(ctx, tx, email)
 		if err != nil {
 			return err
@@ -102,8 +106,8 @@ func (s *Store) AddMember(ctx context.Context, tenantID, email string, role, by 
 
 // ChangeMemberRole sets a member's role. Only owners promote to or demote from owner; the
 // last owner cannot be demoted (ErrLastOwner). API keys the member created whose role is now
-// above theirs are revoked, so a key never outranks its creator.
-func (s *Store) ChangeMemberRole(ctx context.Context, tenantID, userID string, role, by Role, after ...After[MemberChange]) (*MemberChange, error) {
+// above theirs are revoked, so a key never outranks its creator. by is as in AddMember.
+func (s *Store) ChangeMemberRole(ctx context.Context, tenantID, userID string, role Role, by Granter, after ...After[MemberChange]) (*MemberChange, error) {
 	if !ValidID(tenantID) || !ValidID(userID) {
 		return nil, ErrNotFound
 	}
@@ -117,7 +121,7 @@ func (s *Store) ChangeMemberRole(ctx context.Context, tenantID, userID string, r
 		if err != nil {
 			return err
 		}
-		if err := mayGrant(by, m.Role, role); err != nil {
+		if err := s.mayGrant(ctx, tx, tenantID, by, m.Role, role); err != nil {
 			return err
 		}
 		out.Previous = m.Role
@@ -148,8 +152,8 @@ func (s *Store) ChangeMemberRole(ctx context.Context, tenantID, userID string, r
 }
 
 // RemoveMember removes a member and revokes the API keys they created. Only owners remove
-// owners, and the last owner stays (ErrLastOwner).
-func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string, by Role, after ...After[MemberChange]) (*MemberChange, error) {
+// owners, and the last owner stays (ErrLastOwner). by is as in AddMember.
+func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string, by Granter, after ...After[MemberChange]) (*MemberChange, error) {
 	if !ValidID(tenantID) || !ValidID(userID) {
 		return nil, ErrNotFound
 	}
@@ -160,7 +164,7 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string, by Ro
 		if err != nil {
 			return err
 		}
-		if err := mayGrant(by, m.Role, ""); err != nil {
+		if err := s.mayGrant(ctx, tx, tenantID, by, m.Role, ""); err != nil {
 			return err
 		}
 		out.Previous = m.Role
@@ -188,25 +192,30 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string, by Ro
 	return &out, nil
 }
 
-// mayGrant checks that a principal of role by may move a member from role from (empty for a
-// new member) to role to (empty for a removal): never above its own role, and owners only
-// by owners.
-func mayGrant(by, from, to Role) error {
-	if to != "" && !by.AtLeast(to) {
+// mayGrant checks, inside tx and under the tenant's lock, that by may move a member from role
+// from (empty for a new member) to role to (empty for a removal): never above its own role,
+// and owners only by owners.
+func (s *Store) mayGrant(ctx context.Context, tx pgx.Tx, tenantID string, by Granter, from, to Role) error {
+	if by == nil {
 		return ErrRoleTooHigh
 	}
-	if from != "" && !by.AtLeast(from) {
+	role, err := by.roleNow(ctx, tx, tenantID, s.nowFunc())
+	if err != nil {
+		return err
+	}
+	if to != "" && !role.AtLeast(to) {
+		return ErrRoleTooHigh
+	}
+	if from != "" && !role.AtLeast(from) {
 		return ErrRoleTooHigh
 	}
 	return nil
 }
 
-// lockMember reads a membership after locking the tenant row, which serialises every
-// membership change of a tenant: two owners demoting each other at once cannot both see the
-// other as the remaining owner.
+// lockMember reads a membership after locking the tenant (lockTenant).
 func lockMember(ctx context.Context, tx pgx.Tx, tenantID, userID string) (*Member, error) {
-	if _, err := tx.Exec(ctx, `select 1 from tenants where id = $1 for update`, tenantID); err != nil {
-		return nil, db.InterpretError(err)
+	if err := lockTenant(ctx, tx, tenantID); err != nil {
+		return nil, err
 	}
 	return getMember(ctx, tx, tenantID, userID)
 }

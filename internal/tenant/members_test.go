@@ -4,10 +4,54 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tapline/tapline/internal/dbtest"
 	"github.com/tapline/tapline/internal/tenant"
 )
+
+// whileLocked starts each call in a goroutine of wg while tx, which holds its tenant's lock,
+// stays open, and returns once every call has either finished or waits, directly or behind
+// another waiting call, for a lock tx holds. The waiting calls go on once tx ends; wg.Wait
+// waits for them.
+func whileLocked(ctx context.Context, t *testing.T, tx pgx.Tx, wg *sync.WaitGroup, calls ...func()) error {
+	t.Helper()
+	var pid int
+	if err := tx.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid); err != nil {
+		return err
+	}
+	var finished atomic.Int32
+	for _, call := range calls {
+		wg.Go(func() {
+			call()
+			finished.Add(1)
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		// Another connection: a transaction keeps one snapshot of the activity statistics.
+		var waiting int
+		if err := dbtest.OwnerPool(t).QueryRow(ctx, `with recursive blocked(pid) as (
+				select $1::int
+				union
+				select a.pid from pg_stat_activity a join blocked b on b.pid = any (pg_blocking_pids(a.pid)))
+			select count(*) - 1 from blocked`, pid).Scan(&waiting); err != nil {
+			return err
+		}
+		done := int(finished.Load())
+		if done+waiting >= len(calls) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d calls finished and %d wait for the lock, want %d in all", done, waiting, len(calls))
+			return nil
+		}
+	}
+}
 
 func TestMembers(t *testing.T) {
 	t.Parallel()
@@ -118,6 +162,94 @@ func TestMembers(t *testing.T) {
 		}
 		if ok != 1 {
 			t.Fatalf("%d demotions succeeded, want exactly 1 (%v)", ok, errs)
+		}
+	})
+	t.Run("APrincipalDemotedWhileItWaitsActsWithWhatIsLeft", func(t *testing.T) {
+		t.Parallel()
+		bu := setup(t)
+		// A pool of its own, with a connection for every call that waits at once.
+		cfg, err := pgxpool.ParseConfig(dbtest.SharedURL(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = 8
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		bu.store = tenant.NewStore(pool)
+		second, err := bu.store.AddMember(ctx, bu.a.Tenant.ID, "o2@x.test", tenant.RoleOwner, tenant.RoleOwner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid := second.Member.User.ID
+		key, _, err := bu.store.CreateAPIKey(ctx, bu.a.Tenant.ID, tenant.CreateAPIKeyParams{Role: tenant.RoleOwner, CreatedByUser: uid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := bu.store.AddMember(ctx, bu.a.Tenant.ID, "c@x.test", tenant.RoleMember, tenant.RoleOwner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		viaKey := tenant.Actor{Role: tenant.RoleOwner, UserID: uid, KeyID: key.ID}
+		viaJWT := tenant.Actor{Role: tenant.RoleOwner, UserID: uid}
+		// While the first owner demotes the second to admin (which revokes the second's owner
+		// key), requests the second owner authenticated before that ask for owner rights;
+		// each waits for the tenant's lock, if it waits at all, and must then find the
+		// demotion.
+		var promoteErr, addErr, removeErr, keyErr error
+		var made *tenant.APIKey
+		var wg sync.WaitGroup
+		_, err = bu.store.ChangeMemberRole(ctx, bu.a.Tenant.ID, uid, tenant.RoleAdmin, tenant.RoleOwner,
+			func(ctx context.Context, tx pgx.Tx, _ *tenant.MemberChange) error {
+				return whileLocked(ctx, t, tx, &wg,
+					func() {
+						_, promoteErr = bu.store.ChangeMemberRole(ctx, bu.a.Tenant.ID, c.Member.User.ID, tenant.RoleOwner, viaKey)
+					},
+					func() { _, addErr = bu.store.AddMember(ctx, bu.a.Tenant.ID, "o3@x.test", tenant.RoleOwner, viaJWT) },
+					func() { _, removeErr = bu.store.RemoveMember(ctx, bu.a.Tenant.ID, bu.a.User.ID, viaJWT) },
+					func() {
+						made, _, keyErr = bu.store.CreateAPIKey(ctx, bu.a.Tenant.ID, tenant.CreateAPIKeyParams{
+							Role: tenant.RoleOwner, CreatedByUser: uid, CreatedByKey: key.ID, By: viaKey,
+						})
+					})
+			})
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, err := range map[string]error{"promoting to owner": promoteErr, "adding an owner": addErr, "removing the other owner": removeErr, "minting an owner key": keyErr} {
+			if !errors.Is(err, tenant.ErrRoleTooHigh) {
+				t.Errorf("the demoted owner %s after the demotion = %v, want ErrRoleTooHigh", name, err)
+			}
+		}
+		if made != nil {
+			if _, err := bu.store.ActiveAPIKey(ctx, bu.a.Tenant.ID, made.ID); err == nil {
+				t.Errorf("the demoted owner's new owner key %s is active", made.ID)
+			}
+		}
+		page, err := bu.store.ListMembers(ctx, bu.a.Tenant.ID, tenant.ListParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range page.Items {
+			if m.Role == tenant.RoleOwner && m.User.ID != bu.a.User.ID {
+				t.Errorf("%s is an owner", m.User.Email)
+			}
+		}
+		if len(page.Items) != 3 {
+			t.Errorf("tenant a has %d members, want 3", len(page.Items))
+		}
+		// Tenant b is untouched, and an actor of tenant a has no rights there.
+		if _, err := bu.store.AddMember(ctx, bu.b.Tenant.ID, "x@x.test", tenant.RoleViewer, tenant.Actor{Role: tenant.RoleOwner, UserID: bu.a.User.ID}); !errors.Is(err, tenant.ErrRoleTooHigh) {
+			t.Errorf("tenant a's owner adding to tenant b = %v, want ErrRoleTooHigh", err)
+		}
+		if _, err := bu.store.AddMember(ctx, bu.b.Tenant.ID, "x@x.test", tenant.RoleViewer, tenant.Actor{Role: tenant.RoleOwner, KeyID: bu.a.Key.ID}); !errors.Is(err, tenant.ErrRoleTooHigh) {
+			t.Errorf("tenant a's owner key adding to tenant b = %v, want ErrRoleTooHigh", err)
+		}
+		if _, err := bu.store.AddMember(ctx, bu.b.Tenant.ID, "x@x.test", tenant.RoleOwner, tenant.Actor{Role: tenant.RoleOwner, KeyID: bu.b.Key.ID}); err != nil {
+			t.Errorf("tenant b's owner key adding an owner: %v", err)
 		}
 	})
 	t.Run("KeysNeverOutrankTheirCreator", func(t *testing.T) {

@@ -176,14 +176,18 @@ func getMember(ctx context.Context, tx pgx.Tx, tenantID, userID string) (*Member
 		where m.tenant_id = $1 and m.user_id = $2`, tenantID, userID))
 }
 
-// CreateAPIKeyParams describes a new key. Role must not exceed the creator's role; the
-// caller (auth) enforces that with the principal's role in hand.
+// CreateAPIKeyParams describes a new key. Role must not exceed the creator's role: with By
+// set, the store checks that under the tenant's lock (ErrRoleTooHigh), so a key created while
+// its creator is being demoted either exists before the demotion, which then revokes it, or
+// is refused; without By the caller vouches for it.
 type CreateAPIKeyParams struct {
 	Name          string
 	Role          Role
 	CreatedByUser string
 	CreatedByKey  string
 	ExpiresAt     *time.Time
+	// By is who asks for the key (see Granter); nil skips the check.
+	By Granter
 	// After runs in the creating transaction (see After).
 	After After[APIKey]
 }
@@ -206,6 +210,18 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenantID string, p CreateAPIKe
 	var key *APIKey
 	var secret string
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		if p.By != nil {
+			if err := lockTenant(ctx, tx, tenantID); err != nil {
+				return err
+			}
+			by, err := p.By.roleNow(ctx, tx, tenantID, s.nowFunc())
+			if err != nil {
+				return err
+			}
+			if !by.AtLeast(p.Role) {
+				return ErrRoleTooHigh
+			}
+		}
 		var err error
 		if key, secret, err = insertKey(ctx, tx, tenantID, p); err != nil {
 			return err
