@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -201,7 +202,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenantID string, p CreateAPIKe
 	if !p.Role.Valid() {
 		return nil, "", &ValidationError{Field: "role", Reason: "want owner, admin, member or viewer"}
 	}
-	if len(p.Name) > 100 {
+	if utf8.RuneCountInString(p.Name) > 100 {
 		return nil, "", &ValidationError{Field: "name", Reason: "at most 100 characters"}
 	}
 	if p.ExpiresAt != nil && !p.ExpiresAt.After(s.nowFunc()) {

@@ -132,6 +132,24 @@ func TestAPIKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("NameLimitCountsCharacters", func(t *testing.T) {
+		t.Parallel()
+		bu := setup(t)
+		// openapi.yaml's maxLength and the column's check both count characters, not bytes.
+		name := strings.Repeat("é", 100)
+		key, _, err := bu.store.CreateAPIKey(ctx, bu.a.Tenant.ID, tenant.CreateAPIKeyParams{Name: name, Role: tenant.RoleViewer})
+		if err != nil || key.Name != name {
+			t.Fatalf("a 100-character name of 200 bytes = %+v, %v", key, err)
+		}
+		var ve *tenant.ValidationError
+		if _, _, err := bu.store.CreateAPIKey(ctx, bu.b.Tenant.ID, tenant.CreateAPIKeyParams{Name: name + "e", Role: tenant.RoleViewer}); !errors.As(err, &ve) || ve.Field != "name" {
+			t.Fatalf("a 101-character name = %v, want a validation error on name", err)
+		}
+		page, err := bu.store.ListAPIKeys(ctx, bu.b.Tenant.ID, tenant.ListParams{})
+		if err != nil || len(page.Items) != 1 || page.Items[0].ID != bu.b.Key.ID {
+			t.Fatalf("tenant b's keys = %+v, %v", page, err)
+		}
+	})
 	t.Run("RejectsForgedAndMangledKeys", func(t *testing.T) {
 		t.Parallel()
 		bu := setup(t)
