@@ -68,9 +68,10 @@ func (a Actor) roleNow(ctx context.Context, tx pgx.Tx, tenantID string, now time
 }
 
 // lockTenant locks the tenant's row until tx ends, which serialises every change of rights in
-// a tenant (membership changes, new keys): two owners demoting each other at once cannot
-// both see the other as the remaining owner, and a principal demoted meanwhile is read again
-// after the demotion.
+// a tenant (membership changes, new and revoked keys): two owners demoting each other at once
+// cannot both see the other as the remaining owner, a principal demoted meanwhile is read
+// again after the demotion, and every such transaction takes the tenant's row before any
+// key's row, so none deadlocks with another.
 func lockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	_, err := tx.Exec(ctx, `select 1 from tenants where id = $1 for update`, tenantID)
 	return db.InterpretError(err)

@@ -252,6 +252,42 @@ func TestMembers(t *testing.T) {
 			t.Errorf("tenant b's owner key adding an owner: %v", err)
 		}
 	})
+	t.Run("RevokingAKeyWhileItsCreatorIsRemovedDoesNotDeadlock", func(t *testing.T) {
+		t.Parallel()
+		bu := setup(t)
+		ch, err := bu.store.AddMember(ctx, bu.a.Tenant.ID, "leaver@x.test", tenant.RoleAdmin, tenant.RoleOwner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid := ch.Member.User.ID
+		key, _, err := bu.store.CreateAPIKey(ctx, bu.a.Tenant.ID, tenant.CreateAPIKeyParams{Role: tenant.RoleMember, CreatedByUser: uid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The removal holds the tenant's lock and is about to revoke the leaver's keys when
+		// an admin revokes one of them. Both must succeed; a deadlock would fail one.
+		var revokeErr error
+		var wg sync.WaitGroup
+		gone, err := bu.store.RemoveMember(ctx, bu.a.Tenant.ID, uid, tenant.GranterFunc(func(ctx context.Context, tx pgx.Tx) tenant.Role {
+			if err := whileLocked(ctx, t, tx, &wg, func() { _, revokeErr = bu.store.RevokeAPIKey(ctx, bu.a.Tenant.ID, key.ID) }); err != nil {
+				t.Error(err)
+			}
+			return tenant.RoleOwner
+		}))
+		wg.Wait()
+		if err != nil || revokeErr != nil {
+			t.Fatalf("removal = %v, revocation = %v; want both done", err, revokeErr)
+		}
+		if len(gone.RevokedKeys) != 1 || gone.RevokedKeys[0] != key.ID {
+			t.Errorf("the removal revoked %v, want %s", gone.RevokedKeys, key.ID)
+		}
+		if _, err := bu.store.ActiveAPIKey(ctx, bu.a.Tenant.ID, key.ID); !errors.Is(err, tenant.ErrInvalidKey) {
+			t.Errorf("the key is still active: %v", err)
+		}
+		if _, err := bu.store.VerifyAPIKey(ctx, bu.b.Secret); err != nil {
+			t.Errorf("tenant b's key: %v", err)
+		}
+	})
 	t.Run("KeysNeverOutrankTheirCreator", func(t *testing.T) {
 		t.Parallel()
 		bu := setup(t)

@@ -379,6 +379,12 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string, after 
 	var key *APIKey
 	var stamp int64
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
+		// The tenant's lock first, as every change of rights takes it: the update's trigger
+		// bumps the tenant's auth stamp, and taking the key's row before the tenant's would
+		// deadlock with a membership change revoking the same key.
+		if err := lockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
 		var err error
 		key, err = scanKey(tx.QueryRow(ctx, `update api_keys set revoked_at = coalesce(revoked_at, $3)
 			where tenant_id = $1 and id = $2 returning `+keyColumns, tenantID, keyID, s.nowFunc()))
