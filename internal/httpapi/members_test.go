@@ -120,8 +120,9 @@ func TestMembersEndpoints(t *testing.T) {
 		}
 		results := make(map[string]chan response, len(calls))
 		for name, call := range calls {
-			results[name] = make(chan response, 1)
-			go func() { results[name] <- call() }()
+			ch := make(chan response, 1)
+			results[name] = ch
+			go func() { ch <- call() }()
 		}
 		// Every request waits for the lock, directly or behind another, or has finished.
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
