@@ -205,6 +205,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Spec:           tapline.OpenAPISpec,
 		Inspector:      sessions,
 		Tracker:        trk,
+		Keys:           keys,
 		Draining:       draining,
 	})
 	if err != nil {

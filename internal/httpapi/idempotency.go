@@ -20,6 +20,7 @@ import (
 
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/auth"
+	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/tracker"
 )
 
@@ -29,6 +30,13 @@ import (
 // runs. Server faults (5xx) are not stored, so a retry after one runs afresh; the audit
 // events it records are those of the first attempt (audit.WithRetryKey), so an action the
 // first attempt carried out before failing is not in the log twice.
+//
+// A stored response may hold a secret shown once (POST /v1/api-keys answers with the new
+// key's secret), so it is sealed with the secret keyring (package secretbox) before it goes
+// to Redis, under associated data naming its claim (tenant, principal, request): a blob
+// copied to another key does not open there. A response that does not open (sealed under a
+// key id the keyring no longer holds, or tampered with) is treated as expired: the request
+// runs again, as it would once the stored response had aged out.
 
 const (
 	// idempotencyHeader is the request header carrying the key.
@@ -64,7 +72,7 @@ func (s *Server) idempotencyMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
 		key := req.Header.Get(idempotencyHeader)
-		if key == "" || s.cfg.Tracker == nil || !isMutating(req.Method) || !strings.HasPrefix(req.URL.Path, "/v1/") {
+		if key == "" || s.cfg.Tracker == nil || s.cfg.Keys == nil || !isMutating(req.Method) || !strings.HasPrefix(req.URL.Path, "/v1/") {
 			return next(c)
 		}
 		p, ok := auth.FromContext(req.Context())
@@ -123,10 +131,40 @@ func (s *Server) idempotencyMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 					return err
 				}
 			}
-			return replayStored(c, result, hash)
+			sr, ok := s.openStored(ctx, result, p.TenantID, scope, requestID)
+			if !ok {
+				// Nothing can be replayed and the unreadable value holds the key until it
+				// expires, so the request runs unclaimed, as it would after expiry.
+				return next(c)
+			}
+			return replayStored(c, sr, hash)
 		}
 		return stillRunning()
 	}
+}
+
+// storedAD is the associated data a stored response is sealed under: the claim it belongs
+// to, which is what names its key in Redis.
+func storedAD(tenantID, scope, requestID string) []byte {
+	return secretbox.AssociatedData("idempotent-response", tenantID, scope, requestID)
+}
+
+// openStored opens a stored response. It reports false, after logging why, when the value
+// does not open or decode: sealed under a key the keyring no longer holds, sealed for
+// another claim, or damaged.
+func (s *Server) openStored(ctx context.Context, raw []byte, tenantID, scope, requestID string) (*storedResponse, bool) {
+	plain, err := s.cfg.Keys.Open(raw, storedAD(tenantID, scope, requestID))
+	if err == nil {
+		var sr storedResponse
+		if err = json.Unmarshal(plain, &sr); err == nil {
+			return &sr, true
+		}
+		err = fmt.Errorf("decode: %w", err)
+	}
+	kid, _ := secretbox.KeyIDOf(raw)
+	s.logger.WarnContext(ctx, "stored idempotent response unreadable; running the request again",
+		slog.String("key_id", kid), slog.Any("error", err))
+	return nil, false
 }
 
 func stillRunning() *Problem {
@@ -160,10 +198,16 @@ func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracke
 	if status >= 500 || status == http.StatusTooManyRequests || capture.overflow || !res.Committed {
 		return nil
 	}
-	stored, merr := json.Marshal(storedResponse{
+	plain, merr := json.Marshal(storedResponse{
 		Hash: hash, Status: status, ContentType: res.Header().Get(echo.HeaderContentType), Body: capture.body.Bytes(),
 	})
 	if merr != nil {
+		return nil
+	}
+	stored, serr := s.cfg.Keys.Seal(plain, storedAD(claim.Tenant(), claim.Session(), claim.RequestID()))
+	clear(plain)
+	if serr != nil {
+		s.logger.WarnContext(bg, "seal idempotent response", slog.Any("error", serr))
 		return nil
 	}
 	if cerr := s.cfg.Tracker.CompleteInFlight(bg, claim, stored); cerr != nil {
@@ -176,11 +220,7 @@ func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracke
 
 // replayStored answers with a stored response, or 422 when the key was first used for a
 // different request.
-func replayStored(c echo.Context, raw []byte, hash string) error {
-	var sr storedResponse
-	if err := json.Unmarshal(raw, &sr); err != nil {
-		return fmt.Errorf("decode stored idempotent response: %w", err)
-	}
+func replayStored(c echo.Context, sr *storedResponse, hash string) error {
 	if sr.Hash != hash {
 		return newProblem(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused",
 			"this Idempotency-Key was first used with a different request")

@@ -1,13 +1,152 @@
 package httpapi_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
+	"github.com/tapline/tapline/internal/secretbox"
 )
+
+// storedIdempotent returns the Redis key and raw value of the one response stored for a
+// tenant's Idempotency-Key requests.
+func (c *cluster) storedIdempotent(t *testing.T, tenantID string) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := c.rdb.Keys(ctx, c.trkPrefix+":{"+tenantID+":*}:if:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 {
+		t.Fatalf("tenant %s has %d stored Idempotency-Key entries, want 1: %q", tenantID, len(keys), keys)
+	}
+	raw, err := c.rdb.Get(ctx, keys[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(raw, "r|") {
+		t.Fatalf("entry %s holds no stored response: %q", keys[0], raw)
+	}
+	return keys[0], raw
+}
+
+// withKeys gives an api node the keyring TAPLINE_SECRET_KEY=s.
+func withKeys(t *testing.T, s string) func(*httpapi.Config) {
+	keys := testKeyring(t, s)
+	return func(cfg *httpapi.Config) { cfg.Keys = keys }
+}
+
+// TestIdempotentResponsesAreSealed: the response kept for replays of POST /v1/api-keys
+// carries the new key's secret; Redis holds it sealed, bound to the entry it was stored in.
+func TestIdempotentResponsesAreSealed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCluster(t)
+	pods := []*apiNode{c.node(t), c.node(t)}
+	body := map[string]any{"name": "sealed", "role": "member"}
+	first := pods[0].call(t, "POST", "/v1/api-keys", c.a.Secret, body, "Idempotency-Key", "seal-1")
+	requireStatus(t, first, 201)
+	secret, _ := first.body["secret"].(string)
+	if secret == "" {
+		t.Fatalf("no secret in %s", first.raw)
+	}
+	keyA, rawA := c.storedIdempotent(t, c.a.Tenant.ID)
+	// The secret must be neither in the value nor in a body the value carries encoded.
+	var plain struct{ Body []byte }
+	_ = json.Unmarshal([]byte(strings.TrimPrefix(rawA, "r|")), &plain)
+	if strings.Contains(rawA, secret) || strings.Contains(string(plain.Body), secret) {
+		t.Fatalf("Redis holds the new key's secret in the clear: %q", rawA)
+	}
+	if kid, err := secretbox.KeyIDOf([]byte(strings.TrimPrefix(rawA, "r|"))); err != nil || kid != "test" {
+		t.Fatalf("stored response sealed under key %q (%v), want test", kid, err)
+	}
+	// The same principal's retry, on either node, still gets the secret: that is what the
+	// key is for.
+	for _, n := range pods {
+		again := n.call(t, "POST", "/v1/api-keys", c.a.Secret, body, "Idempotency-Key", "seal-1")
+		if again.status != 201 || again.raw != first.raw || again.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("retry = %d %s (replayed %q), want the replay of %s", again.status, again.raw,
+				again.header.Get("Idempotent-Replayed"), first.raw)
+		}
+	}
+
+	// Tenant b sends the very same request with the same key: its own entry, its own key.
+	mine := pods[1].call(t, "POST", "/v1/api-keys", c.b.Secret, body, "Idempotency-Key", "seal-1")
+	requireStatus(t, mine, 201)
+	if mine.body["secret"] == secret {
+		t.Fatal("tenant b was answered with tenant a's key")
+	}
+	keyB, _ := c.storedIdempotent(t, c.b.Tenant.ID)
+	if keyB == keyA {
+		t.Fatalf("both tenants' responses are stored under %s", keyA)
+	}
+	// A's sealed response copied into b's entry does not open there: b's retry runs again
+	// (the copy is as good as expired) and never sees a's secret.
+	if err := c.rdb.Set(ctx, keyB, rawA, redis.KeepTTL).Err(); err != nil {
+		t.Fatal(err)
+	}
+	swapped := pods[0].call(t, "POST", "/v1/api-keys", c.b.Secret, body, "Idempotency-Key", "seal-1")
+	requireStatus(t, swapped, 201)
+	if strings.Contains(swapped.raw, secret) || swapped.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("tenant b's retry replayed the response copied from tenant a: %s", swapped.raw)
+	}
+	// Tenant a's own entry is untouched and still replays.
+	if again := pods[1].call(t, "POST", "/v1/api-keys", c.a.Secret, body, "Idempotency-Key", "seal-1"); again.raw != first.raw {
+		t.Fatalf("tenant a's retry = %d %s", again.status, again.raw)
+	}
+}
+
+// TestIdempotentResponsesAcrossKeyRotation: a response sealed under a key the keyring still
+// holds replays after the active key changed; one sealed under a key it no longer holds is
+// as good as expired: the retry runs again, never a 500.
+func TestIdempotentResponsesAcrossKeyRotation(t *testing.T) {
+	t.Parallel()
+	const (
+		oldKey = "old:" + "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+		newKey = "new:" + "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+	)
+	c := newCluster(t)
+	before := c.node(t, withKeys(t, oldKey))
+	during := c.node(t, withKeys(t, newKey+","+oldKey))
+	after := c.node(t, withKeys(t, newKey))
+	body := map[string]any{"name": "rotated", "role": "viewer"}
+	for _, tc := range []struct {
+		secret     string
+		tenantID   string
+		kid        string
+		first      *apiNode
+		replays    []*apiNode
+		cannotRead *apiNode
+	}{
+		{c.a.Secret, c.a.Tenant.ID, "old", before, []*apiNode{before, during}, after},
+		{c.b.Secret, c.b.Tenant.ID, "new", during, []*apiNode{during, after}, before},
+	} {
+		first := tc.first.call(t, "POST", "/v1/api-keys", tc.secret, body, "Idempotency-Key", "rotate-1")
+		requireStatus(t, first, 201)
+		_, raw := c.storedIdempotent(t, tc.tenantID)
+		if kid, _ := secretbox.KeyIDOf([]byte(strings.TrimPrefix(raw, "r|"))); kid != tc.kid {
+			t.Fatalf("sealed under %q, want %q", kid, tc.kid)
+		}
+		for _, n := range tc.replays {
+			if r := n.call(t, "POST", "/v1/api-keys", tc.secret, body, "Idempotency-Key", "rotate-1"); r.raw != first.raw {
+				t.Fatalf("%s-sealed response on a node holding that key: %d %s, want %s", tc.kid, r.status, r.raw, first.raw)
+			}
+		}
+		r := tc.cannotRead.call(t, "POST", "/v1/api-keys", tc.secret, body, "Idempotency-Key", "rotate-1")
+		requireStatus(t, r, 201)
+		if r.raw == first.raw || r.header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("a node without key %q replayed %s", tc.kid, r.raw)
+		}
+	}
+}
 
 func TestIdempotencyKey(t *testing.T) {
 	t.Parallel()

@@ -23,6 +23,7 @@ import (
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/ratelimit"
 	"github.com/tapline/tapline/internal/redisconn"
+	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/telemetry"
 	"github.com/tapline/tapline/internal/tenant"
 	"github.com/tapline/tapline/internal/tracker"
@@ -64,8 +65,11 @@ type Config struct {
 	BodyLimit string
 	// Inspector serves the /v1/sessions endpoints; nil answers them 501.
 	Inspector *inspector.Service
-	// Tracker backs Idempotency-Key handling across api nodes; nil turns it off.
+	// Tracker backs Idempotency-Key handling across api nodes, and Keys seals the responses
+	// it keeps for replays (they may carry a secret shown once); Idempotency-Key handling is
+	// off unless both are set. cmd/api passes the TAPLINE_SECRET_KEY keyring.
 	Tracker *tracker.Tracker
+	Keys    *secretbox.Keyring
 	// IdempotencyWait is how long a retry waits for the first request with its
 	// Idempotency-Key to finish before answering 409. Defaults to 20s.
 	IdempotencyWait time.Duration

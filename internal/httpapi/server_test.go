@@ -91,7 +91,7 @@ func newEnv(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, opts ..
 	cfg := &httpapi.Config{
 		Pool: pool, Redis: rdb, Tenants: tenants, Tokens: tokens,
 		Auth: auth.NewAuthenticator(tenants, tokens, auth.WithKeyCache(tenants, stamps)), Spec: tapline.OpenAPISpec,
-		Inspector: insp, Tracker: trk,
+		Inspector: insp, Tracker: trk, Keys: testKeyring(t, testSecretKey),
 	}
 	for _, o := range opts {
 		o(cfg)

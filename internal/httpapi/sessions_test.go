@@ -62,6 +62,19 @@ type cluster struct {
 	audited bool
 }
 
+// testSecretKey is the keyring (TAPLINE_SECRET_KEY) of the api nodes under test.
+const testSecretKey = "test:" + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+// testKeyring parses a TAPLINE_SECRET_KEY value.
+func testKeyring(t *testing.T, s string) *secretbox.Keyring {
+	t.Helper()
+	keys, err := secretbox.ParseKeyring(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
 // apiNode is one api "pod": its own tracker node, inspector service and HTTP server.
 type apiNode struct {
 	srv      *httptest.Server
@@ -118,12 +131,8 @@ func (c *cluster) services(t *testing.T) (*inspector.Service, *tracker.Tracker) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := secretbox.ParseKeyring("test:" + strings.Repeat("A", 43) + "=")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := &inspector.ServiceConfig{
-		Pool: c.pool, Redis: c.rdb, Tracker: trk, Guard: guard, Keys: keys, Prefix: c.inspPrefix,
+		Pool: c.pool, Redis: c.rdb, Tracker: trk, Guard: guard, Keys: testKeyring(t, testSecretKey), Prefix: c.inspPrefix,
 		KeepAlive: c.keepAlive, CommandTimeout: c.commandAfter, MaxLiveSessions: c.maxLive,
 	}
 	if c.audited {
@@ -140,15 +149,21 @@ func (c *cluster) services(t *testing.T) (*inspector.Service, *tracker.Tracker) 
 	return svc, trk
 }
 
-// node starts one api node; everything it starts stops when the test ends.
-func (c *cluster) node(t *testing.T) *apiNode {
+// node starts one api node; everything it starts stops when the test ends. opts adjust its
+// configuration.
+func (c *cluster) node(t *testing.T, opts ...func(*httpapi.Config)) *apiNode {
 	t.Helper()
 	svc, trk := c.services(t)
 	draining := make(chan struct{})
-	e, err := httpapi.New(&httpapi.Config{
+	cfg := &httpapi.Config{
 		Pool: c.pool, Redis: c.rdb, Tenants: c.tenants, Auth: auth.NewAuthenticator(c.tenants, nil),
-		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Draining: draining, IdempotencyWait: 10 * time.Second,
-	})
+		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Keys: testKeyring(t, testSecretKey), Draining: draining,
+		IdempotencyWait: 10 * time.Second,
+	}
+	for _, o := range opts {
+		o(cfg)
+	}
+	e, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
