@@ -28,9 +28,20 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means a unique or exclusion constraint refused the write.
 	ErrConflict = errors.New("conflict")
-	// ErrUnavailable means PostgreSQL could not be reached or is shutting down; callers
-	// answer 503 and retry later.
+	// ErrUnavailable means PostgreSQL could not be reached or is shutting down, or rolled the
+	// transaction back to resolve a conflict (ErrTransient); callers answer 503 and retry later.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrTransient means PostgreSQL rolled the transaction back because of a concurrent one:
+	// a deadlock (40P01) or a serialization failure (40001). Nothing the transaction wrote is
+	// committed, and running it again later may succeed. Errors carrying it carry
+	// ErrUnavailable too, so whatever waits out an unavailable database (the workers' write
+	// retries, the api's 503 with Retry-After) does the same here.
+	//
+	// WithTx and TenantBatch do not run the transaction again themselves: the functions
+	// and batches their callers give them are not all safe to run twice (some append the rows
+	// they read to a slice declared outside the function; a call's insert is batched while
+	// the caller rings its owner in Redis, and the owner's claim waits on that attempt's lock).
+	ErrTransient = errors.New("transaction aborted by a concurrent one")
 	// ErrStaleEpoch means a fenced write was refused because a newer owner exists.
 	ErrStaleEpoch = errors.New("stale owner epoch")
 	// ErrInvalidInput means PostgreSQL refused a value itself: a NUL character or bytes
@@ -44,6 +55,9 @@ const (
 	codeUniqueViolation    = "23505"
 	codeExclusionViolation = "23P01"
 	codeForeignKey         = "23503"
+	// Class 40, transaction rollback: PostgreSQL aborted the transaction for a concurrent one.
+	codeSerializationFailure = "40001"
+	codeDeadlockDetected     = "40P01"
 	// Data exceptions a value from outside can cause: a NUL or an invalid byte sequence in
 	// text (character_not_in_repertoire), a \u0000 escape in jsonb (untranslatable_character),
 	// text that is not the type's form (invalid_text_representation), a number beyond the
@@ -192,6 +206,8 @@ func InterpretError(err error) error {
 		case pgErr.Code == codeCharacterNotInRepertoire || pgErr.Code == codeUntranslatableCharacter ||
 			pgErr.Code == codeInvalidTextRepresentation || pgErr.Code == codeNumericValueOutOfRange:
 			return fmt.Errorf("%w: %w", ErrInvalidInput, err)
+		case pgErr.Code == codeDeadlockDetected || pgErr.Code == codeSerializationFailure:
+			return errors.Join(ErrUnavailable, ErrTransient, err)
 		case len(pgErr.Code) == 2+3 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57"):
 			// 08 connection exceptions, 57 operator intervention (shutdown, crash recovery).
 			return errors.Join(ErrUnavailable, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"testing"
 	"testing/fstest"
 
@@ -293,4 +294,104 @@ func TestTenantBatchIsOneTransactionScopedToTheTenant(t *testing.T) {
 	if err := db.TenantBatch(ctx, d.Pool, "", &pgx.Batch{}); err == nil {
 		t.Fatal("TenantBatch accepted an empty tenant")
 	}
+}
+
+// TestDeadlockAndSerializationFailureAreTransient: PostgreSQL aborting a transaction for a
+// concurrent one is ErrTransient and ErrUnavailable (503 with Retry-After, waited out by the
+// workers' write retries), not an unmapped driver error (500).
+func TestDeadlockAndSerializationFailureAreTransient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.New(t)
+	if _, err := d.Pool.Exec(ctx, `create table conflict_probe (tenant text, id int, n int, primary key (tenant, id));
+		insert into conflict_probe values ('tenant-a', 1, 0), ('tenant-a', 2, 0), ('tenant-b', 1, 0), ('tenant-b', 2, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	requireTransient := func(t *testing.T, err error, code string) {
+		t.Helper()
+		if !errors.Is(err, db.ErrTransient) || !errors.Is(err, db.ErrUnavailable) {
+			t.Fatalf("error = %v, want ErrTransient and ErrUnavailable", err)
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != code {
+			t.Fatalf("error = %v, want SQLSTATE %s in the chain", err, code)
+		}
+		if errors.Is(err, db.ErrConflict) || errors.Is(err, db.ErrNotFound) {
+			t.Fatalf("error = %v matches another sentinel too", err)
+		}
+	}
+	bump := func(ctx context.Context, tx pgx.Tx, tenant string, id int) error {
+		_, err := tx.Exec(ctx, `update conflict_probe set n = n + 1 where tenant = $1 and id = $2`, tenant, id)
+		return db.InterpretError(err)
+	}
+	count := func(t *testing.T, tenant string) int {
+		t.Helper()
+		var n int
+		if err := d.Pool.QueryRow(ctx, `select sum(n) from conflict_probe where tenant = $1`, tenant).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	t.Run("Deadlock", func(t *testing.T) {
+		// Two transactions of tenant-a take its two rows in opposite orders, each after the
+		// other took its first. The first waits 30 s before looking for a deadlock, so the
+		// second (1 s, the default) finds it and is the one rolled back. Tenant b's
+		// transaction on the same table meanwhile is not involved.
+		var locked sync.WaitGroup
+		locked.Add(2)
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, order := range [][2]int{{1, 2}, {2, 1}} {
+			wg.Go(func() {
+				errs[i] = db.WithTenantTx(ctx, d.Pool, "tenant-a", func(ctx context.Context, tx pgx.Tx) error {
+					if i == 0 {
+						if _, err := tx.Exec(ctx, `set local deadlock_timeout = '30s'`); err != nil {
+							return err
+						}
+					}
+					if err := bump(ctx, tx, "tenant-a", order[0]); err != nil {
+						locked.Done()
+						return err
+					}
+					locked.Done()
+					locked.Wait()
+					return bump(ctx, tx, "tenant-a", order[1])
+				})
+			})
+		}
+		if err := db.WithTenantTx(ctx, d.Pool, "tenant-b", func(ctx context.Context, tx pgx.Tx) error {
+			return errors.Join(bump(ctx, tx, "tenant-b", 1), bump(ctx, tx, "tenant-b", 2))
+		}); err != nil {
+			t.Fatalf("tenant b's transaction: %v", err)
+		}
+		wg.Wait()
+		if errs[0] != nil {
+			t.Fatalf("the transaction that waited: %v", errs[0])
+		}
+		requireTransient(t, errs[1], "40P01")
+		if a, b := count(t, "tenant-a"), count(t, "tenant-b"); a != 2 || b != 2 {
+			t.Fatalf("tenant-a has %d updates, tenant-b %d; want 2 each (the deadlocked transaction rolled back)", a, b)
+		}
+	})
+
+	t.Run("SerializationFailure", func(t *testing.T) {
+		// A repeatable-read transaction updates a row another one changed after its snapshot.
+		err := db.WithTx(ctx, d.Pool, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `set transaction isolation level repeatable read`); err != nil {
+				return err
+			}
+			var n int
+			if err := tx.QueryRow(ctx, `select n from conflict_probe where tenant = 'tenant-b' and id = 1`).Scan(&n); err != nil {
+				return err
+			}
+			if err := db.WithTx(ctx, d.Pool, func(ctx context.Context, other pgx.Tx) error {
+				return bump(ctx, other, "tenant-b", 1)
+			}); err != nil {
+				t.Errorf("concurrent update: %v", err)
+			}
+			return bump(ctx, tx, "tenant-b", 1)
+		})
+		requireTransient(t, err, "40001")
+	})
 }

@@ -134,6 +134,14 @@ func problemFor(err error) *Problem {
 		return p
 	case errors.Is(err, db.ErrConflict), errors.Is(err, tenant.ErrLastOwner):
 		return newProblem(http.StatusConflict, "conflict", "Conflict", conflictDetail(err))
+	case errors.Is(err, db.ErrTransient):
+		// A deadlock or serialization failure: PostgreSQL rolled the request's transaction
+		// back; the request may be sent again at once (with the same Idempotency-Key).
+		p := newProblem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
+			"the database rolled this request's transaction back to resolve a conflict with a concurrent one; retry")
+		p.retryAfter = 1
+		p.cause = err
+		return p
 	case errors.Is(err, db.ErrUnavailable), errors.Is(err, redisconn.ErrUnavailable), errors.Is(err, tracker.ErrUnavailable):
 		p := newProblem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 			"a dependency is unreachable; retry shortly")
