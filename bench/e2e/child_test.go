@@ -207,7 +207,7 @@ func apiChild(ctx context.Context) (http.Handler, func(), error) {
 	draining := make(chan struct{})
 	e, err := httpapi.New(&httpapi.Config{
 		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, nil, auth.WithKeyCache(tenants, stamps)),
-		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Draining: draining,
+		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Keys: keys, Draining: draining,
 	})
 	if err != nil {
 		return nil, nil, err

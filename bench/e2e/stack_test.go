@@ -151,7 +151,7 @@ func (s *stack) api(maxLive int) *apiNode {
 		RateLimiter: ratelimit.New(rdb, s.prefix+":rl"),
 		// A limit the benchmarks never reach: the check's round trip is measured, not a 429.
 		TenantRate: ratelimit.PerSecond(1_000_000, 1_000_000),
-		Spec:       tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Draining: draining,
+		Spec:       tapline.OpenAPISpec, Inspector: svc, Tracker: trk, Keys: s.keys, Draining: draining,
 	})
 	if err != nil {
 		s.tb.Fatal(err)

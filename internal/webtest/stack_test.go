@@ -106,7 +106,7 @@ func newStack(t *testing.T) *stack {
 	draining := make(chan struct{})
 	e, err := httpapi.New(&httpapi.Config{
 		Pool: pool, Redis: rdb, Tenants: tenants, Auth: auth.NewAuthenticator(tenants, tokens, auth.WithKeyCache(tenants, stamps)), Tokens: tokens,
-		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: apiTrk, Draining: draining,
+		Spec: tapline.OpenAPISpec, Inspector: svc, Tracker: apiTrk, Keys: keys, Draining: draining,
 	})
 	if err != nil {
 		t.Fatal(err)
