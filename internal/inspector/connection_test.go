@@ -2,6 +2,7 @@ package inspector_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,6 +209,68 @@ func TestCloseWithoutAnOwnerEndsTheCalls(t *testing.T) {
 		}
 		if got.Status != tc.want || (tc.want != inspector.CallQueued && (got.FinishedAt == nil || len(got.Error) == 0)) {
 			t.Errorf("call %s after the close: %s, finished %v, error %s; want %s", tc.call.ID, got.Status, got.FinishedAt, got.Error, tc.want)
+		}
+	}
+}
+
+// An owner whose connection comes up as its session is closed does not bring the session
+// back to life: its write of ready, held behind the transaction that closes the session,
+// finds the session closed and leaves it so, and the worker lets the connection go.
+func TestReadyDoesNotReopenASessionClosedMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	w := s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	initializing, release := make(chan struct{}), make(chan struct{})
+	var once, released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(release) }) })
+	srv.Server().AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "initialize" {
+				once.Do(func() { close(initializing) })
+				<-release
+			}
+			return next(ctx, method, req)
+		}
+	})
+	sess := s.create(srv.URL(), inspector.Target{})
+	select {
+	case <-initializing:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the worker never connected")
+	}
+	// The owner wrote connecting and waits for the target. The close takes the session's
+	// row; the target answers; the owner's write of ready waits for the close.
+	tx, err := s.owner.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `update sessions set status = 'closed', closed_at = now(), updated_at = now() where id = $1`, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	released.Do(func() { close(release) })
+	eventually(t, 10*time.Second, "the owner's write of ready waiting for the close", func() bool {
+		var n int
+		err := s.owner.QueryRow(ctx, `select count(*) from pg_stat_activity
+			where datname = current_database() and wait_event_type = 'Lock' and query like 'update sessions set updated_at = now(), status = %'`).Scan(&n)
+		return err == nil && n > 0
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the worker lets the session go", func() bool { return w.rt.Sessions() == 0 })
+	got, err := s.svc.GetSession(ctx, s.a.Tenant.ID, sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != inspector.StatusClosed {
+		t.Fatalf("the session closed as its owner connected is %s, want closed", got.Status)
+	}
+	for _, e := range s.events(sess.ID) {
+		if e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusReady) {
+			t.Fatalf("the session closed as its owner connected was reported ready: %s", e.Data)
 		}
 	}
 }

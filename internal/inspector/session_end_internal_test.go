@@ -3,11 +3,15 @@ package inspector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/tracker"
 )
 
@@ -193,5 +197,95 @@ func TestCallQueuedWhileTheSessionEndsIsEnded(t *testing.T) {
 	}
 	if c.Status != CallFailed || len(ended.calls) != 1 || ended.calls[0].ID != callID {
 		t.Fatalf("call queued while its session ended: %s; the end ended %d calls", c.Status, len(ended.calls))
+	}
+}
+
+// waitBlockedUpdate waits until a statement of the database's matching like is waiting for
+// a lock.
+func waitBlockedUpdate(t *testing.T, pool *pgxpool.Pool, like string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := pool.QueryRow(context.Background(), `select count(*) from pg_stat_activity
+			where datname = current_database() and wait_event_type = 'Lock' and query like $1
+			  and query not like '%pg_stat_activity%'`, like).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no statement like %q ever waited for the lock", like)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An owner that starts connecting as its session is closed does not bring the session back
+// to life: its status write, held behind the transaction that closes the session, finds the
+// session closed and leaves it so, and the runner stops. The other tenant's session, which
+// its owner connects meanwhile, goes to connecting.
+func TestConnectingDoesNotReopenASessionClosedMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newShardTest(t)
+	mineTenant, mine := s.tenant(1)
+	theirTenant, theirs := s.tenant(1)
+	guard, err := netguard.New(&netguard.Config{AllowLoopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &Runtime{cfg: RuntimeConfig{ConnectTimeout: 5 * time.Second, Guard: guard}, store: NewStore(s.d.AppPool),
+		persister: &persister{shards: []*commitShard{s.shard}}, transport: guard.Transport(),
+		logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	s.start()
+
+	// The close, by request, takes the session's row first.
+	tx, err := s.d.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `update sessions set status = 'closed', closed_at = now(), updated_at = now() where id = $1`, mine[0]); err != nil {
+		t.Fatal(err)
+	}
+	r := newSessionRunner(rt, nil, &Session{TenantID: mineTenant, ID: mine[0], Epoch: 1})
+	defer r.cancel()
+	connected := make(chan error, 1)
+	go func() { connected <- r.connect() }()
+	waitBlockedUpdate(t, s.d.Pool, "update sessions set updated_at = now(), status = %")
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-connected; !errors.Is(err, errSessionEnded) {
+		t.Errorf("connecting a session closed meanwhile: %v, want errSessionEnded", err)
+	}
+	sess, err := rt.store.GetSession(ctx, mineTenant, mine[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Status != StatusClosed || sess.ClosedAt == nil {
+		t.Errorf("the session closed as its owner connected is %s (closed at %v), want closed", sess.Status, sess.ClosedAt)
+	}
+	if r.ctx.Err() == nil {
+		t.Error("the runner of a session closed as it connected still runs")
+	}
+	if _, err := rt.persister.appendSync(ctx, pendingEvent{tenantID: mineTenant, sessionID: mine[0], epoch: 1,
+		typ: EventWatchers, data: json.RawMessage(`{}`), at: eventTime()}); err != nil {
+		t.Fatal(err)
+	}
+	if events, err := rt.store.Events(ctx, mineTenant, mine[0], EventsParams{Types: []EventType{EventStatus}}); err != nil || len(events) != 0 {
+		t.Errorf("status events of the session closed as its owner connected: %v %v", events, err)
+	}
+
+	// A live session's owner connects as before (its target, http://x, does not resolve).
+	other := newSessionRunner(rt, nil, &Session{TenantID: theirTenant, ID: theirs[0], Epoch: 1})
+	defer other.cancel()
+	if err := other.connect(); err == nil || errors.Is(err, errSessionEnded) {
+		t.Errorf("connecting to a target that does not resolve: %v", err)
+	}
+	if sess, err := rt.store.GetSession(ctx, theirTenant, theirs[0]); err != nil || sess.Status != StatusConnecting {
+		t.Errorf("the other tenant's session: %+v %v, want connecting", sess, err)
 	}
 }

@@ -343,7 +343,7 @@ func (r *sessionRunner) connectWithRetry() {
 		if err == nil {
 			return
 		}
-		if r.isStale() {
+		if r.isStale() || errors.Is(err, errSessionEnded) {
 			return
 		}
 		if errors.Is(err, db.ErrUnavailable) {
@@ -369,7 +369,7 @@ func (r *sessionRunner) connect() error {
 	defer cancel()
 	st := StatusConnecting
 	empty := ""
-	if err := r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Status: &st, Error: &empty})); err != nil {
+	if err := r.ownerStatus(ctx, OwnerUpdate{Status: &st, Error: &empty}); err != nil {
 		return err
 	}
 	r.emit(EventStatus, map[string]any{"state": StatusConnecting})
@@ -462,7 +462,7 @@ func (r *sessionRunner) connect() error {
 			r.logger.Info("restore subscription", slog.String("uri", uri), slog.Any("error", err))
 		}
 	}
-	if err := r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, upd)); err != nil {
+	if err := r.ownerStatus(ctx, upd); err != nil {
 		r.disconnect()
 		return err
 	}
@@ -486,6 +486,18 @@ func (r *sessionRunner) connect() error {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// ownerStatus records the owner's change of its session's status, fenced. A session that
+// is no longer live (closed by request while the owner connected) stays as it is, and the
+// runner stops: what the session held is the close's to end (endWithSession).
+func (r *sessionRunner) ownerStatus(ctx context.Context, u OwnerUpdate) error {
+	err := r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, u))
+	if errors.Is(err, errSessionEnded) {
+		r.logger.Info("the session ended while connecting; dropping it")
+		r.cancel()
+	}
+	return err
+}
 
 // disconnect closes the live connection. Requests the target parked on it expire first, as
 // go-sdk's Close waits for in-flight handlers; nobody could send their answers on another

@@ -396,8 +396,14 @@ type OwnerUpdate struct {
 	LoggingLevel    *string
 }
 
-// updateAsOwner applies u if epoch is still the session's epoch, else db.ErrStaleEpoch.
-// What the target sent (server info, capabilities, instructions, protocol version, an error
+// errSessionEnded refuses an owner's change of its session's status once the session is no
+// longer live: closed by request, which the owner's write must not undo.
+var errSessionEnded = errors.New("the session is no longer live")
+
+// updateAsOwner applies u if epoch is still the session's epoch, else db.ErrStaleEpoch. A
+// change of status (to connecting or ready: the owner's connection) applies only while the
+// session is live, else errSessionEnded: a close that commits while the owner connects is
+// not undone, whichever of the two PostgreSQL takes first. What the target sent (server info, capabilities, instructions, protocol version, an error
 // describing it) is made storable first: PostgreSQL would refuse a U+0000 in any of them.
 func (s *Store) updateAsOwner(ctx context.Context, tenantID, id string, epoch int64, u OwnerUpdate) error {
 	sets := []string{"updated_at = now()"}
@@ -431,16 +437,29 @@ func (s *Store) updateAsOwner(ctx context.Context, tenantID, id string, epoch in
 	if u.LoggingLevel != nil {
 		add("logging_level", *u.LoggingLevel)
 	}
+	live := ""
+	if u.Status != nil {
+		live = ` and status in ('connecting', 'ready')`
+	}
 	return db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `update sessions set `+strings.Join(sets, ", ")+
-			` where tenant_id = $1 and id = $2 and epoch = $3`, args...)
+			` where tenant_id = $1 and id = $2 and epoch = $3`+live, args...)
 		if err != nil {
 			return db.InterpretError(err)
 		}
-		if tag.RowsAffected() == 0 {
-			return db.ErrStaleEpoch
+		if tag.RowsAffected() == 1 {
+			return nil
 		}
-		return nil
+		if live != "" {
+			var cur int64
+			if err := tx.QueryRow(ctx, `select epoch from sessions where tenant_id = $1 and id = $2`, tenantID, id).Scan(&cur); err != nil {
+				return db.InterpretError(err)
+			}
+			if cur == epoch {
+				return errSessionEnded
+			}
+		}
+		return db.ErrStaleEpoch
 	})
 }
 
