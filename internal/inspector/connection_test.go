@@ -2,6 +2,8 @@ package inspector_test
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -93,8 +95,9 @@ func TestReconnectExpiresRequestsParkedOnTheOldConnection(t *testing.T) {
 
 // Closing a session ends what it leaves open. The running call is cancelled at the target
 // and recorded as interrupted, the call waiting for a person's sampling answer too, and the
-// parked request expires; each is reported before the close itself, and cancelling a call
-// the close ended answers at once with the call as it is.
+// parked request expires; so do a call an earlier owner left running and a request it left
+// parked, which nothing on the owner waits for. Each is reported exactly once, before the
+// close itself, and cancelling a call the close ended answers at once with the call as it is.
 func TestCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -111,11 +114,21 @@ func TestCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
 	}
 	sample := s.call(sess.ID, "sample", map[string]any{"prompt": "never answered"})
 	req := s.waitParked(sess.ID)
+	// What an earlier owner left: a call running and a request parked on its connection.
+	orphan, orphanReq := "019a0000-0000-7000-8000-0000000000c1", "019a0000-0000-7000-8000-0000000000c2"
+	if _, err := s.owner.Exec(ctx, `insert into session_calls (id, tenant_id, session_id, name, status, epoch)
+		values ($1, $2, $3, 'echo', 'running', 1)`, orphan, s.a.Tenant.ID, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.owner.Exec(ctx, `insert into pending_requests (id, tenant_id, session_id, kind, params, status, epoch, expires_at)
+		values ($1, $2, $3, 'elicitation', '{}', 'pending', 1, now() + interval '1 hour')`, orphanReq, s.a.Tenant.ID, sess.ID); err != nil {
+		t.Fatal(err)
+	}
 
 	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{slow.ID, sample.ID} {
+	for _, id := range []string{slow.ID, sample.ID, orphan} {
 		c, err := s.svc.GetCall(ctx, s.a.Tenant.ID, sess.ID, id)
 		if err != nil {
 			t.Fatal(err)
@@ -134,34 +147,58 @@ func TestCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
 		t.Fatalf("parked request after the close: %v %v", p, err)
 	}
 	eventually(t, 10*time.Second, "the target sees the slow call cancelled", func() bool { return srv.CancelledCalls("slow") == 1 })
+	// The owner has let the session go: whatever it had to say about the calls and requests
+	// it cut off is in.
+	eventually(t, 10*time.Second, "the owner lets the session go", func() bool { return s.workers[0].rt.Sessions() == 0 })
 
-	closed := s.waitEvent(sess.ID, func(e inspector.Event) bool {
-		return e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusClosed)
-	})
-	reported := map[string]int64{}
-	for _, e := range s.events(sess.ID) {
+	requireEndReported(t, s.events(sess.ID), "closed", []string{slow.ID, sample.ID, orphan}, []string{req, orphanReq})
+}
+
+// requireEndReported checks that a session's events report each of calls (interrupted) and
+// requests (expired) exactly once, then the end of the session, status state, once, after
+// them.
+func requireEndReported(t *testing.T, events []inspector.Event, state string, calls, requests []string) {
+	t.Helper()
+	var ended int64
+	reported := map[string][]int64{}
+	for _, e := range events {
 		switch d := dataOf(e); e.Type {
 		case inspector.EventCallResult:
-			if d["status"] != string(inspector.CallInterrupted) {
-				t.Errorf("call_result %v, want status interrupted as recorded", d)
+			if d["status"] != string(inspector.CallInterrupted) && d["status"] != string(inspector.CallCancelled) {
+				t.Errorf("call_result %v, want status as the close recorded it", d)
 			}
-			reported[d["call_id"].(string)] = e.Seq
+			id, _ := d["call_id"].(string)
+			reported[id] = append(reported[id], e.Seq)
 		case inspector.EventPendingResolved:
-			if d["status"] == string(inspector.PendingExpired) {
-				reported[d["request_id"].(string)] = e.Seq
+			if d["status"] != string(inspector.PendingExpired) {
+				t.Errorf("pending_resolved %v, want expired", d)
+			}
+			id, _ := d["request_id"].(string)
+			reported[id] = append(reported[id], e.Seq)
+		case inspector.EventStatus:
+			if d["state"] == state {
+				if ended != 0 {
+					t.Errorf("the session's end (%s) reported at seqs %d and %d", state, ended, e.Seq)
+				}
+				ended = e.Seq
 			}
 		}
 	}
-	for _, id := range []string{slow.ID, sample.ID, req} {
-		if seq, ok := reported[id]; !ok || seq > closed.Seq {
-			t.Errorf("%s reported at seq %d (reported: %v), want before the close at %d", id, seq, ok, closed.Seq)
+	if ended == 0 {
+		t.Fatalf("the session's end (%s) was never reported", state)
+	}
+	for _, id := range append(slices.Clone(calls), requests...) {
+		if seqs := reported[id]; len(seqs) != 1 || seqs[0] > ended {
+			t.Errorf("%s reported at seqs %v, want once before the end at %d", id, seqs, ended)
 		}
 	}
 }
 
 // A session closed while no worker holds it (none alive, or the doorbell lost) still ends
-// its calls: nobody would ever end them otherwise, as a closed session gets no owner. The
-// other tenant's calls are untouched.
+// its calls and parked requests: nobody would ever end them otherwise, as a closed session
+// gets no owner. Nor would anybody report them: the close does, with itself, each once and
+// in order, committed before they are published to live followers. The other tenant's calls
+// are untouched.
 func TestCloseWithoutAnOwnerEndsTheCalls(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -186,13 +223,40 @@ func TestCloseWithoutAnOwnerEndsTheCalls(t *testing.T) {
 	}
 	mine, theirs := ready(s.a.Tenant.ID), ready(s.b.Tenant.ID)
 	queued, running, other := start(s.a.Tenant.ID, mine.ID), start(s.a.Tenant.ID, mine.ID), start(s.b.Tenant.ID, theirs.ID)
-	// A worker claimed this one and died.
+	// A worker claimed this one and died, leaving a request parked.
 	if _, err := s.owner.Exec(ctx, `update session_calls set status = 'running' where id = $1`, running.ID); err != nil {
+		t.Fatal(err)
+	}
+	request := "019a0000-0000-7000-8000-0000000000d1"
+	if _, err := s.owner.Exec(ctx, `insert into pending_requests (id, tenant_id, session_id, kind, params, status, epoch, expires_at)
+		values ($1, $2, $3, 'sampling', '{}', 'pending', 1, now() + interval '1 hour')`, request, s.a.Tenant.ID, mine.ID); err != nil {
+		t.Fatal(err)
+	}
+	live := s.rdb.Subscribe(ctx, s.prefix+":ev:{"+s.a.Tenant.ID+":"+mine.ID+"}")
+	defer live.Close()
+	if _, err := live.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
 
 	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, mine.ID); err != nil {
 		t.Fatal(err)
+	}
+	events := s.events(mine.ID)
+	requireEndReported(t, events, "closed", []string{queued.ID, running.ID}, []string{request})
+	for _, e := range events {
+		select {
+		case m := <-live.Channel():
+			var got inspector.Event
+			if err := json.Unmarshal([]byte(m.Payload), &got); err != nil || got.Seq != e.Seq || got.Type != e.Type ||
+				!got.At.Equal(e.At) || string(compact(got.Data)) != string(compact(e.Data)) {
+				t.Errorf("published %s (%v), want the committed %d %s %s %s", m.Payload, err, e.Seq, e.Type, e.At, e.Data)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %d (%s) was never published", e.Seq, e.Type)
+		}
+	}
+	if theirEvents, err := s.svc.Events(ctx, s.b.Tenant.ID, theirs.ID, inspector.EventsParams{}); err != nil || len(theirEvents) != 0 {
+		t.Errorf("the other tenant's session has events: %v %v", theirEvents, err)
 	}
 	for _, tc := range []struct {
 		call   *inspector.Call

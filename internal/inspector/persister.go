@@ -511,6 +511,23 @@ func (p *commitShard) publish(batch []pendingEvent, ids []sessionKey, allocs map
 	return again, againIDs
 }
 
+// publishEvents publishes a session's events, committed by someone other than its owner's
+// persister (the close of a session: see endWithSession), as the persister publishes its
+// own. A follower that misses them, or gets them out of order with the owner's, reads them
+// from PostgreSQL.
+func publishEvents(ctx context.Context, rdb redis.UniversalClient, prefix, tenantID, sessionID string, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	channel := eventChannel(prefix, tenantID, sessionID)
+	pipe := rdb.Pipeline()
+	for _, e := range events {
+		pipe.Publish(ctx, channel, appendEventJSON(nil, e.Seq, e.Type, e.At, e.Data))
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
 // newestOfMixedEpochs returns, for each refused session whose events in batch carry more
 // than one epoch, the newest of those epochs. It allocates nothing when no session was
 // refused, as nearly always.

@@ -271,14 +271,22 @@ func (s *Service) ListSessions(ctx context.Context, tenantID string, p ListSessi
 
 // CloseSession closes a session; its history stays. Closing a closed session is a no-op.
 func (s *Service) CloseSession(ctx context.Context, tenantID, id string) (*Session, error) {
+	var reported []Event
 	sess, changed, err := s.store.setSessionStatus(ctx, tenantID, id, []Status{StatusConnecting, StatusReady, StatusError}, StatusClosed, "closed by request",
-		endWithSession(tenantID, id), s.audited(tenantID, audit.ActionSessionClose, sessionTarget(id), nil))
+		endWithSession(tenantID, id, &reported), s.audited(tenantID, audit.ActionSessionClose, sessionTarget(id), nil))
 	if err != nil {
 		return nil, err
 	}
 	if changed {
+		// The close recorded what it ended, and itself, as events: publish them now they
+		// are committed. Followers that miss them read them from PostgreSQL.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := publishEvents(pctx, s.cfg.Redis, s.cfg.Prefix, tenantID, id, reported); err != nil {
+			s.logger.WarnContext(ctx, "publish the close's events", slog.Any("error", err))
+		}
+		cancel()
 		// The owner notices the status through the doorbell, cancels the calls the close
-		// ended at the target, reports them and disconnects.
+		// ended at the target and disconnects.
 		_ = s.doorbell(ctx, tenantID, id, OpClose, nil)
 	}
 	return sess, nil

@@ -200,6 +200,69 @@ func TestCallQueuedWhileTheSessionEndsIsEnded(t *testing.T) {
 	}
 }
 
+// A request parked in the instant before its session ends, whose handler has not started
+// waiting for its answer yet, is reported expired once: by the end, which expired it, and
+// not again by the handler, which finds it expired when it starts waiting. So for either
+// end: the owner's own (after being idle) and a close by request.
+func TestRequestParkedAsTheSessionEndsIsReportedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newShardTest(t)
+	tenantID, ids := s.tenant(1, 1)
+	rt := &Runtime{cfg: RuntimeConfig{PendingTimeout: time.Minute}, store: NewStore(s.d.AppPool),
+		persister: &persister{shards: []*commitShard{s.shard}}, logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	s.start()
+	for i, end := range []struct {
+		name string
+		end  func(r *sessionRunner)
+	}{
+		{"idle", func(r *sessionRunner) {
+			r.endSession(StatusClosed, "closed after being idle", closeEnd, map[string]any{"state": StatusClosed, "reason": "idle"})
+		}},
+		{"close by request", func(r *sessionRunner) {
+			var reported []Event
+			if _, changed, err := rt.store.setSessionStatus(ctx, tenantID, r.id, []Status{StatusReady}, StatusClosed, "closed by request",
+				endWithSession(tenantID, r.id, &reported)); err != nil || !changed {
+				t.Fatalf("close: %v %v", changed, err)
+			}
+			r.closeByRequest(ctx)
+		}},
+	} {
+		r := newSessionRunner(rt, nil, &Session{TenantID: tenantID, ID: ids[i], Epoch: 1})
+		// park, step by step: the request is stored, then the session ends, then its
+		// handler starts waiting for the answer.
+		p, err := r.parkRow(ctx, PendingElicitation, json.RawMessage(`{"message":"late"}`), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end.end(r)
+		final, err := r.awaitAnswer(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{}
+		if err := r.deliverAnswer(final, &out); err == nil {
+			t.Fatalf("%s: the handler of an expired request delivered an answer", end.name)
+		}
+		// Everything appended before is committed once this is.
+		if _, err := rt.persister.appendSync(ctx, pendingEvent{tenantID: tenantID, sessionID: ids[i], epoch: 1,
+			typ: EventWatchers, data: json.RawMessage(`{}`), at: eventTime()}); err != nil {
+			t.Fatal(err)
+		}
+		events, err := rt.store.Events(ctx, tenantID, ids[i], EventsParams{Types: []EventType{EventPendingResolved}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != 1 {
+			var got []string
+			for _, e := range events {
+				got = append(got, string(e.Data))
+			}
+			t.Errorf("%s: the request parked as the session ended is resolved %d times: %v", end.name, len(events), got)
+		}
+	}
+}
+
 // waitBlockedUpdate waits until a statement of the database's matching like is waiting for
 // a lock.
 func waitBlockedUpdate(t *testing.T, pool *pgxpool.Pool, like string) {

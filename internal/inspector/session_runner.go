@@ -302,10 +302,13 @@ func (r *sessionRunner) takeOver(m *movedFrom) {
 			continue
 		}
 		errJSON, _ := json.Marshal(map[string]string{"message": "interrupted: the worker holding the session stopped while the call ran"})
-		if r.ownerWriteRetry(func(ctx context.Context) error {
-			_, err := r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})
+		applied := false
+		if r.ownerWriteRetry(func(ctx context.Context) (err error) {
+			_, applied, err = r.rt.store.updateCallAsOwner(ctx, r.tenant, r.id, c.ID, r.epoch, callUpdate{Status: CallInterrupted, Error: errJSON})
 			return err
-		}) == nil {
+		}) == nil && applied {
+			// Not applied: the call ended meanwhile (its session closed), and what ended it
+			// reported it.
 			r.emit(EventCallResult, map[string]any{"call_id": c.ID, "ok": false, "status": CallInterrupted, "error": json.RawMessage(errJSON)})
 		}
 	}
@@ -545,16 +548,24 @@ func (r *sessionRunner) cancelRunning() <-chan struct{} {
 	return unwound
 }
 
-// closeByRequest ends the session for the api, which already stored the close and ended the
-// session's open calls and parked requests (endWithSession): see reportEnd.
+// closeByRequest ends the session for the api, which already stored the close, ended the
+// session's open calls and parked requests and recorded their events with the close's
+// (endWithSession): the runner cancels the calls running here at the target and stops, which
+// lets the connection go. What it cancels finds itself ended and reports nothing again.
 func (r *sessionRunner) closeByRequest(ctx context.Context) {
-	r.reportEnd(ctx, nil, map[string]any{"state": StatusClosed, "reason": "closed by request"})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	select {
+	case <-r.cancelRunning():
+	case <-ctx.Done():
+	}
+	r.cancel()
 }
 
 // endSession ends the session from its owner (idle, or its target unreachable): the status
 // and the end of its open calls and parked requests are one fenced transaction
-// (endSessionAsOwner), reported as a close by request is (reportEnd). A session the api closed
-// meanwhile is left to that close.
+// (endSessionAsOwner), reported in the order a close by request reports them (reportEnd). A
+// session the api closed meanwhile is left to that close, which reported it.
 func (r *sessionRunner) endSession(to Status, reason string, how sessionEnd, status map[string]any) {
 	var ended *endedWork
 	err := r.ownerWriteRetry(func(ctx context.Context) (err error) {
@@ -574,37 +585,20 @@ func (r *sessionRunner) endSession(to Status, reason string, how sessionEnd, sta
 }
 
 // reportEnd reports what the end of the session, already recorded with the calls and requests
-// it ended, cut off; then it records the status event, so followers see the end of the
-// stream, and stops the runner, which lets the connection go. The calls running here are
-// cancelled at the target and, with the requests parked here, report themselves as the
-// database has them. ended, when the owner ended the session itself, holds the rest: calls
-// that never ran here (queued, or left running by an earlier owner) and requests nobody here
-// waits for, reported now.
+// it ended, cut off: every call and every request in ended, as the database has them,
+// whether it ran or waits here or not. Then it records the status event, so followers see
+// the end of the stream, and stops the runner, which lets the connection go. The calls
+// running here are cancelled at the target and the requests parked here expire; each finds
+// itself ended by someone else and reports nothing, so each is reported once (endEvents is
+// the same report, written by a close by request).
 func (r *sessionRunner) reportEnd(ctx context.Context, ended *endedWork, status map[string]any) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if ended != nil {
-		r.mu.Lock()
-		var calls []Call
-		for _, c := range ended.calls {
-			// A queued call running here finds it ended when it claims it, and says nothing.
-			if _, running := r.calls[c.ID]; !running || c.Status != CallInterrupted {
-				calls = append(calls, c)
-			}
-		}
-		var expired []string
-		for _, id := range ended.pending {
-			if _, waiting := r.waiters[id]; !waiting {
-				expired = append(expired, id)
-			}
-		}
-		r.mu.Unlock()
-		for i := range calls {
-			r.emit(EventCallResult, callResultEvent(&calls[i]))
-		}
-		for _, id := range expired {
-			r.emit(EventPendingResolved, map[string]any{"request_id": id, "status": PendingExpired, "reason": "the session ended"})
-		}
+	for i := range ended.calls {
+		r.emit(EventCallResult, callResultEvent(&ended.calls[i]))
+	}
+	for _, id := range ended.pending {
+		r.emit(EventPendingResolved, pendingEndedEvent(id))
 	}
 	select {
 	case <-r.cancelRunning():
@@ -745,7 +739,7 @@ func (r *sessionRunner) progress(p *mcp.ProgressNotificationParams) {
 	}
 	r.emit(EventProgress, ev)
 	if callID != "" && validID(callID) {
-		_, err := r.rt.store.updateCallAsOwner(r.ctx, r.tenant, r.id, callID, r.epoch, callUpdate{Progress: &pr})
+		_, _, err := r.rt.store.updateCallAsOwner(r.ctx, r.tenant, r.id, callID, r.epoch, callUpdate{Progress: &pr})
 		_ = r.ownerWrite(err)
 	}
 }
@@ -858,7 +852,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // deliverAnswer emits pending_resolved and turns the stored answer into the handler's result.
 func (r *sessionRunner) deliverAnswer(p *Pending, out any) error {
 	r.touch()
-	r.emit(EventPendingResolved, map[string]any{"request_id": p.RequestID, "status": p.Status, "answered_by": p.AnsweredBy})
+	r.resolved(p)
 	if p.Status == PendingExpired {
 		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "request expired"}
 	}
@@ -879,6 +873,18 @@ func (r *sessionRunner) deliverAnswer(p *Pending, out any) error {
 		b, _ := json.Marshal(body)
 		return json.Unmarshal(b, out)
 	}
+}
+
+// resolved emits pending_resolved for a request its handler found resolved: answered or
+// cancelled by a person, which only the handler reports. One it found expired was expired by
+// someone else (the end of the session, a takeover), who reported it: a handler reports only
+// the expiries it makes itself (awaitAnswer). So a request parked just before its session
+// ended, whose handler had not started waiting yet, is reported once.
+func (r *sessionRunner) resolved(p *Pending) {
+	if p.Status == PendingExpired {
+		return
+	}
+	r.emit(EventPendingResolved, map[string]any{"request_id": p.RequestID, "status": p.Status, "answered_by": p.AnsweredBy})
 }
 
 // ringPending wakes the handler waiting for a pending request's answer.
@@ -1076,11 +1082,12 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 		event["error"] = json.RawMessage(upd.Error)
 	}
 	var done *Call
+	applied := false
 	span := trace.SpanFromContext(ctx)
 	record := func(upd callUpdate) error {
 		return r.ownerWriteRetry(func(wctx context.Context) (err error) {
 			// The write outlives a cancelled call, and belongs to its trace.
-			done, err = r.rt.store.updateCallAsOwner(trace.ContextWithSpan(wctx, span), r.tenant, r.id, callID, r.epoch, upd)
+			done, applied, err = r.rt.store.updateCallAsOwner(trace.ContextWithSpan(wctx, span), r.tenant, r.id, callID, r.epoch, upd)
 			return err
 		})
 	}
@@ -1100,10 +1107,10 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 	if notify != "" && done != nil {
 		r.rt.notifyCall(trace.ContextWithSpan(context.WithoutCancel(ctx), span), notify, done)
 	}
-	if done != nil && done.Status != upd.Status {
-		// The call had ended already (a close ends the calls it cuts off): report it as
-		// it is recorded.
-		event = callResultEvent(done)
+	if !applied {
+		// The call had ended already: the end of its session ends the calls it cuts off,
+		// and reports them (endWithSession, reportEnd).
+		return
 	}
 	r.emit(EventCallResult, event)
 }
@@ -1250,7 +1257,7 @@ func (r *sessionRunner) collectInputs(ctx context.Context, parked []*Pending, re
 		if err != nil {
 			return nil, err
 		}
-		r.emit(EventPendingResolved, map[string]any{"request_id": final.RequestID, "status": final.Status, "answered_by": final.AnsweredBy})
+		r.resolved(final)
 		var method struct {
 			Method string `json:"method"`
 		}

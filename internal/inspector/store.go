@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tapline/tapline/internal/audit"
@@ -266,11 +267,98 @@ func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from 
 
 // endWithSession ends what a session being closed leaves open, in the transaction that closes
 // it: queued calls never reach the target, running ones lose their connection, and parked
-// requests can no longer be answered. The owner, told by the doorbell, cancels the calls at
-// the target and reports them; without an owner (none alive, or the doorbell lost) nothing
-// would ever end them, as a closed session gets no new owner.
-func endWithSession(tenantID, sessionID string) txHook {
-	return endOpenWork(tenantID, sessionID, closeEnd, nil)
+// requests can no longer be answered. Without an owner (none alive, or the doorbell lost)
+// nothing would ever end them, as a closed session gets no new owner.
+//
+// The same transaction records what it ended, and the close itself, as the session's events
+// (see appendEventsTx): the call_result of each call, the pending_resolved of each request,
+// then the closed status, written exactly when the close is, whether or not an owner is alive
+// to hear of it. reported receives them, with their seqs, to be published once committed.
+// The owner, told by the doorbell, only cancels the calls at the target: what it finds ended
+// there it does not report again.
+func endWithSession(tenantID, sessionID string, reported *[]Event) txHook {
+	return func(ctx context.Context, tx pgx.Tx) error {
+		*reported = nil
+		ended := &endedWork{}
+		if err := endOpenWork(tenantID, sessionID, closeEnd, ended)(ctx, tx); err != nil {
+			return err
+		}
+		events, err := appendEventsTx(ctx, tx, tenantID, sessionID,
+			endEvents(ended, map[string]any{"state": StatusClosed, "reason": "closed by request"}))
+		if err != nil {
+			return err
+		}
+		*reported = events
+		return nil
+	}
+}
+
+// endEvents are the events that report the end of a session: the call_result of each call it
+// ended and the pending_resolved of each request it expired, then status.
+func endEvents(ended *endedWork, status map[string]any) []Event {
+	events := make([]Event, 0, len(ended.calls)+len(ended.pending)+1)
+	add := func(typ EventType, data any) {
+		raw, _ := json.Marshal(data)
+		events = append(events, Event{Type: typ, At: eventTime(), Data: raw})
+	}
+	for i := range ended.calls {
+		add(EventCallResult, callResultEvent(&ended.calls[i]))
+	}
+	for _, id := range ended.pending {
+		add(EventPendingResolved, pendingEndedEvent(id))
+	}
+	add(EventStatus, status)
+	return events
+}
+
+// pendingEndedEvent is the pending_resolved event of a request the end of its session expired.
+func pendingEndedEvent(requestID string) map[string]any {
+	return map[string]any{"request_id": requestID, "status": PendingExpired, "reason": "the session ended"}
+}
+
+// appendEventsTx appends events to a session's log in tx, which must have changed the
+// session's row already: the row lock it holds orders these events after every event an
+// owner committed before, and before every one it commits after, so seqs stay gapless. They
+// are fenced as an owner's are (tapline_append_events), by the epoch the row has under that
+// lock, so no owner's write can slip between the read and the append. It returns the events
+// with their seqs; they are published once tx is committed (publishEvents), never before.
+func appendEventsTx(ctx context.Context, tx pgx.Tx, tenantID, sessionID string, events []Event) ([]Event, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	t, err := uuid.Parse(tenantID)
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	sid, err := uuid.Parse(sessionID)
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	var epoch int64
+	if err := tx.QueryRow(ctx, `select epoch from sessions where tenant_id = $1 and id = $2`, tenantID, sessionID).Scan(&epoch); err != nil {
+		return nil, db.InterpretError(err)
+	}
+	n := len(events)
+	tenants, sessions, epochs := make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]int64, n)
+	types, datas, ats := make([]string, n), make([][]byte, n), make([]time.Time, n)
+	for i, e := range events {
+		tenants[i], sessions[i] = pgtype.UUID{Bytes: t, Valid: true}, pgtype.UUID{Bytes: sid, Valid: true}
+		epochs[i], types[i], datas[i], ats[i] = epoch, string(e.Type), db.StorableJSON(e.Data), e.At
+	}
+	var first *int64
+	var refused bool
+	if err := tx.QueryRow(ctx, `select first_seq, refused from tapline_append_events($1, $2, $3, $4, $5, $6)`,
+		tenants, sessions, epochs, types, datas, ats).Scan(&first, &refused); err != nil {
+		return nil, db.InterpretError(err)
+	}
+	if refused || first == nil {
+		return nil, db.ErrStaleEpoch
+	}
+	out := make([]Event, n)
+	for i, e := range events {
+		out[i] = Event{Seq: *first + int64(i), Type: e.Type, At: e.At, Data: datas[i]}
+	}
+	return out, nil
 }
 
 // sessionEnd is how the end of a session ends its open calls: queued ones, which never reached
@@ -845,10 +933,11 @@ type callUpdate struct {
 }
 
 // updateCallAsOwner records progress or the end of a running call, fenced by epoch, and
-// returns the call as it is afterwards. Ending a call that already ended (cancelled
-// meanwhile) changes nothing. One round trip when the update applies, as startCall. The
+// returns the call as it is afterwards, with whether the update applied. Ending a call that
+// already ended (by the end of its session meanwhile) changes nothing, and whoever ended it
+// reports it. One round trip when the update applies, as startCall. The
 // progress, result and error hold what the target sent, made storable.
-func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) (*Call, error) {
+func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) (*Call, bool, error) {
 	var progress []byte
 	if u.Progress != nil {
 		progress, _ = json.Marshal(u.Progress)
@@ -868,12 +957,13 @@ func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, call
 		tenantID, sessionID, callID, epoch, string(u.Status), progress,
 		nullJSON(db.StorableJSON(u.Result)), nullJSON(db.StorableJSON(u.Error))).QueryRow(scanUpdated(&out))
 	if err := db.TenantBatch(ctx, s.pool, tenantID, b); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if out != nil {
-		return out, nil
+		return out, true, nil
 	}
-	return s.ownedCall(ctx, tenantID, sessionID, callID, epoch)
+	out, err := s.ownedCall(ctx, tenantID, sessionID, callID, epoch)
+	return out, false, err
 }
 
 // unreportedCalls returns the calls an earlier owner (epoch before epoch) finished recently
