@@ -3,6 +3,7 @@ package inspector_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -336,5 +337,90 @@ func TestReadyDoesNotReopenASessionClosedMeanwhile(t *testing.T) {
 		if e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusReady) {
 			t.Fatalf("the session closed as its owner connected was reported ready: %s", e.Data)
 		}
+	}
+}
+
+// A queued call cancelled by request reports its end as every other end does: the cancel's
+// transaction records its call_result, which is published once committed, and the other
+// tenant's session, and its queued call, are untouched.
+func TestCancelledQueuedCallIsReported(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	ready := func(tenantID string) *inspector.Session {
+		sess, err := s.svc.CreateSession(ctx, tenantID, inspector.CreateSessionParams{Name: "no owner",
+			Target: inspector.Target{URL: "http://127.0.0.1:9/mcp"}, CreatedBy: "key:test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No worker: calls stay queued.
+		if _, err := s.owner.Exec(ctx, `update sessions set status = 'ready' where id = $1`, sess.ID); err != nil {
+			t.Fatal(err)
+		}
+		return sess
+	}
+	mine, theirs := ready(s.a.Tenant.ID), ready(s.b.Tenant.ID)
+	start := func(tenantID, sessionID string) *inspector.Call {
+		c, err := s.svc.StartCall(ctx, tenantID, sessionID, inspector.StartCallParams{Name: "echo", CreatedBy: "key:test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	queued, other := start(s.a.Tenant.ID, mine.ID), start(s.b.Tenant.ID, theirs.ID)
+	live := s.rdb.Subscribe(ctx, s.prefix+":ev:{"+s.a.Tenant.ID+":"+mine.ID+"}")
+	defer live.Close()
+	if _, err := live.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another tenant cannot cancel it.
+	if _, err := s.svc.CancelCall(ctx, s.b.Tenant.ID, mine.ID, queued.ID); !errors.Is(err, inspector.ErrNotFound) {
+		t.Fatalf("cancel from the other tenant = %v, want ErrNotFound", err)
+	}
+	got, err := s.svc.CancelCall(ctx, s.a.Tenant.ID, mine.ID, queued.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != inspector.CallCancelled {
+		t.Fatalf("cancelled call = %+v", got)
+	}
+	events := s.events(mine.ID)
+	if len(events) != 1 || events[0].Type != inspector.EventCallResult {
+		t.Fatalf("events after the cancel = %+v, want one call_result", events)
+	}
+	var data struct {
+		CallID string               `json:"call_id"`
+		OK     bool                 `json:"ok"`
+		Status inspector.CallStatus `json:"status"`
+		Error  struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(events[0].Data, &data); err != nil || data.CallID != queued.ID || data.OK ||
+		data.Status != inspector.CallCancelled || data.Error.Message == "" {
+		t.Fatalf("call_result = %s (%v)", events[0].Data, err)
+	}
+	select {
+	case m := <-live.Channel():
+		var pub inspector.Event
+		if err := json.Unmarshal([]byte(m.Payload), &pub); err != nil || pub.Seq != events[0].Seq || pub.Type != inspector.EventCallResult {
+			t.Fatalf("published %s (%v), want the committed event %d", m.Payload, err, events[0].Seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call_result was never published")
+	}
+	// Cancelling it again changes nothing and reports nothing.
+	if again, err := s.svc.CancelCall(ctx, s.a.Tenant.ID, mine.ID, queued.ID); err != nil || again.Status != inspector.CallCancelled {
+		t.Fatalf("second cancel = %+v, %v", again, err)
+	}
+	if n := len(s.events(mine.ID)); n != 1 {
+		t.Fatalf("%d events after a second cancel, want 1", n)
+	}
+	if theirEvents, err := s.svc.Events(ctx, s.b.Tenant.ID, theirs.ID, inspector.EventsParams{}); err != nil || len(theirEvents) != 0 {
+		t.Errorf("the other tenant's session has events: %v %v", theirEvents, err)
+	}
+	if c, err := s.svc.GetCall(ctx, s.b.Tenant.ID, theirs.ID, other.ID); err != nil || c.Status != inspector.CallQueued {
+		t.Errorf("the other tenant's call = %+v, %v; want it queued", c, err)
 	}
 }

@@ -692,11 +692,19 @@ func (s *Service) CancelCall(ctx context.Context, tenantID, sessionID, callID st
 		return call, err
 	}
 	if call.Status == CallQueued {
-		if ok, err := s.store.cancelQueuedCall(ctx, tenantID, sessionID, callID,
-			s.audited(tenantID, audit.ActionCallCancel, audit.Target{Type: "call", ID: callID}, map[string]any{"session_id": sessionID})); err != nil || ok {
-			if err != nil {
-				return nil, err
+		ok, reported, err := s.store.cancelQueuedCall(ctx, tenantID, sessionID, callID,
+			s.audited(tenantID, audit.ActionCallCancel, audit.Target{Type: "call", ID: callID}, map[string]any{"session_id": sessionID}))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			// Its call_result is committed: publish it. Followers that miss it read it from
+			// PostgreSQL.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := publishEvents(pctx, s.cfg.Redis, s.cfg.Prefix, tenantID, sessionID, reported); err != nil {
+				s.logger.WarnContext(ctx, "publish the cancel's call_result", slog.Any("error", err))
 			}
+			cancel()
 			return s.store.GetCall(ctx, tenantID, sessionID, callID)
 		}
 	}

@@ -993,19 +993,41 @@ func (s *Store) unreportedCalls(ctx context.Context, tenantID, sessionID string,
 }
 
 // cancelQueuedCall cancels a call that has not been dispatched yet; it reports whether it did.
-func (s *Store) cancelQueuedCall(ctx context.Context, tenantID, sessionID, callID string, hooks ...txHook) (bool, error) {
+// The same transaction records the call's call_result as the session's event
+// (appendEventsTx), so the history and the session's followers see how the call ended, as
+// they do for every other end; the event is returned, with its seq, to be published once
+// committed. The session's row is locked first, as the end of a session locks it before its
+// calls, so the two never wait on each other in opposite orders.
+func (s *Store) cancelQueuedCall(ctx context.Context, tenantID, sessionID, callID string, hooks ...txHook) (bool, []Event, error) {
 	var done bool
+	var reported []Event
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `update session_calls set status = 'cancelled', finished_at = now(), updated_at = now(),
-			error = '{"message":"cancelled before it was sent"}'
-			where tenant_id = $1 and session_id = $2 and id = $3 and status = 'queued'`, tenantID, sessionID, callID)
-		done = err == nil && tag.RowsAffected() == 1
-		if err != nil || !done {
+		done, reported = false, nil
+		if _, err := tx.Exec(ctx, `select 1 from sessions where tenant_id = $1 and id = $2 for no key update`, tenantID, sessionID); err != nil {
 			return db.InterpretError(err)
+		}
+		row := tx.QueryRow(ctx, `update session_calls set status = 'cancelled', finished_at = now(), updated_at = now(),
+			error = '{"message":"cancelled before it was sent"}'
+			where tenant_id = $1 and session_id = $2 and id = $3 and status = 'queued'
+			returning `+callColumns, tenantID, sessionID, callID)
+		call, err := scanCall(row)
+		if errors.Is(err, db.ErrNotFound) {
+			return nil // dispatched, or ended, meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		done = true
+		raw, _ := json.Marshal(callResultEvent(call))
+		if reported, err = appendEventsTx(ctx, tx, tenantID, sessionID, []Event{{Type: EventCallResult, At: eventTime(), Data: raw}}); err != nil {
+			return err
 		}
 		return runHooks(ctx, tx, hooks)
 	})
-	return done, err
+	if err != nil {
+		return false, nil, err
+	}
+	return done, reported, nil
 }
 
 // openCalls lists a session's queued and running calls.
