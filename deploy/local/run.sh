@@ -55,7 +55,8 @@ if [ -f "$pgdir/postmaster.pid" ] && tl_as_pg "$(tl_pg_bindir)/pg_ctl" -D "$pgdi
 fi
 if [ -f "$data/redis/redis.pid" ]; then
   rpid=$(cat "$data/redis/redis.pid")
-  if grep -qa redis-server "/proc/$rpid/cmdline" 2>/dev/null; then
+  # Ours only if it runs in .data/redis (redis-server chdirs to --dir): the pid may be reused.
+  if [ "$(readlink "/proc/$rpid/cwd" 2>/dev/null)" = "$(readlink -f "$data/redis")" ]; then
     tl_log "stopping the Redis an earlier make run left running (.data/redis)"
     kill "$rpid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.1; done
