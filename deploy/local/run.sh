@@ -78,7 +78,11 @@ fi
 
 started_pg="" started_redis="" pids=()
 stop_all() {
-  trap - INT TERM EXIT
+  # A second signal must not cut the cleanup short: make passes its SIGTERM on to us (a
+  # process-group kill arrives twice), and an impatient second Ctrl-C would leave PostgreSQL
+  # and Redis running.
+  trap '' INT TERM
+  trap - EXIT
   local p
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
