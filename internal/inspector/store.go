@@ -935,8 +935,11 @@ type callUpdate struct {
 // updateCallAsOwner records progress or the end of a running call, fenced by epoch, and
 // returns the call as it is afterwards, with whether the update applied. Ending a call that
 // already ended (by the end of its session meanwhile) changes nothing, and whoever ended it
-// reports it. One round trip when the update applies, as startCall. The
-// progress, result and error hold what the target sent, made storable.
+// reports it. Progress only ever goes up, as MCP requires of it, and is recorded after the
+// end too: a server's last notifications/progress is often handled after the result it
+// preceded, and a progress write that overtook an earlier one must not undo it. One round
+// trip when the update applies, as startCall. The progress, result and error hold what the
+// target sent, made storable.
 func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, callID string, epoch int64, u callUpdate) (*Call, bool, error) {
 	var progress []byte
 	if u.Progress != nil {
@@ -951,7 +954,10 @@ func (s *Store) updateCallAsOwner(ctx context.Context, tenantID, sessionID, call
 			finished_at = case when $5 in ('succeeded', 'failed', 'cancelled', 'interrupted') then now() else c.finished_at end,
 			updated_at = now()
 		from sessions s
-		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3 and c.status in ('queued', 'running')
+		where c.tenant_id = $1 and c.session_id = $2 and c.id = $3
+		  and (c.status in ('queued', 'running') or ($5 = '' and $6::jsonb is not null))
+		  and ($6::jsonb is null or c.progress is null
+		       or (c.progress->>'progress')::float8 < ($6::jsonb->>'progress')::float8)
 		  and s.tenant_id = c.tenant_id and s.id = c.session_id and s.epoch = $4
 		returning `+prefixed("c.", callColumns),
 		tenantID, sessionID, callID, epoch, string(u.Status), progress,
