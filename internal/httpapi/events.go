@@ -54,9 +54,10 @@ func eventTypes(filter *[]string) []inspector.EventType {
 	return out
 }
 
-// sseWriteTimeout bounds one write to an SSE client, so a client that stopped reading cannot
-// hold its stream open forever; the server's own write timeout does not apply to streams.
-const sseWriteTimeout = 30 * time.Second
+// streamWriteTimeout bounds one write to an SSE or export client, so a client that stopped
+// reading cannot hold its stream, and what the stream holds, forever; the server's own write
+// timeout (none in cmd/api) does not suit responses that last as long as they have to.
+var streamWriteTimeout = 30 * time.Second
 
 // StreamEvents follows the session's events as Server-Sent Events.
 func (s *Server) StreamEvents(ctx context.Context, req apigen.StreamEventsRequestObject) (apigen.StreamEventsResponseObject, error) {
@@ -106,7 +107,7 @@ func (es *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 	send := func(b []byte) error {
 		// Per-write deadline: a stuck client ends its own stream, nobody else's. Writers
 		// that cannot set deadlines (tests, some wrappers) simply have none.
-		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 		_, err := w.Write(b)
 		if err == nil {
 			err = rc.Flush()
@@ -188,7 +189,7 @@ func (x *sessionExport) VisitExportSessionResponse(w http.ResponseWriter) error 
 	}
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(w, 64<<10)
+	bw := bufio.NewWriterSize(&deadlineWriter{w: w, rc: http.NewResponseController(w)}, 64<<10)
 	err := x.write(bw)
 	if err == nil {
 		err = bw.Flush()
@@ -200,6 +201,20 @@ func (x *sessionExport) VisitExportSessionResponse(w http.ResponseWriter) error 
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// deadlineWriter gives every write its own deadline, so that a client that stops reading
+// ends its export within streamWriteTimeout instead of holding the export's page of events
+// and its goroutine for as long as it keeps the connection open.
+type deadlineWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (d *deadlineWriter) Write(b []byte) (int, error) {
+	// Writers that cannot set deadlines (some wrappers) simply have none.
+	_ = d.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	return d.w.Write(b)
 }
 
 func (x *sessionExport) write(bw *bufio.Writer) error {

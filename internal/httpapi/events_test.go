@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -461,5 +462,48 @@ func TestExport(t *testing.T) {
 	var last inspector.Event
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Seq != int64(len(types)) {
 		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+	}
+}
+
+// TestExportDropsAClientThatStopsReading: an export is streamed, so a client that stops
+// reading would hold its page of events and its goroutine for as long as it keeps the
+// connection open (cmd/api has no server write timeout). Each write gets a deadline instead;
+// the client finds its export cut short, never complete-looking.
+func TestExportDropsAClientThatStopsReading(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	n := c.node(t)
+	a := c.a.Tenant.ID
+	id := n.createSession(t, c.a.Secret, "slow export")
+	c.setSessionStatus(t, a, id, inspector.StatusReady)
+	// 48 MiB of history: far more than the loopback socket buffers of both ends hold.
+	big := strings.Repeat("x", 16<<10)
+	for range 3 {
+		const batch = 1000
+		tenants, sessions, epochs, kinds, datas, ats := make([]string, batch), make([]string, batch), make([]int64, batch), make([]string, batch), make([]string, batch), make([]time.Time, batch)
+		for i := range batch {
+			tenants[i], sessions[i], epochs[i], kinds[i], ats[i] = a, id, 1, string(inspector.EventFrame), time.Now()
+			datas[i] = `{"dir":"recv","message":"` + big + `"}`
+		}
+		if _, err := c.pool.Exec(context.Background(), `select tapline_append_events(
+			$1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::jsonb[], $6::timestamptz[])`,
+			tenants, sessions, epochs, kinds, datas, ats); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, _ := http.NewRequest("GET", n.srv.URL+"/v1/sessions/"+id+"/export?format=jsonl", nil)
+	req.Header.Set("Authorization", "Bearer "+c.a.Secret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	requireStatus(t, response{status: res.StatusCode}, 200)
+	// Read nothing for longer than the write deadline (2 s in tests, see TestMain).
+	time.Sleep(5 * time.Second)
+	body, err := io.ReadAll(res.Body)
+	lines := strings.Count(string(body), "\n")
+	if err == nil || lines >= 3000 {
+		t.Fatalf("a client that stopped reading for 5 s still got %d of 3000 lines (read error %v)", lines, err)
 	}
 }

@@ -33,6 +33,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A client that stops reading is dropped after this; tests of such clients wait it out.
+	httpapi.SetStreamWriteTimeout(2 * time.Second)
 	code := m.Run()
 	dbtest.Shutdown()
 	if code == 0 {
