@@ -59,6 +59,22 @@ func eventTypes(filter *[]string) []inspector.EventType {
 // timeout (none in cmd/api) does not suit responses that last as long as they have to.
 var streamWriteTimeout = 30 * time.Second
 
+// bearerKey carries the request's bearer token in its context, for streams that check
+// again, while they last, that it still authenticates.
+type bearerKey struct{}
+
+func withBearer(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, bearerKey{}, token)
+}
+
+func bearerFrom(ctx context.Context) string {
+	token, _ := ctx.Value(bearerKey{}).(string)
+	return token
+}
+
+// errCredentialLapsed ends a stream whose credential no longer authenticates.
+var errCredentialLapsed = errors.New("the stream's credential no longer authenticates")
+
 // StreamEvents follows the session's events as Server-Sent Events.
 func (s *Server) StreamEvents(ctx context.Context, req apigen.StreamEventsRequestObject) (apigen.StreamEventsResponseObject, error) {
 	svc, p, err := s.inspectorFor(ctx, tenant.RoleViewer)
@@ -76,11 +92,18 @@ func (s *Server) StreamEvents(ctx context.Context, req apigen.StreamEventsReques
 	return &eventStream{
 		ctx: ctx, svc: svc, principal: p, sessionID: req.ID, after: after,
 		types: eventTypes(req.Params.Type), draining: s.cfg.Draining, logger: s.logger,
+		auth: s.cfg.Auth, token: bearerFrom(ctx),
 	}, nil
 }
 
-// eventStream writes a session's events as SSE for as long as the client listens and the
-// server is not shutting down.
+// eventStream writes a session's events as SSE for as long as the client listens, its
+// credential holds and the server is not shutting down.
+//
+// A stream outlives neither its JWT nor its API key: every keep-alive interval it
+// authenticates its bearer token again, and ends once that fails (the JWT expired, the key
+// was revoked or expired, the member was removed). The client then reconnects with a fresh
+// token and Last-Event-ID and misses nothing; the web inspector does so by itself. A closed
+// session's stream goes on: the session can be reconnected, and its history stays.
 type eventStream struct {
 	ctx       context.Context
 	svc       *inspector.Service
@@ -90,6 +113,27 @@ type eventStream struct {
 	types     []inspector.EventType
 	draining  <-chan struct{}
 	logger    *slog.Logger
+	auth      *auth.Authenticator
+	token     string
+}
+
+// stillAuthenticated reports errCredentialLapsed when the stream's token no longer stands
+// for its principal's tenant. A failure to check (PostgreSQL or Redis away) is not taken as
+// a refusal: the stream's own reads fail as well if the outage lasts.
+func (es *eventStream) stillAuthenticated() error {
+	if es.auth == nil || es.token == "" {
+		return nil
+	}
+	p, err := es.auth.Authenticate(es.ctx, es.token)
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return errCredentialLapsed
+	case err != nil:
+		return nil
+	case p.TenantID != es.principal.TenantID || !p.Role.AtLeast(tenant.RoleViewer):
+		return errCredentialLapsed
+	}
+	return nil
 }
 
 // VisitStreamEventsResponse streams until the client goes, the server drains or a write fails.
@@ -137,9 +181,15 @@ func (es *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 			buf = append(buf, "\n\n"...)
 			return send(buf)
 		},
-		Idle: func() error { return send([]byte(": keep-alive\n\n")) },
-		Stop: es.draining,
+		Idle:  func() error { return send([]byte(": keep-alive\n\n")) },
+		Check: es.stillAuthenticated,
+		Stop:  es.draining,
 	})
+	if errors.Is(err, errCredentialLapsed) {
+		// Say why in a comment (clients ignore it); the client's reconnect gets the 401.
+		_ = send([]byte(": credentials expired or revoked\n\n"))
+		return nil
+	}
 	if err != nil && ctx.Err() == nil && !clientGone {
 		// The headers are out: the stream just ends, and the client resumes with
 		// Last-Event-ID. Log what ended it unless it was the client going away.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapline/tapline/internal/auth"
+	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
 )
 
@@ -360,6 +362,76 @@ func TestEventStream(t *testing.T) {
 			t.Fatalf("shutdown: %v after %v", err, time.Since(start))
 		}
 		s.expectEnd(t, time.Second)
+	})
+}
+
+// TestEventStreamEndsWhenItsCredentialLapses: a stream is no way around revoking a key or
+// letting a JWT expire. It ends within a keep-alive interval or two of the credential's end,
+// without another event, and the client's reconnect is refused.
+func TestEventStreamEndsWhenItsCredentialLapses(t *testing.T) {
+	t.Parallel()
+	t.Run("RevokedAPIKey", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		c.keepAlive = 150 * time.Millisecond
+		n := c.node(t)
+		a := c.a.Tenant.ID
+		id := n.createSession(t, c.a.Secret, "revoked")
+		c.setSessionStatus(t, a, id, inspector.StatusReady)
+		k := n.call(t, "POST", "/v1/api-keys", c.a.Secret, map[string]any{"role": "viewer"})
+		requireStatus(t, k, 201)
+		viewer := k.body["secret"].(string)
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream", viewer)
+		publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventFrame)[0])
+		s.expectSeqs(t, 1)
+
+		requireStatus(t, n.call(t, "DELETE", "/v1/api-keys/"+k.body["id"].(string), c.a.Secret, nil), 200)
+		s.expectEnd(t, 3*time.Second)
+		requireProblem(t, n.call(t, "GET", "/v1/sessions/"+id+"/events", viewer, nil), 401, "")
+		// Tenant b's stream on the same node is not affected.
+		idB := n.createSession(t, c.b.Secret, "b's")
+		sb := openStream(t, n, "/v1/sessions/"+idB+"/events/stream", c.b.Secret)
+		sb.expectQuiet(t, 4*c.keepAlive)
+		if _, ok := <-sb.msgs; !ok {
+			t.Fatal("tenant b's stream ended")
+		}
+	})
+	t.Run("ExpiredJWT", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		c.keepAlive = 150 * time.Millisecond
+		keys, err := auth.ParseJWTKeys("test-1:" + testJWTSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens, err := auth.NewTokenService(c.tenants, &auth.TokenConfig{
+			Keys: keys, Issuer: "tapline", Audience: "tapline-api", TTL: 2 * time.Second, Leeway: time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := c.node(t, func(cfg *httpapi.Config) {
+			cfg.Tokens = tokens
+			cfg.Auth = auth.NewAuthenticator(c.tenants, tokens)
+		})
+		a := c.a.Tenant.ID
+		id := n.createSession(t, c.a.Secret, "jwt")
+		c.setSessionStatus(t, a, id, inspector.StatusReady)
+		tok := n.call(t, "POST", "/v1/auth/token", "", map[string]any{"api_key": c.a.Secret})
+		requireStatus(t, tok, 200)
+		jwt := tok.body["token"].(string)
+		expires, err := time.Parse(time.RFC3339, tok.body["expires_at"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := openStream(t, n, "/v1/sessions/"+id+"/events/stream", jwt)
+		publish(t, c, a, id, appendEvents(t, c, a, id, inspector.EventFrame)[0])
+		s.expectSeqs(t, 1)
+		s.expectEnd(t, time.Until(expires)+3*time.Second)
+		if left := time.Until(expires); left > 0 {
+			t.Fatalf("stream ended %v before its token expired", left)
+		}
+		requireProblem(t, n.call(t, "GET", "/v1/sessions/"+id+"/events", jwt, nil), 401, "")
 	})
 }
 

@@ -150,7 +150,7 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		s.hints.put(digest, p.TenantID)
-		ctx = auth.WithPrincipal(req.Context(), p)
+		ctx = withBearer(auth.WithPrincipal(req.Context(), p), token)
 		if spec != nil && spec.tenantID == p.TenantID {
 			ctx = context.WithValue(ctx, speculativeKey{}, spec)
 		}

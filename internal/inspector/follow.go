@@ -20,6 +20,9 @@ type FollowParams struct {
 	// Idle is called when no event was emitted for the keep-alive interval (the SSE handler
 	// writes a comment). An error stops Follow.
 	Idle func() error
+	// Check, when set, is called every keep-alive interval, busy or idle; an error stops
+	// Follow and is returned (the SSE handler checks there that its credential still holds).
+	Check func() error
 	// Stop, when closed, ends Follow as ctx would (the api draining for a shutdown); a
 	// channel rather than a context so that a stream costs no goroutine to watch it.
 	Stop <-chan struct{}
@@ -132,6 +135,11 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 				return err
 			}
 		case <-keepAlive.C:
+			if p.Check != nil {
+				if err := p.Check(); err != nil {
+					return err
+				}
+			}
 			if !heard {
 				// A lost last message has no successor to reveal the gap. Reconnects and
 				// overflow already signal Resync; what is left is a publish the worker could
