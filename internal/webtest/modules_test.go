@@ -111,3 +111,48 @@ func TestModules(t *testing.T) {
 	}
 	b.noProblems()
 }
+
+// hostileSchemaChecks builds a form for, and validates against, schemas a hostile server can
+// send that are small but whose expansion is not: ten properties that each $ref the root
+// (ten times the controls a level), and an anyOf of two $refs to the root (twice the work a
+// level). It resolves to how long each took, and whether the form and the check still work.
+const hostileSchemaChecks = `(async () => {
+  const sf = await import('/assets/js/schema-form.js');
+  const js = await import('/assets/js/jsonschema.js');
+  const props = {};
+  for (let i = 0; i < 10; i++) props['p' + i] = { $ref: '#' };
+  const fanOut = { type: 'object', properties: props };
+  let t0 = performance.now();
+  const form = sf.createSchemaForm(fanOut);
+  const formMs = performance.now() - t0;
+  const v = form.getValue();
+  const doubling = { type: 'object', anyOf: [{ $ref: '#' }, { $ref: '#' }] };
+  t0 = performance.now();
+  const errs = js.validate(doubling, {});
+  const validateMs = performance.now() - t0;
+  return { formMs, validateMs, controls: form.el.querySelectorAll('input, textarea, select').length,
+    formOk: v.ok, checkSaysWhy: errs.length === 1 && errs[0].message.includes('too complex') };
+})()`
+
+// TestHostileSchemasDoNotHangThePage: a tool's inputSchema or an elicitation's schema comes
+// from the server; one that expands without end must not freeze the tab that opens it.
+func TestHostileSchemasDoNotHangThePage(t *testing.T) {
+	s := newStack(t)
+	b := newBrowser(t)
+	b.run("open", chromedp.Navigate(s.url+"/"))
+	b.waitJS("page up", `document.querySelector('.signin-form')`, 10*time.Second)
+	var got struct {
+		FormMs, ValidateMs float64
+		Controls           int
+		FormOk             bool
+		CheckSaysWhy       bool
+	}
+	b.eval(hostileSchemaChecks, &got)
+	// At most MAX_CONTROLS (500) controls built, each with up to ten JSON boxes for the
+	// children past the budget.
+	if got.FormMs > 5000 || got.ValidateMs > 5000 || got.Controls == 0 || got.Controls > 6000 || !got.FormOk || !got.CheckSaysWhy {
+		t.Fatalf("hostile schemas: %+v", got)
+	}
+	t.Logf("hostile schemas: %+v", got)
+	b.noProblems()
+}

@@ -1,11 +1,17 @@
 // A small JSON Schema (2020-12 core subset) validator for tool input checks and
 // outputSchema validation of structured results: types, enum/const, object and array
 // keywords, string and number bounds, allOf/anyOf/oneOf/not, if/then/else and local $refs.
-// Formats are not asserted (as the spec's default). Depth and error counts are bounded so a
-// hostile schema cannot hang the page.
+// Formats are not asserted (as the spec's default). Depth, error counts and the work of one
+// validation are bounded so a hostile schema cannot hang the page: depth alone is not enough,
+// since "anyOf": [{"$ref": "#"}, {"$ref": "#"}] doubles the work at every level.
 
 const MAX_DEPTH = 64;
 const MAX_ERRORS = 50;
+/** MAX_STEPS bounds the schema nodes one validate call visits. */
+const MAX_STEPS = 20_000;
+
+/** steps is what the running validate call has left; it runs synchronously, one at a time. */
+let steps = 0;
 
 /**
  * resolveRef follows a local "#/…" JSON pointer in root; unknown refs resolve to {} (accept).
@@ -73,7 +79,9 @@ export function deepEqual(a, b) {
  */
 export function validate(schema, value) {
   const errors = [];
+  steps = MAX_STEPS;
   check(schema, value, '', schema, errors, 0);
+  if (steps < 0) return [{ path: '(root)', message: 'the schema is too complex to check here (send raw JSON to skip the check)' }];
   return errors;
 }
 
@@ -83,6 +91,10 @@ function push(errors, path, message) {
 
 function check(schemaIn, v, path, root, errors, depth) {
   if (errors.length >= MAX_ERRORS) return;
+  if (--steps < 0) {
+    push(errors, path, 'schema too complex to check');
+    return;
+  }
   if (depth > MAX_DEPTH) {
     push(errors, path, 'schema nests too deeply to check');
     return;

@@ -13,6 +13,15 @@ import { deref, validate } from './jsonschema.js';
 import { pretty } from './ui.js';
 
 const MAX_DEPTH = 12;
+/**
+ * MAX_CONTROLS bounds the controls one build makes (a form, a new array row, a variant):
+ * depth alone does not bound a schema whose properties each $ref the root, which grows
+ * tenfold a level with ten of them. Past it the rest is edited as JSON.
+ */
+const MAX_CONTROLS = 500;
+
+/** budget is what the running build has left; null when no build runs (builds are synchronous). */
+let budget = null;
 
 /**
  * @typedef {object} Control
@@ -183,7 +192,17 @@ function wrap(s, ctx, control, body, extraClass) {
  * @returns {Control}
  */
 function build(schemaIn, ctx) {
-  if (ctx.depth > MAX_DEPTH) return jsonControl({}, ctx);
+  if (budget !== null) return buildNode(schemaIn, ctx);
+  budget = MAX_CONTROLS;
+  try {
+    return buildNode(schemaIn, ctx);
+  } finally {
+    budget = null;
+  }
+}
+
+function buildNode(schemaIn, ctx) {
+  if (ctx.depth > MAX_DEPTH || --budget < 0) return jsonControl({}, ctx);
   if (schemaIn === true || schemaIn === undefined || schemaIn === null) return jsonControl({}, ctx);
   if (schemaIn === false) return jsonControl({}, ctx);
   let s = merged(deref(schemaIn, ctx.root), ctx.root);
