@@ -139,22 +139,25 @@ func New(cfg *Config) (*echo.Echo, error) {
 	if err := ops.checkRoutes(e); err != nil {
 		return nil, err
 	}
+	// The pages outside the API answer HEAD as they answer GET, without the body, so a
+	// monitor's or a user's `curl -I` sees them up.
+	page := func(path string, h echo.HandlerFunc) { e.Match([]string{http.MethodGet, http.MethodHead}, path, h) }
 	if cfg.Metrics != nil {
-		e.GET("/metrics", echo.WrapHandler(telemetry.MetricsAuth(cfg.MetricsToken, cfg.Metrics)))
+		page("/metrics", echo.WrapHandler(telemetry.MetricsAuth(cfg.MetricsToken, cfg.Metrics)))
 	}
 	docs, err := newAPIDocs()
 	if err != nil {
 		return nil, err
 	}
-	e.GET("/docs", docs.serve)
-	e.GET("/openapi.yaml", func(c echo.Context) error {
+	page("/docs", docs.serve)
+	page("/openapi.yaml", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/yaml", s.cfg.Spec)
 	})
 	// The web inspector: embedded files with a strict CSP, no build step.
 	inspectorUI := echo.WrapHandler(web.Handler())
-	e.GET("/", inspectorUI)
-	e.GET("/index.html", inspectorUI)
-	e.GET("/assets/*", inspectorUI)
+	page("/", inspectorUI)
+	page("/index.html", inspectorUI)
+	page("/assets/*", inspectorUI)
 	return e, nil
 }
 

@@ -366,6 +366,24 @@ func TestOperations(t *testing.T) {
 		}
 		requireProblem(t, e.do(t, "GET", "/nowhere", "", nil), 404, "")
 	})
+	t.Run("PagesAnswerHead", func(t *testing.T) {
+		t.Parallel()
+		e := setup(t)
+		for path, contentType := range map[string]string{
+			"/":               "text/html",
+			"/index.html":     "text/html",
+			"/assets/app.css": "text/css",
+			"/docs":           "text/html",
+			"/openapi.yaml":   "application/yaml",
+		} {
+			get, head := e.do(t, "GET", path, "", nil), e.do(t, "HEAD", path, "", nil)
+			if get.status != 200 || head.status != 200 || head.raw != "" ||
+				!strings.Contains(head.header.Get("Content-Type"), contentType) ||
+				head.header.Get("Content-Security-Policy") != get.header.Get("Content-Security-Policy") {
+				t.Errorf("HEAD %s = %d %v %q (GET %d), want 200 with GET's headers and no body", path, head.status, head.header, head.raw, get.status)
+			}
+		}
+	})
 	t.Run("ReadyzIs503WhileRedisIsStopped", func(t *testing.T) {
 		t.Parallel()
 		addr, stop, start := ownRedis(t)
