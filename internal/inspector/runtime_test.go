@@ -121,6 +121,13 @@ func TestSessionEndToEnd(t *testing.T) {
 			}
 			return false
 		})
+		// The server left the mode out: the pending request says what MCP infers.
+		var mode struct {
+			Mode string `json:"mode"`
+		}
+		if err := json.Unmarshal(p.Params, &mode); err != nil || mode.Mode != "form" {
+			t.Errorf("elicitation params = %s, want the inferred mode form", p.Params)
+		}
 		var params struct {
 			RequestedSchema struct {
 				Properties map[string]json.RawMessage `json:"properties"`

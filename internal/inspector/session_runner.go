@@ -679,7 +679,7 @@ func (r *sessionRunner) clientOptions(parked context.Context) *mcp.ClientOptions
 		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (res *mcp.ElicitResult, err error) {
 			defer r.recoverHandler(&err)
 			var out mcp.ElicitResult
-			if err := r.park(ctx, parked, PendingElicitation, req.Params, &out); err != nil {
+			if err := r.park(ctx, parked, PendingElicitation, elicitParams(req.Params), &out); err != nil {
 				return nil, err
 			}
 			return &out, nil
@@ -1125,6 +1125,21 @@ func callResultEvent(c *Call) map[string]any {
 		ev["error"] = json.RawMessage(c.Error)
 	}
 	return ev
+}
+
+// elicitParams are an elicitation's params as the pending request shows them, with the mode
+// the server left out made explicit, as MCP infers it: url with a URL, else form. Whoever
+// answers (a script, the web inspector) then reads the mode instead of guessing it.
+func elicitParams(p *mcp.ElicitParams) *mcp.ElicitParams {
+	if p == nil || p.Mode != "" {
+		return p
+	}
+	out := *p
+	out.Mode = "form"
+	if p.URL != "" {
+		out.Mode = "url"
+	}
+	return &out
 }
 
 // remoteErrorJSON describes a failed request: the target's JSON-RPC error when it sent one.

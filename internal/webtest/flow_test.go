@@ -2,6 +2,7 @@ package webtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -95,6 +96,18 @@ func TestInspectorFlow(t *testing.T) {
 		b.waitJS("pending note on the call", `document.querySelector('.call[data-status="running"] .pending-note')`, 5*time.Second)
 		var elicitCall string
 		b.eval(`document.querySelector('.call[data-status="running"]').dataset.callId`, &elicitCall)
+		// server-everything leaves the mode out of its elicitation/create: the pending request
+		// says what MCP infers from the rest, so whoever answers need not guess.
+		waiting, err := s.svc.ListPending(context.Background(), s.tenant.Tenant.ID, sessionID, []inspector.PendingStatus{inspector.PendingWaiting})
+		if err != nil || len(waiting) != 1 {
+			t.Fatalf("pending = %+v, %v; want the elicitation", waiting, err)
+		}
+		var mode struct {
+			Mode string `json:"mode"`
+		}
+		if err := json.Unmarshal(waiting[0].Params, &mode); err != nil || mode.Mode != "form" {
+			t.Errorf("elicitation params = %s, want the inferred mode form", waiting[0].Params)
+		}
 		b.click(`#tab-pending`)
 		card := `.pending-card[data-kind="elicitation"][data-status="pending"]`
 		b.waitJS("elicitation card", `document.querySelector(`+jsString(card)+`)`, 10*time.Second)
