@@ -1128,7 +1128,8 @@ func callResultEvent(c *Call) map[string]any {
 }
 
 // elicitParams are an elicitation's params as the pending request shows them, with the mode
-// the server left out made explicit, as MCP infers it: url with a URL, else form. Whoever
+// the server left out made explicit, as go-sdk's server infers it: url with a URL or an
+// elicitation id, else form. Whoever
 // answers (a script, the web inspector) then reads the mode instead of guessing it.
 func elicitParams(p *mcp.ElicitParams) *mcp.ElicitParams {
 	if p == nil || p.Mode != "" {
@@ -1136,7 +1137,7 @@ func elicitParams(p *mcp.ElicitParams) *mcp.ElicitParams {
 	}
 	out := *p
 	out.Mode = "form"
-	if p.URL != "" {
+	if p.URL != "" || p.ElicitationID != "" {
 		out.Mode = "url"
 	}
 	return &out
