@@ -18,7 +18,8 @@ import (
 )
 
 // rateLimitMiddleware counts each authenticated request against its tenant's limit, and
-// each token exchange against its client address, and answers 429 with Retry-After past
+// each token exchange against its client address (an IPv6 client by its /64, see
+// ratelimit.Limiter.AddressKey), and answers 429 with Retry-After past
 // them. Tenants share nothing: one tenant's burst never slows another. It runs after
 // authentication, so unauthenticated requests are refused before they cost a Redis call;
 // when authentication already ran the tenant's check alongside (speculativeLimit), its

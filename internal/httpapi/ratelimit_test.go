@@ -1,6 +1,10 @@
 package httpapi_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"testing"
@@ -12,13 +16,13 @@ import (
 	"github.com/tapline/tapline/internal/redistest"
 )
 
-func limitedEnv(t *testing.T, tenantRate, tokenRate ratelimit.Limit) *env {
+func limitedEnv(t *testing.T, tenantRate, tokenRate ratelimit.Limit, opts ...func(*httpapi.Config)) *env {
 	t.Helper()
 	rdb := testRedis(t, os.Getenv("TEST_REDIS_URL"))
-	return newEnv(t, dbtest.Pool(t), rdb, func(c *httpapi.Config) {
+	return newEnv(t, dbtest.Pool(t), rdb, append([]func(*httpapi.Config){func(c *httpapi.Config) {
 		c.RateLimiter = ratelimit.New(rdb, redistest.Prefix(t))
 		c.TenantRate, c.TokenRate = tenantRate, tokenRate
-	})
+	}}, opts...)...)
 }
 
 func TestRateLimits(t *testing.T) {
@@ -95,4 +99,77 @@ func TestRateLimits(t *testing.T) {
 			t.Fatalf("api after token limit = %d", r.status)
 		}
 	})
+	t.Run("TokenExchangeAddressFollowsTrustedProxiesOnly", func(t *testing.T) {
+		t.Parallel()
+		// The test client is the peer, on loopback. Behind a proxy elsewhere, its own
+		// X-Forwarded-For is not believed: whatever it claims, it is the loopback address.
+		e := limitedEnv(t, ratelimit.Limit{}, ratelimit.PerMinute(2, 2), behind("192.0.2.0/24"))
+		for i, xff := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
+			r := e.exchangeFrom(t, xff)
+			if want := map[bool]int{true: 200, false: 429}[i < 2]; r.status != want {
+				t.Fatalf("exchange %d claiming %s = %d, want %d: the forged address was believed", i, xff, r.status, want)
+			}
+		}
+		// Behind a trusted proxy (loopback here), the client is the address the proxy
+		// appended; what the client put before it is not believed either.
+		e = limitedEnv(t, ratelimit.Limit{}, ratelimit.PerMinute(2, 2), behind("127.0.0.0/8"))
+		for i, xff := range []string{"203.0.113.1, 198.51.100.7", "203.0.113.2, 198.51.100.7", "203.0.113.3, 198.51.100.7"} {
+			r := e.exchangeFrom(t, xff)
+			if want := map[bool]int{true: 200, false: 429}[i < 2]; r.status != want {
+				t.Fatalf("exchange %d via %q = %d, want %d", i, xff, r.status, want)
+			}
+		}
+		if r := e.exchangeFrom(t, "198.51.100.8"); r.status != 200 {
+			t.Fatalf("another client behind the proxy = %d %s, want its own budget", r.status, r.raw)
+		}
+	})
+	t.Run("TokenExchangeLimitsAnIPv6ClientByItsSlash64", func(t *testing.T) {
+		t.Parallel()
+		// Whoever holds a /64 can send from any of its addresses: counted per address, the
+		// limit would not limit it at all.
+		e := limitedEnv(t, ratelimit.Limit{}, ratelimit.PerMinute(2, 2), behind("127.0.0.0/8"))
+		for i, addr := range []string{"2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2:ffff:ffff:ffff:ffff"} {
+			r := e.exchangeFrom(t, addr)
+			if want := map[bool]int{true: 200, false: 429}[i < 2]; r.status != want {
+				t.Fatalf("exchange %d from %s = %d, want %d: each address of one /64 had a budget of its own", i, addr, r.status, want)
+			}
+		}
+		// The next /64 is another client; an IPv4 client is counted by its address, however
+		// it is written.
+		if r := e.exchangeFrom(t, "2001:db8:1:3::a"); r.status != 200 {
+			t.Fatalf("another /64 = %d %s, want its own budget", r.status, r.raw)
+		}
+		for i, addr := range []string{"198.51.100.9", "::ffff:198.51.100.9", "198.51.100.9"} {
+			r := e.exchangeFrom(t, addr)
+			if want := map[bool]int{true: 200, false: 429}[i < 2]; r.status != want {
+				t.Fatalf("exchange %d from %s = %d, want %d", i, addr, r.status, want)
+			}
+		}
+	})
+}
+
+// behind makes the api trust X-Forwarded-For from proxies in cidr.
+func behind(cidr string) func(*httpapi.Config) {
+	return func(c *httpapi.Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(cidr)} }
+}
+
+// exchangeFrom exchanges tenant a's key for a token with the X-Forwarded-For header xff.
+func (e *env) exchangeFrom(t *testing.T, xff string) response {
+	t.Helper()
+	buf, _ := json.Marshal(map[string]any{"api_key": e.a.Secret})
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/token", bytes.NewReader(buf))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", xff)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out response
+	out.status, out.header = res.StatusCode, res.Header
+	var raw bytes.Buffer
+	_, _ = raw.ReadFrom(res.Body)
+	out.raw = raw.String()
+	_ = json.Unmarshal(raw.Bytes(), &out.body)
+	return out
 }

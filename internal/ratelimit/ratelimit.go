@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -88,9 +89,26 @@ func New(rdb redis.UniversalClient, prefix string) *Limiter {
 // the tracker's keys.
 func (l *Limiter) TenantKey(tenantID string) string { return l.prefix + ":{" + tenantID + "}:rl:api" }
 
-// AddressKey is the limit key of one client address for an operation.
+// AddressKey is the limit key of one client address for an operation. An IPv6 address
+// counts as its /64: one subscriber, a host or a home, gets at least a /64 and can pick any
+// address in it, so a limit per address would be one per request. An IPv4 address mapped
+// into IPv6 counts as the IPv4 address.
 func (l *Limiter) AddressKey(op, addr string) string {
-	return l.prefix + ":{ip:" + addr + "}:rl:" + op
+	return l.prefix + ":{ip:" + clientOf(addr) + "}:rl:" + op
+}
+
+// clientOf is what a per-address limit counts addr as: the address itself for IPv4, its /64
+// for IPv6; text that is not an address is kept as it is.
+func clientOf(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a.WithZone(""), 64).Masked().String()
 }
 
 // Allow counts one event against key under lim. A disabled limit allows everything without

@@ -129,3 +129,36 @@ func TestQueuedCheck(t *testing.T) {
 		}
 	})
 }
+
+// An IPv6 client is counted by its /64, whichever address in it it sends from; an IPv4 one by
+// its address, written plain or mapped into IPv6.
+func TestAddressKeyCountsIPv6ByItsSlash64(t *testing.T) {
+	t.Parallel()
+	l := ratelimit.New(nil, "p")
+	same := [][]string{
+		{"2001:db8:1:2::a", "2001:db8:1:2::b", "2001:DB8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::1"},
+		{"fe80::1%eth0", "fe80::2"},
+		{"198.51.100.9", "::ffff:198.51.100.9"},
+	}
+	seen := map[string]bool{}
+	for _, group := range same {
+		k := l.AddressKey("token", group[0])
+		for _, a := range group[1:] {
+			if got := l.AddressKey("token", a); got != k {
+				t.Fatalf("%s counts as %s, %s as %s: want one client", group[0], k, a, got)
+			}
+		}
+		if seen[k] {
+			t.Fatalf("%s shares its key %s with another group", group[0], k)
+		}
+		seen[k] = true
+	}
+	for _, other := range []string{"2001:db8:1:3::a", "198.51.100.10", "not an address"} {
+		if k := l.AddressKey("token", other); seen[k] {
+			t.Fatalf("%s counts as a client already seen: %s", other, k)
+		}
+	}
+	if l.AddressKey("token", "198.51.100.9") == l.AddressKey("refresh", "198.51.100.9") {
+		t.Fatal("two operations share one budget")
+	}
+}
