@@ -87,9 +87,7 @@ func (t *Tracker) ClaimInFlight(ctx context.Context, tenant, session, requestID 
 	if err != nil {
 		return nil, err
 	}
-	var tok [16]byte
-	c = &Claim{tenant: tenant, session: session, requestID: requestID, key: key,
-		value: t.claimPrefix + string(strconv.AppendUint(tok[:0], t.counter.Add(1), 36)), renewed: time.Now()}
+	c = t.newClaim(tenant, session, requestID, key)
 	for attempt := 0; ; attempt++ {
 		// SET NX (not SET NX GET): go-redis handles the nil reply as an error,
 		// which would tax every winning claim with its error path.
@@ -98,17 +96,7 @@ func (t *Tracker) ClaimInFlight(ctx context.Context, tenant, session, requestID 
 			return nil, mapErr("claim in-flight", err)
 		}
 		if ok {
-			t.mu.Lock()
-			stopped := t.stopped
-			if !stopped {
-				t.claims[c] = struct{}{}
-			}
-			t.mu.Unlock()
-			if stopped { // nobody would renew it
-				_ = cmpDelete.Run(ctx, t.rdb, []string{key}, c.value).Err()
-				return nil, ErrStopped
-			}
-			return c, nil
+			return t.holdClaim(ctx, c)
 		}
 		old, err := t.rdb.Get(ctx, key).Result()
 		if err == nil {
@@ -121,6 +109,52 @@ func (t *Tracker) ClaimInFlight(ctx context.Context, tenant, session, requestID 
 			return nil, &DuplicateError{}
 		}
 	}
+}
+
+// ReclaimInFlight claims a request whose stored result is result, replacing it, for a caller
+// that reads that result as "run it again" (REST Idempotency-Key handling keeps a server
+// fault that way, so that every attempt of one request is known as such). It returns the
+// claim, or ErrLeaseLost when the key no longer holds that result: another node reclaimed
+// it first, or it expired (then ClaimInFlight may claim the request).
+func (t *Tracker) ReclaimInFlight(ctx context.Context, tenant, session, requestID string, result []byte) (c *Claim, err error) {
+	ctx, span := startSpan(ctx, "tracker.ReclaimInFlight")
+	defer func() { endSpan(span, err) }()
+	key, err := t.inflightKey(tenant, session, requestID)
+	if err != nil {
+		return nil, err
+	}
+	c = t.newClaim(tenant, session, requestID, key)
+	n, err := completeScript.Run(ctx, t.rdb, []string{key}, "r|"+string(result), c.value, t.cfg.ClaimTTL.Milliseconds()).Int()
+	if err != nil {
+		return nil, mapErr("reclaim in-flight", err)
+	}
+	if n == 0 {
+		return nil, ErrLeaseLost
+	}
+	return t.holdClaim(ctx, c)
+}
+
+// newClaim makes this node's claim on key, with a token of its own.
+func (t *Tracker) newClaim(tenant, session, requestID, key string) *Claim {
+	var tok [16]byte
+	return &Claim{tenant: tenant, session: session, requestID: requestID, key: key,
+		value: t.claimPrefix + string(strconv.AppendUint(tok[:0], t.counter.Add(1), 36)), renewed: time.Now()}
+}
+
+// holdClaim starts renewing a claim just written to Redis, or takes it back when the tracker has
+// stopped, since nobody would renew it.
+func (t *Tracker) holdClaim(ctx context.Context, c *Claim) (*Claim, error) {
+	t.mu.Lock()
+	stopped := t.stopped
+	if !stopped {
+		t.claims[c] = struct{}{}
+	}
+	t.mu.Unlock()
+	if stopped {
+		_ = cmpDelete.Run(ctx, t.rdb, []string{c.key}, c.value).Err()
+		return nil, ErrStopped
+	}
+	return c, nil
 }
 
 func duplicate(v string) *DuplicateError {

@@ -76,8 +76,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-// completeScript replaces an in-flight claim by its result if still held.
-// KEYS[1] key; ARGV[1] claim value, ARGV[2] "r|"..result, ARGV[3] result ttl ms.
+// completeScript replaces an in-flight claim by its result if still held (and, for
+// ReclaimInFlight, a stored result by a new claim if still stored).
+// KEYS[1] key; ARGV[1] value held, ARGV[2] value to put in its place, ARGV[3] its ttl ms.
 var completeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])

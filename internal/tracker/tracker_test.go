@@ -153,6 +153,67 @@ func TestClaimRenewAndRelease(t *testing.T) {
 	})
 }
 
+// A stored result can be traded for a new claim by exactly one of many nodes, and only while
+// it is the result stored: not once another result, or nothing, is there.
+func TestReclaimInFlight(t *testing.T) {
+	t.Parallel()
+	redistest.Run(t, func(t *testing.T, b redistest.Backend) {
+		t.Parallel()
+		rdb := backendClient(t, b)
+		prefix := redistest.Prefix(t)
+		nodes := []*node{startNode(t, rdb, prefix, "a"), startNode(t, rdb, prefix, "b")}
+		ctx := ctxT(t)
+		c, err := nodes[0].ClaimInFlight(ctx, "acme", "s", "r")
+		must(t, err)
+		must(t, nodes[0].CompleteInFlight(ctx, c, []byte("failed-1")))
+		if _, err := nodes[1].ReclaimInFlight(ctx, "acme", "s", "r", []byte("failed-0")); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("reclaim over another result: %v, want ErrLeaseLost", err)
+		}
+		var (
+			wg      sync.WaitGroup
+			winners atomic.Int32
+			won     atomic.Pointer[Claim]
+			owner   atomic.Pointer[node]
+		)
+		for i := range 50 {
+			wg.Go(func() {
+				n := nodes[i%2]
+				c, err := n.ReclaimInFlight(ctx, "acme", "s", "r", []byte("failed-1"))
+				switch {
+				case err == nil:
+					winners.Add(1)
+					won.Store(c)
+					owner.Store(n)
+				case !errors.Is(err, ErrLeaseLost):
+					t.Errorf("reclaim: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if winners.Load() != 1 {
+			t.Fatalf("%d reclaims won, want 1", winners.Load())
+		}
+		// The new claim is held, renewed and completed like any other.
+		_, err = nodes[0].ClaimInFlight(ctx, "acme", "s", "r")
+		var d *DuplicateError
+		if !errors.As(err, &d) || d.Done || d.Holder != owner.Load().NodeID() {
+			t.Fatalf("claim while reclaimed: %v, want held by %s", err, owner.Load().NodeID())
+		}
+		consistently(t, 2*testClaimTTL, "reclaimed claim kept alive while held", func() bool {
+			_, err := nodes[0].ClaimInFlight(ctx, "acme", "s", "r")
+			return errors.Is(err, ErrDuplicate)
+		})
+		must(t, owner.Load().CompleteInFlight(ctx, won.Load(), []byte("ok")))
+		if res, err := nodes[1].AwaitResult(ctx, "acme", "s", "r", time.Second); err != nil || string(res) != "ok" {
+			t.Fatalf("result after reclaim = %q, %v", res, err)
+		}
+		// Nothing stored: nothing to reclaim.
+		if _, err := nodes[0].ReclaimInFlight(ctx, "acme", "s", "gone", []byte("ok")); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("reclaim of nothing: %v, want ErrLeaseLost", err)
+		}
+	})
+}
+
 func TestResultCacheExpiry(t *testing.T) {
 	t.Parallel()
 	redistest.Run(t, func(t *testing.T, b redistest.Backend) {
