@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -29,7 +30,13 @@ import (
 // replays that response instead of acting again, after waiting for it if the first one still
 // runs. Server faults (5xx) are not stored, so a retry after one runs afresh; the audit
 // events it records are those of the first attempt (audit.WithRetryKey), so an action the
-// first attempt carried out before failing is not in the log twice.
+// first attempt carried out before failing is not in the log twice. What ties the attempts
+// together is a run id kept in Redis with the fault, for as long as a response would be
+// kept: a request that runs again once its response is gone (aged out after the tracker's
+// ResultTTL, 10 minutes by default, or unreadable) is a new run, and what it does is logged
+// again even when it repeats what the first run did. So is a retry after the api node
+// running the first attempt died: its claim lapses after the tracker's ClaimTTL (30 s by
+// default) and the retry, answered 409 until then, runs as a new run.
 //
 // A stored response may hold a secret shown once (POST /v1/api-keys answers with the new
 // key's secret), so it is sealed with the secret keyring (package secretbox) before it goes
@@ -52,7 +59,13 @@ const (
 type storedResponse struct {
 	// Hash identifies the request (method, path, query, body), so a key reused for another
 	// request is refused rather than answered with someone else's response.
-	Hash        string `json:"hash"`
+	Hash string `json:"hash"`
+	// Run names the run of the request (see runClaimed) whose attempts share their audit
+	// events.
+	Run string `json:"run,omitempty"`
+	// Failed marks a run that ended without a response to keep (a server fault): the next
+	// attempt runs the request again, as part of the same run.
+	Failed      bool   `json:"failed,omitempty"`
 	Status      int    `json:"status"`
 	ContentType string `json:"content_type,omitempty"`
 	Body        []byte `json:"body,omitempty"`
@@ -102,18 +115,13 @@ func (s *Server) idempotencyMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if secs, err := strconv.Atoi(req.URL.Query().Get("wait")); err == nil && secs > 0 && secs <= 60 {
 			wait += time.Duration(secs) * time.Second
 		}
-		// Every attempt of this request records its audit events under one key, so a retry
-		// that runs again after a server fault (the worker answers it from the command the
-		// first attempt ran) does not record them twice.
-		retry := sha256.Sum256([]byte(scope + "\x00" + requestID + "\x00" + hash))
-		ctx := audit.WithRetryKey(req.Context(), hex.EncodeToString(retry[:]))
-		c.SetRequest(req.WithContext(ctx))
+		ctx := req.Context()
 		// A retry normally finds the stored response or waits for it; it claims the key
 		// itself only when the first request gave it up (a server fault).
 		for range 3 {
 			claim, err := s.cfg.Tracker.ClaimInFlight(ctx, p.TenantID, scope, requestID)
 			if err == nil {
-				return s.runClaimed(c, next, claim, hash)
+				return s.runClaimed(c, next, claim, hash, newRunID())
 			}
 			var dup *tracker.DuplicateError
 			if !errors.As(err, &dup) {
@@ -134,8 +142,26 @@ func (s *Server) idempotencyMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			sr, ok := s.openStored(ctx, result, p.TenantID, scope, requestID)
 			if !ok {
 				// Nothing can be replayed and the unreadable value holds the key until it
-				// expires, so the request runs unclaimed, as it would after expiry.
+				// expires, so the request runs unclaimed, as a new run, as it would after
+				// expiry.
 				return next(c)
+			}
+			if sr.Failed {
+				// The run before ended in a server fault: this attempt continues it, unless
+				// it is another request under the same key, which is a run of its own.
+				run := sr.Run
+				if sr.Hash != hash || run == "" {
+					run = newRunID()
+				}
+				claim, err := s.cfg.Tracker.ReclaimInFlight(ctx, p.TenantID, scope, requestID, result)
+				switch {
+				case err == nil:
+					return s.runClaimed(c, next, claim, hash, run)
+				case errors.Is(err, tracker.ErrLeaseLost):
+					continue // another attempt took it first, or it expired
+				default:
+					return err
+				}
 			}
 			return replayStored(c, sr, hash)
 		}
@@ -174,9 +200,23 @@ func stillRunning() *Problem {
 	return p
 }
 
-// runClaimed runs the request under its claim, capturing the response as it is written, and
-// stores it for retries, or gives the claim up on a server fault so a retry may run.
-func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracker.Claim, hash string) (err error) {
+// newRunID names a new run of a request.
+func newRunID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// runClaimed runs the request under its claim, as an attempt of run, capturing the response
+// as it is written, and stores it for retries; after a server fault it stores only the run,
+// so that a retry runs the request again as part of it.
+func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracker.Claim, hash, run string) (err error) {
+	// Every attempt of a run records its audit events under one key, so a retry that runs
+	// again after a server fault (the worker answers it from the command the first attempt
+	// ran) does not record them twice.
+	retry := sha256.Sum256([]byte(claim.Session() + "\x00" + claim.RequestID() + "\x00" + hash + "\x00" + run))
+	req := c.Request()
+	c.SetRequest(req.WithContext(audit.WithRetryKey(req.Context(), hex.EncodeToString(retry[:]))))
 	res := c.Response()
 	capture := &capturingWriter{ResponseWriter: res.Writer}
 	res.Writer = capture
@@ -195,12 +235,13 @@ func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracke
 		c.Error(herr)
 	}
 	status := res.Status
-	if status >= 500 || status == http.StatusTooManyRequests || capture.overflow || !res.Committed {
-		return nil
+	kept := storedResponse{
+		Hash: hash, Run: run, Status: status, ContentType: res.Header().Get(echo.HeaderContentType), Body: capture.body.Bytes(),
 	}
-	plain, merr := json.Marshal(storedResponse{
-		Hash: hash, Status: status, ContentType: res.Header().Get(echo.HeaderContentType), Body: capture.body.Bytes(),
-	})
+	if status >= 500 || status == http.StatusTooManyRequests || capture.overflow || !res.Committed {
+		kept = storedResponse{Hash: hash, Run: run, Failed: true}
+	}
+	plain, merr := json.Marshal(kept)
 	if merr != nil {
 		return nil
 	}

@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tapline/tapline/internal/audit"
+	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/secretbox"
@@ -262,4 +265,56 @@ func TestIdempotencyKey(t *testing.T) {
 			t.Fatalf("%d sessions created, want 1", n)
 		}
 	})
+}
+
+// TestRunAgainAfterExpiryIsAudited: once the response kept for an Idempotency-Key is gone
+// (aged out after the tracker's ResultTTL, or unreadable), a retry with that key runs again,
+// and what it does is in the audit log, even when it repeats exactly what the first run
+// did and logged: here a member raised to admin, lowered without a key, then raised again
+// by the first request's late retry. Only attempts of one run (a retry after a server
+// fault) share their audit entries.
+func TestRunAgainAfterExpiryIsAudited(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCluster(t)
+	pods := []*apiNode{c.node(t), c.node(t)}
+	for _, tn := range []struct {
+		name, secret, tenantID string
+	}{{"TenantA", c.a.Secret, c.a.Tenant.ID}, {"TenantB", c.b.Secret, c.b.Tenant.ID}} {
+		m := pods[0].call(t, "POST", "/v1/members", tn.secret, map[string]any{"email": "expiry-" + tn.name + "@example.test", "role": "viewer"})
+		requireStatus(t, m, 201)
+		path := "/v1/members/" + m.body["id"].(string)
+		raise := map[string]any{"role": "admin"}
+		requireStatus(t, pods[0].call(t, "PATCH", path, tn.secret, raise, "Idempotency-Key", "raise-1"), 200)
+		requireStatus(t, pods[1].call(t, "PATCH", path, tn.secret, map[string]any{"role": "viewer"}), 200)
+		// The kept response ages out.
+		key, _ := c.storedIdempotent(t, tn.tenantID)
+		if err := c.rdb.Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		again := pods[1].call(t, "PATCH", path, tn.secret, raise, "Idempotency-Key", "raise-1")
+		requireStatus(t, again, 200)
+		if again.body["role"] != "admin" || again.header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("%s: the late retry = %s (replayed %q), want it run", tn.name, again.raw, again.header.Get("Idempotent-Replayed"))
+		}
+		var roles []string
+		err := db.WithTenantTx(ctx, c.pool, tn.tenantID, func(ctx context.Context, tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, `select details->>'role' from audit_events
+				where tenant_id = $1 and action = $2 and target_id = $3 order by seq`, tn.tenantID, audit.ActionMemberUpdate, m.body["id"])
+			if err != nil {
+				return err
+			}
+			roles, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(roles, ",") != "admin,viewer,admin" {
+			t.Fatalf("%s: the audit log has the member's roles as %q, want admin,viewer,admin: the member is an admin", tn.name, roles)
+		}
+		if v := pods[0].call(t, "GET", "/v1/audit/verify", tn.secret, nil); v.status != 200 || v.body["ok"] != true {
+			t.Fatalf("%s: verify = %d %s", tn.name, v.status, v.raw)
+		}
+	}
 }
