@@ -1079,13 +1079,13 @@ type ListAPIKeysParams struct {
 
 // CreateAPIKeyParams defines parameters for CreateAPIKey.
 type CreateAPIKeyParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RevokeAPIKeyParams defines parameters for RevokeAPIKey.
 type RevokeAPIKeyParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1142,19 +1142,19 @@ type ListMembersParams struct {
 
 // AddMemberParams defines parameters for AddMember.
 type AddMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RemoveMemberParams defines parameters for RemoveMember.
 type RemoveMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // UpdateMemberParams defines parameters for UpdateMember.
 type UpdateMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1172,13 +1172,13 @@ type ListSessionsParams struct {
 
 // CreateSessionParams defines parameters for CreateSession.
 type CreateSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CloseSessionParams defines parameters for CloseSession.
 type CloseSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1193,19 +1193,19 @@ type StartCallParams struct {
 	// Wait Seconds to wait for the call to finish, 0 to 60.
 	Wait *int `form:"wait,omitempty" json:"wait,omitempty"`
 
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CancelCallParams defines parameters for CancelCall.
 type CancelCallParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CompleteParams defines parameters for Complete.
 type CompleteParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1243,7 +1243,7 @@ type ExportSessionParamsFormat string
 
 // SetLoggingLevelParams defines parameters for SetLoggingLevel.
 type SetLoggingLevelParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1255,13 +1255,13 @@ type ListPendingParams struct {
 
 // AnswerPendingParams defines parameters for AnswerPending.
 type AnswerPendingParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // PingSessionParams defines parameters for PingSession.
 type PingSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1273,13 +1273,13 @@ type ListPromptsParams struct {
 
 // GetPromptParams defines parameters for GetPrompt.
 type GetPromptParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ReconnectSessionParams defines parameters for ReconnectSession.
 type ReconnectSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1297,31 +1297,31 @@ type ListResourcesParams struct {
 
 // ReadResourceParams defines parameters for ReadResource.
 type ReadResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SubscribeResourceParams defines parameters for SubscribeResource.
 type SubscribeResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // UnsubscribeResourceParams defines parameters for UnsubscribeResource.
 type UnsubscribeResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SetRootsParams defines parameters for SetRoots.
 type SetRootsParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SendRPCParams defines parameters for SendRPC.
 type SendRPCParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -10214,193 +10214,197 @@ func (sh *strictHandler) ListTools(ctx echo.Context, id ID, params ListToolsPara
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3rchs38jd8KyjuVpna/4iiZTu7kSqVV6vYu961Hb2SEn8I89dAM00SqyEwBjCiubaq8um5gOcicmG5",
-	"kqfQDcwMyaF40MF2og+JRXIGh0Z3o0/44UMrUaNcSZDWtPY+tHKu+QgsaPx00LegT+Cd+zsFk2iRW6Fk",
-	"a691Yrm2jLvfmR0Kwwy8Y+1uxOwQWAp9XmQ2YsLg53MYCCmFHGx1WlFLuPffFaAnragl+Qhaey1s6MzA",
-	"u1bUMskQRtx12Vd6xG1rryWk/eppK2qNhBSjYtTa60YtO8mBfoIB6NbVVdQ65Fn28jv3JvaRczusukh4",
-	"lp2JtBW1NLwrhIa0tWd1AfUOR/z9K5ADO2ztffUUuwsfH5cdGquFHFB/hTZKzxPndAhMwnt7luADTPWR",
-	"DLmGS6EKw3I+gEWUoFdaC0b17PFu00CeX4K0p5McXojMQsOIvpfZhIF7yvjRGGCuHbPPNOTALY0wrD5T",
-	"mg3EJTDOEjUacZYJY92Q4X2eqRQC6ZpmgMOrj19YGHnmsha0e+V/28ZyW5iPfdfhR6ms6IuEu9F+zLUa",
-	"aDDmI66YBlNk9mMOMhVycObWDkz9s1HZJaQfDRgjlDwbKfdpzG0yBG222tF99bT1lz+35tYmcov3kub/",
-	"dfkr15pP3I/GTjL3hWN093kh894u375MYZQrCzKZ/Bsm89xyDFYLMGws7BD5wvARsAuYMA220BK/6wtt",
-	"LNNgciUNMCGNBZ467uKJFXLA+IALWbL5EHgKuppRbQzbbhALprPb7S6fzysxEnZ+Gkd8AMyI/0LEHjOr",
-	"2G6322HfkW4y7otn3UVSmGGLM2Mi1RNGRJ8eNyqi14dH1+kGy/UA7CODSoIe3GdcmjFopzC5ZUoCaQn2",
-	"VtihKiwTNnICrCc30B5Pu19/tZyaJ8TfJyg21yoULwmGCelVipO1u9ApJMPLtUqipARkv48aeDr5CFor",
-	"/THJlIHUKYPrH1gqw0+XyfCVE1MSCRzc33l6TIrEfUqUtCDxT57nmddDO7lW5xmM/uc/xtH2Q22Sf9bQ",
-	"b+21/rRT7dI79KvZOaK3Wleu0+nVeSkveSZSJmRe2H0W9wVkacwcMWlHVv0+qTWGP3XcRA6V7GciudeB",
-	"OmlQ5/+BxEkDMg9LFRgmlWU8y9QYjQsc3gulz0Wagrzv8bnNAfQjw7TKAE0apVimxjiqN+qt0hckIfc1",
-	"qDeKjbFTrzMgZX2lSVGTRKJAihGwdizVNj0cb0XMP+XfHqoMWUBYlorU0ZzMN1JP7Bzcj8YtQjumV7Zd",
-	"o6qw8ZYTcasnngb2hSpkep80+EFeSDWWOCUulR06OxQkl/aRCYM6dgJ+39xSrgAxsdc3kLKa6okYah03",
-	"dq94cMinSPfn7qf7HrVf8pKfcOfn7F8n37/ZPj46pPHuszgFy0UWsyE3TFjDEpUC4zJlIzAG96VyHsfQ",
-	"Lwykn2gmY26YphFEDDqDDjufIHOfnBy/YIOC65S1Ocu1uHRKR2k2AstTbjnjaeqMQr8mSr3mcuJ1uLn3",
-	"2XiWZtqNEq0Sx1nwPgFIIXW7JxlWODJnt0220WmbHsGcieJ6+0Hywg6VFv+931V6oxy5hd+iEg0pSCt4",
-	"ZmZm8/bt2+2Dwg7drwm30Dil0m7xM7rkIuPnGdznhI6UsQMNJ///KzexY0iFcYvEx3zi1STLuAV9g9W6",
-	"CpYPueVHL73dnmuVg7aCjI1EA7eQnnE75T2n3AJq7ibbJrxzPmmgKtpmQoNZq0mRNjaVcWPPnECu1RgZ",
-	"gA3N5Rr64n2zgX0BE2ddK7ltINFgnWmh3e6mmIZEDaRwHgsan3PtarhUF2sO0lkGyxjo2D1D9mFw434i",
-	"vw6n6Bsp5xXVV/Pnsk8yllyfxASH9BDyeJZ932/t/XT9MDzvXEWzzEOUWkhPp+4h63fYyVCNJVMygQby",
-	"zUzPtzk//J/LCbwSZBpPD6Y07ss/VprTnHFei8I0KY2ZxcC+Gmmdpq9hdA66ZsvzNBWORDw7qg29zzMD",
-	"0cxsYMRFNuOLPdmddmyf3CZbUYe+gcYJFamwGDWap71z30kzTjMC7qI8F2cXMOkQc0ZshGTpFHmKH731",
-	"U/5slco6zoCOGHddduB9rrRtkiGeWFqkGU5oViYXguxNkM4L/6nlx9WKWoXBMIOZGAuj2uSXqpQZGmIP",
-	"UU1Cm+jIGwTmh9NDsp+MeM/6msjJM5aKgbAmYtw482lIu/eKSjoTIO2ZyBtpQUaZWcyU5FfPDX4BaXMN",
-	"l2duhPNT+ye8Zyf/PNjeffbVAt2J4nG2oGWtxhs2bJpi0I8jthuxJ7/98ivLS/N/iqghbjy7o0YtMhNX",
-	"Zjf6YhnL+MinSBt5hca3iDaObc/4wEvkEkXleLJqjsiDzBjEKApSXM60zkRTvU2tWsVMdT6ordz1yuRW",
-	"lHmlmu5QobtOfgRdxoIbjKkhJBe0s06z3XMKo8N7PhJyRooXMxyGS8/OeeoZYH6TpYAqBunZeAga0F9J",
-	"hlxIdq6BX5hG0aga9kKywmCcFbpAEt1InKXGLpE6kNKIMPxBPMDaQ3i/1TgWNPEaZXVxswberUhCdVFb",
-	"8nOlMuCStA73pvz17KAunBT4ZW3iikOeZQ37oR4Uo5AfW13BRq332wO17b90zkbnmI9fk5+MSt0npJq0",
-	"wV1Y8iGucN0Uphct/uD8+2+j4N1HzDnI317Fe8ia09EBDMWMh+Rlu7mFoBLrCynMsMYwq1KIXrw9h4Gy",
-	"PSt4evQcxXKLzK5HtakIv2OpU6WyY2yItTmaRNsZXELmo0BDblgsDMZ9YuZaxIgKhbxZn4sMA0RrU8/H",
-	"zJfM1g2QQv1z8lJlTL2HUklCVEXkl7gprv3b2BZQNuc2hJUVfm2ac7opfldAAWm8h9xqnP61qh4JnYDd",
-	"Z7HTRFoXucVHhTUhjpo6dTYeisz5lExzTHoFw5TadltogSlwR7oiofCNU3u4vI6MXCaQ0d+1nhoN2EPc",
-	"yQ+V7ItBs6odJXnHsQQzQ54Do63fMFMkQ2d/Hma8SIF9B+bCqhzZ7ccTdqhSYBo4bmnTazVK8hPQlz5y",
-	"0SwLS9YPh0CN+JFfza3TzHLWem1c0/km55isFm9ZNOoFxl7dcvPWX1jTobXOiDIGGpen0NnKtqJ7tnFu",
-	"apRnYGEzhzMI6pqvBdVZz78+W5YxjFqXPCugMdV4PQm8VqHXm4iAAbz3m05+vUWflqGD0AbjGeYJWUj/",
-	"zyviqyaWQUlYMuzZzdY1ssd67t2dXKtRbnutCJN2V7HbXKefcAMqdALumUKLq3heahet50L3JjB4NQJ0",
-	"D6rOFvC72GD18defl6kAR8dq42kWFdyAKAa0YXxmgyBnA20fd7u3GcRZGLyhCfs0/WYzbuKMBaNXdvVN",
-	"+lgpO50wr9OkdOIq5/u6xiiN9FLmxTxb+BaaqLMoqrXG2jordz2b7wg0llNhdOfg6GVnlD4yrEeDQUO5",
-	"18J6B7OJIbeyXxfk+DqylrViDdHad6FVH0xAQiwk8pEb3w3Nuusd/aoscL64R4PxnrL0dSYDzM73iyzb",
-	"Zzk3xllj3LCykTJL7touy2iWknVlG7OibE2VlnYy1p85W7pWgdaqeSXeIfQeR9SaqUOb+oa2Igz81GrR",
-	"WlErVKM16ukXArI05LHm1g0LQZrDdiv619RC+XwTif4B9gj3lZvZNTe05zayc5qMl6Yp/hN4Zofz9K3c",
-	"scAa6qJhmWZlkt5q6uiVGgyEHLxyruSadMzCO2EoKZwXA/Q8+srzaALIT9o7LRQ+cO6esCLhmVMRGWAo",
-	"H0agByCTyfLpUMdNs3l9eHS8gbN9wEhgfBURg/c8sdnEyX3NgUNNISxrJ3wE2SE3wF4fHlHtk9nEt37d",
-	"oPhyLWQicp4tDzCEB9cyD0LId+m+SU/Nkr4aXtnQNQkiSnctSzFPr8Vbr4on7D9KSEipMLwhLH/t5lsm",
-	"yxbkleed3cJgeZZIO2vFg26WtJ1KsS2NghA5byMO4hfm7kLjR7TLNFhQWBy0fiyM3sPSTxlh4risM9pA",
-	"8sKraxnr5UsLYqObhFs3cRpC1vJa7UD0/7d79CqiAxlmfaobDIs8MszbD1SHa1ibvAdPUb8NR+x5JhJh",
-	"y4+//fLrJmpxSf5vtYikJ8CCoORUssrnaD2NmoOSUyt1DcMfLGFvv5GOhKx/+zhaMXtOBEarb4+Nh6E4",
-	"GrRRkiVDZaAeNeRJAuh8p5BkQkIZIGw07OqFTiszSW1AjLqDlOL6jpcfGYZxmU38lTLTcK1mPTqkSscN",
-	"o+wnfJRnQg5oyDNMTbH22OnmOGLxSKWQuT88oeINGfxqMff8e6YewfjhuTWtCI0WVl7Ys5Kjm5bTN3kb",
-	"u0VQ5psHzqelsTZD7420Ku1aitp0PLtxikIOKnNvJtbcEKI/VoVMmdUiZ0KykcgyYSBRMjXThoUqzrOa",
-	"5pUFbZazceUFU60bcE1lAdNjuoDJXq/odp8kIsV/sYzUGSMzXzfuBDA526y05ed1bBzM8zf2s7DapZky",
-	"pdM4sy4vDtnXT5/9lfmiSubLB+ZjkfTD4szk6jw95cY22EGlIzu/KaLwkdnPuGV4Eoi1n3a7zelsIY11",
-	"bLzAK15xr2sI0wibwbV1JrNOzg/HL5nkIyEHqO7cajHVD1RfXojngzrUcXSdV3lUy5LOyKVXg8tyq0ul",
-	"MWpZZUnK1pXcsp8FQx/l1oSw1IYZW6d2fUukoRri6uWxrUXEcG9PMfRahVlzqnrNDfhIK6sSlf0I2ggl",
-	"jzT0QYNn5JmsAy+sipmEgbKCW388SMIYqFYDzzKcK6xmS8EwkwO/2KczRHYI2rBcSKbktPVSWNWKWrvd",
-	"3a+2u3/d3v0bfXi2/fjx9u6z8KH71fbj8pfuk+3dr+jDU/dY91mjoiuthnnHFE+QrRQlDeHdGSGTEzsM",
-	"AkaZ+YRrLcgEWkLxmmysmQbBcVcNNPH18dHhZuGyEdihSjfI6K3mdKxrO01twTS0hdOlI3QNZrSP7ygJ",
-	"TgH64A+XKS3ZvKzekTF6Y7vxGHgqZKOixRKlm2Qvn/NkyFJwFhrIZILk6bXURa9FNTrcsjHGzrWSg4aE",
-	"ZtQQrMQsqLNBamcsVo1eRmFKjcvtU4unMMozp4FuQX/PtbmhJtez7Xw6nR6m9MPxy82UwaIs7TpBb9fG",
-	"dWt4m2t30zX7lGvlI4tloH8ssSadpyMhUdmjcRO1LgWMF5j0mEq9o6SuZ4XZ/Y/xc6OywgKam6FWqC8y",
-	"2NvZ2RkrfeEWY6r1p3+7JQYKaeY1pnsHqem5DLzroWm8PvneoLt5zs9FJspw0GaC4Iuaao35yGl5nnSD",
-	"uAydNd2opnTzOtQNfeZGf6zcy2fzDpPpw88ISDBdlCroSCiRoLPGqTXnA+oCg3pm8bG2hTXPBt4F+Bfc",
-	"QHyB9z7rsnPoKw2My8mK9c8ZJfzOyuxdQ4k11pViobUBi7OHUW4nnXUrZdF/OPMOwCKEG+8zpMFR2KfO",
-	"WCGtyBpZ9aaFJXPgCygnZ5i23FzaXo7yDEYgfTS0HTvKxBGL/bx8vPAWRHC1CPgUAge+VpyXg2+Kjvkt",
-	"z+ltMysK/t1zSJlViBsSCL4oUb5RnQ7uK3gKbB1tcc1xyNJ2LA+wTIliA5cGppqVlFn61WR2JlNQm8A1",
-	"Wv85nWGb0/2Er3Tz0hdTbS4rcElDGY/x5PADumYqtxFjLsdxZynJaXmoGVYVpAKVnaCHUlYqoK5vNK4Q",
-	"veyQZ9mdlaFsdCLkTutSTmoy0FCdUmqJ5jM23mRcbt1F9aaaxnFaKpXZIKdn3EemhKMgZXZw9JKZoRob",
-	"Juw+ozPFhnENTENaJKjY3INCE8LNvMsw5ObsHLgGfWbVBcjmOVKt+Bm2McX9SxVl04a55IjJggCda1xz",
-	"aYKGuVbxlg+uXHRevkEvNCrRKTJE87RbvKhUq7meLM0uy0yWDySyQXzgoSp8AvXv+JbbleMOO0GO2GcS",
-	"LkF7iDLanWuC9LfHX+82aIIVzgcsb6RhzHgAmPC6fKKgw37EhCoyrvFDxmoZ90Xj2OvjeLLbQPYmvlsN",
-	"BuAaDvzZTQhTI47FC6vmmHK1LmrsOdWksRr4iJ9ncIYHKSrmXeyQugedMev+NeyH41e34Ik216GdljVW",
-	"N8fWWOBSrHb+vG4LLakuOg3Cc/Oy9sVymGJpc6MYkuuGr17jveHvZ7NHDaiJ5aFEGthUK0srO5AuG27x",
-	"PunasE2d8jwTkralC5iwts2zs1BPsBZ0oeOQRZrvgOEPrK/ViI5U4gmnQkPKvn/53SETxhSEKTOnoJbJ",
-	"QQOhVHYbsTtsh+J2+yyuAnUxUzKbUK12gDZEf5ybC0IvWzvMZ11Xny7Ed1rXh1Wt97RmW3xE7Ad0NG6C",
-	"KXLbx0rQ70gKLezkxL1e350bdfMc+yMUG/vX21Pi2aPvT07ZzuXjHV7Y4Q4ycycAOKLhRU2XA6G94OrK",
-	"FyE3HbvXtQzdGM6ZkCaHxCpNoIEDhelLrYrBkGpPD45eRswoRu0YTIQcvmQJlyxVTFhmler0ZE8eKul8",
-	"Jece7vXkNp7YYOcqLVFQjeQXcJZwA75qOGLHLw7ZkydPvkakPWP5KDcRUzl/VwCjlWYiNR3XXLyi3oz3",
-	"GK9RNvakjWdpGzcQN8aeMI1FNkZZmxEvQr+KaW6xW4E4YjGWB7g/yPd2f3nAt/2eZOxpt2vQwm6CkGRC",
-	"ljiTbUfnTFCwS0/K4hD3CBV7xFsdavExkwgHds6noMAi9rT7hAAXPdqi++YpKwj2rwn1z1eAR9Tu1x5N",
-	"MvGglhF7ursb/IoSGO7p7tc1ZDVIkUGedZ9MJc/GfMLa58oOXctEsBp0F85kG7Wf81sugMXfYmvfuCXd",
-	"/Yq8329ibNqXwsYfeqS2eq099lOn0/k5Yr26s+y+77U6nU6vdRWjlej6xrAeqs4hN45uce0VWv7XheUI",
-	"vpvwLDO+ro/FM2C78T7jAaKVTE7TAOmLgvFGWUZyeA5oATgdxElQWPyP56dsZwRWi8TErH2k1QjsEArD",
-	"LLy3+9XhHIrTMWF6sraPETFPD45evXzz/Oz189Pjl4cnZ6ff//v5mzhy4ikBUrNEerCUsiZCjtA9GdB0",
-	"HYeNSwjdrciPWeUgeS46Ez7KYtZGZZGqBL368qFU4awcqWQKGtKeLM3kLVxPeg4bmNFIW0i9P/2JOR1M",
-	"iicHPRIEmOt+Q33m8ZMogY1fBOF3S+y2SicD+wx4MiRx8LoLprWh+8n05DlkauwIl3DZYdRDuWA1+NcM",
-	"HCsRnmmgshPO99thp9jG2smebMdSSYjLo1N9GBNCsXvJ8WBNaLf262sNsq90AngKyxsxbvkDlUP4270x",
-	"5DLNnPtTSIP62umEcthgEp6DYUnGjSmPTiF9P9IcPiJVPvbkx+3tbfzP/UTJNfYRj7SXWMWRjxRQbCwi",
-	"QYmYr2YMzhqt2FAYq/Rkn3QZWhwRK/OLtKhU67NPnZS/RczpGf9jxBJ/mpuVkaOI5a67dtlfYFIjUmDQ",
-	"70NiHUGJwy4f71BAuvrk2MbEOOnARB8ZzwyuCGJvafDhMRwoRsNqVECEDj8lg9a9nFSIHjoUgpfBHMLO",
-	"K6dngAqYfaSVEg9RUHCz1KTnMTpLI8ZMaBjwiEun1DznG48nihNk7SJ3PePzWxFSOWIEIobPIZwMpX8Q",
-	"YMwNiLrApGvoYqC5tO71S3VB8BoaRurS72T4JAka9/sJ49mYTwy7AMgN49aLDJadUMOkHc9VOqHWjdOp",
-	"jhv5uW9YaPdsfUuvgQhzy0bKWEJRdSum9CMT0Sbfk4t3+VCUhC9WTUY4KbSycXyGWVUkQ/8BhQWrQipA",
-	"0ZLRNUzvgW23Kzbsc/sLBuSkGokcGshBe8SJgKXa6TnXLRMJ+KIeD+vtrFwtwHJNge9iNHJ/Ou9nqIx1",
-	"W/SoyKzY9ovy+vCoZvShTgI+ohp1qqls1byzVtQq4yKtbudxp4soQqT6W3utJ/hVhFD7aO3uDPHs3n/d",
-	"3z5GWaqhl2lrr/UPsP/0j8zgfO92u9dAjq4HNepPEDahHuedKUu9tffTz3WyneItEyoBgwikRY6U4QOD",
-	"VQjlzu3M/xlV39prOUWPre9gJP1aKhzTE3dIhKo+qoEO2D3i8z7rPrmfLg/qNqFHd70e0HXxdQ0LAF4X",
-	"LGoNXtbJOOHLkqLdbHmd/OZi2+na2hrPFtxngHs8pHukfV1f03zgbF6CXTDhEI6/OWZBZLB6ZIeubLiK",
-	"lj7oQwBXP98hr9WQSBtXHm1u1cfdCbnuKXXe1GY5yJ0a9D++8nj5K1OQzPjSk+UvVcD47o3dr5e/MQtq",
-	"XcnR0uGVtX9XV7OKp9xawkYehTpi9CumMzcU7zZDNZZ1JhZoS9pJMwtT/dRV1MqVWY1nWYUGjBvviE8Q",
-	"5IkAtEuoMtCPzDx/14FF1mbwmTtWiH+R3n9X16LSr8e6TeAnV9MhH6d9ruak5/EtS08AIm4QIP/Tg+Q0",
-	"SQ4Rp2Yj7qNl53Grhb9bRZjqph1n5K0tMzN6f+eDSK9Igpxfspn+P0ZrelP5+G4V7d8oRXe6CyxC4vew",
-	"4G6FOvfJld2ny98oL+D4dGx8HDyrwMYdhl9hgGIsEoJmEXROZCPOdd7dOuaKD3+MQkSMDua6YQxBwx4b",
-	"DxVrxwiXG29FVBWPn7HgqydjChZWQVBDj4GMKJ4xHopkGDwcNM0KA5ohqm7ECpmC9s+EI9giRUcsplRc",
-	"zNo+qBIfYJwuZmRM7k1HbN9vyxSjtRGLLby3O4m5jLdYMlTKUDynJxHmr8Niiuq2a5fwbZUXS4XEyz49",
-	"llFIMnatMcpc+BAUQdCqfk9iaInLATA65FMqoYipLC239sj9nCg8LWdD/GcEI4ydxOgW4ulbClT2JPar",
-	"dAo6Zm6mE+fiu6EZUm6MKqzIUrBDGBnILsGQh+881LgOJh5TrM3D8rpXhtwMtxE413ujZJrssThg2Mbs",
-	"m4A33Y5LoOOYffyIC3L84pD97a9/e9aTCZdKioRnlBLwpZwBu5ZSAcwHooecgp12rAjh20QszwrD4l7r",
-	"stfaY4+Rg4Qd9mS9U99oHf+XZxn7L2hFfBUbeBezRBUSObnCvcZgmb+mxXm9pid9bCThkp279dr2gLdM",
-	"9fvukQ47PPmRJZBl/qoxvBrB+/vfuGX6H/e/bfe//y+OmOXnTGlHCK2Fs4P9FXBYn8MydJkGLH4UY54l",
-	"d66jGYIz81KFppYukCojigE0eBAo2HPbRyPmMrcY+a9unbRitPAuNCekzddJXluQuKDrMly5pFc8+XbT",
-	"Pg+kV1d0vxGjOyGYj6oJyf7C2h55/y+L79QMCOCLL9ZbcSBKM5Husfni7aipdNsNmdD3/Q9uPFVdwIKh",
-	"Lr61brWRzl7297g7e9vf4+4m1/25dpbd97eyE9s8atSE02PlJmHtuopduMr48tTQy1OYJmmRJdNYXTE7",
-	"FISLbTstnG5FDHcIvKDKXLI2bQ8ehrhR1ojNm4aBRliE/2StqJWYy6bh3KlhN41P7yyKpv11usHZ6w6B",
-	"Vc34vYAQp9z+kgXDZr7Uwm/Y1zV+4Pd9ptUY0xN+r1VjbBx3hKbWr4lUhOxGuPBt6Owj2snDWj64Y0sD",
-	"GWVGAWEdcdG9laJLMnraht9xF3a/H578WDd1yXxd1c7dobTGWubuW55dmNqVAXWTjGwxDyuuKKExY3L0",
-	"5HioDCbMLRqwuYYUEjCGLqrLlcHSlOp+xhG3yRCzG4BmmbMCDWhnoCnNyLFMe1KrcYf9GyBncXntgDMW",
-	"RkCXHEBmMLmUgsVcFdMw1sJCMIuIvjQnukarwZDAqxwmD6bE3evRqUszFvrKdHLzQcE0xHucOT6dr3xE",
-	"FwJ5HlfOeeJ0fSdq7A3VSEjQYV1oY7z0jZqu5yzdT1QiZV6/DEIBO1fpJCoxFv0Z/NjXSsboJ8ShpDFm",
-	"7bJ2sVawyGbrP0L5h3vm7C/Ow3ZqyCf8koyLUU9WlQshOytT/2B1n8iIi4yNCmOd48N9BvmR2aIg8L/e",
-	"npapU3SZKSqMFz/Sgz57K1MW4hJ4gf3z9LuTg20jBrK6FzO+EGlMKddMXDq3K8ziX29Pz05PX7E2Bbhz",
-	"7lO81BvWq062OixUd46cFZlSPIFj3Qfp57HSF0IOepIbZpSS4SgEXsRmQjBqvzbNUC6qskyNjU8/J4XW",
-	"zl5xM+v05HE9zduQpWUvjSnQw5j2te2wQ/V7uIToby8Ilp/6Kt27CHVPVfOuFOPu3m7fCy/pDLWNtVzg",
-	"IU+GsH2opNUqW35z5b2pyXtVegsSms/fJ0M0RWu1jljQx+C9BS15RgojcLRTh2aotN12wpZSGaS3bM+1",
-	"GpvpROj1UcWpNCjV4S83saiUaD4C/g+wr+Eus+CvYRHTlXCuEeqXml5EYf9COKTkibdDVcvGMWFWX1EP",
-	"olCtKVYO3WxhnaP42jf0Rae2a8Cz1zqMnmoPNttSp9BTajoCvj63rp7E3qf6MrcvU+kZ1Wvi3x0sdcYy",
-	"23BRSTAJ5pm6vMX0c01mz12zes+Z7ICt3CAoafr5R0y6KwjHoa+H/4TSdJCmJZOy8wkZ7hEVQYZ6Zsyk",
-	"IVtLKrEccp+uIDN/AnbTRKKX3w0y4PtUNIrJRNkki+Ulh/SbsXxiWPtp9+utpuT5SF3CpvJ4S8nzp01Y",
-	"EniXxOed4/5COJ1oWTE71R1jojyca8eCZzwFnIQqmfWrobhNhqsxcK7VSJGUKYrS+Y/ogS5lacyHSoUe",
-	"Nr6K5cKOv6cmE+brp+Q99VD5LNW4XiNtepKO8qNL22GxSGP3WNXOI0P6ANPnc4JUP0p3n4J0+9tf06HA",
-	"e/ZzF++Ap9WyYhDEw4TWvY3Pd2P8neqXQ+9GT4ewNt0Yw9mQm3tOJ6GldcVxCujlhcgs6FXk87PyuOrI",
-	"Ote6XIHeDz7XUp+rOrZUryiuM3rJvDd3urz7xE5rOFpYJGPwAgEPOBTvM7xsC6Mv4cCsz7tSvizLelJY",
-	"ascfPM258SVb7OTk+AUbFFynPgvXfrq7SyavP5661WH/pLzwpQcOkSmFrunotI+Puc0TZKInOR5gxfOb",
-	"FAiaxhTZmwIGQzydssitU8d88XVh4ZcZ+Bc6yr84AnxSok99xvXSM3cn3rObWQF3faml0uvvj7sr6BBk",
-	"uGNi/s+iIrs6aubFZp/xcOmz1wSGUARql42trpVGUGLc1/ff9TzTRcGew0yZzYXxsyvOvkZmnH4lrLew",
-	"TA8F2g1cjed/a1sAnTPwR5wpVtFh7qlrS7ZX4+joZjmVm7DtJ2TCB+5byH3fy5I8VAFNSauAHRROhmlI",
-	"eTITBFnNsmvSoTt4tv/m7swhNnM3OtS7LnfJtW74i7wR9OoVgn4kIK2HDfGH7svKfX+UgD3rbv3uXP1P",
-	"593U4C6VygIQxT06OAf+YMhud7eK6bwroICU4CG4RcRj2inC1Ts+immKzPYk11pcYvVjHH4Px0qqy4xL",
-	"twhrayShWPz2y68knzsf8FGRXsUd9pYOR3w75h5A50ni7/kK6C62ulHSPWQY8SrmBjKFofnUbVy73W41",
-	"qb6Qwgz9tHoSvSxhGUjCPcFaq/YUGWj+aN0Jf8BjLAxsTbuFvtqoJ2PMvcUYDK0/3eAmldiz92SVRfNY",
-	"fkhQRzVHwbKUwiOCeGJFrOs+fLWwZt6921wy/1W9YL7bUDB/R77dHKrvPQdPcVEXGaiOuCUbOjZzguBo",
-	"GKNK3e3u3t84hAlirhB0Rwo5+EPGcN8oQrL4lHY5KhraAriZyGSolVSFmT7ju7kjOatk13Us2cHUliAM",
-	"K292rPYHHrgIa0IrCD7oSXKXI38S0qDKjet34JudskE6EYm+HAXJwsFJfzxRyZ6sLhXbqnaweY1Nhd1+",
-	"bxgr5neR/TB6TOKWAtmT+DaVpWF1+9CJRFOQC1+/Q/Xtmv783O9lKqXzoAo2UgXunZVm8xbFaE53OGYM",
-	"2oPW4Z5d9XuQhAe+/vx8+ZLhat68v9+m7if4G1OCmqVSVV3e63UbLr5H1lt8yqGBk/cCIB8eeiAszTru",
-	"XkM0NXTzRRcYhFl8quKCwyN/5/OiQvoQD6oG+iUcJPqM96OV0y7l9Zf3vYcdmAsq8ffImDXRNKxdfSgl",
-	"fevWNIfsi8Fa0UF/00SZj9XA4j9/eP7mx6uY5RlPYKiyFFEr49eHR2d/f35w/PzY49kGN3s6exsR/iml",
-	"eRFaWUhW5Hg2B7Gmlfa/mq39Enm+ntg1C8EVqkD6IU31cwunH+LpIz+4RZuwPy1GmK8Pu3FDXkeQ1NTo",
-	"VIZ0Zm/UicJBvlGSd/DAPwHH3I5EVfdfrS5RR9yQ+5bzATwyHtIavbczRD3hhsW1j2Fm7jFCs+lJ7/Gd",
-	"G7x4JUBOY5mNryPMAnarUazP9SIoEjqfe0d7POJCnsC71heGXYFEOZ3kEOqx7lIlYGdHdGlyoz4gHnvI",
-	"QtxOJX5ZizatLAJ6hJB0fyXik9ymjtihgM56quIY8oz7AuOQUMAoT/yKG7uNrLP98jsKItV0hsfP95vs",
-	"WEizReXOxirNB+AhN8LJ2UxcgvdqpGIDnlMtlWJpQVwNHfacJ8Oe9He2oweBVcvfOHJFLMbRuY9O3Cgd",
-	"knLL8ZsweISL6Ml2/KHXMvCu14pYD8WT/uKW/nXv9VpXMZ4ZjvcQj3qbuzHGzlJCi0kYVqk+H7vqySHP",
-	"c5B0uwrjbDwUGTgiBlBwQnyaIR2BfBcjcJ4bQoLzXDCpUmhOZbhVvD+tua6mihqvSKXLUd9hylNcQrrP",
-	"NHJWKPIjphK2VLjEOZXGnaJZM0RDuMR1eRrkWkWK6DHILtuVxFxzknihxvQR1Ae9eSt68wWqikalieqD",
-	"ten+5m28Co7k47bcFigvH11dc3rAwW88OmCJDCgMI/WDHfRae+wk1Gj0/OWheEMJzuC3X379+SreL+EL",
-	"v/EggoKQBSulViEiYa4Uj285FeUBczxmXSg8Un2nZnoyQ7Qv9yDNkNANUjWWmeKpP/slU8OA62zC2pyl",
-	"WuU5pKESTyi5RcdL0EETKQ6mSW0RuuANa+NWRMGqrr3zOFiNsFj3DIg1fY/tpnhYzxtWfBWUKscUfvUf",
-	"9NEdVJMQYJKncFTD+7oV/eMv/NguLyFfo+DklRowbzQZVisdqacD49LEn7M2wL6izl/5a52/4FDs1Ezu",
-	"OQ473/eii+SlGjMDDwHY33MA9sTf5FMG3zPlr/NhbS/sOwYscsvWLdUk+PuBbl6aeeQb2lAXzG5qGd4k",
-	"ZIAuj8NbnfCSNIon+beZ0myAqgs9MI63Q3XoNtJMpRDu+2iyEMpL7StJLe+vzLm1oN1L/9v2BPpIlW6Q",
-	"fqSbTtOPZa3EVjta5amtv/y56S7WEX//kvp92nD/vJ1kwZy523CPX75F1ak/YPnGs27XEf8C0vLSoge7",
-	"4VbshiOiKgF2//Z//q+HAyuvhmobPsozIQcRg0wkwnLCJBYyL+gxx21bi6FQbmBneN7e+eBHE2qX1jA3",
-	"Tvzo99DL8SWrrT1GB3z8Za6UYrzy4HUfei28oNI99iFRKUTBYLm6ijvseUUFuuRyhhJ71AQhL9MljnQF",
-	"Y6/1sddKIXFGMv5NEkoxHi9Kvda3e+zDb7/8enUV79NVXv7+xoBb5x/s9GSJ+iIs3aMbwF+8JohqVVpK",
-	"M68XmpwhKqG6oR5FVZdzO6w0XbVsreiaq5BqOM9fPV16c/HnYr15chHt7tt8C2u1GHxTZZeVsnw4nP+J",
-	"gutUpM5n9q7bsqC8+bRyzcu8/XQk5OD3c0DQzeb66hLtOIhZLfIIo9pWhWPZTpOf8+QCMx4jkWXCl4s+",
-	"lDV+KV7MUUCOqi3pCLgp/BWz1eLfln1Cd7uuGYj1V6DgIWLDuKF8tlKZWeDf+F7uRj5fHx7dByKGn8R1",
-	"ad3S+axN+qH463cvtVNL7yVqBy9bvtUi0dCyF9Q16kTp5m86LECtrFYv+g/wXPxlRynLaXz2FaO1kT5o",
-	"jd+51jhGoawksl2T79tKs5aXp68ZczgIUBRKsz4XWQVKwc4hUSOYBhFifMAFwopg3lhJ6MlUq5yu964y",
-	"m3S7dw7SMI6wa0pChx2FUntE88GjtdNARE0Of1kB8ocBBwkLUB4Ok2r8gG95G7WnvpQImTig4Bg+ul0o",
-	"HDcUVegEti2McjxlcsdW97Hv8LTs74u2v+ems7IlPvfmw+76x7LJg+iZnVL27sA+L3u5J7n+ncjz+nL8",
-	"IL9/WPm9Q6nd0cDTtR1rujh2JW/arVtg4S/boQ6z+OH45WfvUtep/qA3/gBeNU/DHd+45qw9LeFbt643",
-	"THHuuO8c1nSyCSh9aQlhT7ZnkEaqrgtsIo239qdgcZ2WNB7SlwaHAzFx4/GHMPwH3XRLfnyN5E3qqSR4",
-	"+qCJfs8ViWGZ8SbsUh89Mqzwgt9u0CFbtxxtMDuF3FBBzd9RUbX0oCvuR1fUSP6gLX7X2sKqvKYlWH3f",
-	"riuKmjTfmqpQypob3yB5jK18buAMNKqFpTTKmgc0huaTOEicKatS9fsBpW7dwHgN2LVY1Tz+XjJe9o0H",
-	"5/yxOJ/4gTTyNTFuoFwDu4CccECd5YvQClXqqfEgzuY8+/lsYRWD39+utVyq8MwNMszDvvU797cRMqiS",
-	"xH08UOIlNNSxDQBZYsqJdQ9jPO+MACvT29rO8mRNR3wqXuRRmT3kCh77BWGHCNQ8ma3B/+2XX7HmPqrQ",
-	"mEPterhk/V8n37/ZPj46ZFiRH7FrivMjlnLLv726ilnbWJFlbLfbbUZfBpkeHx1+4arr6PATWd3YM7W9",
-	"NH5Ii82UnlnJB632hcCLOllBDJBy/QIe79SFNxFaDrlywl8YvET6VtQRJvLWywi+FXaoCltmBiMGl6An",
-	"JRZUH2wyhNRXB+sBpExIq6juhvh1PwBaRgze88TSkUBqoVZfHMDXCI+KW0Y9VnCYPYlQVpQPjBchTp3i",
-	"HL/obCROYeVMJD5N2YTIF+Qgdo14SC78YZKSKNg3TEi61iEptLATlBgCVWzt/fSzY3Y60UiyVOistdfa",
-	"QSHwnXwIh9RKgTQoUP7b8tLM2nflsGrf8SLFu1uu/l8AAAD//w==",
+	"7L3rchs30jd+Kyg+W2VqnxFFy3aejVSp/LWKs+uNnegvKfGHMI8GmmmSWA2BMYARxbVVlU/vBbwXkQvL",
+	"lbyFbmBmSA7Fgw62E31ILJIzODS6G33CD+9biRrlSoK0prX3vpVzzUdgQeOng74FfQLv3N8pmESL3Aol",
+	"W3utE8u1Zdz9zuxQGGbgHWt3I2aHwFLo8yKzERMGP5/DQEgp5GCr04pawr3/rgA9aUUtyUfQ2mthQ2cG",
+	"3rWilkmGMOKuy77SI25bey0h7RfPW1FrJKQYFaPWXjdq2UkO9BMMQLeur6PWIc+yV9+4N7GPnNth1UXC",
+	"s+xMpK2opeFdITSkrT2rC6h3OOJXr0EO7LC198Vz7C58fFp2aKwWckD9FdooPU+c0yEwCVf2LMEHmOoj",
+	"GXINl0IVhuV8AIsoQa+0FozqxdPdpoG8vARpTyc5fCsyCw0j+kFmEwbuKeNHY4C5dsw+05ADtzTCsPpM",
+	"aTYQl8A4S9RoxFkmjHVDhqs8UykE0jXNAIdXH7+wMPLMZS1o98r/to3ltjAf+q7DD1JZ0RcJd6P9kGs1",
+	"0GDMB1wxDabI7IccZCrk4MytHZj6Z6OyS0g/GDBGKHk2Uu7TmNtkCNpstaOH6mnrr39pza1N5BbvFc3/",
+	"y/JXrjWfuB+NnWTuC8fo7vNC5r1bvn2VwihXFmQy+Q4m89xyDFYLMGws7BD5wvARsAuYMA220BK/6wtt",
+	"LNNgciUNMCGNBZ467uKJFXLA+IALGTElGZcTxnPBpEohYn2l2dMuGwlZWDBehwjLxtwgz0nWdu2XLQ+B",
+	"p6BZXI7abh9DnvEJpHvMUSJmI64vDOOOlTM+2eqwAzdSPWHjochgari4qMxYkWVMF9KwMRfW4KCEjViR",
+	"M6vYbpcZlmeFYe632D0So2pzczFj0IY9735J9IkdtSbbqCrjDjutkwsf4FLZIWh2rtJJ9fruLotFtQ7b",
+	"FzDZ1lAYSOMOOwF9CZqhFjWs/eLqaotxDUwqyy4gt3s4VzdBop6SQJNBmnfYdzAx+EIOmuVayETkPIsY",
+	"lynjzCqVMcfyTwwTqVPSKWhxCSnrazXCKV/AJGJGTS++BDco4zS/I7aBRMkUGyqVGa1Vxbc1Ttt2rLaA",
+	"aXe73eVc+1qMhJ1n1iM+AGbEfyBiT2ntuh32DXjaWcVedBfp2gxbnBkTbTBhRPTpaeN28+bw6KYdwHI9",
+	"APvE4FZAD+6X62+H3OKy4V7A3go7VIVFFnRUntxij3je/fKL5dQ8IS12gsrxxm3D6zvDhPQbh9Oo97Fz",
+	"kKZevnckSkpAJfNBA08nH0BrpT8kmTKQOpV/8wNLNfXzZZr62iljUk84uL/z9Jg0i/uUKOm0lPuT53nm",
+	"d5udXKvzDEb//W/jaPu+Nsm/aOi39lr/tVPZYjv0q9k5orda167T6dV5JS955gRY5oXdZ3FfQJbGzBGT",
+	"7C7V79PmxfCnjpvIoZL9TCQPOlAnDer835A4aUDmYakCg+qMZ5kaowmJw/tW6XORpiAfenxOjYF+YphW",
+	"GaDhqhTL1BhH9b16q/QFSchDDep7xcbYqdcZTj0rTRqZJBIFUoyAtWOptunheCti/in/9lBlyALCslSk",
+	"juZkpJN6YufgfjRuEdoxvbLtGlWFjbf2aZfxNLDfqkKmD0mDH+WFVGOJUwrbqAXJpX1iwqCOnYA/NLeU",
+	"K0BM7PUNpKymeiKGWseN3SseHPIp0v2l++mhR+2XvOQnMk/Yv05++H77+OiQxrvP4hQsF1nMhpwMoESl",
+	"gLbDCIzBfamcxzH0nc3ykWbiTEZNI4gYdAYddj5B5j45Of6WDQquU9bmzgK6dEpHaTYCy1NuOeNp6kx/",
+	"vyZKveFy4nW4efDZeJZm2o0SrRLHWXCVAKSQut2TDCscWc3enB7BnInievtR8sIOlRb/edhV+l45cgu/",
+	"RSUaUpBW8MzMzObt27fbB4Uzra0bCzROqbRb/Iwuucj4eQYPOaEjZexAw8n//9pN7BhSYdwi8TGfeDXJ",
+	"Mm5B32K1roPlQ8GXo1feO8u1ykFbQcZGooFbSM+4nYqRpNwCau4m2ya8cz5poCraZkKDWatJkTY2lXFj",
+	"z5xArtUYGYANzeUa+uKq2cC+gImzrpXcNpBosOSaRM7m15CogRTOL0Xjc65dDZfqYs1BOstgGQMdu2fI",
+	"PgzO+s/kveMUfSPlvKL6av5S9knGkuuTmOCQHkIez7If+q29n28ehued62iWeYhSC+np1D1k/Q47Gaqx",
+	"ZEom0EC+men5NueH/0s5gdeCTOPpwZTGffnHSnOaM85rsbYmpTGzGNhXI63T9A2MzkHXbHmepsKRiGdH",
+	"taH3eWYgmpkNjLjIZnyxZ7vTju2zu2Qr6tA30DihIhUWY4PztOcJrfwsI+AuynNxdgGTDjFnxEZIlk6R",
+	"p/jRWz/lz1aprOMM6Ihx12UHrnKlbZMM8cTSIs1wQrMyuRBkb4J0XvjPLT+uVtQqDIYZzMRYGNUmv1Sl",
+	"zNAQe4hqEtpER94gMD+eHpL9ZMQV62siJ89YKgbCmohx48ynIe3eKyrpTIC0ZyJvpAUZZWYxU5JfPTf4",
+	"BaTNNVyeuRHOT+2fcMVO/nmwvfviiwW6E8XjbEHLWo03bNg0ZRqeRmw3Ys9+//U3jGaRrTRF1JAdmN1R",
+	"oxaZiSuzG32xjGV8fFukjbxC41tEG8e2Z3zgJXKJonI8WTVH5EFmDGIUBSkuZ1pnoqneplatYqY6H9RW",
+	"7mZlcifKvFJN96jQXSc/gS4j/g3G1BCSC9pZp9nuJSVL4IqPhJyR4sUMh1Hms3OeegaY32QpDo2pGDYe",
+	"gqbodDLkQrJzDfzCNIpG1bAXkhUG46zQBZLoRuIsNXaJ1IGURoThD+IB1h7C1VbjWNDEa5TVxc0aeLci",
+	"CdVFbcnPlcqAS9I63JvyN7ODunBS4Je1iSsOeZY17Id6UIxCFnR1BRu1rrYHatt/6ZyNzjEfvyE/GZW6",
+	"Tzs2aYP7sORDXOGmKUwvWvze+fdfR8G7j5hzkL++jveQNaejAxiKGQ/Jy3ZzC0El1hdSmGGNYValEL14",
+	"dw4D5fRW8PToOYrlFpldj2pTEX7HUqdKZcfYEGtTjmU7g0vIfBRoyA2LhcG4T4xpK4yoUMib9bnIMEC0",
+	"NvV8zHzJbN0AKdQ/Jy9VXtx7KJUkRFVEfomb4tq/i20BZXNuQ1hZ4demOaeb4ncFFJDGe8itxulfq+qR",
+	"0AnYfRY7TaR1kVt8VFgT4qipU2eUTxSWaS4xqeENU2rbbaEFFjo40hUJhW+c2sPldWTkMoGM/q711GjA",
+	"HuJOfqhkXwyaVe0oyTuOJZgZ8hwYbf2GmSIZOvvzMONFCuwbMBdW5chuP52wQ5UC08BxS5teq1GSU+bx",
+	"BiW4ZP1wCNSIH/n13DrNLGet18Y1nW9yjslq8ZZFo15g7NUtN2/9hTUdWuuMKGOgcXkKna1sK7pnG+em",
+	"RnkGFjZzOIOgrvlaUJ31/OuLZRnDqHXJswIaU403k8BrFXq9iQgYwLvadPLrLfq0DB2ENhjPME/IQpHH",
+	"vCK+bmIZlIQlw57dbF0je6zn3t3JtRrltteKMGl3HbvNdfoJN6BCJ+CeKbS4jueldtF6LnRvAoNXI0D3",
+	"oOpsAb+LDVYff/1lmQpwdKw2nmZRwQ2IYkAbxmc2CHI20PZpt3uXQZyFwRuasE/TbzbjJs5YMHplV9+k",
+	"j5Wy0wnzOk1KJ65yvm9qjNJIr2RezLOFb6GJOouiWmusrbNy17P5jkBj0RxGdw6OXnVG6RPDejQYNJR7",
+	"Lax3MJsYciv7dUGObyJrWRHYEK19F1r1wQQkxEIiH7nx3dKsu9nRr4o/54t7NBjvKUtfZzLA7Hy/yLJ9",
+	"lnNjnDXGfRmZa6TMkru2yzKapWRd2casKFtTpaWdjFWGzpau1Rm2al6Jdwi9xxG1ZqoNp76hrQgDP7WK",
+	"w1bUCjWHjXr6WwFZGvJYc+uGhSDNYbsV/WtqoXy+iUT/AHuE+8rt7Jpb2nMb2TlNxkvTFP8JPLPDefpW",
+	"7lhgDXXRsEyzMklvNXX0Wg0GQg5eO1dyTTpm4Z0wlBTOiwF6Hn3leTQB5CftnRYKHzh3T1iR8MypiAww",
+	"lA8j0AOQyWT5dKjjptm8OTw63sDZPmAkML6KiMEVT2w2cXJfc+BQUwjL2gkfQXbIDbA3h0dU+2Q28a3f",
+	"NCi+sppyeYAhPLiWeRBCvkv3TXpqlvTV8MqGbkgQUbprWYp5ei3eelU8Yf9WQkJK5f8NYfkbN98yWbYg",
+	"rzzv7BYGy7NE2lkrHnS7pO1Uim1pFITIeRdxEL8w9xcaP6JdpsGCwuKg9WNh9B4VcEeYOC7rjDaQvPDq",
+	"WsZ6+dKC2Ogm4dZNnIaQtbxROxD9v3OPXkd07MasT3WDYZEnpixsp4ZYm7wHT1G/DUfsZSYSYcuPv//6",
+	"2yZqcUn+b7WIpCfAgqDkVLLK52g9jZqDklMrdQPDHyxhb7+RjoSsf/s0WjF7TgRGq2+PjYehOBq0UZIl",
+	"Q2WgHjXkSQLofKeQZEJCGSBsNOzqhU4rM0ltQIy6w1MTQ3Bm8uiJYRiX2cRfKTMNN2rWo0OqdNwwyn7C",
+	"R3km5ICGPMPUFGuPnW6OIxaPVAqZ+8MTKt6Qwa8Xc893M/UIxg/PrWlFaLSw8sKelRzdtJy+ybvYLYIy",
+	"3zxwPi2NtRl6b6RVaddS1Kbj2Y1TFHJQmXszseaGEP2xKmTKrBY5E5KNRJYJOmRipg0LVZxnNc0rC9os",
+	"Z+PKC6ZaN+CaygKmx3QBk71e0e0+S0SK/2IZqTNGZr5u3AlgcrZZacsv69g4mOdv7GdhtUszZUqncWZd",
+	"vj1kXz5/8T/MF1UyXz4wH4ukHxZnJlfn6Sk3tsEOKh3Z+U0RhY/MfsYtnaJi7efdbnM6W0hjHRsv8IpX",
+	"3OsawjTCZnBjncmsk/Pj8Ssm+UjIAao7t1pM9QPVlxfi+aAOdRzd5FUe1bKkM3Lp1eCy3OpSaYxaVlmS",
+	"snUlt+xnwdBHuTUhLLVhxtapXd8SaaiGuHp5bGsRMdzbUwy9VmHWnKpecwM+0sqqRGU/gTZCySMNfdDg",
+	"GXkm68ALq2ImYaCs4NYfD5IwBqrVwLMM5wqr2VIwzOTAL/bpDJEdgjYsF5IpOW29FFa1otZud/eL7e7/",
+	"bO/+jT682H76dHv3RfjQ/WL7aflL99n27hf04bl7rPuiUdGVVsO8Y4onyFaKkobw7oyQyYkdBgGjzHzC",
+	"tRZkAi2heE021kyD4LirBpr4+vjocLNw2QjsUKUbZPRWczrWtZ2mtmAa2sLp0hG6BjPax3eUBKcAffCH",
+	"y5SWbF5W78kYvbXdeAw8FbJR0WKJ0m2yly95MmQpOAsNZDJB8vRa6qLXohodbtkYY+dayUFDQjNqCFZi",
+	"FtTZILUzFqtGL6Mwpcbl9qnFUxjlmdNAd6C/59rcUJPr2XY+nk4PU/rx+NVmymBRlnadoLdr46Y1vMu1",
+	"u+2afcy18pHFMtA/lliTztORkKjs0biJWpcCxgtMekyl3lNS17PC7P7H+LlRWWEBzc1QK9QXGezt7OyM",
+	"lb5wizHV+vO/3REDhTTzGtO9h9T0XAbe9dA0Xp98b9DdPOfnIhNlOGgzQfBFTbXGfOS0PE+6QVyGzppu",
+	"VFO6eR3qhj5zoz9W7uWzeYfJ9OFnBCSYLkr1KCJEgs4ap9acD6gLDOqZxcfaFtY8G3gXQH5wA/EF3vus",
+	"y86hrzQwLicr1j9nlPA7K7N3DSXWWFeKhdYGLM4eRrmddNatlEX/4cw7AItwjLzPkAZHYZ86Y4W0Imtk",
+	"1dsWlsyBL6CcnGHacnNpezXKMxiB9NHQduwoE0cs9vPy8cI7EMHVIuBTCBz4WnFeDr4pOua3PKe3zawo",
+	"+HfPIWVWIW5IIPiiRPlGdTq4r+ApsHW0xQ3HIUvbsTzAMiWKDVwamGpWUmbpV5PZmUxBbQI3aP2XdIZt",
+	"TvcTitbtS19MtbmswCUNZTzGk8MP6Iap3EWMuRzHvaUkp+WhZlhVkApUdoIeSlmpgLq+0bhCjLpDnmX3",
+	"Voay0YmQe61LOanJQEN1Sqklms/YeJNxuXUX1ZtqGsdpqVRmg5yecZ+YEo6ClNnB0StmhmpsmLD7jM4U",
+	"E4iVhrRIULG5B4UmhJt5l2HIzdk5cA36zKoLkM1zpFrxM2xjivuXKsqmDXPJEZMFATrXuObSBA1zo+It",
+	"H1y56Lx8g15oVKJTZIjmabd4UalWcz1Zml2WmSwfSGSD+MBDVfgE6t/xLbcrIyaa44h9j0JGQHS0O9cE",
+	"6W9Pv9xt0AQrnA9Y3kjDmPEAMOF1+URBh/2ECVVkXOOHjNUyiN/WNPb6OJ7tNpC9ie9WgwG4gQN/cRPC",
+	"1Ihj8cKqOaZcrYsae041aawGPuLnGZzhQYqKeRc7pO5BZ8y6fw378fj1HXiizXVop2WN1e2xNRa4FKud",
+	"P6/bQkuqi06D8Ny+rH2xHKZY2twohuS64as3eG/4+9nsUQNqYnkokQY21crSyg6ky4ZbvE+6NmxTpzzP",
+	"hKRt6QImrG3z7CzUE6wFXeg4ZJHmO2D4AwEv4pFKPOFUaEjZD6++OWTCmIIwZeYU1DI5aCCUyu4idoft",
+	"UNxun8VVoC5mSmYTqtUO0Iboj3NzQehla4f5rOvq44X4Tuv6sKr1ntZsi4+I/YiOxm0wRe76WAn6HUmh",
+	"hZ2cuNfru3Ojbp5jf4RiY/96e0o8e/TDySnbuXy6wws73EFm7gQARzS8qOlyILQXXF/7IuSmY/e6lqEb",
+	"wzkT0uSQWKUJNHCgMH2pVTEYUu3pwdErBCuldgwmQg5fsYRLliomLLNKdXqyJw+VdL6Scw/3enIbT2yw",
+	"c5WWWLdG8gs4S7gBXzUcseNvD9mzZ8++RKQ9Y/koNxFTOX9XAKOVZiI1HddcvKLejPcYr1E29qSNZ2kb",
+	"NxA3xp4wjUU2RlmbES9Cv4o9Tq1bgThiMZYHuD/I93Z/ecC3/Z5k7Hm3a9DCboKQZEKWOJNtR+dMULBL",
+	"T8riEPcIFXvEWx1q8SmTCAd2zqegwCL2vPuMABc92qL75jkrCPavCfXPV4BH1O6XHk0y8aCWEeLqer+i",
+	"BIZ7vvtlDVkNUmSQF91nU8mzMZ+w9rmyQ9fyPLDvFtLdaT/nt1wAi7/G1r5yS7r7BXm/X8WEsEulsPH7",
+	"HqmtXmuP/dzpdH6JWK/uLLvve61Op9NrXcdoJbq+MayHqnPIjaNbXHuFlv9NYTlCLCc8y4yv66sBJBPY",
+	"brxPiMjArTc5TQNwMwrG98oyksNzQAvA6SBOgsLif7w8ZTsjsFokJmbtI61GYIdQGGbhyu5Xh3MoTseE",
+	"6cnaPkbEPD04ev3q+5dnb16eHr86PDk7/eG7l9/HkRNPCZCaJdKDpZQ1EXKE7skKjPkpdkMQuluRH7PK",
+	"QfJcdCZ8lMWsjcoiVQl69eVDqcJZOVLJFDSkPVmayVu4nvRcTLDUUxppC6n3X//FnA4mxZODHgkCzHW/",
+	"oT7z+EmUwMYvgvC7JUbwZpXBPgOeDEkcvO6CaW3ofjI9eQ6ZGjvCJVx2GPVQLlgN/jUDx0qEZxqo7ITz",
+	"ajvsFNtYO9mT7VgqCXF5dKoPY0Iodi85HqwJ7dZ+fa1B9pVOAE9heSPGLX+gcgh/uzeGXKaZc38KaVBf",
+	"O51QDhtMwnMwLMm4MeXRKaTvB5rDB6TKh578sL29jf+5nyi5xj7gkfYSqzjykQKKjUUkKBHz1YzBWaMV",
+	"GwpjlZ7sky5DiyNiZX6RFpVqffapk/K3iDk943+MWOJPc7MychSx3HXXLvsLTGpECgz6fUisIyhx2OXT",
+	"HQpIV58c25gYJx2Y6APjmcEVQewtDT48hgPFaFiNCojQ4adk0LqXkwrRQ4dC8DKYQ9h55fQMUAGzj7RS",
+	"4iEKCm6WmvQ8RmdpxJgJDQMecemUmud84/FEcYKsTbDr+PxWhFSOGIGI4XMIJ0PpHwQYcwOiLjDpGroY",
+	"aC6te/1SXRC8hoaRuvQ7GT5Jgsb9fsJ4NuYTwy4AcsO49SKDZSfUMGlHhG7H1hFl3nEjP/cNC+2erW/p",
+	"NRBhbtlIGUsoqm7FlH5iItrke3LxLh+KkgIYu2+SENzRysbxGWZVkQz9BxQWrAqpAEVLRtcwvQe23a7Y",
+	"sM/tLxiQk2okcmggB+0RJwKWaqfnXLdMJOCLejyst7NytQDLNQW+i9HI/em8n6Ey1m3RoyKzYtsvypvD",
+	"o5rRhzoJ+Ihq1KmmslXzzlpRq4yLtLqdp50uogiR6m/ttZ7hVxFeqIDW7s4Qz+79x/3tY5SlGnqVtvZa",
+	"/wD7T//IDM73brd7A+ToelCj/gRhE+px3pmy1Ft7P/9SJ9sp3iWiEjCIQFrkSBk+MFiFUO7czvyfUfWt",
+	"vZZT9Nj6DkbSb6TCMT1xj0So6qMa6IDdIz7vi+6zh+nyoG4TenTXmwFdF1/KsQDgdcGi1uBlnYwTviwp",
+	"2s2W18lvLradrq2t8WzBfQa4x0O6R9rX9TXNB87mJdgFEw7h+PuBFkQGq0d26MqG62jpgz4EcP3LPfJa",
+	"DYm0ceXR5lZ93J2Q655T501tloPcqUH/4ytPl78yBcmMLz1b/lIFjO/e2P1y+RuzoNaVHC0dXln7d309",
+	"q3jKrSVs5FGoI0a/Yjpz428MGaqxrDOxQFvSTppZmOqnrqNWrsxqPMsqNGDceEd8giBPBKBdQpWBfmLm",
+	"+bsOLLI2g8/cpEP8i/T+u7oRlX491m0CP7meDvk47XM9Jz1P71h6AhBxgwD5nx4lp0lyiDg1G3EfLTuP",
+	"Wy383SrCVLceOSNvbZmZ0fs770V6TRLk/JLN9P8xWtObysc3q2j/Rim6111gERK/hwV3K9R5SK7sPl/+",
+	"RnkBx8dj4+PgWQU27jD8CgMUY5EQNIugcyIbca7z7tYxV3z4YxQiYnQw1w1jCBr22HioWDtGuNx4K6Kq",
+	"ePyMBV89GVOwsAqCGnoMZETxjPFQJMPg4aBpVhjQDFF1I1bIFLR/JhzBFik6YjGl4mLW9kGV+ADjdLG/",
+	"0GxvOmJ7tS1TjNZGLLZwZXcScxlvsWSolKF4Tk8izF+HxRTVbdeuWtwqL5YKiZd9eiyjkGTsWmOUufAh",
+	"KIKgVf2exNASlwNgdMinVEIRU1labu2R+zlReFrOhvjPCEYYO4nRLcTTtxSo7EnsV+kUdMzcTCfOxXdD",
+	"M6TcGFVYkaVghzAykF2CIQ/feahxHUw8plibh+V1rwy5GW4jcK73Rsk02WNxwLCN2VcBb7odl0DHMfvw",
+	"ARfk+NtD9rf/+duLnky4VFIkPKOUgC/lDNi1lApgPhA95BTstGNFCN8moqvi4l7rstfaY0+Rg4Qd9mS9",
+	"U99oHf+XZxn7D2hFfBUbeBezRBUSObnCvcZgmb+mxXm9pid9bCThkp279dr2gLdM9fvukQ47PPmJJZBl",
+	"/qoxvBrB+/tfuWX6b/e/bfe//y+OmOXnTGlHCK2Fs4P9RX9Yn8MydJkGLH4SY54ld66jGYIz81KFppYu",
+	"kCojigE0eBAo2HPbRyPmMrcY+a/uFrVitPAuNCekzZeG3liQuKDrMly5pFc8+XbbPg+kV1d0vxGjOyGY",
+	"j6oJyf7K2h55/6+Lb04NCOCLL9ZbcSBKM5Husfni7aipdNsNmdD3/Q9uPFVdwIKhLr61brWRzl7297Q7",
+	"e9vf0+4m1/25dpbd97eyE9s8atSE02PlJmHtuopduMr48tTQy1OYJmmRJdNYXTE7FISLbTstnG5FDHcI",
+	"vKDKXLI2bQ8ehrhR1ojNm4aBRliE/2StqJWYy6bh3KthN41P7yyKpv11usHZ6w6BVc34vYAQp9z+kgXD",
+	"Zr7Uwm/YNzV+EC4y1Wrs7xKlzM8YG8cdoan1GyIVIbsRLnwbOvuIdvKwlo/u2NJARplRQFhHXHRvpeiS",
+	"jJ624Xfchd3vhyc/1U1dMl9XtXN3KK2xlrn7lmcXpnZlQN0kI1vMw4orSmjMmBw9OR4qgwlziwZsriGF",
+	"BIyhi+pyZbA0pbqfccRtMsTsBqBZ5qxAA9oZaEozcizTntRq3GHfAeQsLq8dcMbCCOiSA8gMJpdSsJir",
+	"YhrGWlgIZhHRl+ZE12g1GBJ4lcPk0ZS4fz06dWnGQl+ZTm4+KpiGeI8zx6fzlU/oQiDP48o5T5yu70SN",
+	"vaEaCQk6rAttjJd+r6brOUv3E5VImdcvg1CAF1VHJcaiP4Mf+1rJGP2EOJQ0xqxd1i7WChbZbP1HKP9w",
+	"z5z91XnYTg35hF+ScTHqyapyIWRnZeofrO4TGXGRsVFhrHN8uM8gPzFbFAT+19vTMnWKLjNFhfHiR3rQ",
+	"Z29lykJcInJTf5l+c3KwbcRAVvdixhcijSnlmolL53aFWfzr7enZ6elr1qYAd859ipd6w3pVuoWcqjtH",
+	"zor0t2tzrPsg/TxW+kLIQU9yw4xSMhyFwIvYTAhG7demGcpFVZapsfHp56TQ2tkrbmadnjyup3kbsrTs",
+	"lTEFehjTvrYddqh+D5cQ/e0FwfJTX6V7H6HuqWrelWLc3bvte+ElnaG2sZYLPOTJELYPlbRaZctvrnww",
+	"NfmgSm9BQvPlVTJEU7RW64gFfQyuLGjJM1IYgaOdOjRDpe12hnfRYxmkt2zPtRqb6UTozVHFqTQo1eEv",
+	"N7GolGg+Av4PsG/gPrPgb2AR09Xu7nf6paYXUdg/Ew4peeLtUNWycUyY1VfUgyhUa4qVQ7dbWOcovvEN",
+	"fdap7Rrw7I0Oo6fao8221Cn0lJqOgK/Prasnsfepvszty1R6RvWa+HcHS52xzDZcVBJMgnmmLm8x/VST",
+	"2XPXrD5wJjtgKzcISpp++hGT7grCcejr4T+iNB2kacmk7HxChntERZChnhkzacjWkkosh9ynK8jMn4Dd",
+	"NJHo5XeDDPg+FY1iMlE2yWJ5ySH9ZiyfGNZ+3v1yqyl5PlKXsKk83lHy/HkTlgTeJfFp57g/E04nWlbM",
+	"TnXHmCgP59qx4BlPASehSmb9aihuk+FqDJxrNVIkZYqidP4jeqBLWRrzoVKhh42vYrmw4++pyYT5+il5",
+	"Tz1UPks1rtdIm56ko/zo0nZYLNLYPVa188SQPsD0+Zwg1Y/SPaQg3f3213Qo8IH93MU74Gm1rBgE8TCh",
+	"dW/j090Y/6D65dC70dMhrE03xnA25Pae00loaV1xnAJ6+VZkFvQq8vlJeVx1ZJ0bXa5A70efa6nPVR1b",
+	"qlcU1xm9ZN7bO13efWKnNRwtLJIxeIGABxyK9xletoXRl3Bg1uddKV+WZT0pLLXjD57m3PiSLXZycvwt",
+	"GxRcpz4L136+u0smrz+eutVh/6S88KUHDpEpha7p6LSPj7nNE2SiJzkeYMXzmxQImsYU2ZsCBkM8nbLI",
+	"rVPHfPF1YeGXGfgXOsq/OAJ8UqJPfcL10jN3Jz6wm1kBd32updLr74+7K+gQZLhjYv5PoiK7OmrmxWaf",
+	"8XDps9cEhlAEapeNra6VRlBi3Nf33/U800XBnsNMmc2F8ZMrzr5BZpx+Jay3sEyPBdoNXI3nf2tbAJ0z",
+	"8EecKVbRYe6pG0u2V+Po6HY5lduw7UdkwkfuW8h9P8iSPFQBTUmrgB0UToZpSHkyEwRZzbJr0qE7eLb/",
+	"9u7MITZzPzrUuy73ybVu+Iu8EfTqFYJ+JCCthw3xh+7Lyn1/lIC96G794Vz9j+fd1OAulcoCEMUDOjgH",
+	"/mDIbne3ium8K6CAlOAhuEXEY9opwtU7Poppisz2JNdaXGL1Yxx+D8dKqsuMS7cIa2skoVj8/utvJJ87",
+	"7/FRkV7HHfaWDkd8PeYeQOdZ4u/5CugutrpR0j1kGPEq5gYyhaH51G1cu91uNam+kMIM/bR6Er0sYRlI",
+	"wj3BWqv2FBlo/mjdCX/AYywMbE27hb7aqCdjzL3FGAytP93gJpXYsw9klUXzWH5IUEc1R8GylMIjgnhi",
+	"RazrPnyxsGbevdtcMv9FvWC+21Awf0++3Ryq7wMHT3FRFxmojrglGzo2c4LgaBijSt3t7j7cOIQJYq4Q",
+	"dEcKOfhTxnC/V4Rk8THtclQ0tAVwM5HJUCupCjN9xndzR3JWya7rWLKDqS1BGFbe7FjtDzxwEdaEVhB8",
+	"0JPkLkf+JKRBlRvX78A3O2WDdCISfTkKkoWDk/54opI9WV0qtlXtYPMamwq7/d4wVszvIvth9JjELQWy",
+	"J/FtKkvD6vahE4mmIBe+fo/q2zX96bnfy1RK51EVbKQK3DsrzeYtitGc7nDMGLQHrcMDu+oPIAmPfP3p",
+	"+fIlw9W8eX+/Td1P8DemBDVLpaq6vNfrLlx8j6y3+JRDAyfvBUA+PPRAWJp13L2GaGro5rMuMAiz+FjF",
+	"BYdH/s7nRYX0IR5UDfRzOEj0Ce9HK6ddyusvH3oPOzAXVOLvkTFromlYu/pQSvrWnWkO2ReDtaKD/qaJ",
+	"Mh+rgcV/ef/y+5+uY5ZnPIGhylJErYzfHB6d/f3lwfHLY49nG9zs6extRPinlOZFaGUhWZHj2RzEmlba",
+	"/2q29kvk+Xpi1ywEV6gC6Yc01U8tnH6Ip4/84BZtwv60GGG+Pu7GDXkdQVJTo1MZ0pm9UScKB/lGSd7B",
+	"A/8EHHM3ElXdf7W6RB1xQ+5bzgfwxHhIa/TezhD1hBsW1z6GmbnHCM2mJ73Hd27w4pUAOY1lNr6OMAvY",
+	"rUaxPteLoEjofO497fGIC3kC71qfGXYFEuV0kkOox7pPlYCdHdGlyY36gHjsMQtxN5X4ZS3atLII6BFC",
+	"0v2ViE9ylzpihwI666mKY8gz7guMQ0IBozzxa27sNrLO9qtvKIhU0xkeP99vsmMhzRaVOxurNB+Ah9wI",
+	"J2czcQneq5GKDXhOtVSKpQVxNXTYS54Me9Lf2Y4eBFYtf+XIFbEYR+c+OnGjdEjKLcdvwuARLqIn2/H7",
+	"XsvAu14rYj0UT/qLW/rXvddrXcd4ZjjeQzzqbe7GGDtLCS0mYVil+nzsqieHPM9B0u0qjLPxUGTgiBhA",
+	"wQnxaYZ0BPJdjMB5bggJznPBpEqhOZXhVvHhtOa6mipqvCKVLkd9hylPcQnpPtPIWaHIj5hK2FLhEudU",
+	"GneKZs0QDeES1+VpkBsVKaLHILtsVxJzw0nihRrTR1Af9ead6M1vUVU0Kk1UH6xN9zdv41VwJB935bZA",
+	"efno6prTAw5+5dEBS2RAYRipH+yg19pjJ6FGo+cvD8UbSnAGv//62y/X8X4JX/iVBxEUhCxYKbUKEQlz",
+	"pXh8y6koD5jjMetC4ZHqOzXTkxmifbkHaYaEbpCqscwUT/3ZL5kaBlxnE9bmLNUqzyENlXhCyS06XoIO",
+	"mkhxME1qi9AFb1kbtyIKVnXtncfBaoTFemBArOl7bDfFw3rZsOKroFQ5pvCr/6iP7qGahACTPIWjGt7X",
+	"negff+HHdnkJ+RoFJ6/VgHmjybBa6Ug9HRiXJv6ctQH2NXX+2l/r/BmHYqdm8sBx2Pm+F10kL9WYGXgM",
+	"wP6RA7An/iafMvieKX+dD2t7Yd8xYJFbtu6oJsHfD3T70swj39CGumB2U8vwJiEDdHkc3uqEl6RRPMm/",
+	"zZRmA1Rd6IFxvB2qQ7eRZiqFcN9Hk4VQXmpfSWp5f2XOrQXtXvrftifQB6p0g/QD3XSafihrJbba0SpP",
+	"bf31L013sY741Svq93nD/fN2kgVz5n7DPX75FlWn/ojlGy+6XUf8C0jLS4se7YY7sRuOiKoE2P37//m/",
+	"Hg6svBqqbfgoz4QcRAwykQjLCZNYyLygxxy3bS2GQrmFneF5e+e9H02oXVrD3Djxo99DL8eXrLb2GB3w",
+	"8Ze5Uorx2oPXve+18IJK99j7RKUQBYPl+jrusJcVFeiSyxlK7FEThLxMlzjSFYy91odeK4XEGcn4N0ko",
+	"xXi8KPVaX++x97//+tv1dbxPV3n5+xsDbp1/sNOTJeqLsHSPbgB/8ZogqlVpKc28XmhyhqiE6pZ6FFVd",
+	"zu2w0nTVsrWiG65CquE8f/F86c3Fn4r15slFtHto8y2s1WLwTZVdVsry8XD+RwquU5E6n9m77sqC8ubT",
+	"yjUv8/bTkZCDP84BQTebm6tLtOMgZrXII4xqWxWOZTtNfs6TC8x4jESWCV8u+ljW+Ll4MUcBOaq2pCPg",
+	"pvBXzFaLf1f2Cd3tumYg1l+BgoeIDeOG8tlKZWaBf+N7uR/5fHN49BCIGH4SN6V1S+ezNunH4q8/vNRO",
+	"Lb2XqB28bPlOi0RDy15Q16gTpZu/6bAAtbJaveg/wHPx5x2lLKfxyVeM1kb6qDX+4FrjGIWyksh2Tb7v",
+	"Ks1aXp6+ZszhIEBRKM36XGQVKAU7h0SNYBpEiPEBFwgrgnljJaEnU61yut67ymzS7d45SMM4wq4pCR12",
+	"FErtEc0Hj9ZOAxE1OfxlBcifBhwkLEB5OEyq8SO+5V3UnvpSImTigIJj+OhuoXDcUFShE9i2MMrxlMk9",
+	"W93HvsPTsr/P2v6em87Klvjcm4+765/LJg+iZ3ZK2bsH+7zs5YHk+g8iz+vL8aP8/mnl9x6ldkcDT9d2",
+	"rOni2JW8abdugYU/b4c6zOLH41efvEtdp/qj3vgTeNU8DXd845qz9rSEb9253jDFueO+c1jTySag9KUl",
+	"hD3ZnkEaqbousIk03tqfgsV1WtJ4SF8aHA7ExI3HH8LwH3XTHfnxNZI3qaeS4OmjJvojVySGZcabsEt9",
+	"9MSwwgt+u0GHbN1xtMHsFHJDBTV/R0XV0qOueBhdUSP5o7b4Q2sLq/KalmD1fbuuKGrSfGeqQilrbn2D",
+	"5DG28qmBM9CoFpbSKGse0RiaT+IgcaasStXvB5S6dQPjNWDXYlXz+AfJeNk3Hpzzx+J84gfSyNfEuIFy",
+	"DewCcsIBdZYvQitUqafGgzib8+yns4VVDP5wu9ZyqcIzN8gwj/vWH9zfRsigShL38UCJl9BQxzYAZIkp",
+	"J9Y9jPG8MwKsTO9qO8uTNR3xqXiRR2X2kCt47BeEHSJQ82S2Bv/3X3/DmvuoQmMOtevhkvV/nfzw/fbx",
+	"0SHDivyI3VCcH7GUW/719XXM2saKLGO73W4z+jLI9Pjo8DNXXUeHH8nqxp6p7aXxQ1pspvTMSj5qtc8E",
+	"XtTJCmKAlOsX8HinLryJ0HLIlRP+wuAl0neijjCRt15G8K2wQ1XYMjMYMbgEPSmxoPpgkyGkvjpYDyBl",
+	"QlpFdTfEr/sB0DJicMUTS0cCqYVafXEAXyM8Km4Z9VjBYfYkQllRPjBehDh1inP8rLOROIWVM5H4NGUT",
+	"Il+Qg9g14jG58KdJSqJg3zIh6VqHpNDCTlBiCFSxtffzL47Z6UQjyVKhs9ZeaweFwHfyPhxSKwXSoED5",
+	"b8tLM2vflcOqfceLFO9uuf5/AQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
