@@ -14,12 +14,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/sync/errgroup"
-
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
@@ -85,53 +84,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	var rt *inspector.Runtime
-	trk, err := tracker.New(rdb, &tracker.Config{
-		NodeName: cfg.NodeName,
-		Addr:     cfg.InternalAddr,
-		NodeTTL:  cfg.NodeTTL,
-		LeaseTTL: cfg.LeaseTTL,
-		Logger:   logger,
-		OnLeaseLost: func(l *tracker.Lease) {
-			if rt != nil {
-				rt.LeaseLost(l)
-			}
-		},
-	})
-	if err != nil {
-		return err
-	}
-	rt, err = inspector.NewRuntime(&inspector.RuntimeConfig{
-		Pool:           pool,
-		Redis:          rdb,
-		Tracker:        trk,
-		Guard:          guard,
-		Keys:           keys,
-		Version:        version,
-		PendingTimeout: cfg.Limits.PendingTimeout,
-		IdleClose:      cfg.Limits.IdleSessionClose,
-		Logger:         logger,
-	})
-	if err != nil {
-		return err
-	}
-	if err := startWithRetry(ctx, trk.Start, logger); err != nil {
-		return err
-	}
-	logger.InfoContext(ctx, "worker node registered", slog.String("node_id", trk.NodeID()))
-	if err := rt.Start(ctx); err != nil {
-		trk.Stop()
-		return err
-	}
-	// Every worker runs the retention job; an advisory lock lets one purge at a time.
-	purger := retention.New(pool, &retention.Config{
-		DefaultDays: cfg.Limits.EventRetentionDays, Audit: audit.NewRecorder(pool, nil), Logger: logger,
-	})
-	if err := purger.Start(context.WithoutCancel(ctx)); err != nil {
-		return err
-	}
-	defer purger.Stop()
-
+	// The health endpoints answer from the start, /readyz with 503 until the node is
+	// registered, so a worker waiting for Redis shows as alive and not ready.
+	var started atomic.Bool
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -141,6 +96,12 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		rctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "application/json")
+		if !started.Load() {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"status":"starting"}`)
+			return
+		}
 		if pool.Ping(rctx) != nil || redisconn.Ping(rctx, rdb) != nil {
 			w.Header().Set("Retry-After", "5")
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -153,45 +114,118 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		trk.Stop()
 		return err
 	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
+	serveErr := make(chan error, 1)
+	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
+			serveErr <- err
 		}
-		return nil
+		close(serveErr)
+	}()
+	stopHTTP := func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		return errors.Join(err, <-serveErr)
+	}
+
+	// The tracker calls OnLeaseLost from its own goroutines; the runtime exists only once the
+	// tracker has started.
+	var rt atomic.Pointer[inspector.Runtime]
+	trk, err := startTracker(ctx, func() (*tracker.Tracker, error) {
+		return tracker.New(rdb, &tracker.Config{
+			NodeName: cfg.NodeName,
+			Addr:     cfg.InternalAddr,
+			NodeTTL:  cfg.NodeTTL,
+			LeaseTTL: cfg.LeaseTTL,
+			Logger:   logger,
+			OnLeaseLost: func(l *tracker.Lease) {
+				if r := rt.Load(); r != nil {
+					r.LeaseLost(l)
+				}
+			},
+		})
+	}, logger)
+	if err != nil {
+		if ctx.Err() != nil {
+			// Stopped while waiting for Redis: nothing to drain, and not a failure.
+			logger.InfoContext(ctx, "worker stopped before its node registered", slog.Any("error", err))
+			return stopHTTP(context.Background())
+		}
+		return errors.Join(err, stopHTTP(context.Background()))
+	}
+	logger.InfoContext(ctx, "worker node registered", slog.String("node_id", trk.NodeID()))
+	runtime, err := inspector.NewRuntime(&inspector.RuntimeConfig{
+		Pool:           pool,
+		Redis:          rdb,
+		Tracker:        trk,
+		Guard:          guard,
+		Keys:           keys,
+		Version:        version,
+		PendingTimeout: cfg.Limits.PendingTimeout,
+		IdleClose:      cfg.Limits.IdleSessionClose,
+		Logger:         logger,
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		logger.InfoContext(ctx, "worker draining")
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-		defer cancel()
-		// Drain: close the connections, commit what is queued and hand the leases over at
-		// once, so other workers take the sessions without waiting for the leases to expire.
-		purger.Stop()
-		rt.Stop(sctx)
+	if err != nil {
 		trk.Stop()
-		return srv.Shutdown(sctx)
+		return errors.Join(err, stopHTTP(context.Background()))
+	}
+	rt.Store(runtime)
+	if err := runtime.Start(ctx); err != nil {
+		trk.Stop()
+		return errors.Join(err, stopHTTP(context.Background()))
+	}
+	// Every worker runs the retention job; an advisory lock lets one purge at a time.
+	purger := retention.New(pool, &retention.Config{
+		DefaultDays: cfg.Limits.EventRetentionDays, Audit: audit.NewRecorder(pool, nil), Logger: logger,
 	})
-	return g.Wait()
+	if err := purger.Start(context.WithoutCancel(ctx)); err != nil {
+		runtime.Stop(context.Background())
+		trk.Stop()
+		return errors.Join(err, stopHTTP(context.Background()))
+	}
+	defer purger.Stop()
+	started.Store(true)
+
+	var shutdownErr error
+	select {
+	case err := <-serveErr:
+		shutdownErr = err
+		logger.ErrorContext(ctx, "health server failed; draining", slog.Any("error", err))
+	case <-ctx.Done():
+		logger.InfoContext(ctx, "worker draining")
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	// Drain: close the connections, commit what is queued and hand the leases over at
+	// once, so other workers take the sessions without waiting for the leases to expire.
+	purger.Stop()
+	runtime.Stop(sctx)
+	trk.Stop()
+	return errors.Join(shutdownErr, stopHTTP(sctx))
 }
 
-// startWithRetry keeps trying while Redis is unreachable at boot, so a worker started
-// before Redis comes up waits for it instead of crash-looping.
-func startWithRetry(ctx context.Context, start func(context.Context) error, logger *slog.Logger) error {
+// startTracker registers the worker's tracker node, retrying with backoff while Redis is
+// unreachable at boot, so a worker started before Redis comes up waits for it instead of
+// crash-looping. A tracker starts once, so every attempt builds a new one.
+func startTracker(ctx context.Context, newTracker func() (*tracker.Tracker, error), logger *slog.Logger) (*tracker.Tracker, error) {
 	delay := 200 * time.Millisecond
 	for {
-		err := start(ctx)
-		if err == nil {
-			return nil
+		trk, err := newTracker()
+		if err != nil {
+			return nil, err
 		}
-		logger.WarnContext(ctx, "tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))
+		err = trk.Start(ctx)
+		if err == nil {
+			return trk, nil
+		}
+		trk.Stop()
+		if !errors.Is(err, tracker.ErrUnavailable) {
+			return nil, err
+		}
+		logger.WarnContext(ctx, "waiting for redis: tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))
 		select {
 		case <-ctx.Done():
-			return err
+			return nil, fmt.Errorf("stopped while waiting for redis: %w", err)
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 5*time.Second)
