@@ -95,9 +95,16 @@ kubeconform_check() { # file: every resource valid against every Kubernetes vers
   done
 }
 
+# The examples' TAPLINE_SECRET_KEY=CHANGE_ME… is refused by the loader on purpose, so an
+# install that forgets to replace it stops at start; the checks below put a real key in its
+# place (and the self-check makes sure the placeholder itself is refused).
+sample_key=$(head -c 32 /dev/urandom | base64)
 config_check() { # env file: the real configuration loader must accept it
-  local kv out
+  local kv out i
   mapfile -t kv <"$1"
+  for i in "${!kv[@]}"; do
+    [[ ${kv[$i]} == TAPLINE_SECRET_KEY=CHANGE_ME* ]] && kv[$i]="TAPLINE_SECRET_KEY=$sample_key"
+  done
   # config.Load runs before the command is looked at: a valid configuration gets as far as
   # "unknown command"; an invalid one stops at "invalid configuration: VAR: reason".
   out=$(env -i "${kv[@]}" "$api" tapline-validate-config 2>&1) && return 1
@@ -105,6 +112,12 @@ config_check() { # env file: the real configuration loader must accept it
     printf '%s: %s\n' "$(basename "$1")" "$out" >&2
     return 1
   fi
+}
+
+raw_config_check() { # env file, taken as it is: prints what the loader says
+  local kv
+  mapfile -t kv <"$1"
+  env -i "${kv[@]}" "$api" tapline-validate-config
 }
 
 # --- Dockerfile --------------------------------------------------------------------------
@@ -222,5 +235,10 @@ cp "$work/env/k8s/single-redis_tapline-worker_worker.env" "$neg/config.env"
 printf 'TAPLINE_LEASE_TTL=10\nTAPLINE_REDIS_URL=redis://a:1,b:2\n' >>"$neg/config.env"
 expect_fail "a lease TTL without a unit and two hosts in a redis:// URL (internal/config)" \
   "TAPLINE_LEASE_TTL: want a duration;;TAPLINE_REDIS_URL: several hosts" config_check "$neg/config.env"
+
+grep -v '^TAPLINE_SECRET_KEY=' "$work/env/k8s/single-redis_tapline-worker_worker.env" >"$neg/placeholder.env"
+printf 'TAPLINE_SECRET_KEY=CHANGE_ME\n' >>"$neg/placeholder.env"
+expect_fail "the example's placeholder secret key (internal/config)" \
+  "TAPLINE_SECRET_KEY: secretbox: invalid key configuration" raw_config_check "$neg/placeholder.env"
 
 log "all $checks checks passed; $negatives broken inputs refused as expected ($((SECONDS - start))s)"

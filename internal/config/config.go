@@ -18,6 +18,10 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tapline/tapline/internal/secretbox"
 )
 
 // Defaults for optional settings.
@@ -230,7 +234,9 @@ func Load(getenv func(string) string) (*Config, error) {
 			EventRetentionDays: l.integer("TAPLINE_EVENT_RETENTION_DAYS", DefaultEventRetention),
 		},
 	}
-	if raw := l.str("TAPLINE_REDIS_URL"); raw != "" {
+	if raw := l.str("TAPLINE_REDIS_URL"); raw == "" {
+		l.fail("TAPLINE_REDIS_URL", "required")
+	} else {
 		rc, err := ParseRedisURL(raw)
 		if err != nil {
 			l.fail("TAPLINE_REDIS_URL", err.Error())
@@ -245,7 +251,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.InternalAddr = cmp.Or(c.InternalAddr, c.HTTPAddr)
 	if c.PublicURL == "" {
 		host, port, err := net.SplitHostPort(c.HTTPAddr)
-		if err == nil {
+		if err == nil && validListenAddr(c.HTTPAddr) {
 			c.PublicURL = "http://" + net.JoinHostPort(cmp.Or(host, "127.0.0.1"), port)
 		}
 	}
@@ -267,14 +273,22 @@ func (c *Config) validate(l *loader) {
 			l.fail("TAPLINE_MIGRATE_DATABASE_URL", err.Error())
 		}
 	}
-	if l.getenv("TAPLINE_REDIS_URL") == "" {
-		l.fail("TAPLINE_REDIS_URL", "required")
-	}
 	if c.SecretKey == "" {
 		l.fail("TAPLINE_SECRET_KEY", "required")
+	} else if _, err := secretbox.ParseKeyring(c.SecretKey); err != nil {
+		// The keyring's errors name entries by position, never by content.
+		l.fail("TAPLINE_SECRET_KEY", err.Error())
 	}
-	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		l.fail("TAPLINE_HTTP_ADDR", "want host:port, e.g. :8080 or 127.0.0.1:8080")
+	if !validListenAddr(c.HTTPAddr) {
+		l.fail("TAPLINE_HTTP_ADDR", "want host:port with a port from 0 to 65535, e.g. :8080 or 127.0.0.1:8080")
+	}
+	if c.InternalAddr != c.HTTPAddr && !validListenAddr(c.InternalAddr) {
+		l.fail("TAPLINE_INTERNAL_ADDR", "want host:port, e.g. 10.0.0.7:8080")
+	}
+	if c.OTLPEndpoint != "" {
+		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			l.fail("OTEL_EXPORTER_OTLP_ENDPOINT", "want an absolute http(s) URL, e.g. http://otel-collector:4318")
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -351,7 +365,23 @@ func checkPostgresURL(raw string) error {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return errors.New("want a postgres:// URL")
 	}
+	// The pool's own parser checks the parameters (sslmode, pool_max_conns, ...) now rather
+	// than at the first connection. Its errors show the URL with the password redacted.
+	if _, err := pgxpool.ParseConfig(raw); err != nil {
+		return err
+	}
 	return nil
+}
+
+// validListenAddr reports whether addr is host:port with a numeric port (0 picks one).
+func validListenAddr(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && validPort(port, true)
+}
+
+func validPort(port string, zeroOK bool) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0) && port[0] != '+' && port[0] != '-'
 }
 
 // ParseRedisURL understands four shapes:
@@ -403,10 +433,17 @@ func ParseRedisURL(raw string) (RedisConfig, error) {
 		if h == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(h); err != nil {
-			h = net.JoinHostPort(strings.Trim(h, "[]"), defaultPort)
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			host, port = strings.Trim(h, "[]"), defaultPort
 		}
-		rc.Addrs = append(rc.Addrs, h)
+		if host == "" || strings.ContainsAny(host, "[]") {
+			return rc, fmt.Errorf("host %d: want host or host:port", len(rc.Addrs)+1)
+		}
+		if !validPort(port, false) {
+			return rc, fmt.Errorf("host %d: port must be a number from 1 to 65535", len(rc.Addrs)+1)
+		}
+		rc.Addrs = append(rc.Addrs, net.JoinHostPort(host, port))
 	}
 	if len(rc.Addrs) == 0 {
 		return rc, errors.New("no host")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,7 +17,7 @@ func minimal() map[string]string {
 	return map[string]string{
 		"TAPLINE_DATABASE_URL": "postgres://app@127.0.0.1:5432/tapline",
 		"TAPLINE_REDIS_URL":    "redis://127.0.0.1:6379/0",
-		"TAPLINE_SECRET_KEY":   "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYg==",
+		"TAPLINE_SECRET_KEY":   "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk=",
 	}
 }
 
@@ -105,6 +106,18 @@ func TestLoadValidationNamesEveryVariable(t *testing.T) {
 		{"NegativeTokenRate", map[string]string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE": "-5"}, nil, []string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE"}},
 		{"ShortMetricsToken", map[string]string{"TAPLINE_METRICS_TOKEN": "short"}, nil, []string{"TAPLINE_METRICS_TOKEN"}},
 		{"MetricsTokenWithSpace", map[string]string{"TAPLINE_METRICS_TOKEN": "0123456789 abcdef"}, nil, []string{"TAPLINE_METRICS_TOKEN"}},
+		{"BlankRedisURL", map[string]string{"TAPLINE_REDIS_URL": "  "}, nil, []string{"TAPLINE_REDIS_URL"}},
+		{"RedisPortNotANumber", map[string]string{"TAPLINE_REDIS_URL": "redis://cache:637g/0"}, nil, []string{"TAPLINE_REDIS_URL"}},
+		{"SecretKeyTooShort", map[string]string{"TAPLINE_SECRET_KEY": "c2hvcnQ="}, nil, []string{"TAPLINE_SECRET_KEY"}},
+		{"SecretKeyNotBase64", map[string]string{"TAPLINE_SECRET_KEY": "not base64 at all!"}, nil, []string{"TAPLINE_SECRET_KEY"}},
+		{"SecretKeyHex", map[string]string{"TAPLINE_SECRET_KEY": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}, nil, []string{"TAPLINE_SECRET_KEY"}},
+		{"AddrPortNotANumber", map[string]string{"TAPLINE_HTTP_ADDR": ":http-alt"}, nil, []string{"TAPLINE_HTTP_ADDR"}},
+		{"AddrPortTooLarge", map[string]string{"TAPLINE_HTTP_ADDR": ":99999"}, nil, []string{"TAPLINE_HTTP_ADDR"}},
+		{"BadInternalAddr", map[string]string{"TAPLINE_INTERNAL_ADDR": "10.0.0.7"}, nil, []string{"TAPLINE_INTERNAL_ADDR"}},
+		{"BadOTLPEndpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "otel-collector:4318"}, nil, []string{"OTEL_EXPORTER_OTLP_ENDPOINT"}},
+		{"BadDatabaseParam", map[string]string{"TAPLINE_DATABASE_URL": "postgres://app@db/tapline?sslmode=requried"}, nil, []string{"TAPLINE_DATABASE_URL"}},
+		{"BadMigrateDatabaseParam", map[string]string{"TAPLINE_MIGRATE_DATABASE_URL": "postgres://owner@db/tapline?pool_max_conns=ten"}, nil,
+			[]string{"TAPLINE_MIGRATE_DATABASE_URL"}},
 		{"TwoProblemsAtOnce", map[string]string{"TAPLINE_LEASE_TTL": "x", "TAPLINE_HTTP_ADDR": "y"}, nil,
 			[]string{"TAPLINE_HTTP_ADDR", "TAPLINE_LEASE_TTL"}},
 	}
@@ -155,6 +168,12 @@ func TestParseRedisURL(t *testing.T) {
 		{in: "redis://h/x", wantErr: true},
 		{in: "redis://", wantErr: true},
 		{in: "127.0.0.1:6379", wantErr: true},
+		{in: "redis://[::1]:6380/1", want: RedisConfig{Addrs: []string{"[::1]:6380"}, DB: 1}},
+		{in: "redis://cache:abc/0", wantErr: true},
+		{in: "redis://cache:0", wantErr: true},
+		{in: "redis://cache:70000", wantErr: true},
+		{in: "redis://:6379/0", wantErr: true},
+		{in: "redis+cluster://a:7000,b:7o01", wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := ParseRedisURL(tt.in)
@@ -171,4 +190,28 @@ func TestParseRedisURL(t *testing.T) {
 func equalRedis(a, b RedisConfig) bool {
 	return slices.Equal(a.Addrs, b.Addrs) && a.MasterName == b.MasterName && a.Cluster == b.Cluster &&
 		a.Username == b.Username && a.Password == b.Password && a.DB == b.DB && a.TLS == b.TLS
+}
+
+// Problems with a secret name its variable and position, never its content: the message
+// ends up in logs and in a crash-looping pod's status.
+func TestLoadValidationKeepsSecretsOut(t *testing.T) {
+	t.Parallel()
+	kv := minimal()
+	kv["TAPLINE_SECRET_KEY"] = "k1:c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk=,k2:TOPSECRETVALUE"
+	kv["TAPLINE_DATABASE_URL"] = "postgres://app:hunter2pass@db/tapline?sslmode=bogus"
+	kv["TAPLINE_REDIS_URL"] = "redis://:redispass99@cache:63a9/0"
+	_, err := Load(env(kv))
+	if err == nil {
+		t.Fatal("Load accepted a bad keyring, database URL and Redis URL")
+	}
+	for _, secret := range []string{"TOPSECRETVALUE", "hunter2pass", "redispass99"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows a secret %q: %v", secret, err)
+		}
+	}
+	for _, name := range []string{"TAPLINE_SECRET_KEY", "TAPLINE_DATABASE_URL", "TAPLINE_REDIS_URL"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("the error does not name %s: %v", name, err)
+		}
+	}
 }
