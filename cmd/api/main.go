@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,6 +65,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger := telemetry.NewLogger(stderr, cfg.LogLevel).With(slog.String("service", "api"), slog.String("node", cfg.NodeName))
 	switch cmd {
+	case "serve", "migrate":
+		if len(args) > 0 {
+			return fmt.Errorf("%s takes no arguments, got %q", cmd, args)
+		}
+	}
+	switch cmd {
 	case "serve":
 		rt := config.TuneRuntime(getenv)
 		logger.LogAttrs(ctx, slog.LevelInfo, "go runtime", rt.LogAttrs()...)
@@ -104,6 +111,9 @@ func bootstrap(ctx context.Context, cfg *config.Config, args []string, stdout, s
 	if *name == "" || *email == "" {
 		return errors.New("bootstrap needs --tenant NAME and --email EMAIL")
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bootstrap: unexpected arguments %q", fs.Args())
+	}
 	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{MaxConns: 2})
 	if err != nil {
 		return err
@@ -119,6 +129,13 @@ func bootstrap(ctx context.Context, cfg *config.Config, args []string, stdout, s
 }
 
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	// The JWT keyring is checked before anything connects, so a bad one stops the pod at once
+	// rather than once PostgreSQL and Redis answer.
+	if cfg.JWT.SigningKeys != "" {
+		if _, err := auth.ParseJWTKeys(cfg.JWT.SigningKeys); err != nil {
+			return fmt.Errorf("TAPLINE_JWT_KEYS: %w", err)
+		}
+	}
 	providers, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "tapline-api", NodeName: cfg.NodeName, OTLPEndpoint: cfg.OTLPEndpoint})
 	if err != nil {
 		return err
@@ -139,29 +156,81 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer rdb.Close()
 
-	// The tracker node and the inspector service outlive the signal: they stop after the
-	// HTTP server has drained, in the deferred calls below.
-	bg := context.WithoutCancel(ctx)
-	trk, err := tracker.New(rdb, &tracker.Config{
-		NodeName: "api-" + cfg.NodeName, Addr: cfg.InternalAddr, NodeTTL: cfg.NodeTTL, LeaseTTL: cfg.LeaseTTL, Logger: logger,
-	})
+	// The listener opens before the tracker starts: while Redis is away at boot the api
+	// waits for it, /healthz answers and everything else, /readyz included, answers 503.
+	// draining closes when Shutdown starts, ending SSE streams that Shutdown would
+	// otherwise wait for until its deadline.
+	draining := make(chan struct{})
+	var app atomic.Pointer[http.Handler]
+	srv := &http.Server{
+		Addr: cfg.HTTPAddr,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := app.Load(); h != nil {
+				(*h).ServeHTTP(w, r)
+				return
+			}
+			serveStarting(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	srv.RegisterOnShutdown(func() { close(draining) })
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}
-	if err := trk.Start(bg); err != nil {
-		return err
+	logger.InfoContext(ctx, "api listening", slog.String("addr", ln.Addr().String()))
+
+	ctx, failed := context.WithCancel(ctx)
+	defer failed()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.InfoContext(ctx, "api shutting down")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	// stopServing ends the server when startup fails.
+	stopServing := func(err error) error {
+		failed()
+		return errors.Join(err, g.Wait())
+	}
+
+	// The tracker node and the inspector service outlive the signal: they stop after the
+	// HTTP server has drained, in the deferred calls below.
+	bg := context.WithoutCancel(ctx)
+	trk, err := startTracker(gctx, bg, func() (*tracker.Tracker, error) {
+		return tracker.New(rdb, &tracker.Config{
+			NodeName: "api-" + cfg.NodeName, Addr: cfg.InternalAddr, NodeTTL: cfg.NodeTTL, LeaseTTL: cfg.LeaseTTL, Logger: logger,
+		})
+	}, logger)
+	if err != nil {
+		if gctx.Err() != nil {
+			// Stopped while waiting for Redis: not a failure.
+			logger.InfoContext(ctx, "api stopped before its node registered", slog.Any("error", err))
+			return g.Wait()
+		}
+		return stopServing(err)
 	}
 	defer trk.Stop()
 	guard, err := netguard.New(&netguard.Config{
 		AllowLoopback: cfg.DevMode, AllowPrivate: cfg.AllowPrivateTargets, Allow: cfg.AllowedTargetCIDRs,
 	})
 	if err != nil {
-		return err
+		return stopServing(err)
 	}
 	auditLog := audit.NewRecorder(pool, nil)
 	keys, err := secretbox.ParseKeyring(cfg.SecretKey)
 	if err != nil {
-		return err
+		return stopServing(fmt.Errorf("TAPLINE_SECRET_KEY: %w", err))
 	}
 	sessions, err := inspector.NewService(&inspector.ServiceConfig{
 		Pool: pool, Redis: rdb, Tracker: trk, Guard: guard, Keys: keys,
@@ -169,16 +238,13 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Audit: auditLog,
 	})
 	if err != nil {
-		return err
+		return stopServing(err)
 	}
 	if err := sessions.Start(bg); err != nil {
-		return err
+		return stopServing(err)
 	}
 	defer sessions.Stop()
 
-	// draining closes when Shutdown starts, ending SSE streams that Shutdown would
-	// otherwise wait for until its deadline.
-	draining := make(chan struct{})
 	tenants := tenant.NewStore(pool)
 	// Verified API keys are reused while their tenant's auth stamp in Redis stands still;
 	// the store raises it after every revocation (see package auth, WithKeyCache).
@@ -186,7 +252,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	tenants.OnAuthChange(stamps.Publish)
 	tokens, err := newTokenService(cfg, tenants)
 	if err != nil {
-		return err
+		return stopServing(err)
 	}
 	e, err := httpapi.New(&httpapi.Config{
 		Logger:         logger,
@@ -209,37 +275,62 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Draining:       draining,
 	})
 	if err != nil {
-		return err
+		return stopServing(err)
 	}
-	srv := &http.Server{
-		Addr:              cfg.HTTPAddr,
-		Handler:           e,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	srv.RegisterOnShutdown(func() { close(draining) })
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	logger.InfoContext(ctx, "api listening", slog.String("addr", ln.Addr().String()))
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		logger.InfoContext(ctx, "api shutting down")
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	var h http.Handler = e
+	app.Store(&h)
+	logger.InfoContext(ctx, "api serving", slog.String("node_id", trk.NodeID()))
 	return g.Wait()
+}
+
+// serveStarting answers while the api waits for Redis at boot: the process is alive, not
+// ready, and every other request gets a 503 problem to retry.
+func serveStarting(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	switch r.URL.Path {
+	case "/healthz":
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	case "/readyz":
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"status":"unavailable","checks":{"redis":"unreachable"}}`)
+	default:
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"type":"urn:tapline:problem:unavailable","title":"Service unavailable","status":503,"detail":"the api is starting: waiting for Redis"}`)
+	}
+}
+
+// startTracker registers the api's tracker node, retrying with backoff while Redis is
+// unreachable at boot, so an api started before Redis comes up waits for it instead of
+// crash-looping. ctx ends the wait; the tracker runs under runCtx. A tracker starts once,
+// so every attempt builds a new one.
+func startTracker(ctx, runCtx context.Context, newTracker func() (*tracker.Tracker, error), logger *slog.Logger) (*tracker.Tracker, error) {
+	delay := 200 * time.Millisecond
+	for {
+		trk, err := newTracker()
+		if err != nil {
+			return nil, err
+		}
+		err = trk.Start(runCtx)
+		if err == nil {
+			return trk, nil
+		}
+		trk.Stop()
+		if !errors.Is(err, tracker.ErrUnavailable) {
+			return nil, err
+		}
+		logger.WarnContext(ctx, "waiting for redis: tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stopped while waiting for redis: %w", err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
 }
 
 func shutdownWithin(d time.Duration, fn func(context.Context) error) {
@@ -295,8 +386,8 @@ func quota(ctx context.Context, cfg *config.Config, args []string, stdout, stder
 	fs := flag.NewFlagSet("quota", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	tenantID := fs.String("tenant", "", "tenant id")
-	live := fs.Int("max-live-sessions", -1, "live sessions at once (default: TAPLINE_MAX_LIVE_SESSIONS)")
-	days := fs.Int("event-retention-days", -1, "days of session history to keep, 0 forever (default: TAPLINE_EVENT_RETENTION_DAYS)")
+	live := fs.Int("max-live-sessions", 0, "live sessions at once, at least 1 (default: TAPLINE_MAX_LIVE_SESSIONS)")
+	days := fs.Int("event-retention-days", 0, "days of session history to keep, 0 forever (default: TAPLINE_EVENT_RETENTION_DAYS)")
 	reset := fs.Bool("reset", false, "go back to the install's defaults before applying the other flags")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -304,6 +395,13 @@ func quota(ctx context.Context, cfg *config.Config, args []string, stdout, stder
 	if *tenantID == "" {
 		return errors.New("quota needs --tenant ID")
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("quota: unexpected arguments %q", fs.Args())
+	}
+	// A flag counts when given, whatever its value: the store refuses values out of range
+	// rather than the command ignoring them.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{MaxConns: 2})
 	if err != nil {
 		return err
@@ -311,22 +409,22 @@ func quota(ctx context.Context, cfg *config.Config, args []string, stdout, stder
 	defer pool.Close()
 	store := tenant.NewStore(pool)
 	o := tenant.QuotaOverrides{Reset: *reset}
-	if *live >= 0 {
+	if given["max-live-sessions"] {
 		o.MaxLiveSessions = live
 	}
-	if *days >= 0 {
+	if given["event-retention-days"] {
 		o.EventRetentionDays = days
 	}
 	if o.Reset || o.MaxLiveSessions != nil || o.EventRetentionDays != nil {
 		if err := store.SetQuotas(ctx, *tenantID, o); err != nil {
-			return err
+			return fmt.Errorf("quota --tenant %s: %w", *tenantID, err)
 		}
 	}
 	q, err := store.Quotas(ctx, *tenantID, tenant.Quotas{
 		MaxLiveSessions: cfg.Limits.MaxLiveSessions, EventRetentionDays: cfg.Limits.EventRetentionDays,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("quota --tenant %s: %w", *tenantID, err)
 	}
 	_, err = fmt.Fprintf(stdout, "max_live_sessions=%d event_retention_days=%d\n", q.MaxLiveSessions, q.EventRetentionDays)
 	return err

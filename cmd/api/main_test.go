@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dbtest.Shutdown()
+	os.Exit(code)
+}
+
+// lockedBuffer collects a process's log while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startRedisAt starts a redis-server on addr, which a process under test already points at.
+func startRedisAt(t *testing.T, addr string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+}
+
+func secretKey(t *testing.T) string {
+	t.Helper()
+	var k [32]byte
+	_, _ = rand.Read(k[:])
+	return base64.StdEncoding.EncodeToString(k[:])
+}
+
+type answer struct {
+	status      int
+	contentType string
+	body        string
+}
+
+func get(url string) answer {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return answer{}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header.Get("Content-Type"), string(body)}
+}
+
+// An api started while Redis is away waits for it: /healthz answers, /readyz and the REST
+// API answer 503 until Redis is up, then it serves. Before, it exited at once with status 1.
+func TestAPIWaitsForRedisAtStart(t *testing.T) {
+	redisAddr := freeAddr(t)
+	httpAddr := freeAddr(t)
+	vars := map[string]string{
+		"TAPLINE_DATABASE_URL": dbtest.SharedURL(t),
+		"TAPLINE_REDIS_URL":    "redis://" + redisAddr + "/0",
+		"TAPLINE_SECRET_KEY":   secretKey(t),
+		"TAPLINE_HTTP_ADDR":    httpAddr,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return vars[k] }, io.Discard, logs) }()
+
+	base := "http://" + httpAddr
+	redistest.Eventually(t, 10*time.Second, "/healthz answers while Redis is away", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("the api exited while Redis was away: %v\n%s", err, logs)
+		default:
+		}
+		return get(base+"/healthz").status == http.StatusOK
+	})
+	redistest.Eventually(t, 10*time.Second, "a retry is logged", func() bool {
+		return strings.Count(logs.String(), "waiting for redis") >= 2
+	})
+	if a := get(base + "/readyz"); a.status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while Redis is away = %d %s, want 503", a.status, a.body)
+	}
+	if a := get(base + "/v1/sessions"); a.status != http.StatusServiceUnavailable || a.contentType != "application/problem+json" {
+		t.Fatalf("GET /v1/sessions while Redis is away = %d %q %s, want a 503 problem", a.status, a.contentType, a.body)
+	}
+
+	startRedisAt(t, redisAddr)
+	redistest.Eventually(t, 20*time.Second, "the api becomes ready once Redis is up", func() bool {
+		return get(base+"/readyz").status == http.StatusOK
+	})
+	if a := get(base + "/v1/sessions"); a.status != http.StatusUnauthorized {
+		t.Fatalf("GET /v1/sessions without a key once serving = %d %s, want 401", a.status, a.body)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after SIGTERM = %v, want nil\n%s", err, logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the api did not stop within 30s")
+	}
+}
+
+// A malformed TAPLINE_JWT_KEYS stops the api at once, named, even while the datastores are
+// away; before, it surfaced only once Redis answered, without the variable's name.
+func TestAPIRefusesBadJWTKeysBeforeConnecting(t *testing.T) {
+	vars := map[string]string{
+		"TAPLINE_DATABASE_URL": "postgres://tapline_app@" + freeAddr(t) + "/tapline",
+		"TAPLINE_REDIS_URL":    "redis://" + freeAddr(t) + "/0",
+		"TAPLINE_SECRET_KEY":   secretKey(t),
+		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+		"TAPLINE_JWT_KEYS":     "k1:dG9vLXNob3J0",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, nil, func(k string) string { return vars[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "TAPLINE_JWT_KEYS") {
+		t.Fatalf("run = %v, want an error naming TAPLINE_JWT_KEYS", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the api waited for the datastores before refusing its JWT keys")
+	}
+}
+
+// The CLI refuses arguments it does not understand instead of ignoring them, and never
+// prints the bootstrap key anywhere but stdout.
+func TestCLIArguments(t *testing.T) {
+	vars := map[string]string{
+		"TAPLINE_DATABASE_URL": dbtest.SharedURL(t),
+		"TAPLINE_REDIS_URL":    os.Getenv("TEST_REDIS_URL"),
+		"TAPLINE_SECRET_KEY":   secretKey(t),
+		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+	}
+	getenv := func(k string) string { return vars[k] }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cli := func(args ...string) (stdout, stderr string, err error) {
+		var out, errOut bytes.Buffer
+		err = run(ctx, args, getenv, &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+
+	tenantIDs := map[string]string{}
+	for _, name := range []string{"cli-a", "cli-b"} {
+		name += "-" + secretKey(t)[:8]
+		stdout, stderr, err := cli("bootstrap", "--tenant", name, "--email", "owner@"+strings.ToLower(name[:5])+".example")
+		if err != nil {
+			t.Fatalf("bootstrap: %v\n%s", err, stderr)
+		}
+		key := strings.TrimSpace(stdout)
+		if key == "" || strings.Count(stdout, "\n") != 1 {
+			t.Fatalf("bootstrap stdout = %q, want the key alone on one line", stdout)
+		}
+		if strings.Contains(stderr, key) {
+			t.Fatalf("bootstrap printed the key on stderr: %s", stderr)
+		}
+		var id string
+		if err := dbtest.OwnerPool(t).QueryRow(ctx, "select id::text from tenants where name = $1", name).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		tenantIDs[name[:5]] = id
+	}
+	a, b := tenantIDs["cli-a"], tenantIDs["cli-b"]
+
+	if out, _, err := cli("quota", "--tenant", a, "--max-live-sessions", "7"); err != nil || !strings.Contains(out, "max_live_sessions=7") {
+		t.Fatalf("quota set: %q %v", out, err)
+	}
+	refused := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"migrate", "now"}, "takes no arguments"},
+		{[]string{"serve", "--port", "9"}, "takes no arguments"},
+		{[]string{"bootstrap", "--tenant", "x", "--email", "x@x.example", "extra"}, "unexpected arguments"},
+		{[]string{"quota", "--tenant", a, "stray"}, "unexpected arguments"},
+		{[]string{"quota", "--tenant", a, "--max-live-sessions", "-5"}, "max_live_sessions"},
+		{[]string{"quota", "--tenant", a, "--event-retention-days", "-1"}, "event_retention_days"},
+		{[]string{"quota", "--tenant", "no-such-tenant"}, "no-such-tenant"},
+		{[]string{"quota", "--tenant", a, "--max-live-sessions", "many"}, "invalid value"},
+	}
+	for _, r := range refused {
+		_, stderr, err := cli(r.args...)
+		if err == nil {
+			t.Errorf("api %v succeeded, want an error", r.args)
+			continue
+		}
+		if !strings.Contains(err.Error()+stderr, r.want) {
+			t.Errorf("api %v: %v %s, want it to say %q", r.args, err, stderr, r.want)
+		}
+	}
+
+	// The refused values left tenant a at 7; tenant b keeps the install's default.
+	if out, _, err := cli("quota", "--tenant", a); err != nil || !strings.Contains(out, "max_live_sessions=7") {
+		t.Fatalf("quota a: %q %v", out, err)
+	}
+	if out, _, err := cli("quota", "--tenant", b); err != nil || !strings.Contains(out, "max_live_sessions=50") {
+		t.Fatalf("quota b: %q %v", out, err)
+	}
+}
