@@ -1,9 +1,12 @@
 package db_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -394,4 +397,28 @@ func TestDeadlockAndSerializationFailureAreTransient(t *testing.T) {
 		})
 		requireTransient(t, err, "40001")
 	})
+}
+
+// An older binary migrating a database a newer release has migrated (a rollback) applies
+// nothing and says so in the log: it runs on the newer schema, as migrations are additive.
+func TestMigrateOlderBinaryWarnsAboutNewerSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := dbtest.NewEmpty(t)
+	newer := fstest.MapFS{
+		"0001_base.up.sql": {Data: []byte("create table rollback_a (id int)")},
+		"0002_next.up.sql": {Data: []byte("create table rollback_b (id int)")},
+	}
+	if _, err := db.Migrate(ctx, d.Pool, newer, nil); err != nil {
+		t.Fatal(err)
+	}
+	older := fstest.MapFS{"0001_base.up.sql": newer["0001_base.up.sql"]}
+	var logs bytes.Buffer
+	applied, err := db.Migrate(ctx, d.Pool, older, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil || len(applied) != 0 {
+		t.Fatalf("older migrate applied %v, err %v; want nothing", applied, err)
+	}
+	if !strings.Contains(logs.String(), "does not know") || !strings.Contains(logs.String(), `"versions":[2]`) {
+		t.Fatalf("no warning about version 2 in the log: %s", logs.String())
+	}
 }

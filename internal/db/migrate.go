@@ -95,6 +95,23 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, logger *slog.L
 	for _, v := range versions {
 		done[v] = true
 	}
+	known := map[int]bool{}
+	for _, m := range migrations {
+		known[m.Version] = true
+	}
+	var unknown []int
+	for _, v := range versions {
+		if !known[v] {
+			unknown = append(unknown, v)
+		}
+	}
+	if len(unknown) > 0 {
+		// A newer release migrated this database and this one is older (a rollback). That is
+		// supported, as migrations are additive, but worth a line in the log.
+		slices.Sort(unknown)
+		logger.WarnContext(ctx, "database has migrations this binary does not know: a newer release applied them; running on the newer schema",
+			slog.Any("versions", unknown))
+	}
 	for _, m := range migrations {
 		if done[m.Version] {
 			continue
