@@ -48,6 +48,9 @@ const (
 // anyone who can reach the port, so it must not be guessable.
 const minMetricsToken = 16
 
+// maxNodeName is the longest TAPLINE_NODE_NAME: the tracker's 64 bytes less the api's "api-".
+const maxNodeName = 60
+
 // Config is the configuration shared by every Tapline process.
 type Config struct {
 	// HTTPAddr is where the api listens (TAPLINE_HTTP_ADDR). Defaults to ":8080".
@@ -247,6 +250,11 @@ func Load(getenv func(string) string) (*Config, error) {
 	if c.NodeName == "" {
 		host, _ := os.Hostname()
 		c.NodeName = cmp.Or(host, "tapline")
+		if !validNodeName(c.NodeName) {
+			l.fail("TAPLINE_NODE_NAME", fmt.Sprintf("not set, and the host name %q is not %d characters or fewer from [A-Za-z0-9._-]: set it", c.NodeName, maxNodeName))
+		}
+	} else if !validNodeName(c.NodeName) {
+		l.fail("TAPLINE_NODE_NAME", fmt.Sprintf("want 1 to %d characters from [A-Za-z0-9._-]", maxNodeName))
 	}
 	c.InternalAddr = cmp.Or(c.InternalAddr, c.HTTPAddr)
 	if c.PublicURL == "" {
@@ -371,6 +379,20 @@ func checkPostgresURL(raw string) error {
 		return err
 	}
 	return nil
+}
+
+// validNodeName reports whether name can name a tracker node: the tracker takes 64 bytes of
+// [A-Za-z0-9._-], and the api puts "api-" in front.
+func validNodeName(name string) bool {
+	if name == "" || len(name) > maxNodeName {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // validListenAddr reports whether addr is host:port with a numeric port (0 picks one).

@@ -118,6 +118,8 @@ func TestLoadValidationNamesEveryVariable(t *testing.T) {
 		{"BadDatabaseParam", map[string]string{"TAPLINE_DATABASE_URL": "postgres://app@db/tapline?sslmode=requried"}, nil, []string{"TAPLINE_DATABASE_URL"}},
 		{"BadMigrateDatabaseParam", map[string]string{"TAPLINE_MIGRATE_DATABASE_URL": "postgres://owner@db/tapline?pool_max_conns=ten"}, nil,
 			[]string{"TAPLINE_MIGRATE_DATABASE_URL"}},
+		{"NodeNameWithSpace", map[string]string{"TAPLINE_NODE_NAME": "worker one"}, nil, []string{"TAPLINE_NODE_NAME"}},
+		{"NodeNameTooLong", map[string]string{"TAPLINE_NODE_NAME": strings.Repeat("n", 61)}, nil, []string{"TAPLINE_NODE_NAME"}},
 		{"TwoProblemsAtOnce", map[string]string{"TAPLINE_LEASE_TTL": "x", "TAPLINE_HTTP_ADDR": "y"}, nil,
 			[]string{"TAPLINE_HTTP_ADDR", "TAPLINE_LEASE_TTL"}},
 	}
