@@ -53,11 +53,28 @@ func main() {
 	}
 }
 
+// usage is what `api help` prints.
+const usage = `usage:
+  api                 serve (the default)
+  api migrate         apply database migrations and exit
+  api bootstrap --tenant NAME --email EMAIL
+                      create a tenant, its owner and an owner API key; print the key
+  api quota --tenant ID [--max-live-sessions N] [--event-retention-days D] [--reset]
+                      show or set a tenant's quotas
+Configuration comes from TAPLINE_* environment variables (README, "Configuration").
+`
+
 // run is main without the process globals, so tests can drive it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		// Before the configuration is loaded: help needs none.
+		_, err := io.WriteString(stdout, usage)
+		return err
 	}
 	cfg, err := config.Load(getenv)
 	if err != nil {

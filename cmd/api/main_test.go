@@ -245,3 +245,15 @@ func TestCLIArguments(t *testing.T) {
 		t.Fatalf("quota b: %q %v", out, err)
 	}
 }
+
+// `api --help` prints the commands and succeeds without any configuration; before, it
+// failed on the configuration or as an unknown command.
+func TestHelpNeedsNoConfiguration(t *testing.T) {
+	for _, arg := range []string{"help", "-h", "--help"} {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{arg}, func(string) string { return "" }, &out, io.Discard)
+		if err != nil || !strings.Contains(out.String(), "api bootstrap --tenant NAME") {
+			t.Errorf("api %s = %v, %q; want the usage", arg, err, out.String())
+		}
+	}
+}
