@@ -337,7 +337,7 @@ func startTracker(ctx, runCtx context.Context, newTracker func() (*tracker.Track
 			return trk, nil
 		}
 		trk.Stop()
-		if !errors.Is(err, tracker.ErrUnavailable) {
+		if !errors.Is(err, tracker.ErrUnavailable) || redisconn.IsConfigError(err) {
 			return nil, err
 		}
 		logger.WarnContext(ctx, "waiting for redis: tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))

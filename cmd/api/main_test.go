@@ -55,12 +55,12 @@ func freeAddr(t *testing.T) string {
 }
 
 // startRedisAt starts a redis-server on addr, which a process under test already points at.
-func startRedisAt(t *testing.T, addr string) {
+func startRedisAt(t *testing.T, addr string, extra ...string) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
-	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	cmd := exec.Command("redis-server", append([]string{"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, extra...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
@@ -255,5 +255,33 @@ func TestHelpNeedsNoConfiguration(t *testing.T) {
 		if err != nil || !strings.Contains(out.String(), "api bootstrap --tenant NAME") {
 			t.Errorf("api %s = %v, %q; want the usage", arg, err, out.String())
 		}
+	}
+}
+
+// Redis refusing the configured password stops the api instead of making it wait forever.
+func TestAPIStopsOnRedisAuthError(t *testing.T) {
+	redisAddr := freeAddr(t)
+	startRedisAt(t, redisAddr, "--requirepass", "right-password")
+	redistest.Eventually(t, 10*time.Second, "redis-server listens", func() bool {
+		c, err := net.Dial("tcp", redisAddr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	})
+	vars := map[string]string{
+		"TAPLINE_DATABASE_URL": dbtest.SharedURL(t),
+		"TAPLINE_REDIS_URL":    "redis://:wrong-password@" + redisAddr + "/0",
+		"TAPLINE_SECRET_KEY":   secretKey(t),
+		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, nil, func(k string) string { return vars[k] }, io.Discard, io.Discard)
+	if ctx.Err() != nil {
+		t.Fatalf("the api kept waiting for a Redis that refuses its password (run = %v)", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Fatalf("run = %v, want Redis's refusal", err)
 	}
 }

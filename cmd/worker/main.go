@@ -219,7 +219,7 @@ func startTracker(ctx context.Context, newTracker func() (*tracker.Tracker, erro
 			return trk, nil
 		}
 		trk.Stop()
-		if !errors.Is(err, tracker.ErrUnavailable) {
+		if !errors.Is(err, tracker.ErrUnavailable) || redisconn.IsConfigError(err) {
 			return nil, err
 		}
 		logger.WarnContext(ctx, "waiting for redis: tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -55,12 +56,12 @@ func freeAddr(t *testing.T) string {
 }
 
 // startRedisAt starts a redis-server on addr, which a process under test already points at.
-func startRedisAt(t *testing.T, addr string) {
+func startRedisAt(t *testing.T, addr string, extra ...string) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
-	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	cmd := exec.Command("redis-server", append([]string{"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, extra...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
@@ -167,5 +168,41 @@ func TestWorkerStopsWhileWaitingForRedis(t *testing.T) {
 	}
 	if got := status("http://" + httpAddr + "/healthz"); got != 0 {
 		t.Fatalf("/healthz still answers %d after the worker stopped", got)
+	}
+}
+
+// Redis refusing the configured password is a configuration error: the worker stops with it
+// instead of waiting for a Redis that will never let it in.
+func TestWorkerStopsOnRedisAuthError(t *testing.T) {
+	redisAddr := freeAddr(t)
+	startRedisAt(t, redisAddr, "--requirepass", "right-password")
+	redistest.Eventually(t, 10*time.Second, "redis-server listens", func() bool {
+		c, err := net.Dial("tcp", redisAddr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	})
+	for name, url := range map[string]string{
+		"WrongPassword": "redis://:wrong-password@" + redisAddr + "/0",
+		"NoPassword":    "redis://" + redisAddr + "/0",
+	} {
+		t.Run(name, func(t *testing.T) {
+			vars := map[string]string{
+				"TAPLINE_DATABASE_URL": dbtest.SharedURL(t),
+				"TAPLINE_REDIS_URL":    url,
+				"TAPLINE_SECRET_KEY":   secretKey(t),
+				"TAPLINE_HTTP_ADDR":    freeAddr(t),
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := run(ctx, func(k string) string { return vars[k] }, io.Discard)
+			if ctx.Err() != nil {
+				t.Fatalf("the worker kept waiting for a Redis that refuses its credentials (run = %v)", err)
+			}
+			if err == nil || !strings.Contains(err.Error(), "WRONGPASS") && !strings.Contains(err.Error(), "NOAUTH") {
+				t.Fatalf("run = %v, want Redis's refusal", err)
+			}
+		})
 	}
 }

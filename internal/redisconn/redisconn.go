@@ -98,3 +98,20 @@ func isLoading(err error) bool {
 	}
 	return false
 }
+
+// IsConfigError reports whether err is Redis refusing the configured credentials or
+// database (WRONGPASS, NOAUTH, NOPERM, a DB index out of range): waiting will not fix it,
+// so a process starting up stops instead of retrying.
+func IsConfigError(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR DB index is out of range"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
