@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
