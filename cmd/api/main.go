@@ -224,7 +224,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// The tracker node and the inspector service outlive the signal: they stop after the
 	// HTTP server has drained, in the deferred calls below.
 	bg := context.WithoutCancel(ctx)
-	trk, err := startTracker(gctx, bg, func() (*tracker.Tracker, error) {
+	trk, err := tracker.StartRetrying(gctx, bg, func() (*tracker.Tracker, error) {
 		return tracker.New(rdb, &tracker.Config{
 			NodeName: "api-" + cfg.NodeName, Addr: cfg.InternalAddr, NodeTTL: cfg.NodeTTL, LeaseTTL: cfg.LeaseTTL, Logger: logger,
 		})
@@ -318,35 +318,6 @@ func serveStarting(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, `{"type":"urn:tapline:problem:unavailable","title":"Service unavailable","status":503,"detail":"the api is starting: waiting for Redis"}`)
-	}
-}
-
-// startTracker registers the api's tracker node, retrying with backoff while Redis is
-// unreachable at boot, so an api started before Redis comes up waits for it instead of
-// crash-looping. ctx ends the wait; the tracker runs under runCtx. A tracker starts once,
-// so every attempt builds a new one.
-func startTracker(ctx, runCtx context.Context, newTracker func() (*tracker.Tracker, error), logger *slog.Logger) (*tracker.Tracker, error) {
-	delay := 200 * time.Millisecond
-	for {
-		trk, err := newTracker()
-		if err != nil {
-			return nil, err
-		}
-		err = trk.Start(runCtx)
-		if err == nil {
-			return trk, nil
-		}
-		trk.Stop()
-		if !errors.Is(err, tracker.ErrUnavailable) || redisconn.IsConfigError(err) {
-			return nil, err
-		}
-		logger.WarnContext(ctx, "waiting for redis: tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("stopped while waiting for redis: %w", err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 

@@ -132,7 +132,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	// The tracker calls OnLeaseLost from its own goroutines; the runtime exists only once the
 	// tracker has started.
 	var rt atomic.Pointer[inspector.Runtime]
-	trk, err := startTracker(ctx, func() (*tracker.Tracker, error) {
+	// The tracker runs past SIGTERM: the drain below needs its heartbeat and lease renewals
+	// until it has handed the leases over, and trk.Stop ends it.
+	trk, err := tracker.StartRetrying(ctx, context.WithoutCancel(ctx), func() (*tracker.Tracker, error) {
 		return tracker.New(rdb, &tracker.Config{
 			NodeName: cfg.NodeName,
 			Addr:     cfg.InternalAddr,
@@ -203,34 +205,6 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	runtime.Stop(sctx)
 	trk.Stop()
 	return errors.Join(shutdownErr, stopHTTP(sctx))
-}
-
-// startTracker registers the worker's tracker node, retrying with backoff while Redis is
-// unreachable at boot, so a worker started before Redis comes up waits for it instead of
-// crash-looping. A tracker starts once, so every attempt builds a new one.
-func startTracker(ctx context.Context, newTracker func() (*tracker.Tracker, error), logger *slog.Logger) (*tracker.Tracker, error) {
-	delay := 200 * time.Millisecond
-	for {
-		trk, err := newTracker()
-		if err != nil {
-			return nil, err
-		}
-		err = trk.Start(ctx)
-		if err == nil {
-			return trk, nil
-		}
-		trk.Stop()
-		if !errors.Is(err, tracker.ErrUnavailable) || redisconn.IsConfigError(err) {
-			return nil, err
-		}
-		logger.WarnContext(ctx, "waiting for redis: tracker start failed; retrying", slog.Any("error", err), slog.Duration("in", delay))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("stopped while waiting for redis: %w", err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
 }
 
 func shutdownWithin(d time.Duration, fn func(context.Context) error) {
