@@ -166,7 +166,7 @@ func (c *cluster) up(ctx context.Context) error {
 		}
 	}
 	for _, p := range c.workers {
-		if err := p.waitHealthy(ctx, "/healthz", 30*time.Second); err != nil {
+		if err := p.waitHealthy(ctx, "/readyz", 30*time.Second); err != nil {
 			return err
 		}
 	}

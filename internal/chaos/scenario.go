@@ -503,7 +503,7 @@ func (r *run) killWorker(ctx context.Context) error {
 		r.rep.TakeoverMS = append(r.rep.TakeoverMS, d.Milliseconds())
 	}
 	r.log("  killed %s holding %d sessions; taken over in %v", w.name, len(owned), maxDur(took))
-	if rerr := r.restart(ctx, w, "/healthz"); rerr != nil {
+	if rerr := r.restart(ctx, w, "/readyz"); rerr != nil {
 		return rerr
 	}
 	return err
@@ -541,7 +541,7 @@ func (r *run) drainWorker(ctx context.Context) error {
 	if d := maxDur(took); d > r.cfg.LeaseTTL {
 		r.rep.problem("drain: hand-over took %v, longer than the lease TTL: the leases were not handed over", d)
 	}
-	if rerr := r.restart(ctx, w, "/healthz"); rerr != nil {
+	if rerr := r.restart(ctx, w, "/readyz"); rerr != nil {
 		return rerr
 	}
 	return err
