@@ -157,7 +157,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer shutdownWithin(cfg.ShutdownTimeout, providers.Shutdown)
+	defer func() { _ = providers.Flush(telemetry.FlushTimeout) }()
 
 	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{Logger: logger})
 	if err != nil {
@@ -167,6 +167,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err := checkAppRole(ctx, pool, logger); err != nil {
 		return err
 	}
+	redisconn.LogTo(logger)
 	rdb, err := redisconn.Open(cfg.Redis, &redisconn.Options{ClientName: "tapline-api-" + cfg.NodeName})
 	if err != nil {
 		return err
@@ -319,12 +320,6 @@ func serveStarting(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, `{"type":"urn:tapline:problem:unavailable","title":"Service unavailable","status":503,"detail":"the api is starting: waiting for Redis"}`)
 	}
-}
-
-func shutdownWithin(d time.Duration, fn func(context.Context) error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	_ = fn(ctx)
 }
 
 // checkAppRole refuses to run as a role that row-level security does not apply to (see

@@ -57,7 +57,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	defer shutdownWithin(cfg.ShutdownTimeout, providers.Shutdown)
+	defer func() { _ = providers.Flush(telemetry.FlushTimeout) }()
 
 	pool, err := db.NewPool(ctx, cfg.DatabaseURL, &db.PoolOptions{Logger: logger})
 	if err != nil {
@@ -67,6 +67,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err := checkAppRole(ctx, pool, logger); err != nil {
 		return err
 	}
+	redisconn.LogTo(logger)
 	rdb, err := redisconn.Open(cfg.Redis, &redisconn.Options{ClientName: "tapline-worker-" + cfg.NodeName})
 	if err != nil {
 		return err
@@ -205,12 +206,6 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	runtime.Stop(sctx)
 	trk.Stop()
 	return errors.Join(shutdownErr, stopHTTP(sctx))
-}
-
-func shutdownWithin(d time.Duration, fn func(context.Context) error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	_ = fn(ctx)
 }
 
 // checkAppRole refuses to run as a role that row-level security does not apply to (see

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"syscall"
@@ -114,4 +115,21 @@ func IsConfigError(err error) bool {
 		}
 	}
 	return false
+}
+
+// LogTo sends go-redis's own log lines (a failed dial, a pool or cluster note) to logger, as
+// warnings with the message and the component "go-redis", instead of the plain text it
+// writes to stderr by default among the process's JSON logs. go-redis has one logger per
+// process.
+func LogTo(logger *slog.Logger) {
+	redis.SetLogger(redisLogger{logger.With(slog.String("component", "go-redis"))})
+}
+
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	r.l.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -91,4 +92,18 @@ func (p *Providers) MetricsHandler() http.Handler {
 // Shutdown flushes and stops the providers.
 func (p *Providers) Shutdown(ctx context.Context) error {
 	return errors.Join(p.Tracer.Shutdown(ctx), p.Meter.Shutdown(ctx))
+}
+
+// FlushTimeout bounds the flush of spans at exit, after the drain: a collector that hangs
+// must not keep a process past its grace period, which would end it with SIGKILL instead
+// of a clean exit. The manifests' grace periods leave room for it after
+// TAPLINE_SHUTDOWN_TIMEOUT.
+const FlushTimeout = 5 * time.Second
+
+// Flush is Shutdown within timeout (FlushTimeout at exit); spans not exported by then are
+// dropped.
+func (p *Providers) Flush(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return p.Shutdown(ctx)
 }
