@@ -26,8 +26,9 @@ var (
 )
 
 // drainMargin is how much longer than TAPLINE_SHUTDOWN_TIMEOUT a worker must be given to
-// exit before it is killed.
-const drainMargin = 5 * time.Second
+// exit before it is killed: after the drain it flushes its spans for up to 5 s
+// (telemetry.FlushTimeout), then exits.
+const drainMargin = 6 * time.Second
 
 type object map[string]any
 
