@@ -23,7 +23,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tapline/tapline"
@@ -164,7 +163,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
-	if err := checkAppRole(ctx, pool, logger); err != nil {
+	if err := db.CheckAtStart(ctx, pool, migrations.FS, logger); err != nil {
 		return err
 	}
 	redisconn.LogTo(logger)
@@ -320,20 +319,6 @@ func serveStarting(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, `{"type":"urn:tapline:problem:unavailable","title":"Service unavailable","status":503,"detail":"the api is starting: waiting for Redis"}`)
 	}
-}
-
-// checkAppRole refuses to run as a role that row-level security does not apply to (see
-// README, "Database roles"). A database that is away at boot only earns a warning: the
-// process serves 503s until it is back, and the check runs again on the next start.
-func checkAppRole(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	err := db.CheckAppRole(cctx, pool)
-	if errors.Is(err, db.ErrUnavailable) {
-		logger.WarnContext(ctx, "database role not checked: database unavailable", slog.Any("error", err))
-		return nil
-	}
-	return err
 }
 
 // newTokenService builds the browser-token issuer and verifier: TAPLINE_JWT_KEYS, or keys

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/dbtest"
 	"github.com/tapline/tapline/internal/redistest"
 )
@@ -283,5 +285,31 @@ func TestAPIStopsOnRedisAuthError(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
 		t.Fatalf("run = %v, want Redis's refusal", err)
+	}
+}
+
+// An api started against a database `api migrate` has not brought to this release stops at
+// once, saying so, instead of serving errors from missing tables and columns.
+func TestAPIRefusesAnUnmigratedDatabase(t *testing.T) {
+	d := dbtest.New(t)
+	// A database from before this release's migrations: 0021 (tapline_schema_versions) is
+	// not there.
+	if _, err := d.Pool.Exec(context.Background(), `drop function tapline_schema_versions()`); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{
+		"TAPLINE_DATABASE_URL": d.AppURL,
+		"TAPLINE_REDIS_URL":    "redis://" + freeAddr(t) + "/0",
+		"TAPLINE_SECRET_KEY":   secretKey(t),
+		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, nil, func(k string) string { return vars[k] }, io.Discard, io.Discard)
+	if ctx.Err() != nil {
+		t.Fatalf("the api kept running on an unmigrated database (run = %v)", err)
+	}
+	if !errors.Is(err, db.ErrSchemaBehind) || !strings.Contains(err.Error(), "api migrate") {
+		t.Fatalf("run = %v, want db.ErrSchemaBehind telling to run api migrate", err)
 	}
 }

@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/config"
 	"github.com/tapline/tapline/internal/db"
@@ -30,6 +28,7 @@ import (
 	"github.com/tapline/tapline/internal/secretbox"
 	"github.com/tapline/tapline/internal/telemetry"
 	"github.com/tapline/tapline/internal/tracker"
+	"github.com/tapline/tapline/migrations"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=…").
@@ -64,7 +63,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		return err
 	}
 	defer pool.Close()
-	if err := checkAppRole(ctx, pool, logger); err != nil {
+	if err := db.CheckAtStart(ctx, pool, migrations.FS, logger); err != nil {
 		return err
 	}
 	redisconn.LogTo(logger)
@@ -206,18 +205,4 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	runtime.Stop(sctx)
 	trk.Stop()
 	return errors.Join(shutdownErr, stopHTTP(sctx))
-}
-
-// checkAppRole refuses to run as a role that row-level security does not apply to (see
-// README, "Database roles"). A database that is away at boot only earns a warning: the
-// process serves 503s until it is back, and the check runs again on the next start.
-func checkAppRole(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	err := db.CheckAppRole(cctx, pool)
-	if errors.Is(err, db.ErrUnavailable) {
-		logger.WarnContext(ctx, "database role not checked: database unavailable", slog.Any("error", err))
-		return nil
-	}
-	return err
 }

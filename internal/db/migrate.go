@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -9,8 +10,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -161,4 +164,65 @@ func secureTenantTables(ctx context.Context, conn *pgxpool.Conn) ([]string, erro
 		return nil, fmt.Errorf("secure tenant tables: %w", InterpretError(err))
 	}
 	return secured, nil
+}
+
+// ErrSchemaBehind means the database lacks migrations this binary needs: `api migrate` has not
+// run for this release yet.
+var ErrSchemaBehind = errors.New("the database schema is older than this release")
+
+// CheckSchema checks, as the application role, that the database has every migration in
+// fsys. A database migrated by a newer release passes: a rollback runs on the newer schema
+// (see Migrate). A database without tapline_schema_versions (migrations/0021) predates it.
+func CheckSchema(ctx context.Context, q DBTX, fsys fs.FS) error {
+	ms, err := LoadMigrations(fsys)
+	if err != nil {
+		return err
+	}
+	have := map[int]bool{}
+	rows, err := q.Query(ctx, `select v from tapline_schema_versions() v`)
+	if err == nil {
+		var versions []int
+		versions, err = pgx.CollectRows(rows, pgx.RowTo[int])
+		for _, v := range versions {
+			have[v] = true
+		}
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: before 0021
+		return fmt.Errorf("%w: it predates 0021_schema_versions; run `api migrate` (TAPLINE_MIGRATE_DATABASE_URL) before starting this release",
+			ErrSchemaBehind)
+	}
+	if err != nil {
+		return fmt.Errorf("read the schema's versions: %w", InterpretError(err))
+	}
+	var missing []string
+	for _, m := range ms {
+		if !have[m.Version] {
+			missing = append(missing, fmt.Sprintf("%04d_%s", m.Version, m.Name))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: missing %s; run `api migrate` (TAPLINE_MIGRATE_DATABASE_URL) before starting it",
+			ErrSchemaBehind, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// CheckAtStart runs the checks a process makes of its database as it starts, as the
+// application role: the role is one row-level security applies to (CheckAppRole), and the
+// schema has every migration in fsys (CheckSchema). A database that is away earns only a
+// warning: the process serves 503s until it is back, and the checks run again on its next
+// start.
+func CheckAtStart(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, logger *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := CheckAppRole(cctx, pool)
+	if err == nil {
+		err = CheckSchema(cctx, pool, fsys)
+	}
+	if errors.Is(err, ErrUnavailable) {
+		logger.WarnContext(ctx, "database not checked at start: database unavailable", slog.Any("error", err))
+		return nil
+	}
+	return err
 }
