@@ -3,22 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tapline/tapline/internal/db"
 	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/internal/proctest"
 	"github.com/tapline/tapline/internal/redistest"
 )
 
@@ -26,57 +22,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	dbtest.Shutdown()
 	os.Exit(code)
-}
-
-// lockedBuffer collects a process's log while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// startRedisAt starts a redis-server on addr, which a process under test already points at.
-func startRedisAt(t *testing.T, addr string, extra ...string) {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
-	cmd := exec.Command("redis-server", append([]string{"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, extra...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-}
-
-func secretKey(t *testing.T) string {
-	t.Helper()
-	var k [32]byte
-	_, _ = rand.Read(k[:])
-	return base64.StdEncoding.EncodeToString(k[:])
 }
 
 type answer struct {
@@ -99,17 +44,17 @@ func get(url string) answer {
 // An api started while Redis is away waits for it: /healthz answers, /readyz and the REST
 // API answer 503 until Redis is up, then it serves. Before, it exited at once with status 1.
 func TestAPIWaitsForRedisAtStart(t *testing.T) {
-	redisAddr := freeAddr(t)
-	httpAddr := freeAddr(t)
+	redisAddr := proctest.FreeAddr(t)
+	httpAddr := proctest.FreeAddr(t)
 	vars := map[string]string{
 		"TAPLINE_DATABASE_URL": dbtest.SharedURL(t),
 		"TAPLINE_REDIS_URL":    "redis://" + redisAddr + "/0",
-		"TAPLINE_SECRET_KEY":   secretKey(t),
+		"TAPLINE_SECRET_KEY":   proctest.SecretKey(t),
 		"TAPLINE_HTTP_ADDR":    httpAddr,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &lockedBuffer{}
+	logs := &proctest.LockedBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return vars[k] }, io.Discard, logs) }()
 
@@ -132,7 +77,7 @@ func TestAPIWaitsForRedisAtStart(t *testing.T) {
 		t.Fatalf("GET /v1/sessions while Redis is away = %d %q %s, want a 503 problem", a.status, a.contentType, a.body)
 	}
 
-	startRedisAt(t, redisAddr)
+	proctest.StartRedisAt(t, redisAddr)
 	redistest.Eventually(t, 20*time.Second, "the api becomes ready once Redis is up", func() bool {
 		return get(base+"/readyz").status == http.StatusOK
 	})
@@ -155,10 +100,10 @@ func TestAPIWaitsForRedisAtStart(t *testing.T) {
 // away; before, it surfaced only once Redis answered, without the variable's name.
 func TestAPIRefusesBadJWTKeysBeforeConnecting(t *testing.T) {
 	vars := map[string]string{
-		"TAPLINE_DATABASE_URL": "postgres://tapline_app@" + freeAddr(t) + "/tapline",
-		"TAPLINE_REDIS_URL":    "redis://" + freeAddr(t) + "/0",
-		"TAPLINE_SECRET_KEY":   secretKey(t),
-		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+		"TAPLINE_DATABASE_URL": "postgres://tapline_app@" + proctest.FreeAddr(t) + "/tapline",
+		"TAPLINE_REDIS_URL":    "redis://" + proctest.FreeAddr(t) + "/0",
+		"TAPLINE_SECRET_KEY":   proctest.SecretKey(t),
+		"TAPLINE_HTTP_ADDR":    proctest.FreeAddr(t),
 		"TAPLINE_JWT_KEYS":     "k1:dG9vLXNob3J0",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -178,8 +123,8 @@ func TestCLIArguments(t *testing.T) {
 	vars := map[string]string{
 		"TAPLINE_DATABASE_URL": dbtest.SharedURL(t),
 		"TAPLINE_REDIS_URL":    os.Getenv("TEST_REDIS_URL"),
-		"TAPLINE_SECRET_KEY":   secretKey(t),
-		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+		"TAPLINE_SECRET_KEY":   proctest.SecretKey(t),
+		"TAPLINE_HTTP_ADDR":    proctest.FreeAddr(t),
 	}
 	getenv := func(k string) string { return vars[k] }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -192,7 +137,7 @@ func TestCLIArguments(t *testing.T) {
 
 	tenantIDs := map[string]string{}
 	for _, name := range []string{"cli-a", "cli-b"} {
-		name += "-" + secretKey(t)[:8]
+		name += "-" + proctest.SecretKey(t)[:8]
 		stdout, stderr, err := cli("bootstrap", "--tenant", name, "--email", "owner@"+strings.ToLower(name[:5])+".example")
 		if err != nil {
 			t.Fatalf("bootstrap: %v\n%s", err, stderr)
@@ -262,8 +207,8 @@ func TestHelpNeedsNoConfiguration(t *testing.T) {
 
 // Redis refusing the configured password stops the api instead of making it wait forever.
 func TestAPIStopsOnRedisAuthError(t *testing.T) {
-	redisAddr := freeAddr(t)
-	startRedisAt(t, redisAddr, "--requirepass", "right-password")
+	redisAddr := proctest.FreeAddr(t)
+	proctest.StartRedisAt(t, redisAddr, "--requirepass", "right-password")
 	redistest.Eventually(t, 10*time.Second, "redis-server listens", func() bool {
 		c, err := net.Dial("tcp", redisAddr)
 		if err == nil {
@@ -274,8 +219,8 @@ func TestAPIStopsOnRedisAuthError(t *testing.T) {
 	vars := map[string]string{
 		"TAPLINE_DATABASE_URL": dbtest.SharedURL(t),
 		"TAPLINE_REDIS_URL":    "redis://:wrong-password@" + redisAddr + "/0",
-		"TAPLINE_SECRET_KEY":   secretKey(t),
-		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+		"TAPLINE_SECRET_KEY":   proctest.SecretKey(t),
+		"TAPLINE_HTTP_ADDR":    proctest.FreeAddr(t),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -299,9 +244,9 @@ func TestAPIRefusesAnUnmigratedDatabase(t *testing.T) {
 	}
 	vars := map[string]string{
 		"TAPLINE_DATABASE_URL": d.AppURL,
-		"TAPLINE_REDIS_URL":    "redis://" + freeAddr(t) + "/0",
-		"TAPLINE_SECRET_KEY":   secretKey(t),
-		"TAPLINE_HTTP_ADDR":    freeAddr(t),
+		"TAPLINE_REDIS_URL":    "redis://" + proctest.FreeAddr(t) + "/0",
+		"TAPLINE_SECRET_KEY":   proctest.SecretKey(t),
+		"TAPLINE_HTTP_ADDR":    proctest.FreeAddr(t),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

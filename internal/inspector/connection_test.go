@@ -204,26 +204,8 @@ func TestCloseWithoutAnOwnerEndsTheCalls(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStack(t, stackOptions{})
-	ready := func(tenantID string) *inspector.Session {
-		sess, err := s.svc.CreateSession(ctx, tenantID, inspector.CreateSessionParams{Name: "no owner",
-			Target: inspector.Target{URL: "http://127.0.0.1:9/mcp"}, CreatedBy: "key:test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.owner.Exec(ctx, `update sessions set status = 'ready' where id = $1`, sess.ID); err != nil {
-			t.Fatal(err)
-		}
-		return sess
-	}
-	start := func(tenantID, sessionID string) *inspector.Call {
-		c, err := s.svc.StartCall(ctx, tenantID, sessionID, inspector.StartCallParams{Name: "echo", CreatedBy: "key:test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	mine, theirs := ready(s.a.Tenant.ID), ready(s.b.Tenant.ID)
-	queued, running, other := start(s.a.Tenant.ID, mine.ID), start(s.a.Tenant.ID, mine.ID), start(s.b.Tenant.ID, theirs.ID)
+	mine, theirs := s.readyWithoutOwner(s.a.Tenant.ID, "no owner"), s.readyWithoutOwner(s.b.Tenant.ID, "no owner")
+	queued, running, other := s.queueEcho(s.a.Tenant.ID, mine.ID), s.queueEcho(s.a.Tenant.ID, mine.ID), s.queueEcho(s.b.Tenant.ID, theirs.ID)
 	// A worker claimed this one and died, leaving a request parked.
 	if _, err := s.owner.Exec(ctx, `update session_calls set status = 'running' where id = $1`, running.ID); err != nil {
 		t.Fatal(err)
@@ -347,27 +329,8 @@ func TestCancelledQueuedCallIsReported(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStack(t, stackOptions{})
-	ready := func(tenantID string) *inspector.Session {
-		sess, err := s.svc.CreateSession(ctx, tenantID, inspector.CreateSessionParams{Name: "no owner",
-			Target: inspector.Target{URL: "http://127.0.0.1:9/mcp"}, CreatedBy: "key:test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// No worker: calls stay queued.
-		if _, err := s.owner.Exec(ctx, `update sessions set status = 'ready' where id = $1`, sess.ID); err != nil {
-			t.Fatal(err)
-		}
-		return sess
-	}
-	mine, theirs := ready(s.a.Tenant.ID), ready(s.b.Tenant.ID)
-	start := func(tenantID, sessionID string) *inspector.Call {
-		c, err := s.svc.StartCall(ctx, tenantID, sessionID, inspector.StartCallParams{Name: "echo", CreatedBy: "key:test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	queued, other := start(s.a.Tenant.ID, mine.ID), start(s.b.Tenant.ID, theirs.ID)
+	mine, theirs := s.readyWithoutOwner(s.a.Tenant.ID, "no owner"), s.readyWithoutOwner(s.b.Tenant.ID, "no owner")
+	queued, other := s.queueEcho(s.a.Tenant.ID, mine.ID), s.queueEcho(s.b.Tenant.ID, theirs.ID)
 	live := s.rdb.Subscribe(ctx, s.prefix+":ev:{"+s.a.Tenant.ID+":"+mine.ID+"}")
 	defer live.Close()
 	if _, err := live.Receive(ctx); err != nil {

@@ -21,28 +21,8 @@ func TestSessionInErrorEndsItsCalls(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStack(t, stackOptions{})
-	unreachable := func(tenantID string) *inspector.Session {
-		sess, err := s.svc.CreateSession(ctx, tenantID, inspector.CreateSessionParams{Name: "gone",
-			Target: inspector.Target{URL: "http://127.0.0.1:9/mcp"}, CreatedBy: "key:test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Ready once, on a worker that died since: calls were queued for it.
-		if _, err := s.owner.Exec(ctx, `update sessions set status = 'ready' where id = $1`, sess.ID); err != nil {
-			t.Fatal(err)
-		}
-		return sess
-	}
-	start := func(tenantID, sessionID string) *inspector.Call {
-		t.Helper()
-		c, err := s.svc.StartCall(ctx, tenantID, sessionID, inspector.StartCallParams{Name: "echo", CreatedBy: "key:test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	mine, theirs := unreachable(s.a.Tenant.ID), unreachable(s.b.Tenant.ID)
-	queued, running, other := start(s.a.Tenant.ID, mine.ID), start(s.a.Tenant.ID, mine.ID), start(s.b.Tenant.ID, theirs.ID)
+	mine, theirs := s.readyWithoutOwner(s.a.Tenant.ID, "gone"), s.readyWithoutOwner(s.b.Tenant.ID, "gone")
+	queued, running, other := s.queueEcho(s.a.Tenant.ID, mine.ID), s.queueEcho(s.a.Tenant.ID, mine.ID), s.queueEcho(s.b.Tenant.ID, theirs.ID)
 	if _, err := s.owner.Exec(ctx, `update session_calls set status = 'running', epoch = 1 where id = $1`, running.ID); err != nil {
 		t.Fatal(err)
 	}

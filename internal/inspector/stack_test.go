@@ -291,6 +291,32 @@ func (s *stack) call(sessionID, name string, args map[string]any) *inspector.Cal
 	return c
 }
 
+// readyWithoutOwner creates a session of tenantID whose target nothing serves and marks it
+// ready, as if a worker that died since had connected it: calls queue on it and stay queued.
+func (s *stack) readyWithoutOwner(tenantID, name string) *inspector.Session {
+	s.t.Helper()
+	ctx := context.Background()
+	sess, err := s.svc.CreateSession(ctx, tenantID, inspector.CreateSessionParams{Name: name,
+		Target: inspector.Target{URL: "http://127.0.0.1:9/mcp"}, CreatedBy: "key:test"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := s.owner.Exec(ctx, `update sessions set status = 'ready' where id = $1`, sess.ID); err != nil {
+		s.t.Fatal(err)
+	}
+	return sess
+}
+
+// queueEcho starts a call of echo in a session of tenantID.
+func (s *stack) queueEcho(tenantID, sessionID string) *inspector.Call {
+	s.t.Helper()
+	c, err := s.svc.StartCall(context.Background(), tenantID, sessionID, inspector.StartCallParams{Name: "echo", CreatedBy: "key:test"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return c
+}
+
 func (s *stack) wait(sessionID, callID string) *inspector.Call {
 	s.t.Helper()
 	c, err := s.svc.WaitCall(context.Background(), s.a.Tenant.ID, sessionID, callID, 20*time.Second)
