@@ -28,7 +28,7 @@ import (
 // Idempotency-Key handling (DESIGN.md §2.6): the first request with a key claims it in the
 // tracker, which every api node shares, runs, and stores its response; a retry on any node
 // replays that response instead of acting again, after waiting for it if the first one still
-// runs. Server faults (5xx) are not stored, so a retry after one runs afresh; the audit
+// runs. Server faults (5xx) and conflicts (409) are not stored, so a retry after one runs afresh; the audit
 // events it records are those of the first attempt (audit.WithRetryKey), so an action the
 // first attempt carried out before failing is not in the log twice. What ties the attempts
 // together is a run id kept in Redis with the fault, for as long as a response would be
@@ -238,7 +238,10 @@ func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracke
 	kept := storedResponse{
 		Hash: hash, Run: run, Status: status, ContentType: res.Header().Get(echo.HeaderContentType), Body: capture.body.Bytes(),
 	}
-	if status >= 500 || status == http.StatusTooManyRequests || capture.overflow || !res.Committed {
+	// A conflict (409: the session not ready yet, a live-session quota, an answer already
+	// given) acted on nothing and may clear: like a server fault, it is not kept, so a retry
+	// with the same key runs again instead of getting the 409 for as long as responses are.
+	if status >= 500 || status == http.StatusTooManyRequests || status == http.StatusConflict || capture.overflow || !res.Committed {
 		kept = storedResponse{Hash: hash, Run: run, Failed: true}
 	}
 	plain, merr := json.Marshal(kept)

@@ -204,20 +204,35 @@ func TestIdempotencyKey(t *testing.T) {
 			t.Fatalf("tenant a has %d keys, want 3", got)
 		}
 	})
-	t.Run("ErrorsAreReplayedAndNoKeyMeansNoDedup", func(t *testing.T) {
+	t.Run("ConflictsAreNotKeptAndNoKeyMeansNoDedup", func(t *testing.T) {
 		t.Parallel()
 		c := newCluster(t)
 		n := c.node(t)
-		id := n.createSession(t, c.a.Secret, "closed")
-		requireStatus(t, n.call(t, "DELETE", "/v1/sessions/"+id, c.a.Secret, nil), 200)
-		// A 4xx outcome is the answer to that request: its retry gets the same problem.
-		first := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, map[string]any{"name": "x"}, "Idempotency-Key", "call-1")
+		// A session still connecting (nobody holds it here): a call is a 409 not-ready, which
+		// acted on nothing. A retry with the same key once the session is ready must act,
+		// not get the 409 again for as long as responses are kept.
+		id := n.createSession(t, c.a.Secret, "connecting")
+		body := map[string]any{"name": "echo", "arguments": map[string]any{"text": "hi"}}
+		first := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, body, "Idempotency-Key", "call-1")
 		requireProblem(t, first, 409, "")
-		again := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, map[string]any{"name": "x"}, "Idempotency-Key", "call-1")
+		again := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, body, "Idempotency-Key", "call-1")
 		requireProblem(t, again, 409, "")
-		if again.header.Get("Idempotent-Replayed") != "true" {
-			t.Fatal("the retry was run again instead of replayed")
+		if again.header.Get("Idempotent-Replayed") != "" {
+			t.Fatal("a 409 was replayed: it acted on nothing and may clear")
 		}
+		c.setSessionStatus(t, c.a.Tenant.ID, id, inspector.StatusReady)
+		queued := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, body, "Idempotency-Key", "call-1")
+		requireStatus(t, queued, 202)
+		if queued.header.Get("Idempotent-Replayed") != "" {
+			t.Fatal("the first call that acted was marked as a replay")
+		}
+		replayed := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, body, "Idempotency-Key", "call-1")
+		requireStatus(t, replayed, 202)
+		if replayed.header.Get("Idempotent-Replayed") != "true" || replayed.raw != queued.raw {
+			t.Fatalf("retry after the call was queued = %s %v, want the first 202 replayed", replayed.raw, replayed.header)
+		}
+		// The other tenant's same key is its own request: its session does not exist there.
+		requireProblem(t, n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.b.Secret, body, "Idempotency-Key", "call-1"), 404, "")
 		// Without a key, each request acts.
 		for i := range 2 {
 			requireStatus(t, n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{

@@ -1079,13 +1079,13 @@ type ListAPIKeysParams struct {
 
 // CreateAPIKeyParams defines parameters for CreateAPIKey.
 type CreateAPIKeyParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RevokeAPIKeyParams defines parameters for RevokeAPIKey.
 type RevokeAPIKeyParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1142,19 +1142,19 @@ type ListMembersParams struct {
 
 // AddMemberParams defines parameters for AddMember.
 type AddMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RemoveMemberParams defines parameters for RemoveMember.
 type RemoveMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // UpdateMemberParams defines parameters for UpdateMember.
 type UpdateMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1172,13 +1172,13 @@ type ListSessionsParams struct {
 
 // CreateSessionParams defines parameters for CreateSession.
 type CreateSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CloseSessionParams defines parameters for CloseSession.
 type CloseSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1193,19 +1193,19 @@ type StartCallParams struct {
 	// Wait Seconds to wait for the call to finish, 0 to 60.
 	Wait *int `form:"wait,omitempty" json:"wait,omitempty"`
 
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CancelCallParams defines parameters for CancelCall.
 type CancelCallParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CompleteParams defines parameters for Complete.
 type CompleteParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1243,7 +1243,7 @@ type ExportSessionParamsFormat string
 
 // SetLoggingLevelParams defines parameters for SetLoggingLevel.
 type SetLoggingLevelParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1255,13 +1255,13 @@ type ListPendingParams struct {
 
 // AnswerPendingParams defines parameters for AnswerPending.
 type AnswerPendingParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // PingSessionParams defines parameters for PingSession.
 type PingSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1273,13 +1273,13 @@ type ListPromptsParams struct {
 
 // GetPromptParams defines parameters for GetPrompt.
 type GetPromptParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ReconnectSessionParams defines parameters for ReconnectSession.
 type ReconnectSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1297,31 +1297,31 @@ type ListResourcesParams struct {
 
 // ReadResourceParams defines parameters for ReadResource.
 type ReadResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SubscribeResourceParams defines parameters for SubscribeResource.
 type SubscribeResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // UnsubscribeResourceParams defines parameters for UnsubscribeResource.
 type UnsubscribeResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SetRootsParams defines parameters for SetRoots.
 type SetRootsParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SendRPCParams defines parameters for SendRPC.
 type SendRPCParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -10226,185 +10226,185 @@ var swaggerSpec = []string{
 	"LNNgciUNMCGNBZ467uKJFXLA+IALGTElGZcTxnPBpEohYn2l2dMuGwlZWDBehwjLxtwgz0nWdu2XLQ+B",
 	"p6BZXI7abh9DnvEJpHvMUSJmI64vDOOOlTM+2eqwAzdSPWHjochgari4qMxYkWVMF9KwMRfW4KCEjViR",
 	"M6vYbpcZlmeFYe632D0So2pzczFj0IY9735J9IkdtSbbqCrjDjutkwsf4FLZIWh2rtJJ9fruLotFtQ7b",
-	"FzDZ1lAYSOMOOwF9CZqhFjWs/eLqaotxDUwqyy4gt3s4VzdBop6SQJNBmnfYdzAx+EIOmuVayETkPIsY",
-	"lynjzCqVMcfyTwwTqVPSKWhxCSnrazXCKV/AJGJGTS++BDco4zS/I7aBRMkUGyqVGa1Vxbc1Ttt2rLaA",
-	"aXe73eVc+1qMhJ1n1iM+AGbEfyBiT2ntuh32DXjaWcVedBfp2gxbnBkTbTBhRPTpaeN28+bw6KYdwHI9",
-	"APvE4FZAD+6X62+H3OKy4V7A3go7VIVFFnRUntxij3je/fKL5dQ8IS12gsrxxm3D6zvDhPQbh9Oo97Fz",
-	"kKZevnckSkpAJfNBA08nH0BrpT8kmTKQOpV/8wNLNfXzZZr62iljUk84uL/z9Jg0i/uUKOm0lPuT53nm",
-	"d5udXKvzDEb//W/jaPu+Nsm/aOi39lr/tVPZYjv0q9k5orda167T6dV5JS955gRY5oXdZ3FfQJbGzBGT",
-	"7C7V79PmxfCnjpvIoZL9TCQPOlAnDer835A4aUDmYakCg+qMZ5kaowmJw/tW6XORpiAfenxOjYF+YphW",
-	"GaDhqhTL1BhH9b16q/QFSchDDep7xcbYqdcZTj0rTRqZJBIFUoyAtWOptunheCti/in/9lBlyALCslSk",
-	"juZkpJN6YufgfjRuEdoxvbLtGlWFjbf2aZfxNLDfqkKmD0mDH+WFVGOJUwrbqAXJpX1iwqCOnYA/NLeU",
-	"K0BM7PUNpKymeiKGWseN3SseHPIp0v2l++mhR+2XvOQnMk/Yv05++H77+OiQxrvP4hQsF1nMhpwMoESl",
-	"gLbDCIzBfamcxzH0nc3ykWbiTEZNI4gYdAYddj5B5j45Of6WDQquU9bmzgK6dEpHaTYCy1NuOeNp6kx/",
-	"vyZKveFy4nW4efDZeJZm2o0SrRLHWXCVAKSQut2TDCscWc3enB7BnInievtR8sIOlRb/edhV+l45cgu/",
-	"RSUaUpBW8MzMzObt27fbB4Uzra0bCzROqbRb/Iwuucj4eQYPOaEjZexAw8n//9pN7BhSYdwi8TGfeDXJ",
-	"Mm5B32K1roPlQ8GXo1feO8u1ykFbQcZGooFbSM+4nYqRpNwCau4m2ya8cz5poCraZkKDWatJkTY2lXFj",
-	"z5xArtUYGYANzeUa+uKq2cC+gImzrpXcNpBosOSaRM7m15CogRTOL0Xjc65dDZfqYs1BOstgGQMdu2fI",
-	"PgzO+s/kveMUfSPlvKL6av5S9knGkuuTmOCQHkIez7If+q29n28ehued62iWeYhSC+np1D1k/Q47Gaqx",
-	"ZEom0EC+men5NueH/0s5gdeCTOPpwZTGffnHSnOaM85rsbYmpTGzGNhXI63T9A2MzkHXbHmepsKRiGdH",
-	"taH3eWYgmpkNjLjIZnyxZ7vTju2zu2Qr6tA30DihIhUWY4PztOcJrfwsI+AuynNxdgGTDjFnxEZIlk6R",
-	"p/jRWz/lz1aprOMM6Ihx12UHrnKlbZMM8cTSIs1wQrMyuRBkb4J0XvjPLT+uVtQqDIYZzMRYGNUmv1Sl",
-	"zNAQe4hqEtpER94gMD+eHpL9ZMQV62siJ89YKgbCmohx48ynIe3eKyrpTIC0ZyJvpAUZZWYxU5JfPTf4",
-	"BaTNNVyeuRHOT+2fcMVO/nmwvfviiwW6E8XjbEHLWo03bNg0ZRqeRmw3Ys9+//U3jGaRrTRF1JAdmN1R",
-	"oxaZiSuzG32xjGV8fFukjbxC41tEG8e2Z3zgJXKJonI8WTVH5EFmDGIUBSkuZ1pnoqneplatYqY6H9RW",
-	"7mZlcifKvFJN96jQXSc/gS4j/g3G1BCSC9pZp9nuJSVL4IqPhJyR4sUMh1Hms3OeegaY32QpDo2pGDYe",
-	"gqbodDLkQrJzDfzCNIpG1bAXkhUG46zQBZLoRuIsNXaJ1IGURoThD+IB1h7C1VbjWNDEa5TVxc0aeLci",
-	"CdVFbcnPlcqAS9I63JvyN7ODunBS4Je1iSsOeZY17Id6UIxCFnR1BRu1rrYHatt/6ZyNzjEfvyE/GZW6",
-	"Tzs2aYP7sORDXOGmKUwvWvze+fdfR8G7j5hzkL++jveQNaejAxiKGQ/Jy3ZzC0El1hdSmGGNYValEL14",
-	"dw4D5fRW8PToOYrlFpldj2pTEX7HUqdKZcfYEGtTjmU7g0vIfBRoyA2LhcG4T4xpK4yoUMib9bnIMEC0",
-	"NvV8zHzJbN0AKdQ/Jy9VXtx7KJUkRFVEfomb4tq/i20BZXNuQ1hZ4demOaeb4ncFFJDGe8itxulfq+qR",
-	"0AnYfRY7TaR1kVt8VFgT4qipU2eUTxSWaS4xqeENU2rbbaEFFjo40hUJhW+c2sPldWTkMoGM/q711GjA",
-	"HuJOfqhkXwyaVe0oyTuOJZgZ8hwYbf2GmSIZOvvzMONFCuwbMBdW5chuP52wQ5UC08BxS5teq1GSU+bx",
-	"BiW4ZP1wCNSIH/n13DrNLGet18Y1nW9yjslq8ZZFo15g7NUtN2/9hTUdWuuMKGOgcXkKna1sK7pnG+em",
-	"RnkGFjZzOIOgrvlaUJ31/OuLZRnDqHXJswIaU403k8BrFXq9iQgYwLvadPLrLfq0DB2ENhjPME/IQpHH",
-	"vCK+bmIZlIQlw57dbF0je6zn3t3JtRrltteKMGl3HbvNdfoJN6BCJ+CeKbS4jueldtF6LnRvAoNXI0D3",
-	"oOpsAb+LDVYff/1lmQpwdKw2nmZRwQ2IYkAbxmc2CHI20PZpt3uXQZyFwRuasE/TbzbjJs5YMHplV9+k",
-	"j5Wy0wnzOk1KJ65yvm9qjNJIr2RezLOFb6GJOouiWmusrbNy17P5jkBj0RxGdw6OXnVG6RPDejQYNJR7",
-	"Lax3MJsYciv7dUGObyJrWRHYEK19F1r1wQQkxEIiH7nx3dKsu9nRr4o/54t7NBjvKUtfZzLA7Hy/yLJ9",
-	"lnNjnDXGfRmZa6TMkru2yzKapWRd2casKFtTpaWdjFWGzpau1Rm2al6Jdwi9xxG1ZqoNp76hrQgDP7WK",
-	"w1bUCjWHjXr6WwFZGvJYc+uGhSDNYbsV/WtqoXy+iUT/AHuE+8rt7Jpb2nMb2TlNxkvTFP8JPLPDefpW",
-	"7lhgDXXRsEyzMklvNXX0Wg0GQg5eO1dyTTpm4Z0wlBTOiwF6Hn3leTQB5CftnRYKHzh3T1iR8MypiAww",
-	"lA8j0AOQyWT5dKjjptm8OTw63sDZPmAkML6KiMEVT2w2cXJfc+BQUwjL2gkfQXbIDbA3h0dU+2Q28a3f",
-	"NCi+sppyeYAhPLiWeRBCvkv3TXpqlvTV8MqGbkgQUbprWYp5ei3eelU8Yf9WQkJK5f8NYfkbN98yWbYg",
-	"rzzv7BYGy7NE2lkrHnS7pO1Uim1pFITIeRdxEL8w9xcaP6JdpsGCwuKg9WNh9B4VcEeYOC7rjDaQvPDq",
-	"WsZ6+dKC2Ogm4dZNnIaQtbxROxD9v3OPXkd07MasT3WDYZEnpixsp4ZYm7wHT1G/DUfsZSYSYcuPv//6",
-	"2yZqcUn+b7WIpCfAgqDkVLLK52g9jZqDklMrdQPDHyxhb7+RjoSsf/s0WjF7TgRGq2+PjYehOBq0UZIl",
-	"Q2WgHjXkSQLofKeQZEJCGSBsNOzqhU4rM0ltQIy6w1MTQ3Bm8uiJYRiX2cRfKTMNN2rWo0OqdNwwyn7C",
-	"R3km5ICGPMPUFGuPnW6OIxaPVAqZ+8MTKt6Qwa8Xc893M/UIxg/PrWlFaLSw8sKelRzdtJy+ybvYLYIy",
-	"3zxwPi2NtRl6b6RVaddS1Kbj2Y1TFHJQmXszseaGEP2xKmTKrBY5E5KNRJYJOmRipg0LVZxnNc0rC9os",
-	"Z+PKC6ZaN+CaygKmx3QBk71e0e0+S0SK/2IZqTNGZr5u3AlgcrZZacsv69g4mOdv7GdhtUszZUqncWZd",
-	"vj1kXz5/8T/MF1UyXz4wH4ukHxZnJlfn6Sk3tsEOKh3Z+U0RhY/MfsYtnaJi7efdbnM6W0hjHRsv8IpX",
-	"3OsawjTCZnBjncmsk/Pj8Ssm+UjIAao7t1pM9QPVlxfi+aAOdRzd5FUe1bKkM3Lp1eCy3OpSaYxaVlmS",
-	"snUlt+xnwdBHuTUhLLVhxtapXd8SaaiGuHp5bGsRMdzbUwy9VmHWnKpecwM+0sqqRGU/gTZCySMNfdDg",
-	"GXkm68ALq2ImYaCs4NYfD5IwBqrVwLMM5wqr2VIwzOTAL/bpDJEdgjYsF5IpOW29FFa1otZud/eL7e7/",
-	"bO/+jT682H76dHv3RfjQ/WL7aflL99n27hf04bl7rPuiUdGVVsO8Y4onyFaKkobw7oyQyYkdBgGjzHzC",
-	"tRZkAi2heE021kyD4LirBpr4+vjocLNw2QjsUKUbZPRWczrWtZ2mtmAa2sLp0hG6BjPax3eUBKcAffCH",
-	"y5SWbF5W78kYvbXdeAw8FbJR0WKJ0m2yly95MmQpOAsNZDJB8vRa6qLXohodbtkYY+dayUFDQjNqCFZi",
-	"FtTZILUzFqtGL6Mwpcbl9qnFUxjlmdNAd6C/59rcUJPr2XY+nk4PU/rx+NVmymBRlnadoLdr46Y1vMu1",
-	"u+2afcy18pHFMtA/lliTztORkKjs0biJWpcCxgtMekyl3lNS17PC7P7H+LlRWWEBzc1QK9QXGezt7OyM",
-	"lb5wizHV+vO/3REDhTTzGtO9h9T0XAbe9dA0Xp98b9DdPOfnIhNlOGgzQfBFTbXGfOS0PE+6QVyGzppu",
-	"VFO6eR3qhj5zoz9W7uWzeYfJ9OFnBCSYLkr1KCJEgs4ap9acD6gLDOqZxcfaFtY8G3gXQH5wA/EF3vus",
-	"y86hrzQwLicr1j9nlPA7K7N3DSXWWFeKhdYGLM4eRrmddNatlEX/4cw7AItwjLzPkAZHYZ86Y4W0Imtk",
-	"1dsWlsyBL6CcnGHacnNpezXKMxiB9NHQduwoE0cs9vPy8cI7EMHVIuBTCBz4WnFeDr4pOua3PKe3zawo",
-	"+HfPIWVWIW5IIPiiRPlGdTq4r+ApsHW0xQ3HIUvbsTzAMiWKDVwamGpWUmbpV5PZmUxBbQI3aP2XdIZt",
-	"TvcTitbtS19MtbmswCUNZTzGk8MP6Iap3EWMuRzHvaUkp+WhZlhVkApUdoIeSlmpgLq+0bhCjLpDnmX3",
-	"Voay0YmQe61LOanJQEN1Sqklms/YeJNxuXUX1ZtqGsdpqVRmg5yecZ+YEo6ClNnB0StmhmpsmLD7jM4U",
-	"E4iVhrRIULG5B4UmhJt5l2HIzdk5cA36zKoLkM1zpFrxM2xjivuXKsqmDXPJEZMFATrXuObSBA1zo+It",
-	"H1y56Lx8g15oVKJTZIjmabd4UalWcz1Zml2WmSwfSGSD+MBDVfgE6t/xLbcrIyaa44h9j0JGQHS0O9cE",
-	"6W9Pv9xt0AQrnA9Y3kjDmPEAMOF1+URBh/2ECVVkXOOHjNUyiN/WNPb6OJ7tNpC9ie9WgwG4gQN/cRPC",
-	"1Ihj8cKqOaZcrYsae041aawGPuLnGZzhQYqKeRc7pO5BZ8y6fw378fj1HXiizXVop2WN1e2xNRa4FKud",
-	"P6/bQkuqi06D8Ny+rH2xHKZY2twohuS64as3eG/4+9nsUQNqYnkokQY21crSyg6ky4ZbvE+6NmxTpzzP",
-	"hKRt6QImrG3z7CzUE6wFXeg4ZJHmO2D4AwEv4pFKPOFUaEjZD6++OWTCmIIwZeYU1DI5aCCUyu4idoft",
-	"UNxun8VVoC5mSmYTqtUO0Iboj3NzQehla4f5rOvq44X4Tuv6sKr1ntZsi4+I/YiOxm0wRe76WAn6HUmh",
-	"hZ2cuNfru3Ojbp5jf4RiY/96e0o8e/TDySnbuXy6wws73EFm7gQARzS8qOlyILQXXF/7IuSmY/e6lqEb",
-	"wzkT0uSQWKUJNHCgMH2pVTEYUu3pwdErBCuldgwmQg5fsYRLliomLLNKdXqyJw+VdL6Scw/3enIbT2yw",
-	"c5WWWLdG8gs4S7gBXzUcseNvD9mzZ8++RKQ9Y/koNxFTOX9XAKOVZiI1HddcvKLejPcYr1E29qSNZ2kb",
-	"NxA3xp4wjUU2RlmbES9Cv4o9Tq1bgThiMZYHuD/I93Z/ecC3/Z5k7Hm3a9DCboKQZEKWOJNtR+dMULBL",
-	"T8riEPcIFXvEWx1q8SmTCAd2zqegwCL2vPuMABc92qL75jkrCPavCfXPV4BH1O6XHk0y8aCWEeLqer+i",
-	"BIZ7vvtlDVkNUmSQF91nU8mzMZ+w9rmyQ9fyPLDvFtLdaT/nt1wAi7/G1r5yS7r7BXm/X8WEsEulsPH7",
-	"HqmtXmuP/dzpdH6JWK/uLLvve61Op9NrXcdoJbq+MayHqnPIjaNbXHuFlv9NYTlCLCc8y4yv66sBJBPY",
-	"brxPiMjArTc5TQNwMwrG98oyksNzQAvA6SBOgsLif7w8ZTsjsFokJmbtI61GYIdQGGbhyu5Xh3MoTseE",
-	"6cnaPkbEPD04ev3q+5dnb16eHr86PDk7/eG7l9/HkRNPCZCaJdKDpZQ1EXKE7skKjPkpdkMQuluRH7PK",
-	"QfJcdCZ8lMWsjcoiVQl69eVDqcJZOVLJFDSkPVmayVu4nvRcTLDUUxppC6n3X//FnA4mxZODHgkCzHW/",
-	"oT7z+EmUwMYvgvC7JUbwZpXBPgOeDEkcvO6CaW3ofjI9eQ6ZGjvCJVx2GPVQLlgN/jUDx0qEZxqo7ITz",
-	"ajvsFNtYO9mT7VgqCXF5dKoPY0Iodi85HqwJ7dZ+fa1B9pVOAE9heSPGLX+gcgh/uzeGXKaZc38KaVBf",
-	"O51QDhtMwnMwLMm4MeXRKaTvB5rDB6TKh578sL29jf+5nyi5xj7gkfYSqzjykQKKjUUkKBHz1YzBWaMV",
-	"GwpjlZ7sky5DiyNiZX6RFpVqffapk/K3iDk943+MWOJPc7MychSx3HXXLvsLTGpECgz6fUisIyhx2OXT",
-	"HQpIV58c25gYJx2Y6APjmcEVQewtDT48hgPFaFiNCojQ4adk0LqXkwrRQ4dC8DKYQ9h55fQMUAGzj7RS",
-	"4iEKCm6WmvQ8RmdpxJgJDQMecemUmud84/FEcYKsTbDr+PxWhFSOGIGI4XMIJ0PpHwQYcwOiLjDpGroY",
-	"aC6te/1SXRC8hoaRuvQ7GT5Jgsb9fsJ4NuYTwy4AcsO49SKDZSfUMGlHhG7H1hFl3nEjP/cNC+2erW/p",
-	"NRBhbtlIGUsoqm7FlH5iItrke3LxLh+KkgIYu2+SENzRysbxGWZVkQz9BxQWrAqpAEVLRtcwvQe23a7Y",
-	"sM/tLxiQk2okcmggB+0RJwKWaqfnXLdMJOCLejyst7NytQDLNQW+i9HI/em8n6Ey1m3RoyKzYtsvypvD",
-	"o5rRhzoJ+Ihq1KmmslXzzlpRq4yLtLqdp50uogiR6m/ttZ7hVxFeqIDW7s4Qz+79x/3tY5SlGnqVtvZa",
-	"/wD7T//IDM73brd7A+ToelCj/gRhE+px3pmy1Ft7P/9SJ9sp3iWiEjCIQFrkSBk+MFiFUO7czvyfUfWt",
-	"vZZT9Nj6DkbSb6TCMT1xj0So6qMa6IDdIz7vi+6zh+nyoG4TenTXmwFdF1/KsQDgdcGi1uBlnYwTviwp",
-	"2s2W18lvLradrq2t8WzBfQa4x0O6R9rX9TXNB87mJdgFEw7h+PuBFkQGq0d26MqG62jpgz4EcP3LPfJa",
-	"DYm0ceXR5lZ93J2Q655T501tloPcqUH/4ytPl78yBcmMLz1b/lIFjO/e2P1y+RuzoNaVHC0dXln7d309",
-	"q3jKrSVs5FGoI0a/Yjpz428MGaqxrDOxQFvSTppZmOqnrqNWrsxqPMsqNGDceEd8giBPBKBdQpWBfmLm",
-	"+bsOLLI2g8/cpEP8i/T+u7oRlX491m0CP7meDvk47XM9Jz1P71h6AhBxgwD5nx4lp0lyiDg1G3EfLTuP",
-	"Wy383SrCVLceOSNvbZmZ0fs770V6TRLk/JLN9P8xWtObysc3q2j/Rim6111gERK/hwV3K9R5SK7sPl/+",
-	"RnkBx8dj4+PgWQU27jD8CgMUY5EQNIugcyIbca7z7tYxV3z4YxQiYnQw1w1jCBr22HioWDtGuNx4K6Kq",
-	"ePyMBV89GVOwsAqCGnoMZETxjPFQJMPg4aBpVhjQDFF1I1bIFLR/JhzBFik6YjGl4mLW9kGV+ADjdLG/",
-	"0GxvOmJ7tS1TjNZGLLZwZXcScxlvsWSolKF4Tk8izF+HxRTVbdeuWtwqL5YKiZd9eiyjkGTsWmOUufAh",
-	"KIKgVf2exNASlwNgdMinVEIRU1labu2R+zlReFrOhvjPCEYYO4nRLcTTtxSo7EnsV+kUdMzcTCfOxXdD",
-	"M6TcGFVYkaVghzAykF2CIQ/feahxHUw8plibh+V1rwy5GW4jcK73Rsk02WNxwLCN2VcBb7odl0DHMfvw",
-	"ARfk+NtD9rf/+duLnky4VFIkPKOUgC/lDNi1lApgPhA95BTstGNFCN8moqvi4l7rstfaY0+Rg4Qd9mS9",
-	"U99oHf+XZxn7D2hFfBUbeBezRBUSObnCvcZgmb+mxXm9pid9bCThkp279dr2gLdM9fvukQ47PPmJJZBl",
-	"/qoxvBrB+/tfuWX6b/e/bfe//y+OmOXnTGlHCK2Fs4P9RX9Yn8MydJkGLH4SY54ld66jGYIz81KFppYu",
-	"kCojigE0eBAo2HPbRyPmMrcY+a/uFrVitPAuNCekzZeG3liQuKDrMly5pFc8+XbbPg+kV1d0vxGjOyGY",
-	"j6oJyf7K2h55/6+Lb04NCOCLL9ZbcSBKM5Husfni7aipdNsNmdD3/Q9uPFVdwIKhLr61brWRzl7297Q7",
-	"e9vf0+4m1/25dpbd97eyE9s8atSE02PlJmHtuopduMr48tTQy1OYJmmRJdNYXTE7FISLbTstnG5FDHcI",
-	"vKDKXLI2bQ8ehrhR1ojNm4aBRliE/2StqJWYy6bh3KthN41P7yyKpv11usHZ6w6BVc34vYAQp9z+kgXD",
-	"Zr7Uwm/YNzV+EC4y1Wrs7xKlzM8YG8cdoan1GyIVIbsRLnwbOvuIdvKwlo/u2NJARplRQFhHXHRvpeiS",
-	"jJ624Xfchd3vhyc/1U1dMl9XtXN3KK2xlrn7lmcXpnZlQN0kI1vMw4orSmjMmBw9OR4qgwlziwZsriGF",
-	"BIyhi+pyZbA0pbqfccRtMsTsBqBZ5qxAA9oZaEozcizTntRq3GHfAeQsLq8dcMbCCOiSA8gMJpdSsJir",
-	"YhrGWlgIZhHRl+ZE12g1GBJ4lcPk0ZS4fz06dWnGQl+ZTm4+KpiGeI8zx6fzlU/oQiDP48o5T5yu70SN",
-	"vaEaCQk6rAttjJd+r6brOUv3E5VImdcvg1CAF1VHJcaiP4Mf+1rJGP2EOJQ0xqxd1i7WChbZbP1HKP9w",
-	"z5z91XnYTg35hF+ScTHqyapyIWRnZeofrO4TGXGRsVFhrHN8uM8gPzFbFAT+19vTMnWKLjNFhfHiR3rQ",
-	"Z29lykJcInJTf5l+c3KwbcRAVvdixhcijSnlmolL53aFWfzr7enZ6elr1qYAd859ipd6w3pVuoWcqjtH",
-	"zor0t2tzrPsg/TxW+kLIQU9yw4xSMhyFwIvYTAhG7demGcpFVZapsfHp56TQ2tkrbmadnjyup3kbsrTs",
-	"lTEFehjTvrYddqh+D5cQ/e0FwfJTX6V7H6HuqWrelWLc3bvte+ElnaG2sZYLPOTJELYPlbRaZctvrnww",
-	"NfmgSm9BQvPlVTJEU7RW64gFfQyuLGjJM1IYgaOdOjRDpe12hnfRYxmkt2zPtRqb6UTozVHFqTQo1eEv",
-	"N7GolGg+Av4PsG/gPrPgb2AR09Xu7nf6paYXUdg/Ew4peeLtUNWycUyY1VfUgyhUa4qVQ7dbWOcovvEN",
-	"fdap7Rrw7I0Oo6fao8221Cn0lJqOgK/Prasnsfepvszty1R6RvWa+HcHS52xzDZcVBJMgnmmLm8x/VST",
-	"2XPXrD5wJjtgKzcISpp++hGT7grCcejr4T+iNB2kacmk7HxChntERZChnhkzacjWkkosh9ynK8jMn4Dd",
-	"NJHo5XeDDPg+FY1iMlE2yWJ5ySH9ZiyfGNZ+3v1yqyl5PlKXsKk83lHy/HkTlgTeJfFp57g/E04nWlbM",
-	"TnXHmCgP59qx4BlPASehSmb9aihuk+FqDJxrNVIkZYqidP4jeqBLWRrzoVKhh42vYrmw4++pyYT5+il5",
-	"Tz1UPks1rtdIm56ko/zo0nZYLNLYPVa188SQPsD0+Zwg1Y/SPaQg3f3213Qo8IH93MU74Gm1rBgE8TCh",
-	"dW/j090Y/6D65dC70dMhrE03xnA25Pae00loaV1xnAJ6+VZkFvQq8vlJeVx1ZJ0bXa5A70efa6nPVR1b",
-	"qlcU1xm9ZN7bO13efWKnNRwtLJIxeIGABxyK9xletoXRl3Bg1uddKV+WZT0pLLXjD57m3PiSLXZycvwt",
-	"GxRcpz4L136+u0smrz+eutVh/6S88KUHDpEpha7p6LSPj7nNE2SiJzkeYMXzmxQImsYU2ZsCBkM8nbLI",
-	"rVPHfPF1YeGXGfgXOsq/OAJ8UqJPfcL10jN3Jz6wm1kBd32updLr74+7K+gQZLhjYv5PoiK7OmrmxWaf",
-	"8XDps9cEhlAEapeNra6VRlBi3Nf33/U800XBnsNMmc2F8ZMrzr5BZpx+Jay3sEyPBdoNXI3nf2tbAJ0z",
-	"8EecKVbRYe6pG0u2V+Po6HY5lduw7UdkwkfuW8h9P8iSPFQBTUmrgB0UToZpSHkyEwRZzbJr0qE7eLb/",
-	"9u7MITZzPzrUuy73ybVu+Iu8EfTqFYJ+JCCthw3xh+7Lyn1/lIC96G794Vz9j+fd1OAulcoCEMUDOjgH",
-	"/mDIbne3ium8K6CAlOAhuEXEY9opwtU7Poppisz2JNdaXGL1Yxx+D8dKqsuMS7cIa2skoVj8/utvJJ87",
-	"7/FRkV7HHfaWDkd8PeYeQOdZ4u/5CugutrpR0j1kGPEq5gYyhaH51G1cu91uNam+kMIM/bR6Er0sYRlI",
-	"wj3BWqv2FBlo/mjdCX/AYywMbE27hb7aqCdjzL3FGAytP93gJpXYsw9klUXzWH5IUEc1R8GylMIjgnhi",
-	"RazrPnyxsGbevdtcMv9FvWC+21Awf0++3Ryq7wMHT3FRFxmojrglGzo2c4LgaBijSt3t7j7cOIQJYq4Q",
-	"dEcKOfhTxnC/V4Rk8THtclQ0tAVwM5HJUCupCjN9xndzR3JWya7rWLKDqS1BGFbe7FjtDzxwEdaEVhB8",
-	"0JPkLkf+JKRBlRvX78A3O2WDdCISfTkKkoWDk/54opI9WV0qtlXtYPMamwq7/d4wVszvIvth9JjELQWy",
-	"J/FtKkvD6vahE4mmIBe+fo/q2zX96bnfy1RK51EVbKQK3DsrzeYtitGc7nDMGLQHrcMDu+oPIAmPfP3p",
-	"+fIlw9W8eX+/Td1P8DemBDVLpaq6vNfrLlx8j6y3+JRDAyfvBUA+PPRAWJp13L2GaGro5rMuMAiz+FjF",
-	"BYdH/s7nRYX0IR5UDfRzOEj0Ce9HK6ddyusvH3oPOzAXVOLvkTFromlYu/pQSvrWnWkO2ReDtaKD/qaJ",
-	"Mh+rgcV/ef/y+5+uY5ZnPIGhylJErYzfHB6d/f3lwfHLY49nG9zs6extRPinlOZFaGUhWZHj2RzEmlba",
-	"/2q29kvk+Xpi1ywEV6gC6Yc01U8tnH6Ip4/84BZtwv60GGG+Pu7GDXkdQVJTo1MZ0pm9UScKB/lGSd7B",
-	"A/8EHHM3ElXdf7W6RB1xQ+5bzgfwxHhIa/TezhD1hBsW1z6GmbnHCM2mJ73Hd27w4pUAOY1lNr6OMAvY",
-	"rUaxPteLoEjofO497fGIC3kC71qfGXYFEuV0kkOox7pPlYCdHdGlyY36gHjsMQtxN5X4ZS3atLII6BFC",
-	"0v2ViE9ylzpihwI666mKY8gz7guMQ0IBozzxa27sNrLO9qtvKIhU0xkeP99vsmMhzRaVOxurNB+Ah9wI",
-	"J2czcQneq5GKDXhOtVSKpQVxNXTYS54Me9Lf2Y4eBFYtf+XIFbEYR+c+OnGjdEjKLcdvwuARLqIn2/H7",
-	"XsvAu14rYj0UT/qLW/rXvddrXcd4ZjjeQzzqbe7GGDtLCS0mYVil+nzsqieHPM9B0u0qjLPxUGTgiBhA",
-	"wQnxaYZ0BPJdjMB5bggJznPBpEqhOZXhVvHhtOa6mipqvCKVLkd9hylPcQnpPtPIWaHIj5hK2FLhEudU",
-	"GneKZs0QDeES1+VpkBsVKaLHILtsVxJzw0nihRrTR1Af9ead6M1vUVU0Kk1UH6xN9zdv41VwJB935bZA",
-	"efno6prTAw5+5dEBS2RAYRipH+yg19pjJ6FGo+cvD8UbSnAGv//62y/X8X4JX/iVBxEUhCxYKbUKEQlz",
-	"pXh8y6koD5jjMetC4ZHqOzXTkxmifbkHaYaEbpCqscwUT/3ZL5kaBlxnE9bmLNUqzyENlXhCyS06XoIO",
-	"mkhxME1qi9AFb1kbtyIKVnXtncfBaoTFemBArOl7bDfFw3rZsOKroFQ5pvCr/6iP7qGahACTPIWjGt7X",
-	"negff+HHdnkJ+RoFJ6/VgHmjybBa6Ug9HRiXJv6ctQH2NXX+2l/r/BmHYqdm8sBx2Pm+F10kL9WYGXgM",
-	"wP6RA7An/iafMvieKX+dD2t7Yd8xYJFbtu6oJsHfD3T70swj39CGumB2U8vwJiEDdHkc3uqEl6RRPMm/",
-	"zZRmA1Rd6IFxvB2qQ7eRZiqFcN9Hk4VQXmpfSWp5f2XOrQXtXvrftifQB6p0g/QD3XSafihrJbba0SpP",
-	"bf31L013sY741Svq93nD/fN2kgVz5n7DPX75FlWn/ojlGy+6XUf8C0jLS4se7YY7sRuOiKoE2P37//m/",
-	"Hg6svBqqbfgoz4QcRAwykQjLCZNYyLygxxy3bS2GQrmFneF5e+e9H02oXVrD3Djxo99DL8eXrLb2GB3w",
-	"8Ze5Uorx2oPXve+18IJK99j7RKUQBYPl+jrusJcVFeiSyxlK7FEThLxMlzjSFYy91odeK4XEGcn4N0ko",
-	"xXi8KPVaX++x97//+tv1dbxPV3n5+xsDbp1/sNOTJeqLsHSPbgB/8ZogqlVpKc28XmhyhqiE6pZ6FFVd",
-	"zu2w0nTVsrWiG65CquE8f/F86c3Fn4r15slFtHto8y2s1WLwTZVdVsry8XD+RwquU5E6n9m77sqC8ubT",
-	"yjUv8/bTkZCDP84BQTebm6tLtOMgZrXII4xqWxWOZTtNfs6TC8x4jESWCV8u+ljW+Ll4MUcBOaq2pCPg",
-	"pvBXzFaLf1f2Cd3tumYg1l+BgoeIDeOG8tlKZWaBf+N7uR/5fHN49BCIGH4SN6V1S+ezNunH4q8/vNRO",
-	"Lb2XqB28bPlOi0RDy15Q16gTpZu/6bAAtbJaveg/wHPx5x2lLKfxyVeM1kb6qDX+4FrjGIWyksh2Tb7v",
-	"Ks1aXp6+ZszhIEBRKM36XGQVKAU7h0SNYBpEiPEBFwgrgnljJaEnU61yut67ymzS7d45SMM4wq4pCR12",
-	"FErtEc0Hj9ZOAxE1OfxlBcifBhwkLEB5OEyq8SO+5V3UnvpSImTigIJj+OhuoXDcUFShE9i2MMrxlMk9",
-	"W93HvsPTsr/P2v6em87Klvjcm4+765/LJg+iZ3ZK2bsH+7zs5YHk+g8iz+vL8aP8/mnl9x6ldkcDT9d2",
-	"rOni2JW8abdugYU/b4c6zOLH41efvEtdp/qj3vgTeNU8DXd845qz9rSEb9253jDFueO+c1jTySag9KUl",
-	"hD3ZnkEaqbousIk03tqfgsV1WtJ4SF8aHA7ExI3HH8LwH3XTHfnxNZI3qaeS4OmjJvojVySGZcabsEt9",
-	"9MSwwgt+u0GHbN1xtMHsFHJDBTV/R0XV0qOueBhdUSP5o7b4Q2sLq/KalmD1fbuuKGrSfGeqQilrbn2D",
-	"5DG28qmBM9CoFpbSKGse0RiaT+IgcaasStXvB5S6dQPjNWDXYlXz+AfJeNk3Hpzzx+J84gfSyNfEuIFy",
-	"DewCcsIBdZYvQitUqafGgzib8+yns4VVDP5wu9ZyqcIzN8gwj/vWH9zfRsigShL38UCJl9BQxzYAZIkp",
-	"J9Y9jPG8MwKsTO9qO8uTNR3xqXiRR2X2kCt47BeEHSJQ82S2Bv/3X3/DmvuoQmMOtevhkvV/nfzw/fbx",
-	"0SHDivyI3VCcH7GUW/719XXM2saKLGO73W4z+jLI9Pjo8DNXXUeHH8nqxp6p7aXxQ1pspvTMSj5qtc8E",
-	"XtTJCmKAlOsX8HinLryJ0HLIlRP+wuAl0neijjCRt15G8K2wQ1XYMjMYMbgEPSmxoPpgkyGkvjpYDyBl",
-	"QlpFdTfEr/sB0DJicMUTS0cCqYVafXEAXyM8Km4Z9VjBYfYkQllRPjBehDh1inP8rLOROIWVM5H4NGUT",
-	"Il+Qg9g14jG58KdJSqJg3zIh6VqHpNDCTlBiCFSxtffzL47Z6UQjyVKhs9ZeaweFwHfyPhxSKwXSoED5",
-	"b8tLM2vflcOqfceLFO9uuf5/AQAA//8=",
+	"FzDZ1lAYSOMOOwF9CZqhFjWs/eLqaotxmbJEyX4mEvfd8+6XETNFMmTczdwzJZPKTZKnEzYBu8W4Bvzq",
+	"AnK7hwRyVCGSKwlEAVyoDvsOJgZfyEGzXAuZiJxnEXbMmVUqY05OnhgmUqfZU9DiElLW12qEdLqAScSM",
+	"muYYCW4mxm0XNM5EuYnwLCs1IC1wxew19tx2/LmA03e73eWs/lqMhJ3n8CM+AGbEfyBiT2nBux32DXiC",
+	"W8VedBcp6AxbnBkT7UphRPTpaeMe9ebw6KZtw3I9APvE4P5BD+6XTGOH3OKy4QbC3go7VIVFvnVUntxi",
+	"Y3ne/fKL5dQ8IS47QY16417j+dEwIf1u49TwfWw3pN6XbziJkhJQM31AAfkAWiv9IcmUgdTtEzc/sFS9",
+	"P1+m3q+dBiedhoP7O0+PSR25T4mSTrW5P3meZ36L2sm1Os9g9N//No6272uT/IuGfmuv9V87lQG3Q7+a",
+	"nSN6q3XtOp1enVfykmdOgGVe2H0W9wVkacwcMclYU/0+7XgMf+q4iRx6vfOQA3XSoM7/DYmTBmQeliow",
+	"qM54lqkx2p04vG+VPhdpCvKhx+fUGOgnhmmVAVq7SrFMjXFU36u3Sl+QhDzUoL5XbIydep3h1LPSpJH9",
+	"DuEEUoyAtWOptunheCti/in/9lBlyALCslSkjuZk2ZN6YufgfjRuEdoxvbLtGlWFjbf2aZfxNLDfqkKm",
+	"D0mDH+WFVGOJUwp7rwXJpX1iwqCOnYA/NLeUK0BM7PUNpKymeiKGWseN3SseHPIp0v2l++mhR+2XvOQn",
+	"smnYv05++H77+OiQxrvP4hQsF1nMhpyspkSlgLbDCIzBfamcxzH0naHzkWbi7ExNI4gYdAYddj5B5j45",
+	"Of6WDQquU9bmzgK6dEpHaTYCy1NuOeNp6vwFvyZKveFy4nW4efDZeJZm2o0SrRLHWXCVAKSQut2TDCsc",
+	"Wc1InR7BnInievtR8sIOlRb/edhV+l45cgu/RSUaUpBW8MzMzObt27fbB4Wzx60bCzROqbRb/Iwuucj4",
+	"eQYPOaEjZexAw8n//9pN7BhSYdwi8TGfeDXJMm5B32K1roPlQxGbo1fepcu1ykFbQcZGooFbSM+4nQqs",
+	"pNwCau4m2ya8cz5poCraZkKDWatJkTY2lXFjz5xArtUYGYANzeUa+uKq2cC+gImzrpXcNpBosOSaRM7m",
+	"15CogRTOmUXjc65dDZfqYs1BOstgGQMdu2fIPgwe/s/k8uMUfSPlvKL6av5S9knGkuuTmOCQHkIez7If",
+	"+q29n28ehued62iWeYhSC+np1D1k/Q47GaqxZEom0EC+men5NueH/0s5gdeCTOPpwZTGffnHSnOaM85r",
+	"AbompTGzGNhXI63T9A2MzkHXbHmepsKRiGdHtaH3eWYgmpkNjLjIZnyxZ7vTju2zu2Qr6tA30DihIhUW",
+	"A4rztOcJrfwsI+AuynNxdgGTDjFnxEZIlk6Rp/jRWz/lz1aprOMM6Ihx12UHrnKlbZMM8cTSIs1wQrMy",
+	"uRBkb4J0XvjPLT+uVtQqDIYZzMRYGNUmv1SlzNAQe4hqEtpER94gMD+eHpL9ZMQV62siJ89YKgbCmohx",
+	"48ynIe3eKyrpTIC0ZyJvpAUZZWYxU5JfPTf4BaTNNVyeuRHOT+2fcMVO/nmwvfviiwW6E8XjbEHLWo03",
+	"bNg0pSeeRmw3Ys9+//U3jGaRrTRF1JBSmN1RoxaZiSuzG32xjGV8UFykjbxC41tEG8e2Z3zgJXKJonI8",
+	"WTVH5EFmDGIUBSkuZ1pnoqneplatYqY6H9RW7mZlcifKvFJN96jQXSc/gS7TBA3G1BCSC9pZp9nuJWVY",
+	"4IqPhJyR4sUMh6Hps3OeegaY32QpeI35GzYegqaQdjLkQrJzDfzCNIpG1bAXkhUG46zQBZLoRuIsNXaJ",
+	"1IGURoThD+IB1h7C1VbjWNDEa5TVxc0aeLciCdVFbcnPlcqAS9I63JvyN7ODunBS4Je1iSsOeZY17Id6",
+	"UIxC6nR1BRu1rrYHatt/6ZyNzjEfvyE/GZW6z1U2aYP7sORDXOGmKUwvWvze+fdfR8G7j5hzkL++jveQ",
+	"NaejAxiKGQ/Jy3ZzC0El1hdSmGGNYValEL14dw4DJQJX8PToOYrlFpldj2pTEX7HUqdKZcfYEGtTjmU7",
+	"g0vIfBRoyA2LhcG4T4y5LoyoUMib9bnIMEC0NvV8zHzJbN0AKdQ/Jy9VMt17KJUkRFVEfomb4tq/i20B",
+	"ZXNuQ1hZ4demOaeb4ncFFJDGe8itxulfq+qR0AnYfRY7TaR1kVt8VFgT4qipU2eUhBSWaS4xqeENU2rb",
+	"baEFVkc40hUJhW+c2sPldWTkMoGM/q711GjAHuJOfqhkXwyaVe0oyTuOJZgZ8hwYbf2mTCUeZrxIgX0D",
+	"5sKqHNntpxN2qFLAvGKnNevBjJKc0pU3KMEl64dDoEb8yK/n1mlmOWu9Nq7pfJNzTFaLtywa9QJjr265",
+	"eesvrOnQWmdEGQONy1PobGVb0T3bODc1yjOwsJnDGQR1zdeC6qznX18syxhGrUueFdCYaryZBF6r0OtN",
+	"RMAA3tWmk19v0adl6CC0wXhGmfZQGTKviK+bWAYlYcmwZzdb18ge67l3d3KtRrnttSJM2l3HbnOdfsIN",
+	"qNAJuGcKLa7jealdtJ4L3ZvA4NUI0D2oOlvA72KD1cdff1mmAhwdq42nWVRwA6IY0IbxmQ2CnA20fdrt",
+	"3mUQZ2Hwhibs0/SbzbiJMxaMXtnVN+ljpex0wrxOk9KJq5zvmxqjNNIrmRfzbOFbaKLOoqjWGmvrrNz1",
+	"bL4j0Fhph9Gdg6NXnVH6xLAeDQYN5V4L6x3MJobcyn5dkOObyFqWETZEa9+FVn0wAQmxkMhHbny3NOtu",
+	"dvSritH54h4NxnvK0teZDDA73y+ybJ/l3BhnjXFfe+YaKbPkru2yjGYpWVe2MSvK1lRpaSdjaaKzpWvF",
+	"ia2aV+IdQu9xRK2ZEsWpb2grwsBPrUyxFbVCoWKjnv5WQJaGPNbcumEhSHPYbkX/mloon28i0T/AHuG+",
+	"cju75pb23EZ2TpPx0jTFfwLP7HCevpU7FlhDXTQs06xM0ltNHb1Wg4GQg9fOlVyTjll4JwwlhfNigJ5H",
+	"X3keTQD5SXunhcIHzt0TViQ8cyoiAwzlwwj0AGQyWT4d6rhpNm8Oj443cLYPGAmMryJicMUTm02c3Ncc",
+	"ONQUwrJ2wkeQHXID7M3hEdU+mU186zcNiq+splweYAgPrmUehJDv0n2TnpolfTW8sqEbEkSU7lqWYp5e",
+	"i7deFU/Yv5WQkNKZgYaw/I2bb5ksW5BXnnd2C4PlWSLtrBUPul3SdirFtjQKQuS8iziIX5j7C40f0S7T",
+	"YEFhcdD6sTB6j6q+I0wcl3VGG0heeHUtY718aUFsdJNw6yZOQ8ha3qgdiP7fuUevIzqrY9anusGwyBNT",
+	"VsNTQ6xN3oOnqN+GI/YyE4mw5cfff/1tE7W4JP+3WkTSE2BBUHIqWeVztJ5GzUHJqZW6geEPlrC330hH",
+	"Qta/fRqtmD0nAqPVt8fGw1AcDdooyZKhMlCPGvIkAXS+U0gyIaEMEDYadvVCp5WZpDYgRt3hUYshODN5",
+	"9MQwjMts4q+UmYYbNevRIVU6bhhlP+GjPBNyQEOeYWqKtcdON8cRi0cqhcz94QkVb8jg14u557uZegTj",
+	"h+fWtCI0Wlh5Yc9Kjm5aTt/kXewWQZlvHjiflsbaDL030qq0aylq0/HsxikKOajMvZlYc0OI/lgVMmVW",
+	"i5wJyUYiywQdMjHThoUqzrOa5pUFbZazceUFU60bcE1lAdNjuoDJXq/odp8lIsV/sYzUGSMzXzfuBDA5",
+	"26y05Zd1bBzM8zf2s7DapZkypdM4sy7fHrIvn7/4H+aLKpkvH5iPRdIPizOTq/P0lBvbYAeVjuz8pojC",
+	"R2Y/45aOXrH28263OZ0tpLGOjRd4xSvudQ1hGmEzuLHOZNbJ+fH4FZN8JOQA1Z1bLab6gerLC/F8UIc6",
+	"jm7yKo9qWdIZufRqcFludak0Ri2rLEnZupJb9rNg6KPcmhCW2jBj69Sub4k0VENcvTy2tYgY7u0phl6r",
+	"MGtOVa+5AR9pZVWisp9AG6HkkYY+aPCMPJN14IVVMZMwUFZw648HSRgD1WrgWYZzhdVsKRhmcuAX+3SG",
+	"yA5BG5YLyZSctl4Kq1pRa7e7+8V293+2d/9GH15sP326vfsifOh+sf20/KX7bHv3C/rw3D3WfdGo6Eqr",
+	"Yd4xxRNkK0VJQ3h3RsjkxA6DgFFmPuFaCzKBllC8JhtrpkFw3FUDTXx9fHS4WbhsBHao0g0yeqs5Heva",
+	"TlNbMA1t4XTpCF2DGe3jO0qCU4A++MNlSks2L6v3ZIze2m48Bp4K2ahosUTpNtnLlzwZshSchQYymSB5",
+	"ei110WtRjQ63bIyxc63koCGhGTUEKzEL6myQ2hmLVaOXUZhS43L71OIpjPLMaaA70N9zbW6oyfVsOx9P",
+	"p4cp/Xj8ajNlsChLu07Q27Vx0xre5drdds0+5lr5yGIZ6B9LrEnn6UhIVPZo3EStSwHjBSY9plLvKanr",
+	"WWF2/2P83KissIDmZqgV6osM9nZ2dsZKX7jFmGr9+d/uiIFCmnmN6d5DanouA+96aBqvT7436G6e83OR",
+	"iTIctJkg+KKmWmM+clqeJ90gLkNnTTeqKd28DnVDn7nRHyv38tm8w2T68DMCEkwXpXroESJBZ41Ta84H",
+	"1AUG9cziY20La54NvAvIQLiB+ALvfdZl59BXGhiXkxXrnzNK+J2V2buGEmusK8VCawMWZw+j3E4661bK",
+	"ov9w5h2AReBH3mdIg6OwT52xQlqRNbLqbQtL5sAXUE7OMG25ubS9GuUZjED6aGg7dpSJIxb7efl44R2I",
+	"4GoR8CkEDnytOC8H3xQd81ue09tmVhT8u+eQMqsQNyQQfFGifKM6HdxX8BTYOtrihuOQpe1YHmCZEsUG",
+	"Lg1MNSsps/SryexMpqA2gRu0/ks6wzan+wl66/alL6baXFbgkoYyHuPJ4Qd0w1TuIsZcjuPeUpLT8lAz",
+	"rCpIBSo7QQ+lrFRAXd9oXCGw3SHPsnsrQ9noRMi91qWc1GSgoTql1BLNZ2y8ybjcuovqTTWN47RUKrNB",
+	"Ts+4T0wJR0HK7ODoFTNDNTZM2H1GZ4oJxEpDWiSo2NyDQhPCzbzLMOTm7By4Bn1m1QXI5jlSrfgZtjHF",
+	"/UsVZdOGueSIyYIAnWtcc2mChrlR8ZYPrlx0Xr5BLzQq0SkyRPO0W7yoVKu5nizNLstMlg8kskF84KEq",
+	"fAL17/iW25URSM1xxL5HISP0Otqda4L0t6df7jZoghXOByxvpGHMeACY8Lp8oqDDfsKEKjKu8UPGahnE",
+	"b2sae30cz3YbyN7Ed6vBANzAgb+4CWFqxLF4YdUcU67WRY09p5o0VgMf8fMMzvAgRcW8ix1S96AzZt2/",
+	"hv14/PoOPNHmOrTTssbq9tgaC1yK1c6f122hJdVFp0F4bl/WvlgOUyxtbhRDct3w1Ru8N/z9bPaoATWx",
+	"PJRIA5tqZWllB9Jlwy3eJ10btqlTnmdC0rZ0ARPWtnl2FuoJ1oIudByySPMdMPyBgBfxSCWecCo0pOyH",
+	"V98cMmFMQZgycwpqmRw0EEpldxG7w3YobrfP4ipQFzMlswnVagdoQ/THubkg9LK1w3zWdfXxQnyndX1Y",
+	"1XpPa7bFR8R+REfjNpgid32sBP2OpNDCTk7c6/XduVE3z7E/QrGxf709JZ49+uHklO1cPt3hhR3uIDN3",
+	"AoAjGl7UdDkQ2guur30RctOxe13L0I3hnAlpckis0gQaOFCYvtSqGAyp9vTg6BWClVI7BhMhh69YwiVL",
+	"FROWWaU6PdmTh0o6X8m5h3s9uY0nNti5SkuAXCP5BZwl3ICvGo7Y8beH7NmzZ18i0p6xfJSbiKmcvyuA",
+	"0UozkZqOay5eUW/Ge4zXKBt70saztI0biBtjT5jGIhujrM2IF6FfxR7c1q1AHLEYywPcH+R7u7884Nt+",
+	"TzL2vNs1aGE3QUgyIUucybajcyYo2KUnZXGIe4SKPeKtDrX4lEmEAzvnU1BgEXvefUaAix5t0X3znBUE",
+	"+9eE+ucrwCNq90uPJhnAdCME4/V+RQkM93z3yxqyGqTIIC+6z6aSZ2M+Ye1zZYeu5Xk04C2ku9N+zm+5",
+	"ABZ/ja195ZZ09wvyfr+KCWGXSmHj9z1SW73WHvu50+n8ErFe3Vl23/danU6n17qO0Up0fWNYD1XnkBtH",
+	"t7j2Ci3/m8JyxGVOeJYZX9dXQ1UmsN14n2CUgVtvcpoGtGcUjO+VZSSH54AWgNNBnASFxf94ecp2RmC1",
+	"SEzM2kdajcAOoTDMwpXdrw7nUJyOCdOTtX2MiHl6cPT61fcvz968PD1+dXhydvrDdy+/jyMnnhIgNUuk",
+	"B0spayLkCN2TFYLzU+yGIHS3Ij9mlYPkuehM+CiLWRuVRaoS9OrLh1KFs3KkkiloSHuyNJMJqpmeiwnL",
+	"ekojbSH1/uu/mNPBpHhy0CNBgLnuN9RnHj+JEtj4RRB+t8QI3qwy2GfAkyGJg9ddMK0N3U+mJ88hU2NH",
+	"uITLDqMeygWrwb9m4FiJ8EwDlZ1wXm2HnWIbayd7sh1LJSEuj071YUwIxe4lx4M1od3ar681yL7SCeAp",
+	"LG/EuOUPVA7hb/fGkMs0c+5PIQ3qa6cTymGDSXgOhiUZN6Y8OoX0/UBz+IBU+dCTH7a3t/E/9xMl19gH",
+	"PNJeYhVHPlJAsbGIBCVivpoxOGu0YkNhrNKTfdJlaHFErMwv0qJSrc8+dVL+FjGnZ/yPEUv8aW5WRo4i",
+	"lrvu2mV/gUmNSIFBvw+JdQQlDrt8ukMB6eqTYxsT46QDE31gPDO4Ioi9pcGHxwhVPFMGalRAhA4/JYPW",
+	"vZxUiB46FIKXwRzCziunZ4AKmH2klRIPUVBws9Sk5zE6SyPGTGgY8IhLp9Q85xuPJ4oTZG3CasfntyKk",
+	"csQIRAyfQzgZSv8gwJgbEHWBSdfQxUBzad3rl+qC4DU0jNSl38nwSRI07vcTxrMxnxh2AZAbxq0XGSw7",
+	"oYZJOyLeO7aO0PSOG/m5b1ho92x9S6+BCHPLRspYQlF1K6b0ExPRJt+Ti3f5UJQUwNh9k4TgjlY2js8w",
+	"q4pk6D+gsGBVSAUoWjK6huk9sO12xYZ9bn/BgJxUI5FDAzlojzgRsFQ7Pee6ZSIBX9TjYb2dlasFWK4p",
+	"8F2MRu5P5/0MlbFuix4VmRXbflHeHB7VjD7UScBHVKNONZWtmnfWilplXKTV7TztdBFFiFR/a6/1DL+K",
+	"8BYGtHZ3hnh27z/ubx+jLNXQq7S11/oH2H/6R2Zwvne73RsgR9eDGvUnCJtQj/POlKXe2vv5lzrZTvEC",
+	"EpWAQQTSIkfK8IHBKoRy53bm/4yqb+21nKLH1ncwkn4jFY7piXskQlUf1UAH7B7xeV90nz1Mlwd1m9Cj",
+	"u94M6Lr4Jo8FAK8LFrUGL+tknPBlSdFutrxOfnOx7XRtbY1nC+4zwD0e0j3Svq6vaT5wNi/BLphwCMdf",
+	"KrQgMlg9skNXNlxHSx/0IYDrX+6R12pIpI0rjza36uPuhFz3nDpvarMc5E4N+h9febr8lSlIZnzp2fKX",
+	"KmB898bul8vfmAW1ruRo6fDK2r/r61nFU24tYSOPQh0x+hXTmRt/Y8hQjWWdiQXaknbSzMJUP3UdtXJl",
+	"VuNZVqEB48Y74hMEeSIA7RKqDPQTM8/fdWCRtRl85vod4l+k99/Vjaj067FuE/jJ9XTIx2mf6znpeXrH",
+	"0hOAiBsEyP/0KDlNkkPEqdmI+2jZedxq4e9WEaa6KskZeWvLzIze33kv0muSIOeXbKb/j9Ga3lQ+vllF",
+	"+zdK0b3uAouQ+D0suFuhzkNyZff58jfKCzg+HhsfB88qsHGH4VcYoBiLhKBZBJ0T2YhznXe3jrniwx+j",
+	"EBGjg7luGEPQsMfGQ8XaMcLlxlsRVcXjZyz46smYgoVVENTQYyAjimeMhyIZBg8HTbPCgGaIqhuxQqag",
+	"/TPhCLZI0RGLKRUXs7YPqsQHGKeL/S1oe9MR26ttmWK0NmKxhSu7k5jLeIslQ6UMxXN6EmH+OiymqG67",
+	"dj/jVnmxVEi87NNjGYUkY9cao8yFD0ERBK3q9ySGlrgcAKNDPqUSipjK0nJrj9zPicLTcjbEf0YwwthJ",
+	"jG4hnr6lQGVPYr9Kp6Bj5mY6cS6+G5oh5caowoosBTuEkYHsEgx5+M5Djetg4jHF2jwsr3tlyM1wG4Fz",
+	"vTdKpskeiwOGbcy+CnjT7bgEOo7Zhw+4IMffHrK//c/fXvRkwqWSIuEZpQR8KWfArqVUAPOB6CGnYKcd",
+	"K0L4NhHdLxf3Wpe91h57ihwk7LAn6536Ruv4vzzL2H9AK+Kr2MC7mCWqkMjJFe41Bsv8NS3O6zU96WMj",
+	"CZfs3K3Xtge8Zarfd4902OHJTyyBLPNXjeHVCN7f/8ot03+7/227//1/ccQsP2dKO0JoLZwd7G8HxPoc",
+	"lqHLNGDxkxjzLLlzHc0QnJmXKrqorkCqjCgG0OBBoGDPbR+NmMvcYuS/upDUitHCu9CckDbfNHpjQeKC",
+	"rstw5ZJe8eTbbfs8kF5d0f1GjO6EYD6qJiT7K2t75P2/Lr5uNSCAL75Yb8WBKM1Eusfmi7ejptJtN2RC",
+	"3/c/uPFUdQELhrr41rrVRjp72d/T7uxtf0+7m1z359pZdt/fyk5s86hRE06PlZuEtesqduEq48tTQy9P",
+	"YZqkRZZMY3XF7FAQLrbttHC6FTHcIfCCKnPJ2rQ9eBjiRlkjNm8aBhphEf6TtaJWYi6bhnOvht00Pr2z",
+	"KJr21+kGZ687BFY14/cCQpxy+0sWDJv5Ugu/Yd/U+EG4/VSrsb+AlDI/Y2wcd4Sm1m+IVITsRrjwbejs",
+	"I9rJw1o+umNLAxllRgFhHXHRvZWiSzJ62obfcRd2vx+e/FQ3dcl8XdXO3aG0xlrm7lueXZjalQF1k4xs",
+	"MQ8rriihMWNy9OR4qAwmzC0asLmGFBIwhi6qy5XB0pTqfsYRt8kQsxuAZpmzAg1oZ6ApzcixTHtSq3GH",
+	"fQeQs7i8dsAZCyOgSw4gM5hcSsFiroppGGthIZhFRF+aE12j1WBI4FUOk0dT4v716NSlGQt9ZTq5+ahg",
+	"GuI9zhyfzlc+oQuBPI8r5zxxur4TNfaGaiQk6LAutDFe+r2arucs3U9UImVevwxCAd5uHZUYi/4Mfuxr",
+	"JWP0E+JQ0hizdlm7WCtYZLP1H6H8wz1z9lfnYTs15BN+ScbFqCeryoWQnZWpf7C6T2TERcZGhbHO8eE+",
+	"g/zEbFEQ+F9vT8vUKbrMFBXGix/pQZ+9lSkLcYnITf1l+s3JwbYRA1ndixlfiDSmlGsmLp3bFWbxr7en",
+	"Z6enr1mbAtw59yle6g3rVenqcqruHDkr0t+uzbHug/TzWOkLIQc9yQ0zSslwFAIvYjMhGLVfm2YoF1VZ",
+	"psbGp5+TQmtnr7iZdXryuJ7mbcjSslfGFOhhTPvadtih+j1cQvS3FwTLT32V7n2EuqeqeVeKcXfvtu+F",
+	"l3SG2sZaLvCQJ0PYPlTSapUtv7nywdTkgyq9BQnNl1fJEE3RWq0jFvQxuLKgJc9IYQSOdurQDJW22xne",
+	"RY9lkN6yPddqbKYToTdHFafSoFSHv9zEolKi+Qj4P8C+gfvMgr+BRUxXu7vf6ZeaXkRh/0w4pOSJt0NV",
+	"y8YxYVZfUQ+iUK0pVg7dbmGdo/jGN/RZp7ZrwLM3Ooyeao8221Kn0FNqOgK+PreunsTep/oyty9T6RnV",
+	"a+LfHSx1xjLbcFFJMAnmmbq8xfRTTWbPXbP6wJnsgK3cIChp+ulHTLorCMehr4f/iNJ0kKYlk7LzCRnu",
+	"ERVBhnpmzKQhW0sqsRxyn64gM38CdtNEopffDTLg+1Q0islE2SSL5SWH9JuxfGJY+3n3y62m5PlIXcKm",
+	"8nhHyfPnTVgSeJfEp53j/kw4nWhZMTvVHWOiPJxrx4JnPAWchCqZ9auhuE2GqzFwrtVIkZQpitL5j+iB",
+	"LmVpzIdKhR42vorlwo6/pyYT5uun5D31UPks1bheI216ko7yo0vbYbFIY/dY1c4TQ/oA0+dzglQ/SveQ",
+	"gnT321/TocAH9nMX74Cn1bJiEMTDhNa9jU93Y/yD6pdD70ZPh7A23RjD2ZDbe04noaV1xXEK6OVbkVnQ",
+	"q8jnJ+Vx1ZF1bnS5Ar0ffa6lPld1bKleUVxn9JJ5b+90efeJndZwtLBIxuAFAh5wKN5neNkWRl/CgVmf",
+	"d6V8WZb1pLDUjj94mnPjS7bYycnxt2xQcJ36LFz7+e4umbz+eOpWh/2T8sKXHjhEphS6pqPTPj7mNk+Q",
+	"iZ7keIAVz29SIGgaU2RvChgM8XTKIrdOHfPF14WFX2bgX+go/+II8EmJPvUJ10vP3J34wG5mBdz1uZZK",
+	"r78/7q6gQ5Dhjon5P4mK7OqomRebfcbDpc9eExhCEahdNra6VhpBiXFf33/X80wXBXsOM2U2F8ZPrjj7",
+	"Bplx+pWw3sIyPRZoN3A1nv+tbQF0zsAfcaZYRYe5p24s2V6No6Pb5VRuw7YfkQkfuW8h9/0gS/JQBTQl",
+	"rQJ2UDgZpiHlyUwQZDXLrkmH7uDZ/tu7M4fYzP3oUO+63CfXuuEv8kbQq1cI+pGAtB42xB+6Lyv3/VEC",
+	"9qK79Ydz9T+ed1ODu1QqC0AUD+jgHPiDIbvd3Sqm866AAlKCh+AWEY9ppwhX7/gopiky25Nca3GJ1Y9x",
+	"+D0cK6kuMy7dIqytkYRi8fuvv5F87rzHR0V6HXfYWzoc8fWYewCdZ4m/5yugu9jqRkn3kGHEq5gbyBSG",
+	"5lO3ce12u9Wk+kIKM/TT6kn0soRlIAn3BGut2lNkoPmjdSf8AY+xMLA17Rb6aqOejDH3FmMwtP50g5tU",
+	"Ys8+kFUWzWP5IUEd1RwFy1IKjwjiiRWxrvvwxcKaefduc8n8F/WC+W5Dwfw9+XZzqL4PHDzFRV1koDri",
+	"lmzo2MwJgqNhjCp1t7v7cOMQJoi5QtAdKeTgTxnD/V4RksXHtMtR0dAWwM1EJkOtpCrM9BnfzR3JWSW7",
+	"rmPJDqa2BGFYebNjtT/wwEVYE1pB8EFPkrsc+ZOQBlVuXL8D3+yUDdKJSPTlKEgWDk7644lK9mR1qdhW",
+	"tYPNa2wq7PZ7w1gxv4vsh9FjErcUyJ7Et6ksDavbh04kmoJc+Po9qm/X9Kfnfi9TKZ1HVbCRKnDvrDSb",
+	"tyhGc7rDMWPQHrQOD+yqP4AkPPL1p+fLlwxX8+b9/TZ1P8HfmBLULJWq6vJer7tw8T2y3uJTDg2cvBcA",
+	"+fDQA2Fp1nH3GqKpoZvPusAgzOJjFRccHvk7nxcV0od4UDXQz+Eg0Se8H62cdimvv3zoPezAXFCJv0fG",
+	"rImmYe3qQynpW3emOWRfDNaKDvqbJsp8rAYW/+X9y+9/uo5ZnvEEhipLEbUyfnN4dPb3lwfHL489nm1w",
+	"s6eztxHhn1KaF6GVhWRFjmdzEGtaaf+r2dovkefriV2zEFyhCqQf0lQ/tXD6IZ4+8oNbtAn702KE+fq4",
+	"GzfkdQRJTY1OZUhn9kadKBzkGyV5Bw/8E3DM3UhUdf/V6hJ1xA25bzkfwBPjIa3ReztD1BNuWFz7GGbm",
+	"HiM0m570Ht+5wYtXAuQ0ltn4OsIsYLcaxfpcL4IiofO597THIy7kCbxrfWbYFUiU00kOoR7rPlUCdnZE",
+	"lyY36gPisccsxN1U4pe1aNPKIqBHCEn3VyI+yV3qiB0K6KynKo4hz7gvMA4JBYzyxK+5sdvIOtuvvqEg",
+	"Uk1nePx8v8mOhTRbVO5srNJ8AB5yI5yczcQleK9GKjbgOdVSKZYWxNXQYS95MuxJf2c7ehBYtfyVI1fE",
+	"Yhyd++jEjdIhKbccvwmDR7iInmzH73stA+96rYj1UDzpL27pX/der3Ud45nheA/xqLe5G2PsLCW0mIRh",
+	"lerzsaueHPI8B0m3qzDOxkORgSNiAAUnxKcZ0hHIdzEC57khJDjPBZMqheZUhlvFh9Oa62qqqPGKVLoc",
+	"9R2mPMUlpPtMI2eFIj9iKmFLhUucU2ncKZo1QzSES1yXp0FuVKSIHoPssl1JzA0niRdqTB9BfdSbd6I3",
+	"v0VV0ag0UX2wNt3fvI1XwZF83JXbAuXlo6trTg84+JVHByyRAYVhpH6wg15rj52EGo2evzwUbyjBGfz+",
+	"62+/XMf7JXzhVx5EUBCyYKXUKkQkzJXi8S2nojxgjsesC4VHqu/UTE9miPblHqQZErpBqsYyUzz1Z79k",
+	"ahhwnU1Ym7NUqzyHNFTiCSW36HgJOmgixcE0qS1CF7xlbdyKKFjVtXceB6sRFuuBAbGm77HdFA/rZcOK",
+	"r4JS5ZjCr/6jPrqHahICTPIUjmp4X3eif/yFH9vlJeRrFJy8VgPmjSbDaqUj9XRgXJr4c9YG2NfU+Wt/",
+	"rfNnHIqdmskDx2Hn+150kbxUY2bgMQD7Rw7AnvibfMrge6b8dT6s7YV9x4BFbtm6o5oEfz/Q7Uszj3xD",
+	"G+qC2U0tw5uEDNDlcXirE16SRvEk/zZTmg1QdaEHxvF2qA7dRpqpFMJ9H00WQnmpfSWp5f2VObcWtHvp",
+	"f9ueQB+o0g3SD3TTafqhrJXYakerPLX117803cU64levqN/nDffP20kWzJn7Dff45VtUnfojlm+86HYd",
+	"8S8gLS8terQb7sRuOCKqEmD37//n/3o4sPJqqLbhozwTchAxyEQiLCdMYiHzgh5z3La1GArlFnaG5+2d",
+	"9340oXZpDXPjxI9+D70cX7La2mN0wMdf5kopxmsPXve+18ILKt1j7xOVQhQMluvruMNeVlSgSy5nKLFH",
+	"TRDyMl3iSFcw9lofeq0UEmck498koRTj8aLUa329x97//utv19fxPl3l5e9vDLh1/sFOT5aoL8LSPboB",
+	"/MVrgqhWpaU083qhyRmiEqpb6lFUdTm3w0rTVcvWim64CqmG8/zF86U3F38q1psnF9Huoc23sFaLwTdV",
+	"dlkpy8fD+R8puE5F6nxm77orC8qbTyvXvMzbT0dCDv44BwTdbG6uLtGOg5jVIo8wqm1VOJbtNPk5Ty4w",
+	"4zESWSZ8uehjWePn4sUcBeSo2pKOgJvCXzFbLf5d2Sd0t+uagVh/BQoeIjaMG8pnK5WZBf6N7+V+5PPN",
+	"4dFDIGL4SdyU1i2dz9qkH4u//vBSO7X0XqJ28LLlOy0SDS17QV2jTpRu/qbDAtTKavWi/wDPxZ93lLKc",
+	"xidfMVob6aPW+INrjWMUykoi2zX5vqs0a3l5+poxh4MARaE063ORVaAU7BwSNYJpECHGB1wgrAjmjZWE",
+	"nky1yul67yqzSbd75yAN4wi7piR02FEotUc0HzxaOw1E1OTwlxUgfxpwkLAA5eEwqcaP+JZ3UXvqS4mQ",
+	"iQMKjuGju4XCcUNRhU5g28Iox1Mm92x1H/sOT8v+Pmv7e246K1vic28+7q5/Lps8iJ7ZKWXvHuzzspcH",
+	"kus/iDyvL8eP8vunld97lNodDTxd27Gmi2NX8qbdugUW/rwd6jCLH49fffIudZ3qj3rjT+BV8zTc8Y1r",
+	"ztrTEr5153rDFOeO+85hTSebgNKXlhD2ZHsGaaTqusAm0nhrfwoW12lJ4yF9aXA4EBM3Hn8Iw3/UTXfk",
+	"x9dI3qSeSoKnj5roj1yRGJYZb8Iu9dETwwov+O0GHbJ1x9EGs1PIDRXU/B0VVUuPuuJhdEWN5I/a4g+t",
+	"LazKa1qC1fftuqKoSfOdqQqlrLn1DZLH2MqnBs5Ao1pYSqOseURjaD6Jg8SZsipVvx9Q6tYNjNeAXYtV",
+	"zeMfJONl33hwzh+L84kfSCNfE+MGyjWwC8gJB9RZvgitUKWeGg/ibM6zn84WVjH4w+1ay6UKz9wgwzzu",
+	"W39wfxshgypJ3McDJV5CQx3bAJAlppxY9zDG884IsDK9q+0sT9Z0xKfiRR6V2UOu4LFfEHaIQM2T2Rr8",
+	"33/9DWvuowqNOdSuh0vW/3Xyw/fbx0eHDCvyI3ZDcX7EUm7519fXMWsbK7KM7Xa7zejLINPjo8PPXHUd",
+	"HX4kqxt7praXxg9psZnSMyv5qNU+E3hRJyuIAVKuX8DjnbrwJkLLIVdO+AuDl0jfiTrCRN56GcG3wg5V",
+	"YcvMYMTgEvSkxILqg02GkPrqYD2AlAlpFdXdEL/uB0DLiMEVTywdCaQWavXFAXyN8Ki4ZdRjBYfZkwhl",
+	"RfnAeBHi1CnO8bPORuIUVs5E4tOUTYh8QQ5i14jH5MKfJimJgn3LhKRrHZJCCztBiSFQxdbez784ZqcT",
+	"jSRLhc5ae60dFALfyftwSK0USIMC5b8tL82sfVcOq/YdL1K8u+X6/wUAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
