@@ -74,6 +74,10 @@ const (
 	codeNotOwner   = "not_owner"
 	codeValidation = "validation"
 	codeNotFound   = "not_found"
+	// codeTimeout: the command's deadline passed while the worker waited on the target. The
+	// api, whose wait ends at the same deadline, answers worker-timeout either way, whichever
+	// of the two comes first.
+	codeTimeout = "timeout"
 )
 
 func (r *Reply) err() error {
@@ -90,6 +94,8 @@ func (r *Reply) err() error {
 		return &ValidationError{Field: "params", Reason: r.Error}
 	case r.Code == codeNotOwner:
 		return errNotOwner
+	case r.Code == codeTimeout:
+		return fmt.Errorf("%w: %s", ErrWorkerTimeout, r.Error)
 	}
 	// Everything else went wrong between the worker and the target.
 	return fmt.Errorf("%w: %s", ErrTargetFailed, r.Error)

@@ -406,6 +406,9 @@ func (rt *Runtime) serve(cmd *Command) {
 	}
 	rep = rt.execute(ctx, cmd)
 	rep.ID = cmd.ID
+	if rep.Error != "" && rep.Code == "" && rep.Remote == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		rep.Code = codeTimeout
+	}
 	if rep.Error != "" {
 		span.RecordError(errors.New(rep.Error))
 	}

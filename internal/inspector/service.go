@@ -390,9 +390,11 @@ func (s *Service) call(ctx context.Context, tenantID, sessionID string, cmd *Com
 		}
 		span.End()
 	}()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
-	defer cancel()
+	// The worker gives up on the target at the command's deadline and says so (codeTimeout);
+	// the wait here lasts a little longer, so that answer, not a race with it, decides.
 	cmd.Deadline = time.Now().Add(s.cfg.CommandTimeout)
+	ctx, cancel := context.WithDeadline(ctx, cmd.Deadline.Add(replyGrace))
+	defer cancel()
 	for {
 		node, err := s.awaitOwner(ctx, tenantID, sessionID)
 		if err != nil {
@@ -425,6 +427,10 @@ func (s *Service) call(ctx context.Context, tenantID, sessionID string, cmd *Com
 		}
 	}
 }
+
+// replyGrace is how long past a command's deadline its sender waits for the worker's own
+// answer that the deadline passed.
+const replyGrace = 250 * time.Millisecond
 
 // unanswered is the error of a command without a reply in time. node is the owner the last
 // attempt waited on, if any: when it still holds the session and is alive, it has the
