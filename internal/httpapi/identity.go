@@ -87,7 +87,9 @@ func (s *Server) RevokeAPIKey(ctx context.Context, req apigen.RevokeAPIKeyReques
 	if !p.Role.AtLeast(key.Role) {
 		return nil, tenant.ErrRoleTooHigh
 	}
-	key, err = s.cfg.Tenants.RevokeAPIKey(ctx, p.TenantID, req.ID, auditAfter(s, p.TenantID, audit.ActionAPIKeyRevoke, keyAudit))
+	// The store reads the caller again under the tenant's lock: demoted or revoked while
+	// this request waited, it revokes nothing.
+	key, err = s.cfg.Tenants.RevokeAPIKeyAs(ctx, p.TenantID, req.ID, granterOf(p), auditAfter(s, p.TenantID, audit.ActionAPIKeyRevoke, keyAudit))
 	if err != nil {
 		return nil, err
 	}

@@ -373,6 +373,14 @@ func (s *Store) ListAPIKeys(ctx context.Context, tenantID string, p ListParams) 
 // RevokeAPIKey revokes a key; revoking twice is not an error. The revoked key is returned.
 // after runs in the revoking transaction.
 func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string, after ...After[APIKey]) (*APIKey, error) {
+	return s.RevokeAPIKeyAs(ctx, tenantID, keyID, nil, after...)
+}
+
+// RevokeAPIKeyAs is RevokeAPIKey asked by by, which is read again under the tenant's lock (see
+// Actor): it must still be an admin, and at least the key's role, once it holds the lock, so
+// a principal demoted, or a key revoked, while its request waited revokes nothing. A nil by
+// checks nothing.
+func (s *Store) RevokeAPIKeyAs(ctx context.Context, tenantID, keyID string, by Granter, after ...After[APIKey]) (*APIKey, error) {
 	if !ValidID(tenantID) || !ValidID(keyID) {
 		return nil, ErrNotFound
 	}
@@ -384,6 +392,19 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string, after 
 		// deadlock with a membership change revoking the same key.
 		if err := lockTenant(ctx, tx, tenantID); err != nil {
 			return err
+		}
+		if by != nil {
+			role, err := by.roleNow(ctx, tx, tenantID, s.nowFunc())
+			if err != nil {
+				return err
+			}
+			var keyRole Role
+			if err := tx.QueryRow(ctx, `select role from api_keys where tenant_id = $1 and id = $2`, tenantID, keyID).Scan(&keyRole); err != nil {
+				return db.InterpretError(err)
+			}
+			if !role.AtLeast(RoleAdmin) || !role.AtLeast(keyRole) {
+				return ErrRoleTooHigh
+			}
 		}
 		var err error
 		key, err = scanKey(tx.QueryRow(ctx, `update api_keys set revoked_at = coalesce(revoked_at, $3)

@@ -132,6 +132,47 @@ func TestAPIKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("RevokerIsReadAgainUnderTheLock", func(t *testing.T) {
+		t.Parallel()
+		bu := setup(t)
+		newKey := func(tenantID, name string, role tenant.Role) *tenant.APIKey {
+			t.Helper()
+			k, _, err := bu.store.CreateAPIKey(ctx, tenantID, tenant.CreateAPIKeyParams{Name: name, Role: role})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return k
+		}
+		admin, target := newKey(bu.a.Tenant.ID, "admin", tenant.RoleAdmin), newKey(bu.a.Tenant.ID, "target", tenant.RoleMember)
+		theirs := newKey(bu.b.Tenant.ID, "theirs", tenant.RoleMember)
+		// The admin key authenticated, then was revoked while its request waited for the lock.
+		if _, err := bu.store.RevokeAPIKey(ctx, bu.a.Tenant.ID, admin.ID); err != nil {
+			t.Fatal(err)
+		}
+		asAdmin := tenant.Actor{Role: tenant.RoleAdmin, KeyID: admin.ID}
+		if _, err := bu.store.RevokeAPIKeyAs(ctx, bu.a.Tenant.ID, target.ID, asAdmin); !errors.Is(err, tenant.ErrRoleTooHigh) {
+			t.Fatalf("revoke by a key revoked meanwhile = %v, want ErrRoleTooHigh", err)
+		}
+		if k, _ := bu.store.GetAPIKey(ctx, bu.a.Tenant.ID, target.ID); k.RevokedAt != nil {
+			t.Fatal("a key revoked meanwhile still revoked another")
+		}
+		// An admin key may not revoke an owner key; a live one revokes a member key.
+		live := newKey(bu.a.Tenant.ID, "live admin", tenant.RoleAdmin)
+		asLive := tenant.Actor{Role: tenant.RoleAdmin, KeyID: live.ID}
+		if _, err := bu.store.RevokeAPIKeyAs(ctx, bu.a.Tenant.ID, bu.a.Key.ID, asLive); !errors.Is(err, tenant.ErrRoleTooHigh) {
+			t.Fatalf("revoke of the owner key by an admin = %v, want ErrRoleTooHigh", err)
+		}
+		if k, err := bu.store.RevokeAPIKeyAs(ctx, bu.a.Tenant.ID, target.ID, asLive); err != nil || k.RevokedAt == nil {
+			t.Fatalf("revoke by a live admin key = %+v, %v", k, err)
+		}
+		// Another tenant's key is not there for it.
+		if _, err := bu.store.RevokeAPIKeyAs(ctx, bu.a.Tenant.ID, theirs.ID, asLive); !errors.Is(err, tenant.ErrNotFound) {
+			t.Fatalf("revoke of another tenant's key = %v, want ErrNotFound", err)
+		}
+		if k, _ := bu.store.GetAPIKey(ctx, bu.b.Tenant.ID, theirs.ID); k.RevokedAt != nil {
+			t.Fatal("another tenant's key was revoked")
+		}
+	})
 	t.Run("NameLimitCountsCharacters", func(t *testing.T) {
 		t.Parallel()
 		bu := setup(t)
