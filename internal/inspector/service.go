@@ -269,6 +269,16 @@ func (s *Service) ListSessions(ctx context.Context, tenantID string, p ListSessi
 	return s.store.ListSessions(ctx, tenantID, p)
 }
 
+// publishCommitted publishes events an api transaction committed to a session's log (a close,
+// a cancel), best effort: followers that miss them read them from PostgreSQL.
+func (s *Service) publishCommitted(ctx context.Context, tenantID, sessionID string, events []Event) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := publishEvents(ctx, s.cfg.Redis, s.cfg.Prefix, tenantID, sessionID, events); err != nil {
+		s.logger.WarnContext(ctx, "publish committed events", slog.Int("events", len(events)), slog.Any("error", err))
+	}
+}
+
 // CloseSession closes a session; its history stays. Closing a closed session is a no-op.
 func (s *Service) CloseSession(ctx context.Context, tenantID, id string) (*Session, error) {
 	var reported []Event
@@ -278,13 +288,8 @@ func (s *Service) CloseSession(ctx context.Context, tenantID, id string) (*Sessi
 		return nil, err
 	}
 	if changed {
-		// The close recorded what it ended, and itself, as events: publish them now they
-		// are committed. Followers that miss them read them from PostgreSQL.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := publishEvents(pctx, s.cfg.Redis, s.cfg.Prefix, tenantID, id, reported); err != nil {
-			s.logger.WarnContext(ctx, "publish the close's events", slog.Any("error", err))
-		}
-		cancel()
+		// The close recorded what it ended, and itself, as events.
+		s.publishCommitted(ctx, tenantID, id, reported)
 		// The owner notices the status through the doorbell, cancels the calls the close
 		// ended at the target and disconnects.
 		_ = s.doorbell(ctx, tenantID, id, OpClose, nil)
@@ -704,13 +709,7 @@ func (s *Service) CancelCall(ctx context.Context, tenantID, sessionID, callID st
 			return nil, err
 		}
 		if ok {
-			// Its call_result is committed: publish it. Followers that miss it read it from
-			// PostgreSQL.
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if err := publishEvents(pctx, s.cfg.Redis, s.cfg.Prefix, tenantID, sessionID, reported); err != nil {
-				s.logger.WarnContext(ctx, "publish the cancel's call_result", slog.Any("error", err))
-			}
-			cancel()
+			s.publishCommitted(ctx, tenantID, sessionID, reported)
 			return s.store.GetCall(ctx, tenantID, sessionID, callID)
 		}
 	}
