@@ -53,6 +53,9 @@ type pendingEvent struct {
 	// committed, when set, receives the assigned seq (or an error) once committed and
 	// published.
 	committed chan<- commitResult
+	// flush marks no event but a point in the queue: its committed is answered once every
+	// event queued before it is committed and published, or given up (see commitShard.flush).
+	flush bool
 }
 
 type commitResult struct {
@@ -140,6 +143,19 @@ func (p *persister) appendSync(ctx context.Context, e pendingEvent) (int64, erro
 	return p.shard(&e).appendSync(ctx, e)
 }
 
+// flush waits until the events queued for sessionID before it are committed (see
+// commitShard.flush).
+func (p *persister) flush(ctx context.Context, sessionID string) error {
+	return p.shard(&pendingEvent{sessionID: sessionID}).flush(ctx)
+}
+
+// publishCommitted publishes a session's events that were committed outside the persister (the
+// owner's end of its session: see endSessionAsOwner), on the session's shard's Redis.
+func (p *persister) publishCommitted(ctx context.Context, tenantID, sessionID string, events []Event) error {
+	s := p.shard(&pendingEvent{sessionID: sessionID})
+	return publishEvents(ctx, s.rdb, s.prefix, tenantID, sessionID, events)
+}
+
 func (p *persister) start() {
 	for _, s := range p.shards {
 		s.start()
@@ -225,6 +241,25 @@ func (p *commitShard) appendSync(ctx context.Context, e pendingEvent) (int64, er
 	}
 }
 
+// flush waits until every event queued before it is committed and published, or given up,
+// so that what an owner writes next outside the persister (the end of its session) comes after
+// them in the session's history. It fails with errPersisterStopped once the shard has stopped:
+// it committed what was queued when it stopped, and commits nothing more.
+func (p *commitShard) flush(ctx context.Context) error {
+	ch := make(chan commitResult, 1)
+	if err := p.append(ctx, pendingEvent{flush: true, committed: ch}); err != nil {
+		return err
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-p.stopped:
+		return errPersisterStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (p *commitShard) start() { go p.run() }
 
 // close stops accepting events, commits what is queued and returns.
@@ -304,6 +339,18 @@ func (p *commitShard) commit(batch []pendingEvent) {
 		held += e.weight
 	}
 	defer p.queued.Release(held)
+	// Flush marks are answered once the events before them are: after this batch.
+	events := batch[:0]
+	var marks []pendingEvent
+	for _, e := range batch {
+		if e.flush {
+			marks = append(marks, e)
+		} else {
+			events = append(events, e)
+		}
+	}
+	defer answerMarks(marks)
+	batch = events
 	for i := range batch {
 		if batch[i].build != nil {
 			batch[i].data, batch[i].build = batch[i].build(), nil
@@ -344,6 +391,13 @@ func (p *commitShard) commitPart(batch []pendingEvent, ids []sessionKey) {
 	default:
 		p.logger.Error("persist events failed; dropping batch", slog.Int("events", len(batch)), slog.Any("error", err))
 		p.fail(batch, err)
+	}
+}
+
+// answerMarks answers flush marks.
+func answerMarks(marks []pendingEvent) {
+	for _, m := range marks {
+		m.committed <- commitResult{}
 	}
 }
 
@@ -512,9 +566,9 @@ func (p *commitShard) publish(batch []pendingEvent, ids []sessionKey, allocs map
 }
 
 // publishEvents publishes a session's events, committed by someone other than its owner's
-// persister (the close of a session: see endWithSession), as the persister publishes its
-// own. A follower that misses them, or gets them out of order with the owner's, reads them
-// from PostgreSQL.
+// persister (the end of a session, by request or by its owner: see endAndReport), as the
+// persister publishes its own. A follower that misses them, or gets them out of order with
+// the owner's, reads them from PostgreSQL.
 func publishEvents(ctx context.Context, rdb redis.UniversalClient, prefix, tenantID, sessionID string, events []Event) error {
 	if len(events) == 0 {
 		return nil

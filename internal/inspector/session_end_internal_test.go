@@ -101,7 +101,7 @@ func TestIdleCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
 		}
 	}
 
-	// The close was recorded with appendSync: every event is in.
+	// The close was recorded with its report, in one transaction: every event is in.
 	events, err := rt.store.Events(ctx, mineTenant, mine[0], EventsParams{})
 	if err != nil {
 		t.Fatal(err)
@@ -184,9 +184,19 @@ func TestCallQueuedWhileTheSessionEndsIsEnded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	ended, err := store.endSessionAsOwner(ctx, tenantID, ids[0], 1, StatusError, "gone", failedEnd("gone"))
+	reported, err := store.endSessionAsOwner(ctx, tenantID, ids[0], 1, StatusError, "gone", failedEnd("gone"),
+		map[string]any{"state": StatusError, "error": "gone"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var ended []string
+	for _, e := range reported {
+		var d struct {
+			CallID string `json:"call_id"`
+		}
+		if e.Type == EventCallResult && json.Unmarshal(e.Data, &d) == nil {
+			ended = append(ended, d.CallID)
+		}
 	}
 	if err := <-inserted; err != nil {
 		t.Fatalf("the insert the end waited for: %v", err)
@@ -195,8 +205,8 @@ func TestCallQueuedWhileTheSessionEndsIsEnded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Status != CallFailed || len(ended.calls) != 1 || ended.calls[0].ID != callID {
-		t.Fatalf("call queued while its session ended: %s; the end ended %d calls", c.Status, len(ended.calls))
+	if c.Status != CallFailed || len(ended) != 1 || ended[0] != callID {
+		t.Fatalf("call queued while its session ended: %s; the end reported the calls %v", c.Status, ended)
 	}
 }
 

@@ -550,9 +550,16 @@ func (r *sessionRunner) cancelRunning() <-chan struct{} {
 
 // closeByRequest ends the session for the api, which already stored the close, ended the
 // session's open calls and parked requests and recorded their events with the close's
-// (endWithSession): the runner cancels the calls running here at the target and stops, which
-// lets the connection go. What it cancels finds itself ended and reports nothing again.
+// (endWithSession): the runner lets go of what it ended (letGo).
 func (r *sessionRunner) closeByRequest(ctx context.Context) {
+	r.letGo(ctx)
+}
+
+// letGo stops the runner once its session's end is committed with its report: the calls
+// running here are cancelled at the target and the requests parked here expire, each finding
+// itself ended and reporting nothing again, so each is reported once, by the end. Then the
+// runner stops, which lets the connection go.
+func (r *sessionRunner) letGo(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	select {
@@ -562,56 +569,36 @@ func (r *sessionRunner) closeByRequest(ctx context.Context) {
 	r.cancel()
 }
 
-// endSession ends the session from its owner (idle, or its target unreachable): the status
-// and the end of its open calls and parked requests are one fenced transaction
-// (endSessionAsOwner), reported in the order a close by request reports them (reportEnd). A
-// session the api closed meanwhile is left to that close, which reported it.
+// endSession ends the session from its owner (idle, or its target unreachable): the status,
+// the end of its open calls and parked requests and the report of the end (their call_result
+// and pending_resolved events, then status) are one fenced transaction (endSessionAsOwner),
+// as a close by request's are; the report is published once committed. What the owner
+// recorded before is committed first, so the end comes after it in the history. A session the
+// api closed meanwhile is left to that close, which reported it.
 func (r *sessionRunner) endSession(to Status, reason string, how sessionEnd, status map[string]any) {
-	var ended *endedWork
+	if err := r.rt.persister.flush(r.ctx, r.id); err != nil && r.ctx.Err() == nil && !errors.Is(err, errPersisterStopped) {
+		r.logger.Warn("wait for the events recorded before the end", slog.Any("error", err))
+	}
+	var reported []Event
 	err := r.ownerWriteRetry(func(ctx context.Context) (err error) {
-		ended, err = r.rt.store.endSessionAsOwner(ctx, r.tenant, r.id, r.epoch, to, reason, how)
+		reported, err = r.rt.store.endSessionAsOwner(ctx, r.tenant, r.id, r.epoch, to, reason, how, status)
 		return err
 	})
-	if err != nil || ended == nil {
+	if err != nil || reported == nil {
 		if err != nil && r.ctx.Err() == nil && !r.isStale() {
 			r.logger.Warn("end the session", slog.String("status", string(to)), slog.Any("error", err))
 		}
 		r.cancel()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 10*time.Second)
-	defer cancel()
-	r.reportEnd(ctx, ended, status)
-}
-
-// reportEnd reports what the end of the session, already recorded with the calls and requests
-// it ended, cut off: every call and every request in ended, as the database has them,
-// whether it ran or waits here or not. Then it records the status event, so followers see
-// the end of the stream, and stops the runner, which lets the connection go. The calls
-// running here are cancelled at the target and the requests parked here expire; each finds
-// itself ended by someone else and reports nothing, so each is reported once (endEvents is
-// the same report, written by a close by request).
-func (r *sessionRunner) reportEnd(ctx context.Context, ended *endedWork, status map[string]any) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for i := range ended.calls {
-		r.emit(EventCallResult, callResultEvent(&ended.calls[i]))
+	ctx := context.WithoutCancel(r.ctx)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := r.rt.persister.publishCommitted(pctx, r.tenant, r.id, reported); err != nil {
+		// Followers read what they missed from PostgreSQL.
+		r.logger.Warn("publish the end of the session", slog.Int("events", len(reported)), slog.Any("error", err))
 	}
-	for _, id := range ended.pending {
-		r.emit(EventPendingResolved, pendingEndedEvent(id))
-	}
-	select {
-	case <-r.cancelRunning():
-	case <-ctx.Done():
-	}
-	data, _ := json.Marshal(status)
-	if !r.isStale() {
-		if _, err := r.rt.persister.appendSync(ctx, pendingEvent{tenantID: r.tenant, sessionID: r.id, epoch: r.epoch,
-			typ: EventStatus, data: data, at: eventTime()}); err != nil {
-			r.logger.Warn("record the end of the session", slog.Any("error", err))
-		}
-	}
-	r.cancel()
+	cancel()
+	r.letGo(ctx)
 }
 
 // stop ends the runner and waits for it.
@@ -1109,7 +1096,7 @@ func (r *sessionRunner) finishCall(ctx context.Context, cs *mcp.ClientSession, c
 	}
 	if !applied {
 		// The call had ended already: the end of its session ends the calls it cuts off,
-		// and reports them (endWithSession, reportEnd).
+		// and reports them (endAndReport).
 		return
 	}
 	r.emit(EventCallResult, event)

@@ -271,20 +271,28 @@ func (s *Store) setSessionStatus(ctx context.Context, tenantID, id string, from 
 // nothing would ever end them, as a closed session gets no new owner.
 //
 // The same transaction records what it ended, and the close itself, as the session's events
-// (see appendEventsTx): the call_result of each call, the pending_resolved of each request,
-// then the closed status, written exactly when the close is, whether or not an owner is alive
-// to hear of it. reported receives them, with their seqs, to be published once committed.
-// The owner, told by the doorbell, only cancels the calls at the target: what it finds ended
-// there it does not report again.
+// (endAndReport), written exactly when the close is, whether or not an owner is alive to hear
+// of it. reported receives them, with their seqs, to be published once committed. The owner,
+// told by the doorbell, only cancels the calls at the target: what it finds ended there it
+// does not report again.
 func endWithSession(tenantID, sessionID string, reported *[]Event) txHook {
+	return endAndReport(tenantID, sessionID, closeEnd, map[string]any{"state": StatusClosed, "reason": "closed by request"}, reported)
+}
+
+// endAndReport is the transaction hook that ends a session's open calls and parked requests
+// as how says, after the session's status changed in the same transaction, and records the
+// report of the end as the session's events (see appendEventsTx): the call_result of each
+// call, the pending_resolved of each request, then status. So every end, by request or by the
+// owner, commits its report with itself, or neither. reported receives the events, with
+// their seqs, to be published once committed.
+func endAndReport(tenantID, sessionID string, how sessionEnd, status map[string]any, reported *[]Event) txHook {
 	return func(ctx context.Context, tx pgx.Tx) error {
 		*reported = nil
 		ended := &endedWork{}
-		if err := endOpenWork(tenantID, sessionID, closeEnd, ended)(ctx, tx); err != nil {
+		if err := endOpenWork(tenantID, sessionID, how, ended)(ctx, tx); err != nil {
 			return err
 		}
-		events, err := appendEventsTx(ctx, tx, tenantID, sessionID,
-			endEvents(ended, map[string]any{"state": StatusClosed, "reason": "closed by request"}))
+		events, err := appendEventsTx(ctx, tx, tenantID, sessionID, endEvents(ended, status))
 		if err != nil {
 			return err
 		}
@@ -437,25 +445,28 @@ const (
 )
 
 // endSessionAsOwner moves a live session to status to (closed or error) with reason, for its
-// owner with epoch, and ends what it leaves open as how says, in one transaction. It returns
-// what it ended, or nil when the session was not live any more (closed meanwhile by request),
-// or db.ErrStaleEpoch when a newer owner exists.
-func (s *Store) endSessionAsOwner(ctx context.Context, tenantID, id string, epoch int64, to Status, reason string, how sessionEnd) (*endedWork, error) {
-	var ended *endedWork
+// owner with epoch, ends what it leaves open as how says and records the end's report, status
+// last (endAndReport), in one transaction: an owner that dies once it committed leaves
+// nothing of the end unreported. It returns the report's events, with their seqs, to be
+// published; nil when the session was not live any more (closed meanwhile by request, which
+// reported its own end); or db.ErrStaleEpoch when a newer owner exists, having written
+// nothing.
+func (s *Store) endSessionAsOwner(ctx context.Context, tenantID, id string, epoch int64, to Status, reason string, how sessionEnd, status map[string]any) ([]Event, error) {
+	var reported []Event
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		ended = nil
+		reported = nil
 		var cur int64
-		var status Status
+		var st Status
 		// No key update: a call being inserted holds a key share lock on the session (its
 		// foreign key) while the end waits for it (sessionCallsLockSQL).
 		if err := tx.QueryRow(ctx, `select epoch, status from sessions where tenant_id = $1 and id = $2 for no key update`,
-			tenantID, id).Scan(&cur, &status); err != nil {
+			tenantID, id).Scan(&cur, &st); err != nil {
 			return db.InterpretError(err)
 		}
 		if cur != epoch {
 			return db.ErrStaleEpoch
 		}
-		if !status.Live() {
+		if !st.Live() {
 			return nil
 		}
 		if _, err := tx.Exec(ctx, `update sessions set status = $3, status_error = $4, updated_at = now(),
@@ -463,13 +474,12 @@ func (s *Store) endSessionAsOwner(ctx context.Context, tenantID, id string, epoc
 			where tenant_id = $1 and id = $2`, tenantID, id, to, db.StorableText(reason)); err != nil {
 			return db.InterpretError(err)
 		}
-		ended = &endedWork{}
-		return endOpenWork(tenantID, id, how, ended)(ctx, tx)
+		return endAndReport(tenantID, id, how, status, &reported)(ctx, tx)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return ended, nil
+	return reported, nil
 }
 
 // OwnerUpdate is what an owner records about its connection.
