@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -189,18 +188,71 @@ func (s *Server) VerifyAudit(ctx context.Context, req apigen.VerifyAuditRequestO
 
 // clientIPExtractor trusts X-Forwarded-For only from the configured proxies; with none, the
 // peer address is the client, so a caller cannot choose its own address for the audit log or
-// the per-address rate limit.
+// the per-address rate limits. Behind trusted proxies the client is the rightmost address
+// that is not one of them, walking the header from the peer back; entries may carry a port
+// (203.0.113.7:4711, [2001:db8::1]:4711), as some proxies write them, and count as their
+// address. An entry that is no address at all makes the whole header untrustworthy: the
+// peer is the client.
 func clientIPExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	direct := echo.ExtractIPDirect()
 	if len(trusted) == 0 {
-		return echo.ExtractIPDirect()
+		return direct
 	}
-	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-	for _, p := range trusted {
-		opts = append(opts, echo.TrustIPRange(prefixToIPNet(p)))
+	proxies := make([]netip.Prefix, len(trusted))
+	for i, p := range trusted {
+		proxies[i] = unmapPrefix(p)
 	}
-	return echo.ExtractIPFromXFFHeader(opts...)
+	isProxy := func(a netip.Addr) bool {
+		for _, p := range proxies {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	return func(req *http.Request) string {
+		peer := direct(req)
+		addr, ok := forwardedAddr(peer)
+		if !ok || !isProxy(addr) {
+			return peer
+		}
+		hops := strings.Split(strings.Join(req.Header.Values(echo.HeaderXForwardedFor), ","), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			a, ok := forwardedAddr(hops[i])
+			if !ok {
+				return peer
+			}
+			if !isProxy(a) {
+				return a.String()
+			}
+			addr = a
+		}
+		// Every hop is a trusted proxy: the farthest one is the nearest to the client.
+		return addr.String()
+	}
 }
 
-func prefixToIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+// forwardedAddr reads one X-Forwarded-For entry: an address, bracketed or not, with or
+// without a port. An IPv4 address mapped into IPv6 is read as the IPv4 address, and a zone,
+// meaningless off the host that wrote it, is dropped.
+func forwardedAddr(entry string) (netip.Addr, bool) {
+	entry = strings.TrimSpace(entry)
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(entry, "["), "]"))
+	if err != nil {
+		ap, perr := netip.ParseAddrPort(entry)
+		if perr != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
+	}
+	return a.Unmap().WithZone(""), true
+}
+
+// unmapPrefix writes a prefix of IPv4 addresses mapped into IPv6 as the IPv4 prefix, so it
+// contains the unmapped addresses forwardedAddr reads.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }

@@ -123,6 +123,23 @@ func TestRateLimits(t *testing.T) {
 			t.Fatalf("another client behind the proxy = %d %s, want its own budget", r.status, r.raw)
 		}
 	})
+	t.Run("TokenExchangeAddressReadsForwardedEntriesWithAPort", func(t *testing.T) {
+		t.Parallel()
+		// Some proxies write the client's port too; the client is still its address, not the
+		// proxy that forwarded it.
+		e := limitedEnv(t, ratelimit.Limit{}, ratelimit.PerMinute(2, 2), behind("127.0.0.0/8"))
+		for i, xff := range []string{"203.0.113.7:4711", "203.0.113.7:4712", "[::ffff:203.0.113.7]:4713"} {
+			r := e.exchangeFrom(t, xff)
+			if want := map[bool]int{true: 200, false: 429}[i < 2]; r.status != want {
+				t.Fatalf("exchange %d via %q = %d, want %d", i, xff, r.status, want)
+			}
+		}
+		for _, xff := range []string{"203.0.113.8:4711", "[2001:db8:1:4::a]:4711"} {
+			if r := e.exchangeFrom(t, xff); r.status != 200 {
+				t.Fatalf("another client via %q = %d %s, want its own budget", xff, r.status, r.raw)
+			}
+		}
+	})
 	t.Run("TokenExchangeLimitsAnIPv6ClientByItsSlash64", func(t *testing.T) {
 		t.Parallel()
 		// Whoever holds a /64 can send from any of its addresses: counted per address, the
