@@ -42,6 +42,8 @@ const (
 	DefaultCommandTimeout   = 15 * time.Second
 	DefaultEventRetention   = 30
 	DefaultTokenRatePerMin  = 20
+	DefaultAuthFailPerMin   = 60
+	DefaultAuthFailBurst    = 20
 )
 
 // minMetricsToken is the shortest TAPLINE_METRICS_TOKEN accepted: it guards /metrics from
@@ -157,6 +159,12 @@ type LimitsConfig struct {
 	// TokenRatePerMinute limits POST /v1/auth/token per client address
 	// (TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE). Defaults to 20; 0 disables.
 	TokenRatePerMinute int
+	// AuthFailurePerMinute and AuthFailureBurst limit failed authentications (a bearer
+	// token that is no valid API key or JWT) per client address
+	// (TAPLINE_AUTH_FAILURE_RATE_LIMIT_PER_MINUTE, TAPLINE_AUTH_FAILURE_RATE_LIMIT_BURST).
+	// Defaults to 60 and 20; a rate of 0 disables.
+	AuthFailurePerMinute int
+	AuthFailureBurst     int
 	// EventRetentionDays is how long session history is kept unless a tenant has its own
 	// setting (TAPLINE_EVENT_RETENTION_DAYS). Defaults to 30; 0 keeps it forever.
 	EventRetentionDays int
@@ -227,14 +235,16 @@ func Load(getenv func(string) string) (*Config, error) {
 			OIDCTenantClaim: cmp.Or(l.str("TAPLINE_OIDC_TENANT_CLAIM"), "tapline_tenant"),
 		},
 		Limits: LimitsConfig{
-			MaxLiveSessions:    l.integer("TAPLINE_MAX_LIVE_SESSIONS", DefaultMaxLiveSessions),
-			IdleSessionClose:   l.duration("TAPLINE_IDLE_SESSION_CLOSE", DefaultIdleSessionClose),
-			PendingTimeout:     l.duration("TAPLINE_PENDING_TIMEOUT", DefaultPendingTimeout),
-			CommandTimeout:     l.duration("TAPLINE_COMMAND_TIMEOUT", DefaultCommandTimeout),
-			RateLimitPerSecond: l.integer("TAPLINE_RATE_LIMIT_PER_SECOND", DefaultRateLimitPerSec),
-			RateLimitBurst:     l.integer("TAPLINE_RATE_LIMIT_BURST", DefaultRateLimitBurst),
-			TokenRatePerMinute: l.integer("TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE", DefaultTokenRatePerMin),
-			EventRetentionDays: l.integer("TAPLINE_EVENT_RETENTION_DAYS", DefaultEventRetention),
+			MaxLiveSessions:      l.integer("TAPLINE_MAX_LIVE_SESSIONS", DefaultMaxLiveSessions),
+			IdleSessionClose:     l.duration("TAPLINE_IDLE_SESSION_CLOSE", DefaultIdleSessionClose),
+			PendingTimeout:       l.duration("TAPLINE_PENDING_TIMEOUT", DefaultPendingTimeout),
+			CommandTimeout:       l.duration("TAPLINE_COMMAND_TIMEOUT", DefaultCommandTimeout),
+			RateLimitPerSecond:   l.integer("TAPLINE_RATE_LIMIT_PER_SECOND", DefaultRateLimitPerSec),
+			RateLimitBurst:       l.integer("TAPLINE_RATE_LIMIT_BURST", DefaultRateLimitBurst),
+			TokenRatePerMinute:   l.integer("TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE", DefaultTokenRatePerMin),
+			AuthFailurePerMinute: l.integer("TAPLINE_AUTH_FAILURE_RATE_LIMIT_PER_MINUTE", DefaultAuthFailPerMin),
+			AuthFailureBurst:     l.integer("TAPLINE_AUTH_FAILURE_RATE_LIMIT_BURST", DefaultAuthFailBurst),
+			EventRetentionDays:   l.integer("TAPLINE_EVENT_RETENTION_DAYS", DefaultEventRetention),
 		},
 	}
 	if raw := l.str("TAPLINE_REDIS_URL"); raw == "" {
@@ -347,6 +357,12 @@ func (c *Config) validate(l *loader) {
 	}
 	if c.Limits.TokenRatePerMinute < 0 {
 		l.fail("TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE", "must not be negative")
+	}
+	if c.Limits.AuthFailurePerMinute < 0 {
+		l.fail("TAPLINE_AUTH_FAILURE_RATE_LIMIT_PER_MINUTE", "must not be negative")
+	}
+	if c.Limits.AuthFailureBurst < 1 {
+		l.fail("TAPLINE_AUTH_FAILURE_RATE_LIMIT_BURST", "must be at least 1")
 	}
 	if c.Limits.EventRetentionDays < 0 || c.Limits.EventRetentionDays > 36500 {
 		l.fail("TAPLINE_EVENT_RETENTION_DAYS", "must be 0 (keep forever) to 36500")

@@ -45,6 +45,9 @@ func TestLoadDefaults(t *testing.T) {
 	if len(c.TrustedProxies) != 0 || c.Limits.EventRetentionDays != DefaultEventRetention || c.Limits.TokenRatePerMinute != DefaultTokenRatePerMin {
 		t.Errorf("proxy, retention or token rate defaults: %v %d %d", c.TrustedProxies, c.Limits.EventRetentionDays, c.Limits.TokenRatePerMinute)
 	}
+	if c.Limits.AuthFailurePerMinute != DefaultAuthFailPerMin || c.Limits.AuthFailureBurst != DefaultAuthFailBurst {
+		t.Errorf("failed authentication limit defaults: %d a minute, bursts of %d", c.Limits.AuthFailurePerMinute, c.Limits.AuthFailureBurst)
+	}
 }
 
 func TestLoadOverrides(t *testing.T) {
@@ -104,6 +107,10 @@ func TestLoadValidationNamesEveryVariable(t *testing.T) {
 		{"BadProxy", map[string]string{"TAPLINE_TRUSTED_PROXIES": "lb"}, nil, []string{"TAPLINE_TRUSTED_PROXIES"}},
 		{"NegativeRetention", map[string]string{"TAPLINE_EVENT_RETENTION_DAYS": "-1"}, nil, []string{"TAPLINE_EVENT_RETENTION_DAYS"}},
 		{"NegativeTokenRate", map[string]string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE": "-5"}, nil, []string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE"}},
+		{"NegativeAuthFailureRate", map[string]string{"TAPLINE_AUTH_FAILURE_RATE_LIMIT_PER_MINUTE": "-1"}, nil,
+			[]string{"TAPLINE_AUTH_FAILURE_RATE_LIMIT_PER_MINUTE"}},
+		{"ZeroAuthFailureBurst", map[string]string{"TAPLINE_AUTH_FAILURE_RATE_LIMIT_BURST": "0"}, nil, []string{"TAPLINE_AUTH_FAILURE_RATE_LIMIT_BURST"}},
+		{"BadAuthFailureBurst", map[string]string{"TAPLINE_AUTH_FAILURE_RATE_LIMIT_BURST": "twenty"}, nil, []string{"TAPLINE_AUTH_FAILURE_RATE_LIMIT_BURST"}},
 		{"ShortMetricsToken", map[string]string{"TAPLINE_METRICS_TOKEN": "short"}, nil, []string{"TAPLINE_METRICS_TOKEN"}},
 		{"MetricsTokenWithSpace", map[string]string{"TAPLINE_METRICS_TOKEN": "0123456789 abcdef"}, nil, []string{"TAPLINE_METRICS_TOKEN"}},
 		{"BlankRedisURL", map[string]string{"TAPLINE_REDIS_URL": "  "}, nil, []string{"TAPLINE_REDIS_URL"}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -125,7 +126,9 @@ func publicPath(path string) bool {
 	return !strings.HasPrefix(path, "/v1/") || path == "/v1/auth/token"
 }
 
-// authMiddleware resolves the bearer token to a principal for every /v1 route.
+// authMiddleware resolves the bearer token to a principal for every /v1 route. Failed
+// authentications are charged to the client address, and an address past its budget is
+// refused before its credential is looked up (see refuseThrottled).
 func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
@@ -137,6 +140,10 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return fmt.Errorf("%w: missing bearer token", auth.ErrUnauthenticated)
 		}
 		digest := tokenDigest(token)
+		failures := s.authFailureKey(c)
+		if err := s.refuseThrottled(req.Context(), failures, digest); err != nil {
+			return err
+		}
 		ctx, spec := s.prefetch(req.Context(), token)
 		if spec == nil {
 			spec = s.speculate(ctx, digest)
@@ -147,6 +154,11 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if err != nil {
 			s.hints.forget(digest)
+			if errors.Is(err, auth.ErrUnauthenticated) && failures != "" {
+				if lerr := s.chargeAuthFailure(req.Context(), failures); lerr != nil {
+					return lerr
+				}
+			}
 			return err
 		}
 		s.hints.put(digest, p.TenantID)

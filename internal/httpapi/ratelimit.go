@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"sync"
@@ -21,9 +22,10 @@ import (
 // each token exchange against its client address (an IPv6 client by its /64, see
 // ratelimit.Limiter.AddressKey), and answers 429 with Retry-After past
 // them. Tenants share nothing: one tenant's burst never slows another. It runs after
-// authentication, so unauthenticated requests are refused before they cost a Redis call;
-// when authentication already ran the tenant's check alongside (speculativeLimit), its
-// outcome is used.
+// authentication, so unauthenticated requests are refused before they cost a tenant's
+// budget (their own cost is limited by authMiddleware, see chargeAuthFailure); when
+// authentication already ran the tenant's check alongside (speculativeLimit), its outcome
+// is used.
 func (s *Server) rateLimitMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.cfg.RateLimiter == nil {
@@ -160,4 +162,101 @@ func (s *Server) speculate(ctx context.Context, digest [sha256.Size]byte) *specu
 		spec.res, spec.err = s.cfg.RateLimiter.Allow(ctx, spec.key, s.cfg.TenantRate)
 	}()
 	return spec
+}
+
+// authFailureOp names the per-address budget of failed authentications.
+const authFailureOp = "auth-failure"
+
+// A failed authentication costs what a successful one does (a read of the key's index
+// entry, a JWT's signature and, for one minted from a key, the key again) and is answered
+// at once, so a client could try credentials as fast as it can send them. Each failure is
+// charged to its client address's budget in Redis (Config.AuthFailureRate, an IPv6 client
+// counted by its /64, as the token exchange counts it); a success is not, so the hot path
+// makes no Redis call for it. Once Redis refuses a failure, the process remembers the
+// address as throttled until the budget allows the next one, and refuses the address's
+// requests with 429 before their credentials are looked up, without asking Redis. Other api
+// processes learn the same from their own first refused failure.
+//
+// A credential this process has already accepted (tenantHints) is still looked up and
+// served from a throttled address: guesses from one client behind a shared address (a NAT,
+// a proxy) do not lock out the others whose credentials work. Any other credential from a
+// throttled address, valid or not, gets 429 until the budget allows another try.
+
+// authFailureKey is the failure budget key of the request's client address, or "" when
+// failed authentications are not limited.
+func (s *Server) authFailureKey(c echo.Context) string {
+	if s.cfg.RateLimiter == nil || !s.cfg.AuthFailureRate.Enabled() {
+		return ""
+	}
+	return s.cfg.RateLimiter.AddressKey(authFailureOp, c.RealIP())
+}
+
+// refuseThrottled answers 429 to a request from a throttled address (key) whose token, by
+// its digest, this process has not accepted before; nil lets the request be authenticated.
+func (s *Server) refuseThrottled(ctx context.Context, key string, digest [sha256.Size]byte) error {
+	if key == "" {
+		return nil
+	}
+	wait, throttled := s.throttled.get(key, time.Now())
+	if !throttled {
+		return nil
+	}
+	if _, known := s.hints.get(digest); known {
+		return nil
+	}
+	instruments.rateLimited.Add(ctx, 1, metric.WithAttributes(attribute.String("scope", authFailureOp)))
+	return tooManyRequests(wait)
+}
+
+// chargeAuthFailure counts one failed authentication against key. Past the budget it
+// remembers the address as throttled and returns the 429 to answer instead of the 401. A
+// Redis error is returned, as the other limits return theirs: Redis away fails requests
+// with bad credentials, never those with good ones, which do not come here.
+func (s *Server) chargeAuthFailure(ctx context.Context, key string) error {
+	res, err := s.cfg.RateLimiter.Allow(ctx, key, s.cfg.AuthFailureRate)
+	if err != nil {
+		return err
+	}
+	if res.Allowed {
+		return nil
+	}
+	s.throttled.put(key, time.Now().Add(res.RetryAfter))
+	instruments.rateLimited.Add(ctx, 1, metric.WithAttributes(attribute.String("scope", authFailureOp)))
+	return tooManyRequests(res.RetryAfter)
+}
+
+// throttledAddrs remembers, per failure budget key, until when the address is past its
+// budget of failed authentications.
+type throttledAddrs struct {
+	mu    sync.RWMutex
+	until map[string]time.Time
+}
+
+// maxThrottledAddrs bounds the memory throttledAddrs takes; past it, lapsed entries are
+// dropped, and if that is not enough it starts over (each address is then one refused
+// failure away from being remembered again).
+const maxThrottledAddrs = 10000
+
+// get returns how long key stays throttled, and whether it is throttled at now.
+func (t *throttledAddrs) get(key string, now time.Time) (time.Duration, bool) {
+	t.mu.RLock()
+	until, ok := t.until[key]
+	t.mu.RUnlock()
+	if !ok || !now.Before(until) {
+		return 0, false
+	}
+	return until.Sub(now), true
+}
+
+func (t *throttledAddrs) put(key string, until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.until) >= maxThrottledAddrs {
+		now := time.Now()
+		maps.DeleteFunc(t.until, func(_ string, u time.Time) bool { return !now.Before(u) })
+	}
+	if t.until == nil || len(t.until) >= maxThrottledAddrs {
+		t.until = make(map[string]time.Time)
+	}
+	t.until[key] = until
 }

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -173,20 +174,150 @@ func behind(cidr string) func(*httpapi.Config) {
 // exchangeFrom exchanges tenant a's key for a token with the X-Forwarded-For header xff.
 func (e *env) exchangeFrom(t *testing.T, xff string) response {
 	t.Helper()
-	buf, _ := json.Marshal(map[string]any{"api_key": e.a.Secret})
-	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/token", bytes.NewReader(buf))
-	req.Header.Set("Content-Type", "application/json")
+	return e.doFrom(t, xff, "POST", "/v1/auth/token", "", map[string]any{"api_key": e.a.Secret})
+}
+
+// doFrom is do with the X-Forwarded-For header xff: the request of that client when the
+// api trusts the test's loopback address as its proxy.
+func (e *env) doFrom(t *testing.T, xff, method, path, token string, body any) response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		buf, _ := json.Marshal(body)
+		rd = bytes.NewReader(buf)
+	}
+	req, _ := http.NewRequest(method, e.srv.URL+path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("X-Forwarded-For", xff)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var out response
-	out.status, out.header = res.StatusCode, res.Header
-	var raw bytes.Buffer
-	_, _ = raw.ReadFrom(res.Body)
-	out.raw = raw.String()
-	_ = json.Unmarshal(raw.Bytes(), &out.body)
+	raw, _ := io.ReadAll(res.Body)
+	out := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	_ = json.Unmarshal(raw, &out.body)
 	return out
+}
+
+// failureLimited sets the budget of failed authentications per client address.
+func failureLimited(lim ratelimit.Limit) func(*httpapi.Config) {
+	return func(c *httpapi.Config) { c.AuthFailureRate = lim }
+}
+
+// requireRetryAfter fails unless r is a 429 problem whose Retry-After is 1 to max seconds.
+func requireRetryAfter(t *testing.T, r response, maxSecs int) {
+	t.Helper()
+	requireProblem(t, r, 429, "")
+	if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || secs < 1 || secs > maxSecs {
+		t.Fatalf("Retry-After = %q, want 1 to %d", r.header.Get("Retry-After"), maxSecs)
+	}
+}
+
+func TestFailedAuthenticationLimit(t *testing.T) {
+	t.Parallel()
+	// Well-formed guesses: an API key nobody has and a JWT nobody signed.
+	const badKey = "tpl_guess0000000000000000000000000000"
+	const badJWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJub2JvZHkifQ.c2lnbmF0dXJl"
+	t.Run("AddressPastItsBudgetGets429", func(t *testing.T) {
+		t.Parallel()
+		// Three failures, then one a minute: nothing comes back while the test runs.
+		e := limitedEnv(t, ratelimit.Limit{}, ratelimit.Limit{}, behind("127.0.0.0/8"), failureLimited(ratelimit.PerMinute(1, 3)))
+		const a, b = "203.0.113.10", "203.0.113.11"
+		// Valid credentials cost nothing of the budget, however many.
+		for i := range 5 {
+			if r := e.doFrom(t, a, "GET", "/v1/me", e.a.Secret, nil); r.status != 200 {
+				t.Fatalf("valid request %d = %d %s", i, r.status, r.raw)
+			}
+		}
+		for _, tok := range []string{badKey, badJWT, badKey} {
+			requireProblem(t, e.doFrom(t, a, "GET", "/v1/me", tok, nil), 401, "")
+		}
+		requireRetryAfter(t, e.doFrom(t, a, "GET", "/v1/me", badKey, nil), 60)
+		requireRetryAfter(t, e.doFrom(t, a, "GET", "/v1/sessions", badJWT, nil), 60)
+		// A credential the server has accepted is still served from the throttled address:
+		// one client's guesses do not lock out its neighbours behind the same address.
+		if r := e.doFrom(t, a, "GET", "/v1/me", e.a.Secret, nil); r.status != 200 {
+			t.Fatalf("tenant a's known key from the throttled address = %d %s", r.status, r.raw)
+		}
+		// Any other credential from it is refused before it is looked up, valid or not.
+		requireRetryAfter(t, e.doFrom(t, a, "GET", "/v1/me", e.b.Secret, nil), 60)
+		// Another address has its own budget, and tenant b's key works from it.
+		requireProblem(t, e.doFrom(t, b, "GET", "/v1/me", badKey, nil), 401, "")
+		if r := e.doFrom(t, b, "GET", "/v1/me", e.b.Secret, nil); r.status != 200 || r.body["tenant"].(map[string]any)["id"] != e.b.Tenant.ID {
+			t.Fatalf("tenant b's key from another address = %d %s", r.status, r.raw)
+		}
+		// Once accepted, tenant b's key is served from the throttled address too.
+		if r := e.doFrom(t, a, "GET", "/v1/me", e.b.Secret, nil); r.status != 200 {
+			t.Fatalf("tenant b's key, accepted since, from the throttled address = %d %s", r.status, r.raw)
+		}
+	})
+	t.Run("AnIPv6ClientIsCountedByItsSlash64", func(t *testing.T) {
+		t.Parallel()
+		e := limitedEnv(t, ratelimit.Limit{}, ratelimit.Limit{}, behind("127.0.0.0/8"), failureLimited(ratelimit.PerMinute(1, 2)))
+		requireProblem(t, e.doFrom(t, "2001:db8:7:8::1", "GET", "/v1/me", badKey, nil), 401, "")
+		requireProblem(t, e.doFrom(t, "2001:db8:7:8::2", "GET", "/v1/me", badKey, nil), 401, "")
+		requireRetryAfter(t, e.doFrom(t, "[2001:db8:7:8::3]:4711", "GET", "/v1/me", badKey, nil), 60)
+		requireProblem(t, e.doFrom(t, "2001:db8:7:9::1", "GET", "/v1/me", badKey, nil), 401, "")
+	})
+	t.Run("TheBudgetComesBackAtItsRate", func(t *testing.T) {
+		t.Parallel()
+		e := limitedEnv(t, ratelimit.Limit{}, ratelimit.Limit{}, behind("127.0.0.0/8"), failureLimited(ratelimit.PerSecond(1, 2)))
+		const a = "198.51.100.20"
+		requireProblem(t, e.doFrom(t, a, "GET", "/v1/me", badKey, nil), 401, "")
+		requireProblem(t, e.doFrom(t, a, "GET", "/v1/me", badKey, nil), 401, "")
+		requireRetryAfter(t, e.doFrom(t, a, "GET", "/v1/me", badKey, nil), 2)
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			r := e.doFrom(t, a, "GET", "/v1/me", badKey, nil)
+			if r.status == 401 {
+				break
+			}
+			requireRetryAfter(t, r, 2)
+			if time.Now().After(deadline) {
+				t.Fatal("the address never got another try")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	t.Run("RedisAwayFailsOnlyBadCredentials", func(t *testing.T) {
+		t.Parallel()
+		addr, stop, start := ownRedis(t)
+		rdb := testRedis(t, "redis://"+addr+"/0")
+		e := newEnv(t, dbtest.Pool(t), rdb, behind("127.0.0.0/8"), failureLimited(ratelimit.PerMinute(1, 1)), func(c *httpapi.Config) {
+			c.RateLimiter = ratelimit.New(rdb, redistest.Prefix(t))
+		})
+		const a, b = "203.0.113.30", "203.0.113.31"
+		if r := e.doFrom(t, a, "GET", "/v1/me", e.a.Secret, nil); r.status != 200 {
+			t.Fatalf("valid key = %d %s", r.status, r.raw)
+		}
+		requireProblem(t, e.doFrom(t, a, "GET", "/v1/me", badKey, nil), 401, "")
+		requireRetryAfter(t, e.doFrom(t, a, "GET", "/v1/me", badKey, nil), 60)
+		stop()
+		// Without Redis a failure cannot be counted: it fails as the other limits fail, with
+		// 503, and a throttled address stays throttled. Valid credentials never wait on
+		// the budget: both tenants' keys are served from either address.
+		r := e.doFrom(t, b, "GET", "/v1/me", badKey, nil)
+		requireProblem(t, r, 503, "")
+		requireRetryAfter(t, e.doFrom(t, a, "GET", "/v1/me", badKey, nil), 60)
+		for _, req := range []struct{ from, key string }{{a, e.a.Secret}, {b, e.a.Secret}, {b, e.b.Secret}} {
+			if r := e.doFrom(t, req.from, "GET", "/v1/me", req.key, nil); r.status != 200 {
+				t.Fatalf("valid key from %s with Redis away = %d %s", req.from, r.status, r.raw)
+			}
+		}
+		// Back, Redis counts failures again.
+		start()
+		deadline := time.Now().Add(15 * time.Second)
+		for e.doFrom(t, b, "GET", "/v1/me", badKey, nil).status == 503 {
+			if time.Now().After(deadline) {
+				t.Fatal("failures were not counted again after Redis came back")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 }

@@ -49,11 +49,13 @@ type Config struct {
 	// TrustedProxies are the addresses of reverse proxies whose X-Forwarded-For names the
 	// client (audit, per-address rate limits). Empty: the peer address is the client.
 	TrustedProxies []netip.Prefix
-	// RateLimiter enforces TenantRate on each tenant's requests and TokenRate per client
-	// address on POST /v1/auth/token; nil turns rate limiting off.
-	RateLimiter *ratelimit.Limiter
-	TenantRate  ratelimit.Limit
-	TokenRate   ratelimit.Limit
+	// RateLimiter enforces TenantRate on each tenant's requests, TokenRate per client
+	// address on POST /v1/auth/token and AuthFailureRate on each client address's failed
+	// authentications; nil turns rate limiting off.
+	RateLimiter     *ratelimit.Limiter
+	TenantRate      ratelimit.Limit
+	TokenRate       ratelimit.Limit
+	AuthFailureRate ratelimit.Limit
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	// MetricsToken, when set, is the bearer token /metrics requires (401 without it);
@@ -84,6 +86,7 @@ type Server struct {
 	logger          *slog.Logger
 	idempotencyWait time.Duration
 	hints           tenantHints
+	throttled       throttledAddrs
 }
 
 var _ apigen.StrictServerInterface = (*Server)(nil)
