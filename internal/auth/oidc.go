@@ -35,6 +35,12 @@ type OIDCConfig struct {
 	// TenantClaim names the claim that holds the Tapline tenant id. Defaults to
 	// "tapline_tenant".
 	TenantClaim string
+	// TrustEmailWithoutVerifiedClaim lets a token without an email_verified claim identify
+	// its user by email, for issuers that verify every address and never send the claim.
+	// Off by default: an address is used only when email_verified is true, since an issuer
+	// that lets users type an address would otherwise let them act as its owner. A token
+	// whose email_verified is false is refused either way.
+	TrustEmailWithoutVerifiedClaim bool
 	// HTTPClient fetches the JWKS. Defaults to a client with a 10 second timeout.
 	HTTPClient *http.Client
 	// RefreshInterval is the least time between two JWKS fetches caused by unknown key ids,
@@ -124,9 +130,6 @@ func (o *OIDC) verify(ctx context.Context, token string) (*externalIdentity, err
 	// audit chain's documents) uses the canonical form the database returns.
 	tid = strings.ToLower(tid)
 	email, _ := c["email"].(string)
-	if verified, ok := c["email_verified"].(bool); ok && !verified {
-		email = ""
-	}
 	if email == "" {
 		// Some issuers put the address in sub.
 		if sub, _ := c["sub"].(string); sub != "" {
@@ -136,9 +139,42 @@ func (o *OIDC) verify(ctx context.Context, token string) (*externalIdentity, err
 		}
 	}
 	if email == "" {
-		return nil, fmt.Errorf("%w: token carries no verified email", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: token carries no email", ErrUnauthenticated)
+	}
+	if err := o.checkEmailVerified(c); err != nil {
+		return nil, err
 	}
 	return &externalIdentity{TenantID: tid, Email: email}, nil
+}
+
+// UnverifiedEmailError refuses an external token whose email its issuer does not say it
+// verified: such an address may be one the user typed, so it must not pick a member. It is an
+// ErrUnauthenticated whose Reason can be shown to the caller, who holds the token anyway.
+type UnverifiedEmailError struct {
+	Reason string
+}
+
+func (e *UnverifiedEmailError) Error() string {
+	return ErrUnauthenticated.Error() + ": " + e.Reason
+}
+
+// Unwrap makes the error an ErrUnauthenticated.
+func (e *UnverifiedEmailError) Unwrap() error { return ErrUnauthenticated }
+
+// checkEmailVerified accepts the token's email only when its email_verified claim is true
+// (the JSON boolean, or the string "true" some issuers send), or when the claim is absent and
+// the issuer is configured as trusted without it.
+func (o *OIDC) checkEmailVerified(c jwt.MapClaims) error {
+	v, ok := c["email_verified"]
+	switch {
+	case !ok && o.cfg.TrustEmailWithoutVerifiedClaim:
+		return nil
+	case !ok:
+		return &UnverifiedEmailError{Reason: "the token has no email_verified claim, so its email is not known to be verified"}
+	case v == true || v == "true":
+		return nil
+	}
+	return &UnverifiedEmailError{Reason: "the token's email_verified claim is not true, so its email cannot identify a member"}
 }
 
 // key returns the issuer's verifying key for kid, fetching the JWKS when the key is unknown

@@ -327,3 +327,117 @@ func TestOIDC(t *testing.T) {
 		t.Fatalf("rotated kid: %v", err)
 	}
 }
+
+// TestOIDCEmailVerified holds an external token's email to its email_verified claim: an
+// address the issuer does not say it verified may be one the user typed, and must not pick
+// the member who owns it.
+func TestOIDCEmailVerified(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	keys, _ := auth.ParseJWTKeys("k1:" + seed(t))
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	js := newJWKS(t, pub, "idp-1")
+	newService := func(f *fixture, trust bool) *auth.TokenService {
+		oidc, err := auth.NewOIDC(&auth.OIDCConfig{
+			Issuer: "https://idp.test", Audience: "tapline", JWKSURL: js.URL, TrustEmailWithoutVerifiedClaim: trust,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := auth.NewTokenService(f.store, &auth.TokenConfig{Keys: keys, Issuer: "tapline", Audience: "tapline-api", OIDC: oidc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	f := setup(t, keys, nil)
+	strict, trusting := newService(f, false), newService(f, true)
+	// claims name tenant a's owner by email; mut adjusts them.
+	claims := func(mut func(jwt.MapClaims)) jwt.MapClaims {
+		now := time.Now()
+		c := jwt.MapClaims{"iss": "https://idp.test", "aud": "tapline", "sub": "abc", "email": f.a.User.Email,
+			"tapline_tenant": f.a.Tenant.ID, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()}
+		if mut != nil {
+			mut(c)
+		}
+		return c
+	}
+	verified := func(v any) func(jwt.MapClaims) {
+		return func(c jwt.MapClaims) { c["email_verified"] = v }
+	}
+	inSub := func(v any) func(jwt.MapClaims) {
+		return func(c jwt.MapClaims) {
+			delete(c, "email")
+			c["sub"] = f.a.User.Email
+			if v != nil {
+				c["email_verified"] = v
+			}
+		}
+	}
+	accept := func(t *testing.T, s *auth.TokenService, c jwt.MapClaims) {
+		t.Helper()
+		tok := idToken(t, priv, "idp-1", c)
+		for name, verify := range map[string]func(context.Context, string) (*auth.Principal, error){
+			"VerifyExternal": s.VerifyExternal, "VerifyToken": s.VerifyToken,
+		} {
+			p, err := verify(ctx, tok)
+			if err != nil || p.UserID != f.a.User.ID || p.TenantID != f.a.Tenant.ID {
+				t.Fatalf("%s: principal %+v, %v; want tenant a's owner", name, p, err)
+			}
+		}
+	}
+	refuse := func(t *testing.T, s *auth.TokenService, c jwt.MapClaims) {
+		t.Helper()
+		tok := idToken(t, priv, "idp-1", c)
+		for name, verify := range map[string]func(context.Context, string) (*auth.Principal, error){
+			"VerifyExternal": s.VerifyExternal, "VerifyToken": s.VerifyToken,
+		} {
+			p, err := verify(ctx, tok)
+			var unverified *auth.UnverifiedEmailError
+			if !errors.As(err, &unverified) || !errors.Is(err, auth.ErrUnauthenticated) {
+				t.Fatalf("%s: principal %+v, err %v; want an UnverifiedEmailError", name, p, err)
+			}
+			if !strings.Contains(unverified.Reason, "email_verified") {
+				t.Fatalf("%s: reason %q does not name email_verified", name, unverified.Reason)
+			}
+		}
+	}
+	for name, c := range map[string]jwt.MapClaims{
+		"True":            claims(verified(true)),
+		"StringTrue":      claims(verified("true")),
+		"TrueInSub":       claims(inSub(true)),
+		"StringTrueInSub": claims(inSub("true")),
+	} {
+		t.Run("Accepts/"+name, func(t *testing.T) {
+			accept(t, strict, c)
+			accept(t, trusting, c)
+		})
+	}
+	for name, c := range map[string]jwt.MapClaims{
+		"Missing":      claims(nil),
+		"MissingInSub": claims(inSub(nil)),
+		"False":        claims(verified(false)),
+		"FalseInSub":   claims(inSub(false)),
+		"StringFalse":  claims(verified("false")),
+		"StringTRUE":   claims(verified("TRUE")),
+		"One":          claims(verified(1)),
+		"Null":         claims(verified(nil)),
+		"Object":       claims(verified(map[string]any{"value": true})),
+		"ListOfTrue":   claims(verified([]any{true})),
+		"EmptyString":  claims(verified("")),
+		"StringYes":    claims(verified("yes")),
+	} {
+		t.Run("Refuses/"+name, func(t *testing.T) {
+			refuse(t, strict, c)
+		})
+	}
+	// An issuer trusted without the claim gets its emails trusted when the claim is absent,
+	// never when it says the address is not verified.
+	t.Run("TrustedIssuer", func(t *testing.T) {
+		accept(t, trusting, claims(nil))
+		accept(t, trusting, claims(inSub(nil)))
+		refuse(t, trusting, claims(verified(false)))
+		refuse(t, trusting, claims(verified("false")))
+		refuse(t, trusting, claims(inSub(false)))
+	})
+}

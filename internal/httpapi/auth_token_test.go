@@ -4,12 +4,19 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tapline/tapline/internal/auth"
+	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/tenant"
 )
 
@@ -92,6 +99,80 @@ func TestTokenExchange(t *testing.T) {
 			t.Fatalf("tenant b's token sees %s", r.raw)
 		}
 	})
+}
+
+// withOIDC makes the server accept ID tokens signed by priv (kid "idp-1") from the issuer
+// https://idp.test for the audience "tapline", its JWKS served on loopback.
+func withOIDC(t *testing.T, priv ed25519.PrivateKey) func(*httpapi.Config) {
+	t.Helper()
+	pub := priv.Public().(ed25519.PublicKey)
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{map[string]any{
+			"kty": "OKP", "crv": "Ed25519", "kid": "idp-1", "alg": "EdDSA", "use": "sig", "x": base64.RawURLEncoding.EncodeToString(pub),
+		}}})
+	}))
+	t.Cleanup(jwks.Close)
+	oidc, err := auth.NewOIDC(&auth.OIDCConfig{Issuer: "https://idp.test", Audience: "tapline", JWKSURL: jwks.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.ParseJWTKeys("test-1:" + testJWTSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(cfg *httpapi.Config) {
+		tokens, err := auth.NewTokenService(cfg.Tenants, &auth.TokenConfig{Keys: keys, Issuer: "tapline", Audience: "tapline-api", TTL: time.Minute, OIDC: oidc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Tokens, cfg.Auth = tokens, auth.NewAuthenticator(cfg.Tenants, tokens)
+	}
+}
+
+// TestTokenExchangeNeedsVerifiedEmail: an ID token's email picks a member only when its
+// issuer says it verified the address; otherwise the exchange, and the token used as a
+// bearer, are a 401 naming the reason, whoever the address belongs to.
+func TestTokenExchangeNeedsVerifiedEmail(t *testing.T) {
+	t.Parallel()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	e := newEnv(t, dbtest.Pool(t), testRedis(t, os.Getenv("TEST_REDIS_URL")), withOIDC(t, priv))
+	idToken := func(verified any, present bool) string {
+		now := time.Now()
+		c := jwt.MapClaims{"iss": "https://idp.test", "aud": "tapline", "sub": "u-1", "email": e.a.User.Email,
+			"tapline_tenant": e.a.Tenant.ID, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()}
+		if present {
+			c["email_verified"] = verified
+		}
+		return sign(t, jwt.SigningMethodEdDSA, priv, "idp-1", "", c)
+	}
+	for name, tok := range map[string]string{"Bool": idToken(true, true), "String": idToken("true", true)} {
+		t.Run("Verified"+name, func(t *testing.T) {
+			r := e.do(t, "POST", "/v1/auth/token", "", map[string]any{"id_token": tok})
+			if r.status != 200 {
+				t.Fatalf("exchange = %d %s", r.status, r.raw)
+			}
+			me := e.do(t, "GET", "/v1/me", r.body["token"].(string), nil)
+			if p, _ := me.body["principal"].(map[string]any); me.status != 200 || p["user_id"] != e.a.User.ID {
+				t.Fatalf("me = %d %s", me.status, me.raw)
+			}
+		})
+	}
+	for name, tok := range map[string]string{
+		"Missing": idToken(nil, false), "False": idToken(false, true), "StringFalse": idToken("false", true), "Null": idToken(nil, true),
+	} {
+		t.Run("Unverified"+name, func(t *testing.T) {
+			for _, r := range []response{
+				e.do(t, "POST", "/v1/auth/token", "", map[string]any{"id_token": tok}),
+				e.do(t, "GET", "/v1/me", tok, nil),
+			} {
+				requireProblem(t, r, 401, "")
+				detail, _ := r.body["detail"].(string)
+				if r.body["type"] != "urn:tapline:problem:unauthenticated" || !strings.Contains(detail, "email_verified") {
+					t.Fatalf("problem = %s, want unauthenticated naming email_verified", r.raw)
+				}
+			}
+		})
+	}
 }
 
 // TestJWTAttacksAre401 sends hostile tokens to the real server.

@@ -82,6 +82,7 @@ func problemFor(err error) *Problem {
 	var refused *inspector.TargetRefusedError
 	var remote *inspector.RemoteError
 	var ave *audit.ValidationError
+	var unverified *auth.UnverifiedEmailError
 	switch {
 	case errors.As(err, &p):
 		return p
@@ -117,6 +118,10 @@ func problemFor(err error) *Problem {
 		return p
 	case errors.As(err, &ave):
 		return invalidInput(FieldProblem{Field: ave.Field, Reason: ave.Reason})
+	case errors.As(err, &unverified):
+		// The reason concerns only the caller's own token, so naming it tells them nothing
+		// about the tenant or its members.
+		return newProblem(http.StatusUnauthorized, "unauthenticated", "Unauthenticated", unverified.Reason)
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "unauthenticated", "Unauthenticated",
 			"send a valid API key or token as Authorization: Bearer <token>")
