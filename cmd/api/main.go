@@ -340,6 +340,8 @@ func newTokenService(cfg *config.Config, dir auth.Directory) (*auth.TokenService
 		oidc, err = auth.NewOIDC(&auth.OIDCConfig{
 			Issuer: cfg.JWT.OIDCIssuer, Audience: cfg.JWT.OIDCAudience, JWKSURL: cfg.JWT.OIDCJWKSURL,
 			TenantClaim: cfg.JWT.OIDCTenantClaim,
+			// An email without email_verified counts only for the issuer the operator named.
+			TrustEmailWithoutVerifiedClaim: cfg.JWT.OIDCEmailVerifiedOptional == cfg.JWT.OIDCIssuer,
 		})
 		if err != nil {
 			return nil, err

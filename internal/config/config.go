@@ -136,6 +136,13 @@ type JWTConfig struct {
 	// OIDCTenantClaim names the claim holding the tenant id (TAPLINE_OIDC_TENANT_CLAIM).
 	// Defaults to "tapline_tenant".
 	OIDCTenantClaim string
+	// OIDCEmailVerifiedOptional names the issuer, which must be OIDCIssuer, whose tokens may
+	// identify their user by an email that comes without an email_verified claim
+	// (TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL), for issuers that verify every address and never
+	// send the claim. Empty, the default: only an email_verified of true lets an email
+	// identify anyone. Naming the issuer, rather than switching the check off, keeps the
+	// trust from passing to another issuer configured later.
+	OIDCEmailVerifiedOptional string
 }
 
 // LimitsConfig holds per-tenant limits and timeouts.
@@ -225,14 +232,15 @@ func Load(getenv func(string) string) (*Config, error) {
 		TrustedProxies:      l.prefixes("TAPLINE_TRUSTED_PROXIES"),
 		MetricsToken:        l.str("TAPLINE_METRICS_TOKEN"),
 		JWT: JWTConfig{
-			Issuer:          cmp.Or(l.str("TAPLINE_JWT_ISSUER"), DefaultJWTIssuer),
-			Audience:        cmp.Or(l.str("TAPLINE_JWT_AUDIENCE"), DefaultJWTAudience),
-			SigningKeys:     l.str("TAPLINE_JWT_KEYS"),
-			TTL:             l.duration("TAPLINE_JWT_TTL", DefaultJWTTTL),
-			OIDCIssuer:      l.str("TAPLINE_OIDC_ISSUER"),
-			OIDCAudience:    l.str("TAPLINE_OIDC_AUDIENCE"),
-			OIDCJWKSURL:     l.str("TAPLINE_OIDC_JWKS_URL"),
-			OIDCTenantClaim: cmp.Or(l.str("TAPLINE_OIDC_TENANT_CLAIM"), "tapline_tenant"),
+			Issuer:                    cmp.Or(l.str("TAPLINE_JWT_ISSUER"), DefaultJWTIssuer),
+			Audience:                  cmp.Or(l.str("TAPLINE_JWT_AUDIENCE"), DefaultJWTAudience),
+			SigningKeys:               l.str("TAPLINE_JWT_KEYS"),
+			TTL:                       l.duration("TAPLINE_JWT_TTL", DefaultJWTTTL),
+			OIDCIssuer:                l.str("TAPLINE_OIDC_ISSUER"),
+			OIDCAudience:              l.str("TAPLINE_OIDC_AUDIENCE"),
+			OIDCJWKSURL:               l.str("TAPLINE_OIDC_JWKS_URL"),
+			OIDCTenantClaim:           cmp.Or(l.str("TAPLINE_OIDC_TENANT_CLAIM"), "tapline_tenant"),
+			OIDCEmailVerifiedOptional: l.str("TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL"),
 		},
 		Limits: LimitsConfig{
 			MaxLiveSessions:      l.integer("TAPLINE_MAX_LIVE_SESSIONS", DefaultMaxLiveSessions),
@@ -381,6 +389,9 @@ func (c *Config) validate(l *loader) {
 		if u, err := url.Parse(c.JWT.OIDCJWKSURL); err != nil || u.Scheme != "https" && !(c.DevMode && u.Scheme == "http") {
 			l.fail("TAPLINE_OIDC_JWKS_URL", "want an https URL")
 		}
+	}
+	if c.JWT.OIDCEmailVerifiedOptional != "" && c.JWT.OIDCEmailVerifiedOptional != c.JWT.OIDCIssuer {
+		l.fail("TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL", "want the issuer TAPLINE_OIDC_ISSUER names, exactly as it is written there")
 	}
 }
 

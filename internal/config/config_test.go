@@ -42,6 +42,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.AllowPrivateTargets || c.DevMode {
 		t.Error("private targets and dev mode must be off by default")
 	}
+	if c.JWT.OIDCEmailVerifiedOptional != "" {
+		t.Errorf("OIDCEmailVerifiedOptional = %q: emails without email_verified must be refused by default", c.JWT.OIDCEmailVerifiedOptional)
+	}
 	if len(c.TrustedProxies) != 0 || c.Limits.EventRetentionDays != DefaultEventRetention || c.Limits.TokenRatePerMinute != DefaultTokenRatePerMin {
 		t.Errorf("proxy, retention or token rate defaults: %v %d %d", c.TrustedProxies, c.Limits.EventRetentionDays, c.Limits.TokenRatePerMinute)
 	}
@@ -61,6 +64,10 @@ func TestLoadOverrides(t *testing.T) {
 	kv["TAPLINE_TRUSTED_PROXIES"] = "10.0.0.0/8"
 	kv["TAPLINE_EVENT_RETENTION_DAYS"] = "0"
 	kv["TAPLINE_METRICS_TOKEN"] = " scrape-0123456789abcdef "
+	kv["TAPLINE_OIDC_ISSUER"] = "https://id.example"
+	kv["TAPLINE_OIDC_AUDIENCE"] = "tapline"
+	kv["TAPLINE_OIDC_JWKS_URL"] = "https://id.example/jwks"
+	kv["TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL"] = "https://id.example"
 	c, err := Load(env(kv))
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +78,9 @@ func TestLoadOverrides(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}
 	if !slices.Equal(c.AllowedTargetCIDRs, want) {
 		t.Errorf("AllowedTargetCIDRs = %v, want %v", c.AllowedTargetCIDRs, want)
+	}
+	if c.JWT.OIDCEmailVerifiedOptional != "https://id.example" {
+		t.Errorf("OIDCEmailVerifiedOptional = %q", c.JWT.OIDCEmailVerifiedOptional)
 	}
 	if c.MetricsToken != "scrape-0123456789abcdef" {
 		t.Errorf("MetricsToken = %q", c.MetricsToken)
@@ -104,6 +114,12 @@ func TestLoadValidationNamesEveryVariable(t *testing.T) {
 		{"BadCIDR", map[string]string{"TAPLINE_ALLOWED_TARGET_CIDRS": "10.0.0.0/8,nope"}, nil, []string{"TAPLINE_ALLOWED_TARGET_CIDRS"}},
 		{"BadInt", map[string]string{"TAPLINE_MAX_LIVE_SESSIONS": "many"}, nil, []string{"TAPLINE_MAX_LIVE_SESSIONS"}},
 		{"HalfOIDC", map[string]string{"TAPLINE_OIDC_ISSUER": "https://id.example"}, nil, []string{"TAPLINE_OIDC_ISSUER"}},
+		{"EmailVerifiedOptionalWithoutIssuer", map[string]string{"TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL": "https://id.example"}, nil,
+			[]string{"TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL"}},
+		{"EmailVerifiedOptionalForAnotherIssuer", map[string]string{
+			"TAPLINE_OIDC_ISSUER": "https://id.example", "TAPLINE_OIDC_AUDIENCE": "tapline", "TAPLINE_OIDC_JWKS_URL": "https://id.example/jwks",
+			"TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL": "https://other.example",
+		}, nil, []string{"TAPLINE_OIDC_EMAIL_VERIFIED_OPTIONAL"}},
 		{"BadProxy", map[string]string{"TAPLINE_TRUSTED_PROXIES": "lb"}, nil, []string{"TAPLINE_TRUSTED_PROXIES"}},
 		{"NegativeRetention", map[string]string{"TAPLINE_EVENT_RETENTION_DAYS": "-1"}, nil, []string{"TAPLINE_EVENT_RETENTION_DAYS"}},
 		{"NegativeTokenRate", map[string]string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE": "-5"}, nil, []string{"TAPLINE_TOKEN_RATE_LIMIT_PER_MINUTE"}},
