@@ -89,6 +89,7 @@ type HostileServer struct {
 	mu      sync.Mutex
 	written map[HostileMode]*atomic.Int64
 	calls   map[HostileMode]int
+	open    map[HostileMode]int
 }
 
 // NewHostileServer starts a HostileServer on loopback and stops it when the
@@ -100,6 +101,7 @@ func NewHostileServer(t testing.TB) *HostileServer {
 		closing: make(chan struct{}),
 		written: make(map[HostileMode]*atomic.Int64),
 		calls:   make(map[HostileMode]int),
+		open:    make(map[HostileMode]int),
 	}
 	for _, m := range HostileModes {
 		s.written[m] = new(atomic.Int64)
@@ -127,6 +129,16 @@ func (s *HostileServer) ToolCalls(mode HostileMode) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[mode]
+}
+
+// OpenCalls reports how many tools/call responses of mode are still being
+// served. ModeDrip and ModeHang never end theirs on their own: only the client
+// closing the request (or Close) does, so a count back at 0 before Close shows
+// that the client let go of the connection.
+func (s *HostileServer) OpenCalls(mode HostileMode) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open[mode]
 }
 
 // Close ends every response in progress and stops the server. It is
@@ -192,7 +204,13 @@ func (s *HostileServer) serve(w http.ResponseWriter, r *http.Request) {
 	case req.Method == "tools/call":
 		s.mu.Lock()
 		s.calls[mode]++
+		s.open[mode]++
 		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.open[mode]--
+			s.mu.Unlock()
+		}()
 		s.misbehave(mode, w, r, req.ID)
 	default: // server/discover among others
 		w.Header().Set("Content-Type", "application/json")

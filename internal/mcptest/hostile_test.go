@@ -18,14 +18,20 @@ import (
 const (
 	callDeadline = 2 * time.Second
 	bulkDeadline = 30 * time.Second
-	// returnMargin is how long past its deadline a call may return and still count as
-	// having honoured it.
-	returnMargin = 5 * time.Second
+	// lateLimit is how long past its deadline a call may still be running before the test
+	// calls its deadline broken. ModeDrip and ModeHang never end their responses on their
+	// own, so a call that ignored its deadline would never return: the limit only has to be
+	// finite, and far beyond how late a loaded machine gets round to returning (over 5 s
+	// late has been seen in a parallel make test on two cores).
+	lateLimit = 30 * time.Second
 )
 
 // callHostile connects to mode with transport settings from configure, calls
 // the misbehaving tool under callDeadline, and reports the call's result and
-// error and whether the session still answers tools/list.
+// error and whether the session still answers tools/list. It fails the test
+// if the call runs lateLimit past its deadline, or if a ModeDrip or ModeHang
+// response stays open once the call has returned: a call that gave up on the
+// target must also let go of its connection.
 func callHostile(t *testing.T, srv *HostileServer, mode HostileMode, configure func(*mcp.StreamableClientTransport)) (res *mcp.CallToolResult, callErr error, survives bool) {
 	t.Helper()
 	deadline := callDeadline
@@ -42,18 +48,42 @@ func callHostile(t *testing.T, srv *HostileServer, mode HostileMode, configure f
 	if err != nil {
 		t.Fatalf("connect to %s: %v", mode, err)
 	}
-	defer cs.Close()
 
-	callCtx, cancel := context.WithTimeout(ctx, deadline)
+	// The call's parent has no deadline (testContext's would end it after 30 s), so a
+	// context.DeadlineExceeded from the call can only be its own deadline's.
+	parent, cancelParent := context.WithCancel(t.Context())
+	defer cancelParent()
+	callCtx, cancel := context.WithTimeout(parent, deadline)
 	defer cancel()
-	start := time.Now()
-	res, callErr = cs.CallTool(callCtx, &mcp.CallToolParams{Name: "boom"})
-	// A call that ignored its deadline would run on for the server's whole misbehaviour;
-	// the margin only absorbs a loaded machine (make test runs packages side by side).
-	if took := time.Since(start); took > deadline+returnMargin {
-		t.Errorf("%s: CallTool took %v with a %v deadline", mode, took, deadline)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, callErr = cs.CallTool(callCtx, &mcp.CallToolParams{Name: "boom"})
+	}()
+	select {
+	case <-done:
+	case <-time.After(deadline + lateLimit):
+		t.Errorf("%s: CallTool still running %v past its %v deadline", mode, lateLimit, deadline)
+		cancelParent()
+		select {
+		case <-done:
+		case <-time.After(lateLimit):
+			// ClientSession.Close would wait for the call: leave the session.
+			t.Fatalf("%s: CallTool still running after its context was cancelled", mode)
+		}
 	}
-	listCtx, cancelList := context.WithTimeout(ctx, callDeadline)
+	defer cs.Close()
+	if mode == ModeDrip || mode == ModeHang {
+		// These responses never end on their own: once the call gave up, the client must
+		// close the request too, or a worker would keep a connection and the goroutine
+		// reading it for every call a slow target timed out.
+		eventuallyWithin(t, lateLimit, fmt.Sprintf("the %s server to see its tools/call request closed", mode), func() bool {
+			return srv.OpenCalls(mode) == 0
+		})
+	}
+	// A session the fault broke answers at once with its error; the generous deadline
+	// is for one that survived, on a loaded machine.
+	listCtx, cancelList := context.WithTimeout(parent, lateLimit)
 	defer cancelList()
 	_, err = cs.ListTools(listCtx, nil)
 	return res, callErr, err == nil
@@ -95,6 +125,8 @@ func TestHostileModes(t *testing.T) {
 				t.Errorf("CallTool: %v, want success", err)
 			case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
 				t.Errorf("CallTool: %v (result %v), want an error containing %q", err, res != nil, c.wantErr)
+			case c.wantErr == context.DeadlineExceeded.Error() && !errors.Is(err, context.DeadlineExceeded):
+				t.Errorf("CallTool: %v, want its deadline's context.DeadlineExceeded", err)
 			}
 			if survives != c.survives {
 				t.Errorf("session usable afterwards = %v, want %v (call error %v)", survives, c.survives, err)
