@@ -19,7 +19,8 @@ import (
 // defaultEventsLimit is the page size of ListEvents without ?limit.
 const defaultEventsLimit = 100
 
-// ListEvents answers a page of the session's events after ?after_seq.
+// ListEvents answers a page of the session's events after ?after_seq. The Events-Deleted
+// header names the seqs right after it that retention deleted, if any.
 func (s *Server) ListEvents(ctx context.Context, req apigen.ListEventsRequestObject) (apigen.ListEventsResponseObject, error) {
 	svc, p, err := s.inspectorFor(ctx, tenant.RoleViewer)
 	if err != nil {
@@ -29,19 +30,24 @@ func (s *Server) ListEvents(ctx context.Context, req apigen.ListEventsRequestObj
 	if limit == 0 {
 		limit = defaultEventsLimit
 	}
-	events, err := svc.Events(ctx, p.TenantID, req.ID, inspector.EventsParams{
+	page, err := svc.EventPage(ctx, p.TenantID, req.ID, inspector.EventsParams{
 		AfterSeq: deref(req.Params.AfterSeq), Limit: limit, Types: eventTypes(req.Params.Type),
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := apigen.ListEvents200JSONResponse{Items: make([]apigen.Event, len(events))}
+	events := page.Events
+	out := apigen.ListEvents200JSONResponse{Body: apigen.EventPage{Items: make([]apigen.Event, len(events))}}
 	for i, e := range events {
-		out.Items[i] = apigen.Event{Seq: e.Seq, Type: apigen.EventType(e.Type), At: e.At.UTC(), Data: e.Data}
+		out.Body.Items[i] = apigen.Event{Seq: e.Seq, Type: apigen.EventType(e.Type), At: e.At.UTC(), Data: e.Data}
 	}
 	if len(events) == limit {
 		next := events[len(events)-1].Seq
-		out.NextAfterSeq = &next
+		out.Body.NextAfterSeq = &next
+	}
+	if !page.Deleted.Empty() {
+		deleted := page.Deleted.String()
+		out.Headers.EventsDeleted = &deleted
 	}
 	return out, nil
 }
@@ -181,9 +187,10 @@ func (es *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 			buf = append(buf, "\n\n"...)
 			return send(buf)
 		},
-		Idle:  func() error { return send([]byte(": keep-alive\n\n")) },
-		Check: es.stillAuthenticated,
-		Stop:  es.draining,
+		Deleted: func(r inspector.SeqRange) error { return send(deletedComment(r)) },
+		Idle:    func() error { return send([]byte(": keep-alive\n\n")) },
+		Check:   es.stillAuthenticated,
+		Stop:    es.draining,
 	})
 	if errors.Is(err, errCredentialLapsed) {
 		// Say why in a comment (clients ignore it); the client's reconnect gets the 401.
@@ -196,6 +203,16 @@ func (es *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 		es.logger.WarnContext(es.ctx, "event stream ended", slog.String("session_id", es.sessionID), slog.Any("error", err))
 	}
 	return nil
+}
+
+// deletedComment is the comment an event stream sends in place of events that retention
+// deleted: a comment, so the stream's messages stay the history's events, and EventSource
+// clients, which ignore comments, are unaffected.
+func deletedComment(r inspector.SeqRange) []byte {
+	if r.From == r.To {
+		return []byte(": event " + strconv.FormatInt(r.From, 10) + " was deleted by retention\n\n")
+	}
+	return []byte(": events " + r.String() + " were deleted by retention\n\n")
 }
 
 // ExportSession streams the session's whole history as JSON or JSON lines.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,9 @@ import (
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
+	"github.com/tapline/tapline/internal/netguard"
+	"github.com/tapline/tapline/internal/retention"
+	"github.com/tapline/tapline/internal/tenant"
 )
 
 // appendEvents writes events as the session's owner would (through tapline_append_events,
@@ -21,10 +25,16 @@ import (
 // publish them.
 func appendEvents(t *testing.T, c *cluster, tenantID, sessionID string, types ...inspector.EventType) []int64 {
 	t.Helper()
+	return appendEventsAt(t, c, tenantID, sessionID, time.Now(), types...)
+}
+
+// appendEventsAt is appendEvents with the events' time set to at, for retention to find.
+func appendEventsAt(t *testing.T, c *cluster, tenantID, sessionID string, at time.Time, types ...inspector.EventType) []int64 {
+	t.Helper()
 	n := len(types)
 	tenants, sessions, epochs, kinds, datas, ats := make([]string, n), make([]string, n), make([]int64, n), make([]string, n), make([]string, n), make([]time.Time, n)
 	for i, ty := range types {
-		tenants[i], sessions[i], epochs[i], kinds[i], ats[i] = tenantID, sessionID, 1, string(ty), time.Now()
+		tenants[i], sessions[i], epochs[i], kinds[i], ats[i] = tenantID, sessionID, 1, string(ty), at
 		datas[i] = fmt.Sprintf(`{"n": %d, "method": "notifications/message"}`, i)
 	}
 	var first, last int64
@@ -578,4 +588,153 @@ func TestExportDropsAClientThatStopsReading(t *testing.T) {
 	if err == nil || lines >= 3000 {
 		t.Fatalf("a client that stopped reading for 5 s still got %d of 3000 lines (read error %v)", lines, err)
 	}
+}
+
+// readUntil reads a stream's messages until the event with seq last and returns them in
+// order as "comment: …" and event seqs, leaving out the connected and keep-alive comments.
+func (s *sseStream) readUntil(t *testing.T, last int64) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				t.Fatalf("stream ended after %v", got)
+			}
+			switch {
+			case m.event != "":
+				got = append(got, m.id)
+				if m.id == fmt.Sprint(last) {
+					return got
+				}
+			case m.comment != "" && m.comment != "connected" && m.comment != "keep-alive":
+				got = append(got, "comment: "+m.comment)
+			}
+		case <-deadline:
+			t.Fatalf("no event %d in time; got %v", last, got)
+		}
+	}
+}
+
+// TestEventStreamAfterRetention resumes streams and pages from seqs older than what the
+// retention purge kept: the deleted seqs are named (a comment on the stream, the
+// Events-Deleted header on a page) and every kept event comes once, in order; a resume
+// without a gap names nothing.
+func TestEventStreamAfterRetention(t *testing.T) {
+	t.Parallel()
+	// A database of its own: the purge visits every tenant in it.
+	c := liveCluster(t)
+	c.guardConfig = netguard.Config{Resolver: publicResolver{}}
+	n := c.node(t)
+	a := c.a.Tenant.ID
+	ctx := context.Background()
+	old := time.Now().Add(-72 * time.Hour)
+
+	// Seqs 1-5 and 7 are past a one-day retention; 6 and 8-10 are not.
+	id := n.createSession(t, c.a.Secret, "purged")
+	c.setSessionStatus(t, a, id, inspector.StatusReady)
+	appendEventsAt(t, c, a, id, old, inspector.EventStatus, inspector.EventFrame, inspector.EventNotification, inspector.EventFrame, inspector.EventFrame)
+	appendEvents(t, c, a, id, inspector.EventNotification)
+	appendEventsAt(t, c, a, id, old, inspector.EventFrame)
+	appendEvents(t, c, a, id, inspector.EventFrame, inspector.EventNotification, inspector.EventFrame)
+	// Every event of this one is past it.
+	gone := n.createSession(t, c.a.Secret, "all purged")
+	c.setSessionStatus(t, a, gone, inspector.StatusReady)
+	appendEventsAt(t, c, a, gone, old, inspector.EventStatus, inspector.EventFrame, inspector.EventFrame)
+
+	one := 1
+	if err := c.tenants.SetQuotas(ctx, a, tenant.QuotaOverrides{EventRetentionDays: &one}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := retention.New(c.pool, nil).RunOnce(ctx)
+	if err != nil || !res.Ran || res.Deleted != 9 {
+		t.Fatalf("purge = %+v, %v; want 9 deleted", res, err)
+	}
+
+	stream := "/v1/sessions/" + id + "/events/stream"
+	for _, tc := range []struct {
+		name, query, lastEventID string
+		last                     int64
+		want                     string
+	}{
+		{"ResumeBeforeThePurgedRange", "", "2", 10, "[comment: events 3-5 were deleted by retention 6 comment: event 7 was deleted by retention 8 9 10]"},
+		{"FromTheStart", "", "", 10, "[comment: events 1-5 were deleted by retention 6 comment: event 7 was deleted by retention 8 9 10]"},
+		{"AfterSeqWithAFilter", "?after_seq=1&type=notification", "", 9, "[comment: events 2-5 were deleted by retention 6 comment: event 7 was deleted by retention 9]"},
+		{"ResumeRightBeforeAKeptEvent", "", "5", 10, "[6 comment: event 7 was deleted by retention 8 9 10]"},
+		{"ResumeWithoutGap", "", "8", 10, "[9 10]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var headers []string
+			if tc.lastEventID != "" {
+				headers = []string{"Last-Event-ID", tc.lastEventID}
+			}
+			s := openStream(t, n, stream+tc.query, c.a.Secret, headers...)
+			if got := fmt.Sprint(s.readUntil(t, tc.last)); got != tc.want {
+				t.Fatalf("stream = %s, want %s", got, tc.want)
+			}
+			// Then the notifications earlier subtests added and a live one, once each, with
+			// nothing more said about the past.
+			live := appendEvents(t, c, a, id, inspector.EventNotification)[0]
+			publish(t, c, a, id, live)
+			var want []string
+			for seq := int64(11); seq <= live; seq++ {
+				want = append(want, strconv.FormatInt(seq, 10))
+			}
+			if got := fmt.Sprint(s.readUntil(t, live)); got != fmt.Sprint(want) {
+				t.Fatalf("then = %s, want %s", got, want)
+			}
+			s.expectQuiet(t, 200*time.Millisecond)
+		})
+	}
+
+	t.Run("EverythingAfterTheResumePurged", func(t *testing.T) {
+		s := openStream(t, n, "/v1/sessions/"+gone+"/events/stream", c.a.Secret, "Last-Event-ID", "1")
+		var got []string
+		for len(got) == 0 {
+			select {
+			case m := <-s.msgs:
+				if m.event != "" || (m.comment != "connected" && m.comment != "") {
+					got = append(got, m.comment+m.id)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing said about the purged events")
+			}
+		}
+		if got[0] != "events 2-3 were deleted by retention" {
+			t.Fatalf("stream = %v", got)
+		}
+		// The next event is the one after the purged ones: pub/sub alone delivers it (the
+		// keep-alive is an hour), at once.
+		publish(t, c, a, gone, appendEvents(t, c, a, gone, inspector.EventFrame)[0])
+		if got := fmt.Sprint(s.readUntil(t, 4)); got != "[4]" {
+			t.Fatalf("live = %s, want [4]", got)
+		}
+	})
+
+	t.Run("Pages", func(t *testing.T) {
+		for _, tc := range []struct {
+			path, deleted string
+			first         float64
+		}{
+			{"/v1/sessions/" + id + "/events?after_seq=2", "3-5", 6},
+			{"/v1/sessions/" + id + "/events", "1-5", 6},
+			{"/v1/sessions/" + id + "/events?after_seq=1&type=frame", "2-5", 8},
+			{"/v1/sessions/" + id + "/events?after_seq=5", "", 6},
+			{"/v1/sessions/" + id + "/events?after_seq=6", "7-7", 8},
+			{"/v1/sessions/" + id + "/events?after_seq=8", "", 9},
+			{"/v1/sessions/" + gone + "/events?after_seq=1&limit=1", "2-3", 4},
+		} {
+			r := n.call(t, "GET", tc.path, c.a.Secret, nil)
+			requireStatus(t, r, 200)
+			items := r.body["items"].([]any)
+			if got := r.header.Get("Events-Deleted"); got != tc.deleted || len(items) == 0 || items[0].(map[string]any)["seq"] != tc.first {
+				t.Errorf("%s: Events-Deleted %q, items %v; want %q and seq %v first", tc.path, got, items, tc.deleted, tc.first)
+			}
+		}
+		r := n.call(t, "GET", "/v1/sessions/"+id+"/events?after_seq=99", c.a.Secret, nil)
+		if r.status != 200 || r.header.Get("Events-Deleted") != "" {
+			t.Fatalf("page after the last seq = %d, Events-Deleted %q", r.status, r.header.Get("Events-Deleted"))
+		}
+	})
 }

@@ -17,6 +17,11 @@ type FollowParams struct {
 	Watcher *Watcher
 	// Emit receives every event in seq order, exactly once. An error stops Follow.
 	Emit func(Event) error
+	// Deleted, when set, receives each range of seqs after AfterSeq whose events retention
+	// deleted before Follow could read them, in seq order with the events, before the first
+	// event after the range (a client resuming from a seq older than what was kept learns
+	// that it missed them, instead of taking the history for whole). An error stops Follow.
+	Deleted func(SeqRange) error
 	// Idle is called when no event was emitted for the keep-alive interval (the SSE handler
 	// writes a comment). An error stops Follow.
 	Idle func() error
@@ -79,23 +84,45 @@ func (s *Service) Follow(ctx context.Context, tenantID, sessionID string, p Foll
 		wrote = true
 		return p.Emit(e)
 	}
-	// catchUp emits everything committed after last, up to upTo (0: all there is).
+	// gone passes over the seqs after last up to to, committed but no longer kept: it tells
+	// the client, and the live path then takes the event after them as the next one.
+	gone := func(to int64) error {
+		if to <= last {
+			return nil
+		}
+		r := SeqRange{From: last + 1, To: to}
+		last = to
+		if p.Deleted == nil {
+			return nil
+		}
+		wrote = true
+		return p.Deleted(r)
+	}
+	// catchUp emits everything committed after last, up to upTo (0: all there is). Seqs
+	// have no gaps, so one missing from what PostgreSQL returns, or a committed one up to
+	// upTo that it does not return at all, was deleted.
 	catchUp := func(upTo int64) error {
 		for {
-			page, err := s.store.Events(ctx, tenantID, sessionID, EventsParams{AfterSeq: last, Limit: 500})
+			page, err := s.store.EventPage(ctx, tenantID, sessionID, EventsParams{AfterSeq: last, Limit: 500})
 			if err != nil {
 				return err
 			}
-			for _, e := range page {
+			if err := gone(page.Deleted.To); err != nil {
+				return err
+			}
+			for _, e := range page.Events {
 				if upTo > 0 && e.Seq > upTo {
-					return nil
+					return gone(upTo)
+				}
+				if err := gone(e.Seq - 1); err != nil {
+					return err
 				}
 				if err := emit(e); err != nil {
 					return err
 				}
 			}
-			if len(page) < 500 {
-				return nil
+			if len(page.Events) < 500 {
+				return gone(upTo)
 			}
 		}
 	}

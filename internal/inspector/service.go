@@ -837,6 +837,12 @@ func (s *Service) Events(ctx context.Context, tenantID, sessionID string, p Even
 	return s.store.Events(ctx, tenantID, sessionID, p)
 }
 
+// EventPage returns a page of a session's events and the seqs right before it that retention
+// deleted (see Store.EventPage).
+func (s *Service) EventPage(ctx context.Context, tenantID, sessionID string, p EventsParams) (EventPage, error) {
+	return s.store.EventPage(ctx, tenantID, sessionID, p)
+}
+
 // ExportEvents streams a session's whole history.
 func (s *Service) ExportEvents(ctx context.Context, tenantID, sessionID string, fn func(Event) error) error {
 	return s.store.ExportEvents(ctx, tenantID, sessionID, fn)

@@ -643,38 +643,90 @@ type EventsParams struct {
 	Types    []EventType
 }
 
+// SeqRange is the seqs From to To, both included; the zero value is empty.
+type SeqRange struct {
+	From, To int64
+}
+
+// Empty reports whether the range holds no seq.
+func (r SeqRange) Empty() bool { return r.From < 1 || r.To < r.From }
+
+// String is the range as "from-to", the form the event stream and the events page name it in.
+func (r SeqRange) String() string {
+	return strconv.FormatInt(r.From, 10) + "-" + strconv.FormatInt(r.To, 10)
+}
+
+// EventPage is a page of a session's events and what was deleted right before it.
+type EventPage struct {
+	Events []Event
+	// Deleted is the seqs right after the page's AfterSeq whose events are gone: seqs have
+	// no gaps and rows are immutable, so a committed seq missing from the table was deleted
+	// by retention. It runs up to the first event kept, or to the session's last seq when
+	// none after AfterSeq is kept; it is empty when the event after AfterSeq is kept or not
+	// written yet.
+	Deleted SeqRange
+}
+
 // Events returns a session's events after p.AfterSeq, in seq order.
 func (s *Store) Events(ctx context.Context, tenantID, sessionID string, p EventsParams) ([]Event, error) {
+	page, err := s.EventPage(ctx, tenantID, sessionID, p)
+	return page.Events, err
+}
+
+// EventPage returns a session's events after p.AfterSeq, in seq order, and the range of
+// seqs right after p.AfterSeq that retention deleted. The range is read before the events,
+// in a statement of its own (a snapshot of its own), so it never names an event the page
+// holds: a purge between the two statements only makes the page start later than the range
+// ends, which a reader sees from the seqs.
+func (s *Store) EventPage(ctx context.Context, tenantID, sessionID string, p EventsParams) (EventPage, error) {
+	var out EventPage
 	if !validID(tenantID) || !validID(sessionID) {
-		return nil, ErrNotFound
+		return out, ErrNotFound
 	}
 	limit := clampLimit(p.Limit, 100, 1000)
 	types := make([]string, len(p.Types))
 	for i, t := range p.Types {
 		types[i] = string(t)
 	}
-	var out []Event
 	err := db.WithTenantTx(ctx, s.pool, tenantID, func(ctx context.Context, tx pgx.Tx) error {
-		var exists bool
-		if err := tx.QueryRow(ctx, `select exists(select 1 from sessions where tenant_id = $1 and id = $2)`, tenantID, sessionID).Scan(&exists); err != nil {
-			return db.InterpretError(err)
-		}
-		if !exists {
+		var lastSeq int64
+		var firstKept *int64
+		err := tx.QueryRow(ctx, `select s.last_seq, (select min(e.seq) from session_events e
+				where e.tenant_id = s.tenant_id and e.session_id = s.id and e.seq > $3)
+			from sessions s where s.tenant_id = $1 and s.id = $2`, tenantID, sessionID, p.AfterSeq).Scan(&lastSeq, &firstKept)
+		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
 		}
+		if err != nil {
+			return db.InterpretError(err)
+		}
+		out.Deleted = deletedAfter(p.AfterSeq, lastSeq, firstKept)
 		rows, err := tx.Query(ctx, `select seq, type, at, data from session_events
 			where tenant_id = $1 and session_id = $2 and seq > $3 and (cardinality($4::text[]) = 0 or type = any($4))
 			order by seq limit $5`, tenantID, sessionID, p.AfterSeq, types, limit)
 		if err != nil {
 			return db.InterpretError(err)
 		}
-		out, err = pgx.CollectRows(rows, scanEvent)
+		out.Events, err = pgx.CollectRows(rows, scanEvent)
 		return db.InterpretError(err)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+		return EventPage{}, fmt.Errorf("read events: %w", err)
 	}
 	return out, nil
+}
+
+// deletedAfter is the range of seqs after afterSeq that were committed (up to lastSeq) but
+// are no longer kept (before firstKept, the first kept after afterSeq; nil when none is).
+func deletedAfter(afterSeq, lastSeq int64, firstKept *int64) SeqRange {
+	to := lastSeq
+	if firstKept != nil {
+		to = *firstKept - 1
+	}
+	if to <= afterSeq {
+		return SeqRange{}
+	}
+	return SeqRange{From: afterSeq + 1, To: to}
 }
 
 func scanEvent(r pgx.CollectableRow) (Event, error) {
