@@ -15,6 +15,7 @@ import (
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
+	"github.com/tapline/tapline/internal/mcptest"
 	"github.com/tapline/tapline/internal/netguard"
 	"github.com/tapline/tapline/internal/retention"
 	"github.com/tapline/tapline/internal/tenant"
@@ -737,4 +738,97 @@ func TestEventStreamAfterRetention(t *testing.T) {
 			t.Fatalf("page after the last seq = %d, Events-Deleted %q", r.status, r.header.Get("Events-Deleted"))
 		}
 	})
+}
+
+// watchersEvent is a watchers event's data.
+type watchersEvent struct {
+	Count      int                 `json:"count"`
+	Principals []map[string]string `json:"principals"`
+}
+
+// watchersEvents is the data of a session's watchers events, oldest first.
+func watchersEvents(t *testing.T, n *apiNode, token, id string) []watchersEvent {
+	t.Helper()
+	r := n.call(t, "GET", "/v1/sessions/"+id+"/events?type=watchers&limit=1000", token, nil)
+	requireStatus(t, r, 200)
+	var page struct {
+		Items []struct {
+			Data watchersEvent `json:"data"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &page); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]watchersEvent, len(page.Items))
+	for i, it := range page.Items {
+		out[i] = it.Data
+	}
+	return out
+}
+
+// TestWatchersEventsCoalesceStreamReconnects follows a session from two api nodes: a
+// client that drops and reopens its stream again and again adds at most one watchers event
+// to the history, while a second principal joining and leaving are both recorded.
+func TestWatchersEventsCoalesceStreamReconnects(t *testing.T) {
+	t.Parallel()
+	c := liveCluster(t)
+	target := mcptest.NewStatefulServer(t, nil)
+	n1, n2 := c.node(t), c.node(t)
+	c.worker(t)
+	created := n1.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"name": "watched", "target": map[string]any{"url": target.URL()}})
+	requireStatus(t, created, 201)
+	id := created.body["id"].(string)
+	eventually(t, 20*time.Second, "session ready", func() bool {
+		return n1.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
+	})
+	k := n1.call(t, "POST", "/v1/api-keys", c.a.Secret, map[string]any{"name": "second", "role": "viewer"})
+	requireStatus(t, k, 201)
+	second := k.body["secret"].(string)
+	first, secondID := "key:"+c.a.Key.ID, "key:"+k.body["id"].(string)
+	path := "/v1/sessions/" + id + "/events/stream"
+	// A stream is tracked as a watcher before it replays: its first event says it is.
+	watch := func(n *apiNode, token string) *sseStream {
+		s := openStream(t, n, path, token)
+		s.nextEvent(t, 10*time.Second)
+		return s
+	}
+
+	s := watch(n1, c.a.Secret)
+	eventually(t, 30*time.Second, "the first watcher recorded", func() bool {
+		ws := watchersEvents(t, n1, c.a.Secret, id)
+		return len(ws) == 1 && ws[0].Count == 1 && len(ws[0].Principals) == 1 && ws[0].Principals[0]["id"] == first
+	})
+
+	// The client reconnects eight times, to either api node.
+	for i := range 8 {
+		s.close()
+		s = watch([]*apiNode{n2, n1}[i%2], c.a.Secret)
+	}
+	joined := watch(n2, second)
+	var ws []watchersEvent
+	eventually(t, 30*time.Second, "the second watcher recorded", func() bool {
+		ws = watchersEvents(t, n1, c.a.Secret, id)
+		last := ws[len(ws)-1]
+		return last.Count == 2 && len(last.Principals) == 2 && last.Principals[0]["id"] != last.Principals[1]["id"]
+	})
+	// The first event, at most one for the reconnects, and the join.
+	if len(ws) > 3 {
+		t.Fatalf("%d watchers events for one join, eight reconnects and another join: %+v", len(ws), ws)
+	}
+	for _, p := range ws[len(ws)-1].Principals {
+		if p["id"] != first && p["id"] != secondID {
+			t.Fatalf("principals = %v, want %s and %s", ws[len(ws)-1].Principals, first, secondID)
+		}
+	}
+
+	joined.close()
+	recorded := len(ws)
+	eventually(t, 30*time.Second, "the second watcher's leaving recorded", func() bool {
+		ws = watchersEvents(t, n1, c.a.Secret, id)
+		last := ws[len(ws)-1]
+		return len(ws) > recorded && last.Count == 1 && len(last.Principals) == 1 && last.Principals[0]["id"] == first
+	})
+	if len(ws) != recorded+1 {
+		t.Fatalf("leaving recorded %d watchers events: %+v", len(ws)-recorded, ws[recorded:])
+	}
 }

@@ -52,7 +52,11 @@ type RuntimeConfig struct {
 	DiscoveryInterval time.Duration
 	// MaxSessions caps the sessions this worker holds; 0 means no cap.
 	MaxSessions int
-	Logger      *slog.Logger
+	// WatchersSettle is how long a session's presence must stay unchanged before its owner
+	// records a watchers event, so a client that reconnects its stream adds nothing to the
+	// history. Defaults to 2s.
+	WatchersSettle time.Duration
+	Logger         *slog.Logger
 }
 
 // Runtime is the worker side of inspector sessions: it claims sessions that need an owner,
@@ -90,6 +94,7 @@ func NewRuntime(cfg *RuntimeConfig) (*Runtime, error) {
 	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, 20*time.Second)
 	c.PendingTimeout = cmp.Or(c.PendingTimeout, 10*time.Minute)
 	c.DiscoveryInterval = cmp.Or(c.DiscoveryInterval, 2*time.Second)
+	c.WatchersSettle = cmp.Or(c.WatchersSettle, 2*time.Second)
 	logger := c.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -477,7 +482,7 @@ func (rt *Runtime) execute(ctx context.Context, cmd *Command) *Reply {
 		}
 		return &Reply{}
 	case OpWatchers:
-		r.watchers(ctx)
+		r.ringWatchers()
 		return &Reply{}
 	}
 	// Everything else needs the live connection: wait for the first connection attempt.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,17 @@ type sessionRunner struct {
 	lastActivity  time.Time
 	stale         bool
 	reconnectWant chan struct{}
+	watchers      watchersRecord
+}
+
+// watchersRecord is what a runner needs to record its session's presence once it settles.
+type watchersRecord struct {
+	timer *time.Timer // runs recordWatchers; nil until the first ring
+	since time.Time   // the first ring not recorded yet; zero when none is waiting
+	// recording serializes recordWatchers, which the timer may start again while one runs;
+	// last is the data of the last watchers event this runner recorded.
+	recording sync.Mutex
+	last      string
 }
 
 func newSessionRunner(rt *Runtime, lease *tracker.Lease, sess *Session) *sessionRunner {
@@ -152,6 +164,7 @@ const sweepInterval = 5 * time.Second
 func (r *sessionRunner) run(moved *movedFrom) {
 	defer close(r.done)
 	defer r.disconnect()
+	defer r.stopWatchers()
 	if moved != nil {
 		r.takeOver(moved)
 	}
@@ -1184,12 +1197,78 @@ func (r *sessionRunner) setRoots(ctx context.Context, roots []Root) error {
 	return r.ownerWrite(r.rt.store.updateAsOwner(ctx, r.tenant, r.id, r.epoch, OwnerUpdate{Roots: nonNilRoots(roots)}))
 }
 
-// watchers records who is watching the session now.
-func (r *sessionRunner) watchers(ctx context.Context) {
-	streams, err := r.rt.cfg.Tracker.StreamsOf(ctx, r.tenant, r.id)
-	if err != nil {
+// watchersLateness bounds, in settle delays, how late a change of presence is recorded
+// while presence keeps changing.
+const watchersLateness = 5
+
+// ringWatchers is the doorbell an api rings when one of the session's streams starts or
+// ends. The watchers event waits until presence has stayed unchanged for WatchersSettle,
+// and then only records a presence that differs from the last one recorded: a stream that
+// drops and comes back within the delay (a reconnect, a flaky network) records nothing,
+// while a real join or leave is recorded WatchersSettle late, or at most watchersLateness
+// times that while streams keep coming and going. Every api rings this runner, the
+// session's one owner, and presence is read from the tracker, so streams on any api count.
+func (r *sessionRunner) ringWatchers() {
+	r.touch()
+	if r.ctx.Err() != nil {
 		return
 	}
+	settle := r.rt.cfg.WatchersSettle
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := &r.watchers
+	now := time.Now()
+	if w.since.IsZero() {
+		w.since = now
+	}
+	wait := min(settle, w.since.Add(watchersLateness*settle).Sub(now))
+	if w.timer == nil {
+		w.timer = time.AfterFunc(wait, r.recordWatchers)
+		return
+	}
+	w.timer.Reset(wait)
+}
+
+// recordWatchers records who is watching the session now, unless that is what the last
+// watchers event of this runner said. The first one a runner records may repeat its
+// predecessor's last.
+func (r *sessionRunner) recordWatchers() {
+	r.mu.Lock()
+	r.watchers.since = time.Time{}
+	r.mu.Unlock()
+	r.watchers.recording.Lock()
+	defer r.watchers.recording.Unlock()
+	if r.ctx.Err() != nil {
+		return
+	}
+	streams, err := r.rt.cfg.Tracker.StreamsOf(r.ctx, r.tenant, r.id)
+	if err != nil {
+		// Redis is away: look again later rather than leave the change unrecorded.
+		if r.ctx.Err() == nil {
+			r.ringWatchers()
+		}
+		return
+	}
+	raw, err := json.Marshal(watchersData(streams))
+	if err != nil || string(raw) == r.watchers.last {
+		return
+	}
+	r.watchers.last = string(raw)
+	r.emitRaw(EventWatchers, raw)
+}
+
+// stopWatchers drops a watchers event still waiting to be recorded, as the runner stops.
+func (r *sessionRunner) stopWatchers() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watchers.timer != nil {
+		r.watchers.timer.Stop()
+	}
+}
+
+// watchersData is a watchers event's data: how many streams follow the session, and who
+// follows them, each principal once, ordered by id so that equal presences encode equally.
+func watchersData(streams []tracker.Entry) map[string]any {
 	seen := map[string]bool{}
 	principals := []map[string]string{}
 	for _, s := range streams {
@@ -1200,8 +1279,8 @@ func (r *sessionRunner) watchers(ctx context.Context) {
 		seen[p] = true
 		principals = append(principals, map[string]string{"id": p, "name": s.Meta["name"]})
 	}
-	r.touch()
-	r.emit(EventWatchers, map[string]any{"count": len(streams), "principals": principals})
+	slices.SortFunc(principals, func(a, b map[string]string) int { return strings.Compare(a["id"], b["id"]) })
+	return map[string]any{"count": len(streams), "principals": principals}
 }
 
 // answerInputs parks every input request of an input_required result for a person (roots
