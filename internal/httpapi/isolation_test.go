@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tapline/tapline/internal/auth"
 	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/httpapi/apigen"
@@ -62,12 +64,33 @@ func (f *isolation) asB(t *testing.T, token, method, path string, body any, want
 	r := f.n.call(t, method, path, token, body)
 	if want == 404 {
 		requireProblem(t, r, 404, "")
+		f.requireLikeUnknown(t, token, method, path, body, r)
 	} else {
 		requireStatus(t, r, want)
 	}
 	sent, _ := json.Marshal(body)
 	f.requireNoLeak(t, r.raw+fmt.Sprint(r.header), path+string(sent), allowed...)
 	return r
+}
+
+// requireLikeUnknown checks that a 404 for tenant a's ids in path reads as the 404 for ids
+// nobody has: the same problem type, title, detail and field, so it does not tell b that
+// they exist.
+func (f *isolation) requireLikeUnknown(t *testing.T, token, method, path string, body any, got response) {
+	t.Helper()
+	unknown := path
+	for _, id := range []string{f.sessA, f.closedA, f.callA, f.pendA, f.keyA, f.c.a.Key.ID, f.memberA, f.c.a.User.ID} {
+		unknown = strings.ReplaceAll(unknown, id, uuid.NewString())
+	}
+	if unknown == path {
+		return
+	}
+	want := f.n.call(t, method, unknown, token, body)
+	for _, k := range []string{"status", "type", "title", "detail", "field"} {
+		if fmt.Sprint(got.body[k]) != fmt.Sprint(want.body[k]) {
+			t.Fatalf("%s %s answers %s %v, an unknown id %v: %s", method, path, k, got.body[k], want.body[k], got.raw)
+		}
+	}
 }
 
 // appendMarked writes n events carrying marker to a session, as its owner would, and
