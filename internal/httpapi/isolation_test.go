@@ -93,9 +93,9 @@ func (f *isolation) requireLikeUnknown(t *testing.T, token, method, path string,
 	}
 }
 
-// appendMarked writes n events carrying marker to a session, as its owner would, and
+// isoAppendMarked writes n events carrying marker to a session, as its owner would, and
 // publishes each on the session's live channel.
-func appendMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string, n int) {
+func isoAppendMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string, n int) {
 	t.Helper()
 	tenants, sessions, epochs, kinds, datas, ats := make([]string, n), make([]string, n), make([]int64, n), make([]string, n), make([]string, n), make([]time.Time, n)
 	for i := range n {
@@ -115,8 +115,8 @@ func appendMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string, 
 	}
 }
 
-// parkMarked parks an elicitation carrying marker, as a worker would, and returns its id.
-func parkMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string) string {
+// isoParkMarked parks an elicitation carrying marker, as a worker would, and returns its id.
+func isoParkMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string) string {
 	t.Helper()
 	var id string
 	c.queryRow(t, tenantID, `insert into pending_requests (id, tenant_id, session_id, kind, params, status, epoch, expires_at)
@@ -125,8 +125,8 @@ func parkMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string) st
 	return id
 }
 
-// withTokens lets the node exchange API keys for JWTs, as cmd/api does.
-func withTokens(t *testing.T, c *cluster) func(*httpapi.Config) {
+// isoWithTokens lets the node exchange API keys for JWTs, as cmd/api does.
+func isoWithTokens(t *testing.T, c *cluster) func(*httpapi.Config) {
 	t.Helper()
 	keys, err := auth.ParseJWTKeys("test-1:" + testJWTSeed)
 	if err != nil {
@@ -142,7 +142,8 @@ func withTokens(t *testing.T, c *cluster) func(*httpapi.Config) {
 	}
 }
 
-func randomMarker(t *testing.T, who string) string {
+// isoMarker is a random text only who's objects carry.
+func isoMarker(t *testing.T, who string) string {
 	t.Helper()
 	b := make([]byte, 6)
 	if _, err := rand.Read(b); err != nil {
@@ -161,8 +162,8 @@ func newIsolation(t *testing.T) *isolation {
 	// Tenant a is one live session short of the limit throughout; b's sessions must not
 	// count against it.
 	c.maxLive = 2
-	f := &isolation{c: c, marker: randomMarker(t, "a"), markerB: randomMarker(t, "b")}
-	f.n = c.node(t, withTokens(t, c))
+	f := &isolation{c: c, marker: isoMarker(t, "a"), markerB: isoMarker(t, "b")}
+	f.n = c.node(t, isoWithTokens(t, c))
 	a, b, n := c.a.Tenant.ID, c.b.Tenant.ID, f.n
 
 	f.sessA = n.createSession(t, c.a.Secret, "session "+f.marker)
@@ -172,8 +173,8 @@ func newIsolation(t *testing.T) *isolation {
 	call := n.call(t, "POST", "/v1/sessions/"+f.sessA+"/calls", c.a.Secret, map[string]any{"name": "tool-" + f.marker})
 	requireStatus(t, call, 202)
 	f.callA = call.body["call_id"].(string)
-	f.pendA = parkMarked(t, c, a, f.sessA, f.marker)
-	appendMarked(t, c, a, f.sessA, f.marker, 3)
+	f.pendA = isoParkMarked(t, c, a, f.sessA, f.marker)
+	isoAppendMarked(t, c, a, f.sessA, f.marker, 3)
 	key := n.call(t, "POST", "/v1/api-keys", c.a.Secret, map[string]any{"name": "key " + f.marker, "role": "member"},
 		"Idempotency-Key", isolationIdempotencyKey)
 	requireStatus(t, key, 201)
@@ -187,8 +188,8 @@ func newIsolation(t *testing.T) *isolation {
 	callB := n.call(t, "POST", "/v1/sessions/"+f.sessB+"/calls", c.b.Secret, map[string]any{"name": "tool-" + f.markerB})
 	requireStatus(t, callB, 202)
 	f.callB = callB.body["call_id"].(string)
-	f.pendB = parkMarked(t, c, b, f.sessB, f.markerB)
-	appendMarked(t, c, b, f.sessB, f.markerB, 2)
+	f.pendB = isoParkMarked(t, c, b, f.sessB, f.markerB)
+	isoAppendMarked(t, c, b, f.sessB, f.markerB, 2)
 	return f
 }
 
@@ -208,25 +209,26 @@ func (f *isolation) aState(t *testing.T) string {
 		// Time stamps of use move by themselves; the rest must not.
 		var v any
 		_ = json.Unmarshal([]byte(r.raw), &v)
-		dropKeys(v, "last_used_at", "updated_at", "checked_at")
+		isoDropKeys(v, "last_used_at", "updated_at", "checked_at")
 		out, _ := json.Marshal(v)
 		parts = append(parts, path+" "+string(out))
 	}
 	return strings.Join(parts, "\n")
 }
 
-func dropKeys(v any, keys ...string) {
+// isoDropKeys removes keys from every object in a decoded JSON value.
+func isoDropKeys(v any, keys ...string) {
 	switch x := v.(type) {
 	case map[string]any:
 		for _, k := range keys {
 			delete(x, k)
 		}
 		for _, e := range x {
-			dropKeys(e, keys...)
+			isoDropKeys(e, keys...)
 		}
 	case []any:
 		for _, e := range x {
-			dropKeys(e, keys...)
+			isoDropKeys(e, keys...)
 		}
 	}
 }
@@ -428,8 +430,8 @@ func TestTenantIsolation(t *testing.T) {
 			s := openStream(t, n, sessB+"/events/stream", bKey)
 			// b's two events, then only what b's session adds: a's session's live events,
 			// published meanwhile, do not reach b's stream.
-			appendMarked(t, c, c.a.Tenant.ID, f.sessA, f.marker, 2)
-			appendMarked(t, c, c.b.Tenant.ID, f.sessB, f.markerB, 1)
+			isoAppendMarked(t, c, c.a.Tenant.ID, f.sessA, f.marker, 2)
+			isoAppendMarked(t, c, c.b.Tenant.ID, f.sessB, f.markerB, 1)
 			for range 3 {
 				m := s.nextEvent(t, 5*time.Second)
 				if !strings.Contains(m.data, f.markerB) {
@@ -484,7 +486,7 @@ func TestTenantIsolation(t *testing.T) {
 
 	// Tenant a reads its objects as they were, but for the events added to its session.
 	after := f.aState(t)
-	if diff := changedLines(before, after, "/v1/sessions?limit=200", sessA, sessA+"/events"); diff != "" {
+	if diff := isoChangedLines(before, after, "/v1/sessions?limit=200", sessA, sessA+"/events"); diff != "" {
 		t.Fatalf("tenant b's requests changed what tenant a reads:\n%s", diff)
 	}
 	for _, check := range []struct{ path, want string }{
@@ -515,9 +517,9 @@ func TestTenantIsolation(t *testing.T) {
 	}
 }
 
-// changedLines names the lines of before (one per path: "<path> <body>") that differ in
+// isoChangedLines names the lines of before (one per path: "<path> <body>") that differ in
 // after, but for the paths in skip.
-func changedLines(before, after string, skip ...string) string {
+func isoChangedLines(before, after string, skip ...string) string {
 	b, a := strings.Split(before, "\n"), strings.Split(after, "\n")
 	var out []string
 	for i := range b {
