@@ -337,6 +337,42 @@ func TestSessionsInvalidInputNamesField(t *testing.T) {
 	}
 }
 
+// TestSessionIDInAnotherSpellingIsNotFound: a session's id in upper case names no session.
+// PostgreSQL would find the row, but the worker's lease and the event channels are keyed by
+// the id as given out, so a command sent under the other spelling waited for a worker that
+// never came and answered 504 after the command timeout.
+func TestSessionIDInAnotherSpellingIsNotFound(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	n := c.node(t)
+	id := n.createSession(t, c.a.Secret, "spelling")
+	c.setSessionStatus(t, c.a.Tenant.ID, id, inspector.StatusReady)
+	upper := strings.ToUpper(id)
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/v1/sessions/" + upper},
+		{"GET", "/v1/sessions/" + upper + "/tools"},
+		{"POST", "/v1/sessions/" + upper + "/ping"},
+		{"DELETE", "/v1/sessions/" + upper},
+	} {
+		t.Run(tc.method+tc.path[len("/v1/sessions/"+upper):], func(t *testing.T) {
+			requireProblem(t, n.call(t, tc.method, tc.path, c.a.Secret, nil), 404, "")
+		})
+	}
+	// A stream is read only to its status: under the other spelling it started, following
+	// a channel nobody publishes to, and never ended.
+	req, _ := http.NewRequest("GET", n.srv.URL+"/v1/sessions/"+upper+"/events/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+c.a.Secret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 404 {
+		t.Errorf("stream status = %d, want 404", res.StatusCode)
+	}
+	requireStatus(t, n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil), 200)
+}
+
 func TestSessionsRefuseUnsafeTargets(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)

@@ -49,10 +49,14 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
-// validID reports whether s is a UUID; anything else is answered as not found without a query.
+// validID reports whether s is an id as Tapline gives them out: a UUID in its canonical,
+// lower-case form. Anything else is answered as not found without a query. PostgreSQL would
+// find a session by the upper-case spelling of its id too, but the tracker's leases, the
+// event channels and the watchers are keyed by the id's text, so a request under another
+// spelling would wait in vain for a worker (a 504) or follow a channel nobody publishes to.
 func validID(s string) bool {
-	_, err := uuid.Parse(s)
-	return err == nil && len(s) == 36
+	u, err := uuid.Parse(s)
+	return err == nil && u.String() == s
 }
 
 const sessionColumns = `id, tenant_id, name, status, status_error, transport, url, protocol_pref, header_names,
