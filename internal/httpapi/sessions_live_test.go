@@ -328,6 +328,51 @@ func TestSessionAgainstALiveTarget(t *testing.T) {
 	}
 }
 
+// TestRPCTheTargetRefusesKeepsTheSession: a method the target does not handle, which
+// go-sdk's server refuses with a plain-text HTTP 400, is answered as that request's JSON-RPC
+// error. go-sdk's client took such an answer for a broken connection and closed it: the
+// request answered 502 and the session dropped its connection and the calls running on it.
+func TestRPCTheTargetRefusesKeepsTheSession(t *testing.T) {
+	t.Parallel()
+	c := liveCluster(t)
+	target := mcptest.NewStatefulServer(t, nil)
+	n := c.node(t)
+	c.worker(t)
+	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
+	requireStatus(t, r, 201)
+	id := r.body["id"].(string)
+	eventually(t, 20*time.Second, "session ready", func() bool {
+		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
+	})
+	slow := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, map[string]any{
+		"name": "slow", "arguments": map[string]any{"steps": 10, "interval_ms": 100},
+	})
+	requireStatus(t, slow, 202)
+
+	for _, method := range []string{"no/such/method", "ping ", "é"} {
+		rpc := n.call(t, "POST", "/v1/sessions/"+id+"/rpc", c.a.Secret, map[string]any{"method": method})
+		requireStatus(t, rpc, 200)
+		e, _ := rpc.body["error"].(map[string]any)
+		if e == nil || e["code"] != float64(-32600) || !strings.Contains(fmt.Sprint(e["message"]), "HTTP 400") || rpc.body["result"] != nil {
+			t.Fatalf("rpc %q = %s", method, rpc.raw)
+		}
+		// The connection stayed: the next request goes through at once.
+		requireStatus(t, n.call(t, "POST", "/v1/sessions/"+id+"/ping", c.a.Secret, nil), 200)
+	}
+	var call response
+	eventually(t, 20*time.Second, "slow call finished", func() bool {
+		call = n.call(t, "GET", "/v1/sessions/"+id+"/calls/"+slow.body["call_id"].(string), c.a.Secret, nil)
+		return call.body["finished_at"] != nil
+	})
+	if call.body["status"] != "succeeded" {
+		t.Fatalf("the call running meanwhile = %s", call.raw)
+	}
+	events := n.call(t, "GET", "/v1/sessions/"+id+"/events?type=status", c.a.Secret, nil)
+	if got := strings.Count(events.raw, `"state":"connecting"`); got > 1 {
+		t.Fatalf("the session reconnected: %s", events.raw)
+	}
+}
+
 // TestDuplicateCallOnTwoNodesRunsOnce: a proxy retrying POST …/calls onto another api node
 // with the same Idempotency-Key dispatches one tool call, and both replies carry it.
 func TestDuplicateCallOnTwoNodesRunsOnce(t *testing.T) {

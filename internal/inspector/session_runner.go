@@ -410,10 +410,10 @@ func (r *sessionRunner) connect() error {
 	if err != nil {
 		return fmt.Errorf("target url: %w", err)
 	}
-	httpClient := &http.Client{Transport: &tapTransport{
+	tap := &tapTransport{
 		next: r.rt.transport, headers: secrets.Headers, bearer: secrets.BearerToken, origin: originOf(target), secret: secretNames,
 		sink: func(size int, build func() json.RawMessage) { r.emitLazy(EventFrame, size, build) },
-	}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
+	}
 
 	// The connection lives in a context of its own, which disconnect ends: go-sdk keeps the
 	// context given to Connect for the connection's streams (the legacy SSE transport reads
@@ -427,8 +427,11 @@ func (r *sessionRunner) connect() error {
 	}
 	var transport mcp.Transport
 	if sess.Target.Transport == TransportSSE {
+		httpClient := &http.Client{Transport: tap, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 		transport = &mcp.SSEClientTransport{Endpoint: sess.Target.URL, HTTPClient: httpClient, MaxEventSize: maxBodySize}
 	} else {
+		// A target refusing one request over HTTP must not cost the session its connection.
+		httpClient := &http.Client{Transport: refusalTransport{next: tap}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 		transport = &mcp.StreamableClientTransport{Endpoint: sess.Target.URL, HTTPClient: httpClient, MaxEventSize: maxBodySize, MaxRetries: 2}
 	}
 	var opts *mcp.ClientSessionOptions

@@ -10424,11 +10424,13 @@ var swaggerSpec = []string{
 	"tTCVRlnzBIbTfBMHiTOlVap+P4CErusYr+FqF6uqxz9IvBdOfePFOX8tzgd+AvILDZRrIHyKvtKo+eKN",
 	"8Cr01HgRZ3Oe/XKOsIrBH+/UWr6r8M4NMszTufU7t7cRsa3aiQd4ocTv0JDHNgBkiSkj1j2M/rwLDxFw",
 	"X8dZnqxpiE/5izwovke8wmu/IOwQcfInszn4v/7r35hzH1Vg+CF3nfAbON4s3T49OWKYkR+xW5LzI5Zy",
-	"y/98cxOztrEiy9het9sMfg8yPT05+spF18nRb6R1Y8/U9lL/IS02U3pmJZ+k2leC7uz2CmLglOsX4NCn",
-	"6o1FqDnkym3+wmAN/3sRRxjIWy8i+F7YoSpsGRmMGCCuS4Di64NNhpD67GA9gJQJaRXl3RC/HgQ84YjB",
-	"R55YuhJILdTyiwP2JcEBcsuoxwqNuCcRSZDigfEiYLtznONXHY3EKawcicSnKZoQ+YQcBDkST8GF/5ig",
-	"JG7sOwYkXeuQFFrYCe4YwrRt7f/8i2N2utFIe6nQWWu/tYObwHfyKVxSKzekwQ3lvy1rFte+K4dV+44X",
-	"KZbOuvm/AQAA//8=",
+	"y/98cxOztrEiy9het7vV6cnDQEcPe9AvZpGd1TVo9rfz8xMmpLHAEWLjxcePOApV2PpA3JwIJcOoEfh7",
+	"E+XEORuBHaqUqqmmCkXukMs0A7yYXM6PewwXNxe2/XzvVbdLQEcVpMpAXPtx4tAoqh/qrxFQQUCkcIOa",
+	"dmJQ2d+SlRpdFyDT05Ojr1yCnxz9RsYH9kxtL3WjEs8zpWcY+km4fyUg126vIBRQuX5BdkyVXYtQgcqV",
+	"EwWFAW3uSSpjPHO9wOh7L7pCgDRigPA2AZGwDzYZOkGESdJ6ACkT0ipKPyJ+PQiwyhGDjzyxdDOSWqil",
+	"WQcIUEJF5JZRjxUoc08ioCKFReNF+H7nOMevOiiLU1g5IItPU1Al8nlJiPUknmIs/zGxWdzYd4zLutYh",
+	"KbSwE9wxBO3b2v/5F8fsXkHBXwqdtfZbO7gJfCefwl29ckMa3FD+27J0c+27cli173iRYgWxm/8bAAD/",
+	"/w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
