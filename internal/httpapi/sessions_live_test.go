@@ -373,6 +373,38 @@ func TestRPCTheTargetRefusesKeepsTheSession(t *testing.T) {
 	}
 }
 
+// TestResourceURIWithControlCharacterIsRefused: a resource URI holding a control character
+// is a 400 naming the field. Sent on, go-sdk's server answered a resources/read of one by
+// tearing down the session's streams: the request answered 502 and the session lost its
+// connection.
+func TestResourceURIWithControlCharacterIsRefused(t *testing.T) {
+	t.Parallel()
+	c := liveCluster(t)
+	target := mcptest.NewStatefulServer(t, nil)
+	n := c.node(t)
+	c.worker(t)
+	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
+	requireStatus(t, r, 201)
+	id := r.body["id"].(string)
+	eventually(t, 20*time.Second, "session ready", func() bool {
+		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
+	})
+	const bad = `mcptest://static/a\u0001b` // JSON's escape, in the bodies below
+	for _, tc := range []struct{ path, body, field string }{
+		{"/resources/read", `{"uri":"` + bad + `"}`, "uri"},
+		{"/resources/subscribe", `{"uri":"mcptest://static/\u007f"}`, "uri"},
+		{"/resources/unsubscribe", `{"uri":"\t"}`, "uri"},
+		{"/complete", `{"ref":{"type":"ref/resource","uri":"` + bad + `"},"argument":{"name":"id","value":""}}`, "ref.uri"},
+		{"/rpc", `{"method":"resources/read","params":{"uri":"` + bad + `"}}`, "params.uri"},
+	} {
+		requireProblem(t, n.call(t, "POST", "/v1/sessions/"+id+tc.path, c.a.Secret, tc.body), 400, tc.field)
+	}
+	// Nothing reached the target: the session is connected as it was.
+	requireStatus(t, n.call(t, "POST", "/v1/sessions/"+id+"/ping", c.a.Secret, nil), 200)
+	read := n.call(t, "POST", "/v1/sessions/"+id+"/resources/read", c.a.Secret, map[string]any{"uri": mcptest.HelloURI})
+	requireStatus(t, read, 200)
+}
+
 // TestDuplicateCallOnTwoNodesRunsOnce: a proxy retrying POST …/calls onto another api node
 // with the same Idempotency-Key dispatches one tool call, and both replies carry it.
 func TestDuplicateCallOnTwoNodesRunsOnce(t *testing.T) {

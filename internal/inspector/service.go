@@ -363,6 +363,9 @@ func (s *Service) Request(ctx context.Context, tenantID, sessionID string, op Op
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRequestURIs(op, raw); err != nil {
+		return nil, err
+	}
 	cmd := &Command{ID: commandID(tenantID, sessionID, op, raw, opts), Op: op, TenantID: tenantID, Session: sessionID, Params: raw}
 	rep, err := s.call(ctx, tenantID, sessionID, cmd)
 	if err != nil {
