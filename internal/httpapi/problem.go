@@ -91,7 +91,7 @@ func problemFor(err error) *Problem {
 	case errors.As(err, &ive):
 		return invalidInput(FieldProblem{Field: ive.Field, Reason: ive.Reason})
 	case errors.As(err, &refused):
-		return newProblem(http.StatusUnprocessableEntity, "target-refused", "Target refused", refused.Reason)
+		return targetRefused(refused)
 	case errors.As(err, &remote):
 		return newProblem(http.StatusBadGateway, "target-error", "The target answered with an error",
 			truncate(fmt.Sprintf("JSON-RPC error %d: %s", remote.Code, remote.Message), 1024))
@@ -162,6 +162,17 @@ func problemFor(err error) *Problem {
 	}
 	p = newProblem(http.StatusInternalServerError, "internal", "Internal error", "")
 	p.cause = err
+	return p
+}
+
+// targetRefused is the 422 for a target the SSRF guard refused, naming the field that gave it
+// as a 400 names an invalid one.
+func targetRefused(refused *inspector.TargetRefusedError) *Problem {
+	p := newProblem(http.StatusUnprocessableEntity, "target-refused", "Target refused", refused.Reason)
+	if refused.Field != "" {
+		p.Field = refused.Field
+		p.Errors = []FieldProblem{{Field: refused.Field, Reason: refused.Reason}}
+	}
 	return p
 }
 

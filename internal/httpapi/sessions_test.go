@@ -390,7 +390,7 @@ func TestSessionsRefuseUnsafeTargets(t *testing.T) {
 	} {
 		t.Run(u, func(t *testing.T) {
 			r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": u}})
-			requireProblem(t, r, 422, "")
+			requireProblem(t, r, 422, "target.url")
 			if r.body["type"] != "urn:tapline:problem:target-refused" {
 				t.Fatalf("problem type = %v", r.body["type"])
 			}

@@ -194,9 +194,9 @@ func (s *Service) validateTarget(ctx context.Context, t *Target) error {
 	if err := s.cfg.Guard.CheckURL(ctx, t.URL); err != nil {
 		var refused *netguard.RefusedError
 		if errors.As(err, &refused) {
-			return &TargetRefusedError{Reason: refused.Error(), Err: err}
+			return &TargetRefusedError{Field: "target.url", Reason: refused.Error(), Err: err}
 		}
-		return &TargetRefusedError{Reason: "cannot resolve the target host", Err: err}
+		return &TargetRefusedError{Field: "target.url", Reason: "cannot resolve the target host", Err: err}
 	}
 	return nil
 }

@@ -42,6 +42,8 @@ func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
 
 // TargetRefusedError means the SSRF guard refused the target (422).
 type TargetRefusedError struct {
+	// Field is the input naming the refused target: target.url.
+	Field  string
 	Reason string
 	Err    error
 }
