@@ -262,12 +262,15 @@ func (s *Server) runClaimed(c echo.Context, next echo.HandlerFunc, claim *tracke
 	return nil
 }
 
-// replayStored answers with a stored response, or 422 when the key was first used for a
-// different request.
+// replayStored answers with a stored response, or 422 naming the header when the key was
+// first used for a different request.
 func replayStored(c echo.Context, sr *storedResponse, hash string) error {
 	if sr.Hash != hash {
-		return newProblem(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused",
-			"this Idempotency-Key was first used with a different request")
+		const reason = "this Idempotency-Key was first used with a different request"
+		p := newProblem(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused", reason)
+		p.Field = idempotencyHeader
+		p.Errors = []FieldProblem{{Field: idempotencyHeader, Reason: reason}}
+		return p
 	}
 	h := c.Response().Header()
 	if sr.ContentType != "" {

@@ -195,7 +195,7 @@ func TestIdempotencyKey(t *testing.T) {
 		n := c.node(t)
 		first := n.call(t, "POST", "/v1/api-keys", c.a.Secret, map[string]any{"role": "viewer"}, "Idempotency-Key", "k1")
 		requireStatus(t, first, 201)
-		requireProblem(t, n.call(t, "POST", "/v1/api-keys", c.a.Secret, map[string]any{"role": "admin"}, "Idempotency-Key", "k1"), 422, "")
+		requireProblem(t, n.call(t, "POST", "/v1/api-keys", c.a.Secret, map[string]any{"role": "admin"}, "Idempotency-Key", "k1"), 422, "Idempotency-Key")
 		// Another key, another principal or another path is another request.
 		requireStatus(t, n.call(t, "POST", "/v1/api-keys", c.a.Secret, map[string]any{"role": "admin"}, "Idempotency-Key", "k2"), 201)
 		requireStatus(t, n.call(t, "POST", "/v1/api-keys", c.b.Secret, map[string]any{"role": "admin"}, "Idempotency-Key", "k1"), 201)

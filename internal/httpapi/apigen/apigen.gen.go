@@ -799,7 +799,7 @@ type Problem struct {
 	Detail *string         `json:"detail,omitempty"`
 	Errors *[]FieldProblem `json:"errors,omitempty"`
 
-	// Field The input field at fault (400, and 422 for a refused target).
+	// Field The input field at fault (400, and 422 for a refused target or a reused Idempotency-Key).
 	Field     *string `json:"field,omitempty"`
 	Instance  *string `json:"instance,omitempty"`
 	RequestID *string `json:"request_id,omitempty"`
@@ -1082,13 +1082,13 @@ type ListAPIKeysParams struct {
 
 // CreateAPIKeyParams defines parameters for CreateAPIKey.
 type CreateAPIKeyParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RevokeAPIKeyParams defines parameters for RevokeAPIKey.
 type RevokeAPIKeyParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1145,19 +1145,19 @@ type ListMembersParams struct {
 
 // AddMemberParams defines parameters for AddMember.
 type AddMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RemoveMemberParams defines parameters for RemoveMember.
 type RemoveMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // UpdateMemberParams defines parameters for UpdateMember.
 type UpdateMemberParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1175,13 +1175,13 @@ type ListSessionsParams struct {
 
 // CreateSessionParams defines parameters for CreateSession.
 type CreateSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CloseSessionParams defines parameters for CloseSession.
 type CloseSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1196,19 +1196,19 @@ type StartCallParams struct {
 	// Wait Seconds to wait for the call to finish, 0 to 60.
 	Wait *int `form:"wait,omitempty" json:"wait,omitempty"`
 
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CancelCallParams defines parameters for CancelCall.
 type CancelCallParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CompleteParams defines parameters for Complete.
 type CompleteParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1246,7 +1246,7 @@ type ExportSessionParamsFormat string
 
 // SetLoggingLevelParams defines parameters for SetLoggingLevel.
 type SetLoggingLevelParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1258,13 +1258,13 @@ type ListPendingParams struct {
 
 // AnswerPendingParams defines parameters for AnswerPending.
 type AnswerPendingParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // PingSessionParams defines parameters for PingSession.
 type PingSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1276,13 +1276,13 @@ type ListPromptsParams struct {
 
 // GetPromptParams defines parameters for GetPrompt.
 type GetPromptParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ReconnectSessionParams defines parameters for ReconnectSession.
 type ReconnectSessionParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1300,31 +1300,31 @@ type ListResourcesParams struct {
 
 // ReadResourceParams defines parameters for ReadResource.
 type ReadResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SubscribeResourceParams defines parameters for SubscribeResource.
 type SubscribeResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // UnsubscribeResourceParams defines parameters for UnsubscribeResource.
 type UnsubscribeResourceParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SetRootsParams defines parameters for SetRoots.
 type SetRootsParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // SendRPCParams defines parameters for SendRPC.
 type SendRPCParams struct {
-	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
+	// IdempotencyKey Retries with the same key return the first response instead of acting again, on any api node, for 10 minutes after it was given (the response header `Idempotent-Replayed: true` marks a replay). A retry while the first request still runs waits for it, up to 20 s plus its `wait`, then answers 409 with `Retry-After`. The same key with another body answers 422 `idempotency-key-reused`, whose `field` is `Idempotency-Key`. Server faults (5xx) and conflicts (409, such as a session not ready yet) are not kept: a retry after one runs again. Keys are per principal, and a tool call's id is derived from its key, so the same key never starts a second call.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -10227,214 +10227,214 @@ func (sh *strictHandler) ListTools(ctx echo.Context, id ID, params ListToolsPara
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3rchu58Td8Kyj+U2UqGVGUfEhWqq28itZOlNi7eiXt+kO4jwaaaZL4awiMAYxoxlZVPr0X8F5ELmyv",
-	"5Cl0AzNDcigedFh7ow+7FskZHBqNRp/w60+tRI1yJUFa09r/1Mq55iOwoPHTYd+CPoMP7u8UTKJFboWS",
-	"rf3WmeXaMu5+Z3YoDDPwgbW7EbNDYCn0eZHZiAmDny9hIKQUcrDVaUUt4d7/UICetKKW5CNo7bewoQsD",
-	"H1pRyyRDGHHXZV/pEbet/ZaQ9tWLVtQaCSlGxai1341adpID/QQD0K2bm6h1xLPs+Dv3JvaRczusukh4",
-	"ll2ItBW1NHwohIa0tW91AfUOR/zjW5ADO2ztv3qB3YWPu2WHxmohB9RfoY3S88Q5HwKT8NFeJPgAU30k",
-	"Q67hWqjCsJwPYBEl6JXWglG93N1rGsjra5D2fJLDG5FZaBjRDzKbMHBPGT8aA8y1Yw6Yhhy4pRGG1WdK",
-	"s4G4BsZZokYjzjJhrBsyfMwzlUIgXdMMcHj18QsLI89c1oJ2r/yftrHcFuZz33X4WSor+iLhbrSfc60G",
-	"Goz5jCumwRSZ/ZyDTIUcXLi1A1P/bFR2DelnA8YIJS9Gyn0ac5sMQZutdvRYPW39/netubWJ3OId0/y/",
-	"KX/lWvOJ+9HYSea+cIzuPi9k3vvl2+MURrmyIJPJP2Ayzy2nYLUAw8bCDpEvDB8Bu4IJ02ALLfG7vtDG",
-	"Mg0mV9IAE9JY4KnjLp5YIQeMD7iQEVOScTlhPBdMqhQi1lea7XbZSMjCgvEyRFg25gZ5TrK2a79seQg8",
-	"Bc3ictR2+xTyjE8g3WeOEjEbcX1lGHesnPHJVocdupHqCRsPRQZTw8VFZcaKLGO6kIaNubAGByVsxIqc",
-	"WcX2usywPCsMc7/F7pEYRZubixmDNuxF9xuiT+yoNdlGURl32HmdXPgAl8oOQbNLlU6q1/f2WCyqddi+",
-	"gsm2hsJAGnfYGehr0AylqGHtlx8/bjEuU5Yo2c9E4r570f0mYqZIhoy7mXumZFK5SfJ0wiZgtxjXgF9d",
-	"QW73kUCOKkRyJYEogAvVYf+AicEXctAs10ImIudZhB1zZpXKmNsnzwwTqZPsKWhxDSnrazVCOl3BJGJG",
-	"TXOMBDcT444LGmei3ER4lpUSkBa4YvYae247/lzA6Xvd7nJWfytGws5z+AkfADPiXxCxXVrwbod9B57g",
-	"VrGX3UUCOsMWZ8ZEp1IYEX3abTyj3h2d3HZsWK4HYJ8ZPD/owYOSaeyQW1w2PEDYe2GHqrDIt47Kkzsc",
-	"LC+637xaTs0z4rIzlKi3njWeHw0T0p82Tgw/xHFD4n35gZMoKQEl02fcIJ9Ba6U/J5kykLpz4vYHlor3",
-	"F8vE+42T4CTTcHB/4ekpiSP3KVHSiTb3J8/zzB9RO7lWlxmM/vC/xtH2U22Sv9PQb+23/menUuB26Fez",
-	"c0JvtW5cp9OrcyyveeY2sMwLe8DivoAsjZkjJilrqt+nE4/hTx03kSMvdx5zoG43qMv/hcTtBmQeliow",
-	"KM54lqkx6p04vDdKX4o0BfnY43NiDPQzw7TKALVdpVimxjiq79V7pa9ohzzWoL5XbIydepnhxLPSJJH9",
-	"CeE2pBgBa8dSbdPD8VbE/FP+7aHKkAWEZalIHc1JsyfxxC7B/WjcIrRjemXbNaoKG28d0CnjaWDfqEKm",
-	"j0mDH+WVVGOJUwpnrwXJpX1mwqBO3QZ/bG4pV4CY2MsbSFlN9EQMpY4buxc8OORzpPtr99Njj9oveclP",
-	"pNOwv5/98P326ckRjfeAxSlYLrKYDTlpTYlKAXWHERiD51I5j1PoO0XnV5qJ0zM1jSBi0Bl02OUEmfvs",
-	"7PQNGxRcp6zNnQZ07YSO0mwElqfccsbT1NkLW5XcFIbF1G6n0FlMk1TqHZcTL9zNY07zkGk3ZtRR3Njg",
-	"YwKQoqLsCOB3gd/L6gqke2LI5QCeGdT7kkyAtGGipViY/vqZYZdF6mip+qzPRQYp44VTj62fmXGHN+l1",
-	"OP+ajjw9zzkNyc3pR+laU1r863GZ5Hvl5iv8CZloSN2MeDY7m/fv328fVvOFximVapOf0TUXGb/M4DEn",
-	"dKKMHWg4+3/fuomdQiqM4wo+5hMvpVnGLeg7rNZNULzIYXRy7C3KXKsctBWk6yQauIX0gtspv07KLeDB",
-	"0aRahXcuJw1URdVQaDBrNSnSxqYybuyFkwdrNUb6Z0NzuYa++Nis31/BxCn3Sm4bSDRYsowiZ3JoSNRA",
-	"CmdLo+47166Ga3W15iCdYrKMgU7dM6SeBgfDP8njgFP0jZTziuqr+XPZJ+lqrk9igiN6CHk8y37ot/b/",
-	"efswPO/cRLPMQ5RaSE932kDW77CzoRpLpmQCDeSbmZ5vc374P5cTeCtIM58eTGlblH+sNKc526DmH2wS",
-	"GjOLgX010jpN38HoEnTNlOBpKhyJeHZSG3qfZwaimdnAiItsxhR8vjdtVz+/T7aiDn0DjRMqUmHRnzlP",
-	"e57Qys8yAh7iPBcXVzDpEHNGbIRk6RR5ih+98lX+bJXKOk5/jxh3XXbgY660bdpDPLG0SDOc0CxMrgSp",
-	"uyCLkZuxH1crahUGvRxmYiyMapNfKlJmaIg9RLUd2kRH3rBhfjw/IvXNiI+sr4mcPGOpGAhrIsaN096G",
-	"kLr9s6KQRsXgQuSNtCCd0CxmSjLr5wa/gLS5husLN8L5qf0NPrKzvx1u7718tUB24va4WNCyVuMNGzZN",
-	"0ZHdiO1F7Pkv//4PKlWkd00RNUQ0Zk/UqEXa5MrsRl8sYxnvkxdpI6/Q+BbRxrHtBR/4HblEUDmerJoj",
-	"8iAzhm0UhV1czrTORFO9Ta1axUx1Pqit3O3C5F6EeSWaHlCgu05+Al1GKRqUqSEkV3SyTrPdawrwwEc+",
-	"EnJmFy9mOPSMX1zy1DPA/CFLvnMMH7HxEDR51JMhF5JdauBXpnFrVA37TbLCYJwWumAnupE4TY1dI3Ug",
-	"pRGh94V4gLWH8HGrcSyo4jXu1cXNGviwIgnVVW3JL5XKgEuSOtyr8rezg7pyu8AvaxNXHPEsazgP9aAY",
-	"hcjt6gI2an3cHqht/6UzNjqnfPyOzHQU6j5U2iQNHkKTD26N26YwvWjxp0Sl8OcoOBci5uzzP9/EZOhO",
-	"OyfQih0Pych3cws+LdYXUphhjWFWpRC9eH8GA8UhV7D06DlyJReZXY9qUwEGx1LnSmWn2BBrU4hnO4Nr",
-	"yLwTasgNi4VBt1OMoTZ06JDH3Rv+WxtQz7vsl8zWDZAiDXP7pYrlewul2glRFRBYYqa49u/jWMC9OXcg",
-	"rCzwa9Ock03xhwIKSON95Fbj5K9VdUfsBOwBi50k0rrILT4qrAlu3NSJM4qBCss0lxhT8Yopte2O0AKT",
-	"MxzpioT8RU7s4fI6MnKZQEZ/13pqVGCP8CQ/UrIvBs2idpTkHccSzAx5HhxLpoxkHmW8SIF9B+bKqhzZ",
-	"7aczdqRSwLBmpzVrwYySnKKltwjBJeuHQ6BG/Mhv5tZpZjlrvTau6XyTc0xW87csGvUCZa+uuXntL6zp",
-	"0FqnRBkDjctT6GxlXdE92zg3NcozsLCZwRk26pqvBdFZD/++XBawjFrXPCugMdJ5Owm8VKHXm4iADryP",
-	"m05+vUWf8fCGNhjPKNAfElPmBfFNE8vgTlgy7NnD1jWyz3ru3Z1cq1Fue60IY4Y3sTtcp59wAyp0Au6Z",
-	"QoubeH7XLlrPheZNYPBqBGgeVJ0t4HcxL4WOlLRaZU5/dSYwaMp6KEMCHIPWnIWW2Y+nx24Ga/IQ/vrz",
-	"MkHiVqM6vpo3HB5j5Ena0Muzgau0YYV2u937dAUtdAHRhH2uwWYzbuKvBaNXdvWj/lQpOx31r9OkNAUr",
-	"E/62xigWdizzYp4tfAtN1FnkG1tjbZ2uvJ7meAIa0wVxdxyeHHdG6TPDejQYVLd7LUzaMJuogytbh0Ea",
-	"3EbWMheywef7IbTqXRJIiIVEPnHju6NyeLu7oEp7nc9Q0mC8vS19sswAUwz6RZYdsJwb43Q67hPoXCNl",
-	"qN+1XeYCLSXryppqRdmaQC61bcyvdBp5LcOyVbNtvFnp7ZaoNZNnOfUNHWjoPqrlWraiVsi2bJT2bwRk",
-	"aYiGza0bBmybnX8rWunUQvl8E4n+CvYET6e7aUd31Ao30paaVKCmKf4NeGaH8/StjLrAGuqqYZlm9yS9",
-	"1dTRWzUYCDl46wzSNemYhXfCUFK4LAZov/SV59EEkJ+0N33ICeGMRmFFwjMnIjLAgACMQA9AJpPl06GO",
-	"m2bz7ujkdAOT/ZDRhvGpUAw+8sRmE7fva2YgSgphWTvhI8iOuAH27uiEErjMJhb6uwbBV6aELndThAfX",
-	"Ug+C43jpuUlPzZK+Gl7Z0C1hJgqaLQtUT6/Fey+KJ+x/lZCQ0sWHBuf+rYdvGXJbEJ2eN5kLgzlmIu2s",
-	"5VW6W+h3KlC31JdC5LwPb4pfmIdzsJ/QKdOgQWGG0/oeNXqPUtcjDD+XyVIb7Lzw6lrKevnSAg/rJk7b",
-	"TYyGEPu8VToQ/f/hHr2J6MKRWZ/qBp0rz0yZ0k8NsTZZD56i/hiO2OtMJMKWH3/59382EYtLooir+TU9",
-	"ARa4NqdCXj7S62nU7NqcWqlbGP5wCXv7g3QkZP3b3WjFGDwRGLW+fTYehgxv0EZJlgyVgbrvkScJoAmf",
-	"QpIJCaWbsVGxq6dLrcwktQEx6i6kwTlefmYYenc2sVfKeMWtkvXkiNI1N/TVn/FRngk5oCHPMDV57GMn",
-	"m+OIxSOVQub+8ISKN2Twm8Xc84+ZrAbjh+fWtCI0alh5YS9Kjm5aTt/kfZwWQZhv7n6f3o21GXprpFVJ",
-	"13KrTXvFG6co5KBS92Y81g2O/lNVyJRZLXImJBuJLBN0U8ZMKxaquMxqklcWdFjOeqcXTLWuwDUlF0yP",
-	"6Qom+72i232eiBT/xVxYp4zMfN14EsDkYrMEmZ/X0XEwW6Cxn4U5M82UKY3GmXV5c8S+efHyj8ynZjKf",
-	"hDDv0aQfFsc3V+fpKTO2QQ8qDdn5QxE3H6n9jFu6P8baL7pdusX1Ym8PfQQ8ODu9/dAcMhfSWMfkC2zm",
-	"FU/CBieOsBncmssyawL9eHrMJB8JOUBh6NaSqX5Yk+XJft7lQx1Ht9mcJ7VI7Myu9UJyWfx26V6NWlZZ",
-	"2oPr7uuynwVDH+XWBKfVhlFhJ5R9SyS/Gnz35c20RcRwb0+x+1rJX3OCfM3j+UQrqxKV/QTaCCVPNPRB",
-	"g2fkmcgGL6yKmYSBsoJbfwNKwhgoHwSva1wqzJhLwTCTA786oGtSdgjasFxIpuS0blNY1Ypae929V9vd",
-	"P27v/Yk+vNze3d3eexk+dF9t75a/dJ9v772iDy/cY92XjWKw1CnmzVa8JLeSDzU4f2c2mZzYYdhgFP1P",
-	"uNaCFKQlFK/tjTWDJDjuqoEmvj49OdrMmTYCO1TpBlHD1UySdTWrqQOahrZwunRLsEHJ9t4fJcEJQO8a",
-	"cqIdl2x+rz6QqnpnrfIUeCpko6DFNKi7REhf82TIUnD6G8hkguTptdRVr0V5QNyyMXrWtZKDhqBp1ODK",
-	"xEir01Bq9zhW9W1GYUqNy+2DjOcwyjMnge5Bfs+1uaEk17Pt/HoyPUzpx9PjzYRBYyT4cCrGe4DbKtx8",
-	"5CyZjROz9o9/6Ha7XWYVc3/tvonw3z++2WKivFPWGCpex/Puhnobq9wni9yVNX5NlvDuzTLaMJaYXs/T",
-	"kZB4pqAOFbWuBYwX2BUYz32gyHIzx0nGL43KCossV6Y99UUG+zs7O2Olr2YYaK/74k/3xEAh1r3GdB8g",
-	"Pj6XBuB6aBqvzwBoOCJ4zi9FJkqf1GYbwedn1Rrz7tvyZu4GziG6tbtReuzmKbUbGu6NZl+pMswGPybT",
-	"18gxS2Y6v9aDuBAJOmtcwHOmpi7Qs2gW39BbmL5t4EPAWMJzyueqH7Auu4S+0sC4nKyYyp1R1PGiDCE2",
-	"ZItjiizmjBuwOHsY5XbSWTfpF82UC29nLIKR8qZJGuyRA+qMFdKKrJFV75rdMgdjgfvkAmOnm++241Ge",
-	"wQikd8m2Y0eZOGKxn5d3Wt7DFlzNDT+FZYKvFZfl4JtcdDVVwcxuBf/uJaTMKkRgCQRfFK3fKFkIzxW8",
-	"0LaOtLjlZmepopZ3caa2YgOXBqaa3Smz9Kvt2ZlwRW0Ct0j913Qdb072E4jZ3fNvTHW4rMAlDblExpPD",
-	"D+iWqdyHo7scx4PFRaf3Q02xqsApKPcFDaEyXQJlfaNyhRCBRzzLHiwXZqPLLQ+aHHNW2wMNKTKllGi+",
-	"LuRVxuXaXVRvqmkc56VQmbV4POM+MyWwBwmzw5NjZoZqbJiwB4yuR4fE2LRIULC5B4UmrKB5k2HIzcUl",
-	"cA36AqElmudIae8X2MYU9y8VlE0H5pLbMgv8gK5xzaUJEuZWwVs+uHL+fPkGvdAoRKfIEM3TbvGiUsLo",
-	"entpdllmQo0I7WFYfOhRN3wU9y/4ljuVEZLOccSBx3MjHMA5Y/dPu9/sNUiCFa46LG+kYcx4l5mQz3w8",
-	"osN+wqguMq7xQ8aUHUTCaxp7fRzP9xrI3sR3qyEa3MKBP7sJYXzGsXhh1RxTrtZFjT2nmjRWAx/xywwu",
-	"8E5IxbyLDVL3oFNm3b+G/Xj69h4s0eZkuPMy0evuMCELTIrVrtLXdaElKU7nYfPcPbd+8T5MMb+6cRuS",
-	"6Yav3mK94e8Xs7cmqInlHksa2FQrS9NLkC4bHvE+8ttwTJ3zPBOSjqUrmLC2zbOLkNSwFgik45BFku/Q",
-	"gyAhhCXeDsXLWoWGlP1w/N0RE8YUBI8zJ6CW7YMGQqnsPnx32A757Q5YXDnqYqZkNqGE8QASifY4N1eE",
-	"A7e2m8+6rn49F995XR5WCefTkm3xbbcf0dC4CzzKfd9tQbsjKbSwkzP3ev10bpTNc+yPoHbs7+/PiWdP",
-	"fjg7ZzvXuzu8sMMdZOZOgMJExYuaLgdCZ8HNjc+EbkIQ0LVA4BgumZAmh8QqTfCLA4VRUq2KwZASYA9P",
-	"jhH2ldoxGG85OmYJlyxVTFhmler0ZE8eKelsJWce7vfkNl4bYZcqLaGGjeRXcJFwAz51OWKnb47Y8+fP",
-	"v0HMQmP5KDcRUzn/UACjlWYiNR3XXLyi3Iz3Ga9RNvakjWdpGzcQN8aeMFpGOkaZIBIvAvKKPUywW4E4",
-	"YjFmIbg/yPZ2f3novIOeZOxFt2tQw24C42RClshzbUfnTJCzS0/KDBX3CGWcxFsdanGXSUQ2u+RTqGYR",
-	"e9F9TtCVHrfSffOCFQSg2ISf6NPQI2r3G4/LGWCJI8ww8XZFSDFp+8yNOkzelnvymxpWHaTINi+7z13L",
-	"9eDdmE9YG0Pw82jLW7gaTiY6a+YKWPxnbO1bt9B7r8gm/jYmBGPK0o0/9UiY9Vr77J+dTufniPXqJrT7",
-	"vtfqdDq91k2MuqMbETr7UKAOuXHUjGuvEFO8KyxH3OuEZ5nxKYc11GoCM44PCKYauPWKqGlA08bt8r2y",
-	"jHbnJaBe4CQToevts/ivr8/ZzgisFomJWftEqxHYIRSGWfhoD6p7Q+S9Y8L0ZO10I2KeH568Pf7+9cW7",
-	"1+enx0dnF+c//OP193HkNq0ESM2SPYVZnrWN5QjdkxVC9i52QxDFW5Efs8pB8lx0JnyUxayNIiRVCdr6",
-	"5UOpwlk5UskUNKQ9WSrPBIVNz8WEFT4lp7aQev/zP8xJZhJHOeiRIEBi9xtKOQ8QRdFz/CKIBLfECI6t",
-	"MjhgwJMhbRIv0WBaRrqfTE9eQqbGjnAJlx1GPZQLVoPXzcCxEuHFBiq7LftxO5wf25jW2ZPtWCoJcXmr",
-	"qw9jQoB2LzkerG3lrYP6WoPsK50AXhDzqo1b/kDl4BR3bwy5TDNnFBXSoBR3kqIcNpiE52BYknFjyltd",
-	"SN/PNIfPSJXPPfl5e3sb/3M/UciNfcY7+yUWdOT9B+Qxi2ijRMwnWgYTjlZsKIxVenJAEg71kKiM1vpF",
-	"pUSjA+qk/C1iTvr4HyOW+OvqrPQnRSx33bXL/gKTGpECg34fEosQn8hh17s75KauPjm2MTFOOjDRZ8Yz",
-	"gyuC4GIavNOMUNszZaBGBYQg8VMyqPPLSQVZokOOeuniIXDAcnoGKLfa+18pHBEFATdLTXoefbY0YoyP",
-	"hgGPuHRCzXO+8XitOEHWJix8fH4rQipHjFDS8DnEy6GgECKouQFRFxiKDV0MNJfWvX6trgg/RMNIXfvz",
-	"DZ+kjcb9KcN4NuYTw64AcsO49VsGc16oYZKOiKePrSP0v+NGfukbFto9Wz/oayDN3LKRMpZQat2KKf3M",
-	"RHT09+Tisz9kRAWwe98k5Vai7o3jM8yqIhn6D7hZMCWlPEMrRtcwfQa23anYcM4dLBiQ29VI5NDAPIRr",
-	"h71pBGh1wpW0Q28DoWhBaGKG+Kc9GeSh0o4yUQUB/KK7S6UFFnfr+Nu9wY5Prl+F3xJVSOtk+SWCNrKd",
-	"Vy/2We4WF6vEEKRs6a2pumskCpG9LPDQk6FnYZjCE89GeNbS9RBfpaCWqEFtusa9PPT84GUqnZiEyRQR",
-	"SRwlEAq7kBnOsRK5QwQVTkDi5Tx/3YBoWmuybYdOFDjO7smx0leI+GwUMjcR6ZlBNc3RvYQ7z1RyxZyE",
-	"8kmHlzAUMq3qLARYYvR+uZWrnQze6VUYwNoWJZ07PWfoZyIBn2nm4fSdTaQFWK4pTFKMRu5PZysPlbGO",
-	"FqMis2Lbb9Z3Ryc1EwHPKuAjulZBib6tmi3filqlF63V7ex2ugifRSpBa7/1HL+KsPoJ2kY7Q7xu+i/3",
-	"t/dol8fTcdrab/0V7N/8IzP4+nvd7i1Yu+th7PpLr01o43lnyq5r7f/z5zrZzrHwj0o8ZxY5UoYPDOas",
-	"lBqdMxZnVIDWfsspANj6DsZdbqXCKT3xgESokvYa6IDdI/z1y+7zx+nysG4oeFjj25GMF1fQWYBsvGBR",
-	"a7jKTggRsDLJq82W18n1XGy7M7i2xrN3RDJA3Q/SfTqVXV/TfOBsIUIKMeHemC/mtcCPXD2yQ6VSbqKl",
-	"D3qH0c3PD8hrNQjexpVHW0z1UWtBrntBnTe1WQ5yp1ZyA1/ZXf7KFBY5vvR8+UtVQQr3xt43y9+YxYyv",
-	"9tHS4ZUJqTc3s4KnVDmCgheF5Ha0N6fjfL5Sz1CNZZ2JBZ4kdtLMwpRtdxO1cmVW41lWwWCjQjbiEzzk",
-	"CKq+xOgD/czM83cdC2dtBp8pe0X8i/T+i7q1GsR6rNuE13Mz7SB00udmbvfs3vPuCQjcDRvI//S0c5p2",
-	"DhGnZjscoGroAduFr2mEiqQvUeaU/7X3zIzc3/kk0hvaQc5e3Uz+n6KVten++G4V6d+4ix70FFhUz8Pj",
-	"4bsV6jwmV3ZfLH+jLHzz67HxabC4Axt3GH6FjquxSAhNSNDlpY0411n966gr3i02Cp5SukvuhjEEDfts",
-	"PFSsHSNOdLwV0VUN/IzpgT3pXciVy9zQYyAjsu/GQ5EMSxPUqWaFAc0QTtpZbSlo/0wwC0WKBnpMgduY",
-	"tb2zLT5EGy721Qf3p/37H7dlir79iMUWPtqdxFzHWywZKmXIz9eTiG/ZYTHFANq1uqhbZUG3EKY7oMcy",
-	"clXHrjVGcS7vmiTsZdXvSXQ5cjkARjfPSiEUMZWl5dEeuZ8ThVc4bTBSRzBCn1qMdjteGCcHdk9iv0qn",
-	"oGPmZjphVuHQDAk3Rvl4pCnYIYwMZNdgyPMDqVumGop+TD5Yj0ftXhlyM9xGxGjvLiDVZJ/FAbw5Zt8G",
-	"oPV2XCJ8x+zzZ1yQ0zdH7E9//NPLnky4VFIkPKMAkk/8DaDNFDhiPmwx5OQEt2NF0PYmorqOca913Wvt",
-	"s13kIGGHPVnv1DdaB77mWcb+BVoRX8UGPsTk0HCcXAG+oznvyyM5q9f0pPeZJVyyS7de296rwFS/7x7p",
-	"sKOzn1gCWeZL/GFNEO/y+NYt0x/c/7bd//6fOGKWXzKlHSG0Fk4P9lU5MZuLZWgyDVj8LMaoXO5MRzME",
-	"p+aligpEFkiVEfkAGiwI3Nhzx0cj2Di3GCeqCgFbMVpYg9Bt0uYKv7emry7ounRjL+kVr2Petc9D6cUV",
-	"1RVjVAyFeW+rkOz3rO1LTvx+cZnjAH2/uKDligNRmol0n82n+kdNif5uyFR2wv/gxlNlkSwY6uJqkauN",
-	"dLbI5m53tsrmbneTMpuunWV1Nlc2YptHjZJweqzcJKxdF7ELVxlfnhp6eTXYJC3SZBpzcWaHgjjJbSeF",
-	"062I4QmBheHMNWvT8eDxtxv3GrF50zBQCYvwn6wVtRJz3TScB1XspgszOI2i6XydbnC2zCiwqhl/FhBI",
-	"mjtfsqDYzCfm+AP7tsYPQ9Vhrca+8C9FBMfYOJ4ITa3f4qkIUa9QaHHo9CM6ycNaPpljSx0ZZaQJkUhx",
-	"0b2WoksyetqG3/EUdr8fnf1UV3VJfV1Vz92hcNda6u57nl2ZWq2MukpGupjH01cU6JpROXpyjOECv+Mi",
-	"d+akkIAxVCAyVwYTmapAwYjbZIhRL0C1zGmBBrRT0JRmZFimPanVuMP+AZCzuKy34ZSFEVB1D8gMBh1T",
-	"sBjDZBrGWlgIahHRl+ZE9eMaFAmsYTJ5UiUeXo5OVYtZaCvTPd8nAdPg73Hq+HQc+xlVwvI8juFETmVz",
-	"UWJvKEZC4BaziBv9pd+r6ezf0vxEIVKPTfrC2lhVPiphQT0wROwza2O0E+KQABuzdpnpWktvZbN5QSEt",
-	"yD1z8XtnYTsx5AN+ScbFqCerjJYQtcdorHuwKqQz4iJjo8JYZ/hwn1nwzOyzGH+6CE/G4SFn4+sCYlKy",
-	"LysE5KkhvX53ePz24qfXp8dvjl9/d/HDyfnxD98fvq1l2dDEDhiXPVnImQEJwzhlJ+Fwy8q1hk8MM2qL",
-	"XNR/f39eBvzRoCefNZaDpWn4nAOZsuA1iVzbr9Pvzg63jRjIqlpufCVSH7HOxLUzCsOE/v7+/OL8/C1r",
-	"k/sdo+FVfgHmXk+2OixkKo+cjutr7nOMEtPp4YPJPcndFJQM13qwPqIJrrKD2iKE1GeVZWpsfNJEUmjt",
-	"aO5m1unJ03pyQlNuwbExBdo/054AO+xQLiquA3oDFrjyz33G+UM44qcy01fywHfvt++FhYhDnm4tUnnE",
-	"kyFs+9oEywvKPpoQf1SRvCDc+trXKK7n7WJyKoOPFrTkGYmzwNFOWJuh0nbbbbaUUnq93n2p1dhMh2lv",
-	"93lOBWnpTslyBZAS4Ob9838F+w4eMkb/DhYxXYmPHKF8qUlt3OxfCYeUPPF+qGqxQibM6ivqAUGqNcV8",
-	"t7strDNj3/mGvurAew3J+VZz1lPtSaNcarJ6Sk3759fn1tVD7AeUFenOZUqYpCxj/LuDafuoUoX6QUEl",
-	"mGfqsrjwlxpqn6t+/Mhx9gBW3rBR0vTL9+d0V9gcR/5ux6+4mw7TtGRSdjkhLT6i1N2QhY9xPmRrSYnB",
-	"Q+6DKaTzT8BuGub0+3eD+PwBpTpjqFM27cWy9ij9ZqyzQNovut9sNYX2R+oaNt2P9xTaf9GEi4LFWb7s",
-	"CPxXwulEy4rZKVsew/gBowHT9DFHOgk5POvnanGbDFdj4FyrkaJdpsiH6D+iBbqUpTFaKxXa//gqJrk7",
-	"/p6aTJivn5I3zEO+vlTjema/6UmCpUCTtsNikcbusaqdZ4bkAQb35zZS/VroY26k+z/+mi64PrKdu/gE",
-	"PK+WFZ0gHlm3bm18uQfjb1S+HHkzetqFtenBGG403d1yOgstrbsdp0CL3ojMgl5lf35RFlcdJepWkyvQ",
-	"+8nmWmpzVZft6vnOdUYvmffuRpc3n9h5DRMOU3gMVuTw4FnxAcPqdeh9CZe/fVSYonlZ1pPCUjv+EnXO",
-	"jU8oY2dnp2/YoOA69THC9ou9PVJ5/YWmrQ77G0Wtrz0IDl0S6smpi17u8ASZ6AleUcJ7yIYcQdP4OPtT",
-	"IHeIDVWm4HXq+EU+ay38MgNlRLAUiz3AZyWS2heczT1TjPSRzcwKhO5rTeRe/3zcW0GGIMOdEvN/Efni",
-	"1UU4v20OGA+12L0kMISIUavet7pUGkFZFqJ+/q5nmS5y9hxlymy+Gb+41PFb9oyTr4RbGJbpKX28gavx",
-	"1nrtCKBbEP5iPvkqOsw9dWtC+WocHd0tpnIXtv0VmfCJ+xZy3w+yJA/lZ1PQKuBghXtrGlKezDhBVtPs",
-	"mmToDiJS3N2cOcJmHkaGetPlIbnWDX+RNYJWvUKomgSv9CPYjYeKKO8V+IsO7GV36zdn6v961k0NulWp",
-	"LMCnPKKBc+ivrex19yqfzocCCkgJ1IRbRO+mkyJUq/JeTFNktie51uIaczPj8Hu49FJVBy/NIsytkYS9",
-	"8su//0P7c+cTPirSm7jD3tPVjT+PuYd9ep74wnkBk8hWJVrdQ4YRr2JsIFPomk/dwbXX7VaT6gspzNBP",
-	"qyfRyhKWgSS0HswEa0+RgeZvPMQEXj8ZCwNb02ZhleaEsbcYnaH1pxvMpBJH+ZG0smgelxIJ6qjmKFim",
-	"UngcG0+siGFhlFcLM/rdu80J/a/q6fzdhnT+B7Lt5hCqH9l5iou6SEF1xC3Z0LGZ2wiOhjGK1L3u3uON",
-	"Q5iwzRVCRUkhB/+VPtzvFeFs/Jp6OQoaOgK4mchkqJVUhZm+gby5ITkrZNc1LNnh1JEgDCtLpVbnAw9c",
-	"hBmrFZwkECwO6Mjf0zQocmOpbJnibHbKBum+Jtpy5CQL1zr95Ukle7Kqw7dVnWDzEpvSzv3ZMFbMnyIH",
-	"YfRUEypsyJ7EtyktDXPvh25LNDm58PUHFN+u6S/P/F4mUjpPomAjUeDeWWk273EbzckOx4xBetA6PLKp",
-	"/gg74YmvvzxbvmS4mjXvazXV7QRf/SeIWUpV1WWNuvsw8T0e5OI7GA2cvB9gJPFKBiHA1tEiG7ypoZuv",
-	"OsEgzOLXSi44OvFF1Bcl0gd/UDXQr+Ga0xd8Hq0cdikrxj72GXZorijF3+O51ramYe3qQ7nTt+5Ncsi+",
-	"GKzlHfRVU8p4rAYW/+7T6+9/uolZnvEEhipLEWs1fnd0cvGX14enr089CnMws6ejtxGh9lKYF2HChWRF",
-	"jndzEDddaf+r2TooqyjUA7tmIfRD5Ug/oql+ae70I7x95Ae36BD2d9kIqfjpNG6I63gs1hqdSpfObHWo",
-	"KFwzHCV5B+EICNbmfnZUVctt9R11wj3was4H8Mx4IHa03i4Qk4UbFtc+hpm5xwhrpye9xVe7XhgaDHmE",
-	"WUAcNor1OW7kD4YN+TW4o3/AcxOxywIh3KmiQU+SjVwFyEpc2xrur394v+rUOzq1GAytt0Fro+/JMWgI",
-	"F7dp78d0ZXn7O/oyrguDcI3PuNG241fbu3vdbrzlMWk0PtiTTp8alTmcXDKVpVhD80qqsSHYJWHZSBjj",
-	"OnWfUX5QCQPWxzQrw1RhFwHI0BAfSPdBNM8z+ND6yhBHkCjnkxxCntpDikrs7ITqrzfKSWK8mUuI06y1",
-	"sNjqQn71ibuBqQO/VwzsNqfjum2rYl/WQcgkK1JIt/ZLz/w08NIV5FRktfq5ElNxqDIZh+x/CQ3jEqbD",
-	"Dmf2u4d1angWu/Rgz2yshbUgww2Civw5txa0I8v/+Wd3+5uf/7BN//yuCRfkKQh2HxdBylTIaSYI0CpC",
-	"UilgBO+5zyNqh/yJ651Up5Bn3Oe3h3gWMdtbbuw27rXt4+/Ih1ljQF90xIv1sZBmiyS1O1f4ADweTbi4",
-	"nYlr8EY1HU2UyqdYWpDwgA57zZNhT46oshIasJg0/60jV8RiHJ376NiWonEptxy/KTfK389++L4n2/Gn",
-	"XsvAh14rYj1kc/qLW/rXvddr3cR4ZT3eR6jzbe7GGDtFHRV2YVi1E73rtCeHPM9BUqEqxgnY3RExVFIg",
-	"OLQZ0lFlhGIEEVMS6yjwXDCpUuj05LIzm617ZGvoSb+SyIDkZB6rIkupH5pW7cimEiZugOHKPjKoU/oJ",
-	"nM4drj055iRztiLGSzKVB/qoXrAD9RgchJOmPRnvB+ai0366+8tJNQXPaP559gprgzU+uNXpyWPSkcJo",
-	"UIVAup9RFWRCAjBMDCRh5/s6HIRPOPbEQbntdjl3tKsku6OChgTwenbjynrmmFY6iHWc2kFIkn4FEIbP",
-	"uMOFU44t6Bkhsc84i/1PIeuWteNP+GbUk+XlaHMTb2H5Dp0axKMM20xQ6IKQYLFbz1vG8gmkrJAUDPD8",
-	"e6kK25O1QAJuq1T0+6CrcnOoZs6Oy2trHmoB49RlPRHTkz4UiN/zNC2DD+Fs9MzcHEl243485WxdhShq",
-	"rLbOZ/jFMZqTrCHHmoSqsKVeR5KzUuymOKsZvyfUg18ehb5VX0NoMVzE7erEuAXIYaFi5lnsKXnmXvSG",
-	"N7iHG5UGPD5Z+wwBUrexqiztj/vyGkFZx3x1zcGj0X7roWNL2FhhGB2/2EGvtc/OQopcz9chx7JmOINf",
-	"/v2fn2/igxLb9luPMCsIdrY61Cu4PExVwduzwpRoal4chTNS9d0x25MZQkG6B2mGBC6TqrHMFPeVTzB2",
-	"C1xnE3cOplrlOaQhEVoouUW3+6yvruIG0yS2CHr2jqnJK0IkVhV0PUhiI2biI6MlTpfE3xQs8XXDiq8C",
-	"YXheO1Se5NH9J/MRmp6ncFQDg7wX+eOrhG1jlbAVg14hk+OtGjBvNBhWy9yrZ2PENU/CjLYB9i11/hb7",
-	"/qojYVMzeeQw2HzfDVqS+xFvSjv9+Cn+9duNf5358n9l7DNTvgYga/vNvmPAIrds3VNKmC8qePfM+BPf",
-	"0IayYPZQy7D8oAGqQ4ulILGyKrnz/dvOBB2g6EJjlmNJyQ4VNs9UCqEYVJOGQNc0pzSEshR2zf/X9gT6",
-	"HGrWfaai6ennMlVtqx2t8tTW73/XVNZ9xD8eU78vZstqRy1jJ1lQZx7Wq+yXb9HlgB/RQfuy23XEv4K0",
-	"rHT4pDfci95wQlSlag6//H//v3cRlPUk24aP8gxrCkImEmE5AdYLmRf0mOO2rcVIVHfQMzxv73zyowmp",
-	"o2uoG2d+9Pto5fgbA619RvcrfV14yvC48cimn3otrHXtHvuUqBSioLDc3MQd9rqiAtXLnqHEPjVBsPxU",
-	"+ZlqN/Zan3utFBKnJOPftEPJx+m3Uq/153326Zd//+fmJj6g+p++6HOADfUPdnqyBN0SlkryB+wtLwmi",
-	"WpKs0szLhSZjiDJY7yhHUdTl3A4rSVctWyu6pU5erQjAqxfoLwkfdxvRlr8M7c2Ti2j32OpbWKvFyMwq",
-	"u66E5RM2yq8UXKI7Qnzm7LovDcqrTyunHM7rTydCDn4797PdbG5P7tOOg5jVIo8wqmNVQMVwkvySJ1cY",
-	"8RuJLBPeyf6UVf61WDEnAbivtqQj4KbwYa5q8e9LP6GC8Gs6Yn19LMRwwAATphMplZkF9o3v5WH257uj",
-	"k8cAJPKTuC17pDQ+a5N+yr39ze/aqaX3O2rHmdP3m6MfWvYbdY00fQ0yBU13taiV1dL1/wqei79uL2U5",
-	"jS8+Yb820iep8RuXGqe4Kasd2a7t7/sKs5YZEmv6HA4DEpDSrM9FVmECsUtI1AimMdwYH3CBqE4YN1YS",
-	"ejLVKjeYF1JFNlGfUTlIwziiXioJHXYSbjohmBoiG0zjwDUZ/GUG1H8NNlNYgPJurlTjJ3jh+0j996l0",
-	"yMRlLi0f3S8SmRsK5ohtWxjleMnvgbXuU9/hednfV61/z01nZU187s2n0/W/SycPW8/slHvvAfTzspdH",
-	"2te/kf28/j5+2r//tfv3AXftjgaerm1YU1Xxlaxpt26Bhb9ugzrM4sfT4y/epK5T/Ulu/BdY1TylotR+",
-	"zVl7eodv3bvcMMWl475LWNPIpjoVS1MIe7I9A/RUdV1gE2m8dTCFSu6kpPGI6jQ4HIiJG68/hOE/yaZ7",
-	"suNrJG8STyXB0ydJ9FvOSAzLzCxdMye+fGZY4Td+u0GGbN2zt8HsFHJDATVfIqhq6UlWPI6sqJH8SVr8",
-	"pqWFVXlNSrD6uV0XFLXdfG+iQilr7lzA9xRb+dKwcWhUC1NplDVPYDjNN3GQOFNaper3A0jouo7xGq52",
-	"sap6/IPEe+HUN16c89fifOAnIL/QQLkGwqfoK42aL94Ir0JPjRdxNufZL+cIqxj88U6t5bsK79wgwzyd",
-	"W79xexsR26qdeIAXSvwODXlsA0CWmDJi3cPoz7vwEAH3dZzlyZqG+JS/yIPie8QrvPYLwg4RJ38ym4P/",
-	"y7//gzn3UQWGH3LXCb+B483S7dOTI4YZ+RG7JTk/Yim3/M83NzFrGyuyjO11u1udnjwMdPSwB/1iFtlZ",
-	"XYNmfzs/P2FCGgscITZefPyIo1CFrQ/EzYlQMowagb83UU6csxHYoUqpmmqqUOQOuUwzwIvJ5fy4x3Bx",
-	"c2Hbz/dedbsEdFRBqgzEtR8nDo2i+qH+GgEVBEQKN6hpJwaV/S1ZqdF1ATI9PTn6yiX4ydGvZHxgz9T2",
-	"Ujcq8TxTeoahn4T7VwJy7fYKQgGV6xdkx1TZtQgVqFw5UVAY0OaepDLGM9cLjL73oisESCMGCG8TEAn7",
-	"YJOhE0SYJK0HkDIhraL0I+LXgwCrHDH4yBNLNyOphVqadYAAJVREbhn1WIEy9yQCKlJYNF6E73eOc/yq",
-	"g7I4hZUDsvg0BVUin5eEWE/iKcbyXxObxY19x7isax2SQgs7wR1D0L6t/X/+7JjdKyj4S6Gz1n5rBzeB",
-	"7+RTuKtXbkiDG8p/W5Zurn1XDqv2HS9SrCB2838DAAD//w==",
+	"7L3rchu58Td8Kyj+U2UqGVGUfEhWqlReRWsnytq7eiXt+kO4jwaaaZL4awiMAYxoxlZVPr0X8F5ELmyv",
+	"5Cl0AzNDcigedFh7ow+7FskZHLsbfcKvP7USNcqVBGlNa/9TK+eaj8CCxk+HfQv6DD64v1MwiRa5FUq2",
+	"9ltnlmvLuPud2aEwzMAH1u5GzA6BpdDnRWYjJgx+voSBkFLIwVanFbWEe/9DAXrSilqSj6C138KGLgx8",
+	"aEUtkwxhxF2XfaVH3Lb2W0LaVy9aUWskpBgVo9Z+N2rZSQ70EwxAt25uotYRz7Ljb92b2EfO7bDqIuFZ",
+	"diHSVtTS8KEQGtLWvtUF1Dsc8Y9vQQ7ssLX/6gV2Fz7ulh0aq4UcUH+FNkrPL875EJiEj/YiwQeY6uMy",
+	"5BquhSoMy/kAFq0EvdJaMKqXu3tNA3l9DdKeT3J4IzILDSP6QWYTBu4p40djgLl2zAHTkAO3NMKw+0xp",
+	"NhDXwDhL1GjEWSaMdUOGj3mmUghL1zQDHF59/MLCyBOXtaDdK/+nbSy3hfncdx1+lsqKvki4G+3nXKuB",
+	"BmM+445pMEVmP+cgUyEHF27vwNQ/G5VdQ/rZgDFCyYuRcp/G3CZD0GarHT1WT1u//11rbm8it3nHNP9v",
+	"yl+51nzifjR2krkvHKG7zwuJ937p9jiFUa4syGTyHUzmqeUUrBZg2FjYIdKF4SNgVzBhGmyhJX7XF9pY",
+	"psHkShpgQhoLPHXUxRMr5IDxARcyYkoyLieM54JJlULE+kqz3S4bCVlYMF6GCMvG3CDNSdZ27ZctD4Gn",
+	"oFlcjtpun0Ke8Qmk+8ytRMxGXF8Zxh0pZ3yy1WGHbqR6wsZDkcHUcHFTmbEiy5gupGFjLqzBQQkbsSJn",
+	"VrG9LjMszwrD3G+xeyRG0ebmYsagDXvR/YbWJ3arNdlGURl32Hl9ufABLpUdgmaXKp1Ur+/tsVhU+7B9",
+	"BZNtDYWBNI7YeKgMsLgvIEtjJ0Xj2pZtfweTuMPOQF+DZihpDWu//Phxi3GZskTJfiYS992L7jcRM0Uy",
+	"ZNytjidcJpVbCJ5O2ATsFuMa8KsryO0+LqJbOdoWJYFWCTezw76DicEXctAs10ImIudZhB1zZpXKmOOl",
+	"Z4aJ1I07BS2uIWV9rUa4llcwiZhR01Qlwc3EuCOFxpkoNxGeZaWUJCKoGGJmPRbJy71udzk7vBUjYee5",
+	"4IQPgBnxL4jYLhFFt8O+Bb/gVrGX3UVCPMMWZ8ZEJ1cYEX3abTzH3h2d3Ha0WK4HYJ8ZPGPowYOSsOyQ",
+	"W9w2PGTYe2GHqrBI226VJ3c4fF50v3m1fDXPiMrOUOreeh55ejRMSH8iOVH9EEcSHQHLD6VESQkovT4j",
+	"g3wGrZX+nGTKQOrOktsfWHoEvFh2BNw4KU9yDwf3V56ekshynxIlnfhzf/I8z/wxtpNrdZnB6A//a9za",
+	"fqpN8nca+q391v/sVEreDv1qdk7ordaN63R6d47lNc8cA8u8sAelHHKLSQqd6vfpVGT4U8dN5MjLnccc",
+	"qOMGdfm/kDhuQOJhqQKD4oxnmRqjborDe6P0pUhTkI89PifGQD8zTKsMUCNWimVqjKP6Xr1X+oo45LEG",
+	"9b1iY+zUywwnnpUmiexPCMeQYgSsHUu1TQ/HWxHzT/m3hypDEhCWpSJ1a07aP4kndgnuR+M2oR3TK9uu",
+	"UVXYeOuAThm/BvaNKmT6mGvwo7ySaixxSuF8tiC5tM9MGNSpY/DHppZyB4iIvbyBlNVET8RQ6rixe8GD",
+	"Qz7HdX/tfnrsUfstL+mJ9B72j7Mfvt8+PTmi8R6wOAXLRRazISfNKlEpoO4wAmPwXCrncQp9pwz9SjNx",
+	"uqimEUQMOoMOu5wgcZ+dnb5hg4LrlLW504CundBRmo3A8pRbzniaOpti62BKf6N2O4XOYpqkUu+4nHjh",
+	"bh5zmodMuzGjjuLGBh8TgBSVabcAngs8L6srkO6JIZcDeGZQ70syAdKGiZZiYfrrZ4ZdFqlbS9VnfS4y",
+	"SBkvnApt/cyMO7xJr8P51/To6XnOaUhuTj9K15rS4l+PSyTfKzdf4U/IREPqZsSz2dm8f/9++7CaLzRO",
+	"qVSb/Iyuucj4ZQaPOaETZexAw9n/+9ZN7BRSYRxV8DGfeCnNMm5B32G3boLiRU6lk2NvdeZa5aCtIF0n",
+	"0cAtpBfcTvl+Um4BD44m1Sq8czlpWFVUDYUGs1aTIm1sKuPGXjh5sFZjpH82NJdr6IuPzfr9FUyccq/k",
+	"toFEgyXLKHImh4ZEDaRw9jbqvnPtarhWV2sO0ikmywjo1D1D6mlwQvyTvBI4Rd9IOa+ovps/l32Srub6",
+	"JCI4ooeQxrPsh35r/5+3D8PTzk00Szy0UgvX0502kPU77GyoxpIpmUDD8s1Mz7c5P/yfywm8FaSZTw+m",
+	"tC3KP1aa05xtUPMhNgmNmc3AvhrXOk3fwegSdM2U4Gkq3BLx7KQ29D7PDEQzs4ERF9mMKfh8b9qufn6f",
+	"ZEUd+gYaJ1SkwqLPc37teUI7P0sIeIjzXFxcwaRDxBmxES5Lp8hT/OiVr/Jnq1TWcfp7xLjrsgMfc6Vt",
+	"Ew/xxNImzVBCszC5EqTugixGbsZ+XK2oVRj0cpiJsTCqTX6pSJlZQ+whqnFo0zryBob58fyI1DcjPrK+",
+	"puXkGUvFQFgTMW6c9jaE1PHPikIaFYMLkTeuBemEZjFRklk/N/gFS5truL5wI5yf2t/hIzv7++H23stX",
+	"C2QnssfFgpa1Gm/YsGmKoOxGbC9iz3/5939QqSK9a2pRQ9Rj9kSNWqRNrkxu9MUykvF+e5E20gqNb9Ha",
+	"OLK94APPkUsElaPJqjlaHiTGwEZR4OJypnUimuptatcqYqrTQW3nbhcm9yLMK9H0gALddfIT6DKS0aBM",
+	"DSG5opN1muxeUxAIPvKRkDNcvJjg0Ht+cclTTwDzhyz51zHExMZD0OR1T4ZcSHapgV+ZRtaoGvZMssJg",
+	"nBa6gBPdSJymxq5xdSClEaH3hWiAtYfwcatxLKjiNfLq4mYNfFhxCdVVbcsvlcqAS5I63Kvyt5ODunJc",
+	"4Le1iSqOeJY1nId6UIxCdHd1ARu1Pm4P1Lb/0hkbnVM+fkdmOgp1H05tkgYPockHt8ZtU5jetPhTolL4",
+	"SxScCxFz9vlfbmIydKedE2jFjodk5Lu5BZ8W6wspzLBGMKuuEL14fwYDxSpXsPToOXIlF5ldb9WmAgyO",
+	"pM6Vyk6xIdamEM92BteQeSfUkBsWC4NupxjDcejQIY+7N/y3Nlg977JfMls3QIo0zPFLFe/3FkrFCVEV",
+	"EFhiprj27+NYQN6cOxBWFvi1ac7JpvhDAQWk8T5Sq3Hy16q6I3YC9oDFThJpXeQWHxXWBDdu6sQZxUmF",
+	"ZZpLjKl4xZTadkdogQkcbumKhPxFTuzh9rpl5DKBjP6u9dSowB7hSX6kZF8MmkXtKMk7jiSYGfI8OJZM",
+	"Gck8yniRAvsWzJVVOZLbT2fsSKWAYc1Oa9aCGSU5RUtvEYJL9g+HQI34kd/M7dPMdtZ6bdzT+SbniKzm",
+	"b1k06gXKXl1z89pf2NOhtU6JMgYat6fQ2cq6onu2cW5qlGdgYTODMzDqmq8F0VkP/75cFrCMWtc8K6Ax",
+	"0nn7EnipQq83LQI68D5uOvn1Nn3GwxvaYDyjQH9IXpkXxDdNJIOcsGTYs4eta2Sf9dy7O7lWo9z2WhHG",
+	"DG9id7hOP+EGVOgE3DOFFjfxPNcu2s+F5k0g8GoEaB5UnS2gdzEvhY6UtFplTn91JjBoynooQwIcg9ac",
+	"hZbZj6fHbgZr0hD++vMyQeJ2ozq+mhkOjzHyJG3o5dnAVdqwQ7vd7n26gha6gGjCPtdgsxk30deC0Su7",
+	"+lF/qpSdjvrX16Q0BSsT/rbGKBZ2LPNinix8C02rs8g3tsbeOl15Pc3xBDSmFCJ3HJ4cd0bpM8N6NBhU",
+	"t3stTNowm6iDK1uHQRrctqxlvmSDz/dDaNW7JHAhFi7yiRvfHZXD290FVWrsfIaSBuPtbemTZQaYYtAv",
+	"suyA5dwYp9Nxn2TnGilD/a7tMhdo6bKurKlWK1sTyKW2jTmYTiOvZWG2araNNyu93RK1ZnIxp76hAw3d",
+	"R7V8zFbUChmZjdL+jYAsDdGwuX3DgG2z829FK51aKJ9vWqK/gT3B0+lu2tEdtcKNtKUmFahpin8Hntnh",
+	"/PpWRl0gDXXVsE2zPElvNXX0Vg0GQg7eOoN0zXXMwjthKClcFgO0X/rK02gCSE/amz7khHBGo7Ai4ZkT",
+	"ERlgQABGoAcgk8ny6VDHTbN5d3RyuoHJfsiIYXwqFIOPPLHZxPF9zQxESSEsayd8BNkRN8DeHZ1QApfZ",
+	"xEJ/1yD4ypTQ5W6K8OBa6kFwHC89N+mp2aWvhlc2dEuYiYJmywLV03vx3oviCftfJSSkdDmiwbl/6+Fb",
+	"htwWRKfnTebCYI6ZSDtreZXuFvqdCtQt9aXQct6HN8VvzMM52E/olGnQoDDDaX2PGr1H6e0Rhp/LZKkN",
+	"OC+8upayXr60wMO6idN2E6MhxD5vlQ60/t+5R28iupRk1l91g86VZ6ZM+6eGWJusB7+i/hiO2OtMJMKW",
+	"H3/59382EYtLooir+TX9AixwbU6FvHyk169Rs2tzaqduIfjDJeTtD9KRkPVvd6MVY/C0wKj17bPxMGR4",
+	"gzZKsmSoDNR9jzxJAE34FJJMSCjdjI2KXT1damUiqQ2IUXchDc7R8jPD0Luzib1SxitulawnR5SuuaGv",
+	"/oyP8kzIAQ15hqjJYx872RxHLB6pFDL3h1+oeEMCv1lMPd/NZDUYPzy3p9VCo4aVF/aipOim7fRN3sdp",
+	"EYT55u73aW6szdBbI61KupasNu0Vb5yikINK3ZvxWDc4+k9VIVNmtciZkGwkskzQTRkzrVio4jKrSV5Z",
+	"0GE5651eMNW6AteUXDA9piuY7PeKbvd5IlL8F3NhnTIy83XjSQCTi80SZH5eR8fBbIHGfhbmzDSvTGk0",
+	"zuzLmyP2zYuXf2Q+NZP5JIR5jyb9sDi+uTpNT5mxDXpQacjOH4rIfKT2M27p/hhrv+h26RbXi7099BHw",
+	"4OwM9oP/Dr+auX3VHE4X0ljHAAvs6RVPyQYHj7AZ3JrnMmse/Xh6zCQfCTlAQen2mal+2K/liYDeHUQd",
+	"R7fZoye1KO0MR3sBuiy2u5SPo5ZVlvhzXZ4v+1kw9FFuTXBobRgxdgLbt0SyrcGvX95aW7QY7u0pVlgr",
+	"MWxOyK95dJ9oZVWisp9AG6HkiYY+aPCEPBP14IVVMZMwUFZw629HSRgD5YrgVY5Lhdl0KRhmcuBXB3SF",
+	"yg5BG5YLyZSc1nsKq1pRa6+792q7+8ftvT/Rh5fbu7vbey/Dh+6r7d3yl+7z7b1X9OGFe6z7slFElvrG",
+	"vEmLF+hW8q8Gx/AMk8mJHQYGo8yAhGstSHlasuI13lgzgILjrhpoouvTk6PNHG0jsEOVbhBRXM1cWVfr",
+	"mjq8aWgLp0s3CBsUcO8ZUhKcAPRuIyf2ccvmefWB1Ng7a5ynwFMhGwUtpkjdJXr6midDloLT7dwBh8vT",
+	"a6mrXotyhLhlY/S6ayUHDQHVqMHNiVFYp73U7nis6veMwpQat9sHIM9hlGdOAt2D/J5rc0NJrmfb+fVk",
+	"epjSj6fHmwmDxijx4VT89wDZKtyK5CyZjSGz9o9/6Ha7XWYVc3/tvonw3z++2WKivG/WGEZexyvvhnob",
+	"qdwnidyVNH5NkvCuzzISMZaYes/TkZB4pqAOFbWuBYwX2BwY632gqHMzxUnGL43KCoskV6ZE9UUG+zs7",
+	"O2Olr2YIaK/74k/3REAhDr7GdB8gdj6XIuB6aBqvzw5oOCJ4zi9FJkp/1WaM4HO3ao151255a3cDxxHd",
+	"6N0odXbzdNsNjfpGs69UGWYDI5PpK+aYQTOde+tBYGgJOmtcznOmpi7Q62gW395bmNpt4EPAaMJzyuex",
+	"H7Auu4S+0sC4nKyY5p1RRPKiDC82ZJJj+izmkxuwOHsY5XbSWTchGM2UC29nLIKh8qZJGuyRA+qMFdKK",
+	"rJFU75r5MgdxgXxygXHVzbnteJRnMALp3bXt2K1MHLHYz8s7NO+BBVdz0U/hnOBrxWU5+Cb3XU1VMLOs",
+	"4N+9hJRZhegsYcEXRfI3SiTCcwUvu60jLW659VmqqOU9nSlWbKDSQFSznDK7fjWenQll1CZwi9R/TVf1",
+	"5mQ/gaDdPTfHVIfLClTSkGdk/HL4Ad0ylftwgpfjeLCY6TQ/1BSrCriC8mLQECpTKVDWNypXCDF4xLPs",
+	"wfJkNrr48qCJM2c1HmhInymlRPNVIq8yLtfuonpTTeM4L4XKrMXjCfeZKUE/SJgdnhwzM1Rjw4Q9YHR1",
+	"OiTNpkWCgs09KDThCM2bDENuLi6Ba9AXCDvRPEdKib/ANqaof6mgbDowl9ykWeAHdI1rLk2QMLcK3vLB",
+	"lXPryzfohUYhOrUM0fzaLd5USiZdj5dmt2UmDImwH4bFhx6Rw0d4/4pvuVMZ4eocRRx4rDfCEZwzdv+0",
+	"+81egyRY4RrE8kYaxoz3nAkVzccjOuwnjPgi4Ro/ZEznQZS8prHXx/F8r2HZm+huNbSDWyjwZzchjN04",
+	"Ei+smiPK1bqokedUk8Zq4CN+mcEF3hepiHexQeoedMqs+9ewH0/f3oMl2pwod14mgd0dQmSBSbHaNfu6",
+	"LrQk/ek8MM/d8+4X82GKudeNbEimG756i/WGv1/M3qigJpZ7LGlgU60sTT3BddnwiPdR4YZj6pznmZB0",
+	"LF3BhLVtnl2EhIe1ACIdhSySfIceIAnhLfHmKF7kKjSk7Ifjb4+YMKYg6Jw5AbWMDxoWSmX34bvDdshv",
+	"d8DiylEXMyWzCSWTBwBJtMe5uSKMuLXdfNZ19eu5+M7r8rBKRp+WbItvwv2IhsZdoFPu+94L2h1JoYWd",
+	"nLnX66dzo2yeI38K4//j/TnR7MkPZ+ds53p3hxd2uIPE3Akwmah4UdPlQOgsuLnxWdJN6AK6FggcwyUT",
+	"0uSQWKUJmnGgMEqqVTEYUnLs4ckxQsJSOwbjLUfHLOGSpYoJy6xSnZ7sySMlna3kzMP9ntzGKyXsUqUl",
+	"VLGR/AouEm7ApzVH7PTNEXv+/Pk3iGdoLB/lJmIq5x8KYLTTTKSm45qLV5Sb8T7jtZWN/dLGs2sbNyxu",
+	"jD1htIx0jDJ5JF4E8hV7mGG3A3HEYsxCcH+Q7e3+8rB6Bz3J2Itu16CG3QTUyYQsUenabp0zQc4uPSmz",
+	"V9wjlI0Sb3WoxV0mEfXskk8hnkXsRfc5wVp6TEv3zQtWELhiE7aiT1GPqN1vPGZngCyOMPvE2xUh/aTt",
+	"MzfqEHpb7slvajh2kCLZvOw+dy3Xg3djPmFtDMHPozVv4W44meismStg8V+wtT+7jd57RTbxn2NCN6YM",
+	"3vhTj4RZr7XP/tnpdH6OWK9uQrvve61Op9Nr3cSoO7oRobMPBeqQG7eace0VIop3heWIm53wLDM+HXEe",
+	"+PmAYK6BW6+ImgY0bmSX75VlxJ2XgHqBk0yEvLfP4r+9Pmc7I7BaJCZm7ROtRmCHUBhm4aM9qO4UkfeO",
+	"CdOTtdONFvP88OTt8fevL969Pj89Pjq7OP/hu9ffx5FjWgmQmiU8hRmgNcZyC92TFcL2LnZD8MVbkR+z",
+	"ykHyXHQmfJTFrI0iJFUJ2vrlQ6nCWbmlkiloSHuyVJ4JJpueiwlrfEpObeHq/c//MCeZSRzloEeCwIrd",
+	"byjlPHgURc/xiyAS3BYjcLbK4IABT4bEJF6iwbSMdD+ZnryETI3dwiVcdhj1UG5YDXo3A0dKhCUbVtmx",
+	"7MftcH5sY8pnT7ZjqSTE5Y2vPowJHdq95GiwxspbB/W9BtlXOgG8POZVG7f9YZWDU9y9MeQyzZxRVEiD",
+	"UtxJinLYYBKeg2FJxo0pb3zh+n6mOXzGVfnck5+3t7fxP/cThdzYZ7zPX+JER95/QB6ziBglYj4JM5hw",
+	"tGNDYazSkwOScKiHRGW01m8qJRodUCflbxFz0sf/GLHEX2VnpT8pYrnrrl32F4jUiBQY9PuQWIT/RAq7",
+	"3t0hN3X1yZGNiXHSgYg+M54Z3BEEHtPgnWaE6J4pA7VVQHgSPyWDOr+cVHAmOuSvly4eAg4sp2eA8q69",
+	"/5XCEVEQcLOrSc+jz5ZGjPHRMOARl06oeco3HssVJ8jahKWPz29FuMoRIwQ1fA6xdCgohOhqbkDUBYZi",
+	"QxcDzaV1r1+rK8IW0TBS1/58wyeJ0bg/ZRjPxnxi2BVAbhi3nmUw54UaJumIePzYOpYOcNTIL33DQrtn",
+	"6wd9DcCZWzZSxhKCrdsxpZ+ZiI7+nlx89oeMqACE75ukvEvUvXF8hllVJEP/AZkFU1LKM7QidA3TZ2Db",
+	"nYoN59zBggE5rsZFDg3Mw7t22JtG8FYnXEk79DYQihaELWaIjdqTQR4q7VYmquCBX3R3qezA4m4dfbs3",
+	"2PHJ9avwW6IKaZ0sv0RAR7bz6sU+y93mYpUZgpstvTVVd42LQsteFojoydCzMEzhiWcjPGvp6oivYFBL",
+	"1KA2XeNeHnp68DKVTkzCa4poSdxKIEx2ITOcYyVyhwg4nIDEi3v+KgKtaa3JtsXCEI6ye3Ks9BWiQRuF",
+	"xE2L9MygmubWvYRCz1RyxZyE8kmHlzAUMq1qMATIYvR+uZ2rnQze6VUYwNoY5Tp3es7Qz0QCPtPMQ+07",
+	"m0gLsFxTmKQYjdyfzlYeKmPdWoyKzIptz6zvjk5qJgKeVcBHdOWCEn1bNVu+FbVKL1qr29ntdBFai1SC",
+	"1n7rOX4VYfUUtI12hngV9V/ub+/RLo+n47S13/ob2L/7R2aw9/e63VtweNfD3/UXYpuQyPPOlF3X2v/n",
+	"z/VlO8fCQSrxlFnkuDJ8YDBnpdTonLE4owK09ltOAcDWdzDucusqnNITD7gIVdJewzpg9wiN/bL7/HG6",
+	"PKwbCh7y+HaU48UVeBagHi/Y1BrmshNCBLpM8mqz7XVyPRfb7gyu7fHs/ZEMUPeDdJ9OZdfXNB04W4hQ",
+	"REy4U+aLgS3wI1eP7FAZlZto6YPeYXTz8wPSWg2et3Hn0RZTfdRakOpeUOdNbZaD3KmV48BXdpe/MoVT",
+	"ji89X/5SVazCvbH3zfI3ZvHkKz5aOrwyIfXmZlbwlCpHUPCikNyO9uZ0nM9X8RmqsawTscCTxE6aSZiy",
+	"7W6iVq7MajTLKohsVMhGfIKHHMHYl/h9oJ+Zefqu4+SsTeAzZbOIfnG9/6purRSxHuk2YfncTDsInfS5",
+	"meOe3XvmnoDO3cBA/qcnzmniHFqcmu1wgKqhB3MXvt4RKpK+xJlT/tfmmRm5v/NJpDfEQc5e3Uz+n6KV",
+	"tSl/fLuK9G/kogc9BRbV+vBY+W6HOo9Jld0Xy98oi+L8emR8GizuQMYdhl+h42osEkIaEnR5aSPKdVb/",
+	"OuqKd4uNgqeU7pm7YQxBwz4bDxVrx4ghHW9FdFUDP2N6YE96F3LlMjf0GMiI7LvxUCTD0gR1qllhQDOE",
+	"mnZWWwraPxPMQpGigR5T4DZmbe9siw/Rhot99cL9af/+x22Zom8/YrGFj3YnMdfxFkuGShny8/UkYl92",
+	"WEwxgHatrupWWewthOkO6LGMXNWxa41RnMu7JgmXWfV7El2OXA6A0c2zUghFTGVpebRH7udE4RVOG4zU",
+	"EYzQpxaj3Y6XycmB3ZPYr9Ip6Ji5mU6YVTg0Q8KNUT4eaQp2CCMD2TUY8vxA6raphrAfkw/WY1W7V4bc",
+	"DLcRTdq7C0g12WdxAHaO2Z8DCHs7LtG/Y/b5M27I6Zsj9qc//ullTyZcKikSnlEAySf+BkBnChwxH7YY",
+	"cnKC27Ei2HsTUV3IuNe67rX22S5SkLDDnqx36hutg2LzLGP/Aq2IrmIDH2JyaDhKrsDg0Zz3pZOc1Wt6",
+	"0vvMEi7Zpduvbe9VYKrfd4902NHZTyyBLPPl/7BeiHd5/Nlt0x/c/7bd//6fOGKWXzKl3UJoLZwe7Kt6",
+	"YjYXy9BkGrD4WYxRudyZjmYITs1LFRWPLHBVRuQDaLAgkLHnjo9GIHJON4urQsJWjBbWJ3RM2lwh+Nb0",
+	"1QVdl27sJb3idcy79nkovbiimmOMCqUw720Vkv2etX05it8vLpMcYPEXF7tccSBKM5Hus/lU/6gp0d8N",
+	"mUpS+B/ceKoskgVDXVxJcrWRzhbg3O3OVuDc7W5SgtO1s6wG58pGbPOoURJOj5WbhLXrInbhLuPLU0Mv",
+	"rwabpEWaTGMuzuxQEEO57aRwuhUxPCGwaJy5Zm06Hjw2dyOvEZk3DQOVsAj/yVpRKzHXTcN5UMVuumiD",
+	"0yiaztfpBmdLkAKrmvFnAQGoufMlC4rNfGKOP7Bva/wwVC3WauwLB1NEcIyN44nQ1PotnooQ9QpFGIdO",
+	"P6KTPOzlkzm21JFRRpoQpRQ33WspulxGv7bhdzyF3e9HZz/VVV1SX1fVc3co3LWWuvueZ1emVkejrpKR",
+	"Luax9hUFumZUjp6kOtKe4yJ35qSQgDFUPDJXBhOZqkDBiNtkiFEvQLXMaYEGtFPQlGZkWKY9qdW4w74D",
+	"yFlc1uJwysIIqPIHZAaDjilYjGEyDWMtLAS1iNaX5kS15RoUCaxvMnlSJR5ejk5VklloK9M93ycB0+Dv",
+	"cer4dBz7GVXJ8jSO4UROJXVRYm8oRkLgFrOIG/2l36vp7N/S/EQhUo9N+qLbWJU+KiFDPTBE7DNrY7QT",
+	"4pAAG7N2melaS29ls3lBIS3IPXPx+1DO3gf8koyLUU9WGS0hao/RWPdgVWRnxEXGRoWxzvDhPrPgmdln",
+	"Mf50EZ6Mw0POxtcFxKRkX1boyFNDev3u8PjtxU+vT4/fHL/+9uKHk/PjH74/fFvLsqGJHTAue7KQMwMS",
+	"hnHKTqIy/aGqreETw4zaIhf1P96flwF/NOjJZ42lYmkaPudApix4TSLX9uv027PDbSMGsqqkG1+J1Ees",
+	"M3HtjMIwoX+8P784P3/L2uR+x2h4lV+AudeTrQ4Lmcojp+P6evwco8R0evhgck9yNwUlw7UerJ1ogqvs",
+	"oLYJIfVZZZkaG580kRRauzV3M+v05Gk9OaEpt+DYmALtn2lPgB12KBcV9wG9AQtc+ec+4/whHPFTmekr",
+	"eeC799v3wiLFIU+3Fqk84skQtn3dguXFZh9NiD+qSF4Qbn3t6xfX83YxOZXBRwta8ozEWaBoJ6zNUGm7",
+	"7ZgtpZRer3dfajU202Ha232eU0FaulOyXAGkBLh5//zfwL6Dh4zRv4NFRFdiJ0coX2pSG5n9K6GQkibe",
+	"D1UtVsiEWX1HPSBItaeY73a3jXVm7Dvf0FcdeK+hPN9qzvpVe9Iol5qsfqWm/fPrU+vqIfYDyop05zIl",
+	"TFKWMf7dwbR9VKlCbaGgEswTdVl4+EsNtc9VRn7kOHsAMm9glDT98v053RWY48jf7fgVuekwTUsiZZcT",
+	"0uIjSt0NWfgY50OylpQYPOQ+mEI6/wTspmFOz78bxOcPKNUZQ52yiRfLuqT0m7HOAmm/6H6z1RTaH6lr",
+	"2JQf7ym0/6IJFwULt3zZEfivhNJpLStip2x5DOMHjAZM08cc6STk8Kyfq8VtMlyNgHOtRoq4TJEP0X9E",
+	"C3QpSWO0Viq0//FVTHJ39D01mTBfPyVvmId8fanG9cx+05MES4EmbYfFIo3dY1U7zwzJAwzuzzFS/Vro",
+	"YzLS/R9/TRdcH9nOXXwCnlfbik4Qj6xbtza+3IPxNypfjrwZPe3C2vRgDDea7m45nYWW1mXHKdCiNyKz",
+	"oFfhzy/K4qqjRN1qcoX1frK5ltpc1WW7er5zndBL4r270eXNJ3Zew4TDFB6D1To8eFZ8wLCyHXpfwuVv",
+	"HxWmaF6W9aSw1I6/RJ1z4xPK2NnZ6Rs2KLhOfYyw/WJvj1Ref6Fpq8P+TlHraw+CQ5eEenLqopc7PEEm",
+	"eoJXlPAesiFH0DQ+zv4UyB1iQ5UpeJ06fpHPWgu/zEAZESzFYg/wWYmk9gVnc88UKn1kM7MCoftaE7nX",
+	"Px/3VpAhSHCnRPxfRL54dRHOs80B46FOu5cEhhAxapX9VpdKIyjLQtTP3/Us00XOnqNMmc2Z8YtLHb+F",
+	"Z5x8JdzCsE1P6eMNVI231mtHAN2C8BfzyVfRYe6pWxPKV6Po6G4xlbuQ7a9IhE/Ut5D6fpDl8lB+NgWt",
+	"Ag5WuLemIeXJjBNkNc2uSYbuICLF3c2ZI2zmYWSoN10ekmrd8BdZI2jVK4SqSfBKP4LdeKiI8l6Bv+jA",
+	"Xna3fnOm/q9n3dSgW5XKAnzKIxo4h/7ayl53r/LpfCiggJRATbhF9G46KUK1Ku/FNEVme5JrLa4xNzMO",
+	"v4dLL1Xl8NIswtwaSdgrv/z7P8SfO5/wUZHexB32nq5u/GXMPezT88QX1QuYRLYq3+oeMoxoFWMDmULX",
+	"fOoOrr1ut5pUX0hhhn5aPYlWlrAMJKH1YCZYe2oZaP7GQ0zg9ZOxMLA1bRZWaU4Ye4vRGVp/usFMKnGU",
+	"H0kri+ZxKXFB3aq5FSxTKTyOjV+siGFhlFcLM/rdu80J/a/q6fzdhnT+B7Lt5hCqH9l5ipu6SEF1i1uS",
+	"oSMzxwhuDWMUqXvdvccbhzCBzRVCRUkhB/+VPtzvFeFs/Jp6OQoaOgK4mchkqJVUhZm+gby5ITkrZNc1",
+	"LNnh1JEgDCvLqFbnAw9UhBmrFZwkECwO6Mjf0zQocmOpbJnibHbKBum+Jtpy5CQL1zr95Ukle7Kqw7dV",
+	"nWDzEpvSzv3ZMFbMnyIHYfRUEyowZE/i25SWhrn3Q8cSTU4ufP0Bxbdr+sszv5eJlM6TKNhIFLh3VprN",
+	"e2SjOdnhiDFID9qHRzbVH4ETnuj6y7PlS4KrWfO+VlPdTvDVf4KYpVRVXdaouw8T3+NBLr6D0UDJ+wFG",
+	"Eq9kEAJsHS2ywZsauvmqEwzCLH6t5IKjE19gfVEiffAHVQP9Gq45fcHn0cphl7Ji7GOfYYfmilL8PZ5r",
+	"jTUNa1cfSk7fujfJIftisJZ30FdNKeOxGlj8u0+vv//pJmZ5xhMYqixFrNX43dHJxV9fH56+PvUozMHM",
+	"no7eRoTaS2FehAkXkhU53s1B3HSl/a9m66CsolAP7JqF0A+VI/2IpvqludOP8PaRH9yiQ9jfZSOk4qfT",
+	"uCGu47FYa+tUunRmq0NF4ZrhKMk7CEdAsDb3w1FVLbfVOeqEe+DVnA/gmfFA7Gi9XSAmCzcsrn0MM3OP",
+	"EdZOT3qLr3a9MDQY8gizgDhsFOtzZOQPhg35Nbijf8BzE7HLAiHcqaJBT5KNXAXISlzbGu6vf3i/6tQ7",
+	"OrUYDK23QWuj78kxaAgXt4n3Y7qyvP0tfRnXhUG4xmfcaNvxq+3dvW433vKYNBof7EmnT43KHE4umcpS",
+	"rKF5JdXYEOySsGwkjHGdus8oP6iEAetjmpVhqrCLAGRoiA+k+yCa5xl8aH1liCO4KOeTHEKe2kOKSuzs",
+	"hOqvN8pJIryZS4jTpLWw2OpCevWJu4GoA71XBOyY01HdtlWxL+sgZJIVKaRb+6Vnfhp46QpyKrJa/VyJ",
+	"qThUmYxD9r+EhnEJ02GHM/zuYZ0ansUuPdgzG2thLchwg6Ba/pxbC9oty//5Z3f7m5//sE3//K4JF+Qp",
+	"CHYfF0HKVMhpIgjQKkJSKWAE77nPI2qH/InrnVSnkGfc57eHeBYR21tu7Dby2vbxt+TDrBGgLzrixfpY",
+	"SLNFktqdK3wAHo8mXNzOxDV4o5qOJkrlUywtSHhAh73mybAnR1RZCQ1YTJr/s1uuiMU4OvfRkS1F41Ju",
+	"OX5TMso/zn74vifb8adey8CHXitiPSRz+otb+te912vdxHhlPd5HqPNt7sYYO0UdFXZhWMWJ3nXak0Oe",
+	"5yCpUBXjBOzuFjFUUiA4tJmlo8oIxQgipiTWUeC5YFKl0OnJZWc2W/fI1tCTfieRAMnJPFZFllI/NK3a",
+	"kU0lTNwAw5V9JFCn9BM4nTtce3LMSeZsRYyXy1Qe6KN6wQ7UY3AQTpr2ZLwfiItO++nuLyfVFDyh+efZ",
+	"K6wN1vjgVqcnj0lHCqNBFQLX/YyqIBMSgGFiIAk739fhIHzCsV8clNuOy7lbu0qyu1XQkABez27cWU8c",
+	"00oHkY5TOwhJ0u8AwvAZd7hwyrEFPSMk9hlnsf8pZN2ydvwJ34x6srwcbW7iLSzfoVODeJSBzQSFLggJ",
+	"Frv1tGUsn0DKCknBAE+/l6qwPVkLJCBbpaLfB12Vm0M1c3ZcXlvzUAsYpy7riZie9KFA/J6naRl8CGej",
+	"J+bmSLIb9+MpZ+sqRFFjtXU+Qy+O0JxkDTnWJFSFLfU6kpyVYjdFWc34PaEe/PIo9K36GkKL4SZuVyfG",
+	"LUAOCxUzT2JPyTP3oje8QR5uVBrw+GTtMwRI3caqssQf9+U1grKO+eqag0ej/bOHji1hY4VhdPxiB73W",
+	"PjsLKXI9X4ccy5rhDH75939+vokPSmzbP3uEWUGws9WhXsHlYaoK3p4VpkRT8+IonJGq747ZnswQCtI9",
+	"SDMkcJlUjWWmuK98grFb4DqbuHMw1SrPIQ2J0ELJLbrdZ311FTeYJrFF0LN3TE1eESKxqqDrQRIbMRMf",
+	"GS1xuiT+pmCJrxt2fBUIw/PaofIkj+4/mY/Q9PwKRzUwyHuRP75K2DZWCVsx6BUyOd6qAfNGg2G1zL16",
+	"NkZc8yTMaBtg31Lnb7HvrzoSNjWTRw6DzffdoCW5H/GmtNOPn+Jfv93415kv/1fGPjPlawCytmf2HQMW",
+	"qWXrnlLCfFHBu2fGn/iGNpQFs4dahuUHDVAdWiwFiZVVyZ3v33Ym6ABFFxqzHEtKdqiweaZSCMWgmjQE",
+	"uqY5pSGUpbBr/r+2X6DPoWbdZyqann4uU9W22tEqT239/ndNZd1H/OMx9ftitqx21DJ2kgV15mG9yn77",
+	"Fl0O+BEdtC+7Xbf4V5CWlQ6f9IZ70RtOaFWpmsMv/9//710EZT3JtuGjPMOagpCJRFhOgPVC5gU95qht",
+	"azES1R30DE/bO5/8aELq6Brqxpkf/T5aOf7GQGuf0f1KXxeeMjxuPLLpp14La127xz4lKoUoKCw3N3GH",
+	"va5Wgeplz6zEPjVBsPxU+ZlqN/Zan3utFBKnJOPfxKHk4/Ss1Gv9ZZ99+uXf/7m5iQ+o/qcv+hxgQ/2D",
+	"nZ4sQbeEpZL8AXvLS4KoliSrNPNyockYogzWO8pRFHU5t8NK0lXb1opuqZNXKwLw6gX6S8LH3Ua05S9D",
+	"e/PLRWv32Opb2KvFyMwqu66E5RM2yq8UXKI7Qnzm7LovDcqrTyunHM7rTydCDn4797PdbG5P7tOOgpjV",
+	"Io8wqmNVQMVwkvySJ1cY8RuJLBPeyf6UVf61WDEnAbivtqUj4KbwYa5q8+9LP6GC8Gs6Yn19LMRwwAAT",
+	"phMplZkF9o3v5WH4893RyWMAEvlJ3JY9UhqftUk/5d7+5rl2aus9R+04c/p+c/RDy55R10jT1yBT0HRX",
+	"i1pZLV3/b+Cp+Ov2UpbT+OIT9msjfZIav3GpcYpMWXFku8bf9xVmLTMk1vQ5HAYkIKVZn4uswgRil5Co",
+	"EUxjuDE+4AJRnTBurCT0ZKpVbjAvpIpsoj6jcpCGcUS9VBI67CTcdEIwNUQ2mMaBazL4ywyo/xpsprAB",
+	"5d1cqcZP8ML3kfrvU+mQiMtcWj66XyQyNxTMEdu2MMrxkt8Da92nvsPzsr+vWv+em87Kmvjcm0+n63+X",
+	"Th5Yz+yUvPcA+nnZyyPx9W+En9fn4yf+/a/l3wfk2h0NPF3bsKaq4itZ027fAgl/3QZ1mMWPp8dfvEld",
+	"X/UnufFfYFXzlIpS+z1n7WkO37p3uWGKS0d9l7CmkU11KpamEPZkewboqeq6wCbSeOtgCpXcSUnjEdVp",
+	"cDgQEzdefwjDf5JN92TH15a8STyVC54+SaLfckZi2GZm6Zo50eUzwwrP+O0GGbJ1z94Gs1PIDQXUfImg",
+	"qqUnWfE4sqK25E/S4jctLazKa1KC1c/tuqCocfO9iQqlrLlzAd9TbOVLw8ahUS1MpVHWPIHhNN/EwcWZ",
+	"0ipVvx9AQtd1jNdwtYtV1eMfJN4Lp77x4py/FucDPwH5hQbKNRA+RV9p1HzxRngVemq8iLM5zX45R1hF",
+	"4I93ai3nKrxzgwTzdG79xu1tRGyrOPEAL5R4Dg15bANAkpgyYt3D6M+78BAB93Wc5cmahviUv8iD4nvE",
+	"K7z2C8IOESd/MpuD/8u//4M591EFhh9y1wm/gePN0u3TkyOGGfkRuyU5P2Ipt/wvNzcxaxsrsoztdbtb",
+	"nZ48DOvoYQ/6xSyys7oGzf5+fn7ChDQWOEJsvPj4EUehClsfiJsToWQYNQJ/b6KcOGcjsEOVUjXVVKHI",
+	"HXKZZoAXk8v5cY/h4ubCtp/vvep2CeioglQZiGs/ThwaRfVD/TUCKgiIFG5Q004MKvtbklKj6wJkenpy",
+	"9JVL8JOjX8n4wJ6p7aVuVKJ5pvQMQT8J968E5NrxCkIBlfsXZMdU2bUIFahcOVFQGNDmnqQyxjPXC4y+",
+	"96IrBEgjBghvExAJ+2CToRNEmCStB5AyIa2i9COi14MAqxwx+MgTSzcjqYVamnWAACVURG4Z9ViBMvck",
+	"AipSWDRehO93jnP8qoOyOIWVA7L4NAVVIp+XhFhP4inG8l8Tm0XGvmNc1rUOSaGFnSDHELRva/+fPzti",
+	"9woK/lLorLXf2kEm8J18Cnf1SoY0yFD+27J0c+27cli173iRYgWxm/8bAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
