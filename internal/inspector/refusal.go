@@ -30,10 +30,14 @@ type refusalTransport struct {
 }
 
 func (t refusalTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	id, isCall := callID(req)
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || !isCall || !refusesOneRequest(resp.StatusCode) {
+	if err != nil || !refusesOneRequest(resp.StatusCode) {
 		return resp, err
+	}
+	// Only a refusal reads the request again: a call that succeeds pays nothing here.
+	id, isCall := callID(req)
+	if !isCall {
+		return resp, nil
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodySize))
 	resp.Body.Close()
