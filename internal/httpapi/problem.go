@@ -264,6 +264,11 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		out.Instance = req.URL.Path
 	}
 	switch {
+	case out.Status == http.StatusBadGateway:
+		// The target answered with its own error or could not be reached: the answer says so,
+		// and it is no fault of Tapline's, so it must not page whoever watches for errors.
+		s.logger.WarnContext(req.Context(), "target request failed", slog.Int("status", out.Status),
+			slog.String("method", req.Method), slog.String("path", req.URL.Path), slog.Any("error", err))
 	case out.Status >= 500:
 		s.logger.ErrorContext(req.Context(), "request failed", slog.Int("status", out.Status),
 			slog.String("method", req.Method), slog.String("path", req.URL.Path), slog.Any("error", err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tapline/tapline/internal/audit"
 	"github.com/tapline/tapline/internal/dbtest"
+	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/inspector"
 	"github.com/tapline/tapline/internal/mcptest"
 	"github.com/tapline/tapline/internal/netguard"
@@ -526,5 +528,37 @@ func TestRetryAfterServerFaultIsAuditedOnce(t *testing.T) {
 		if v.status != 200 || v.body["ok"] != true {
 			t.Fatalf("%s: verify = %d %s", tn.name, v.status, v.raw)
 		}
+	}
+}
+
+// A 502 is the target's doing, its own JSON-RPC error or a failed request to it: it is
+// logged as a warning naming the target, never at error level, where Tapline's own faults go.
+func TestTargetErrorsAreWarningsNotErrors(t *testing.T) {
+	t.Parallel()
+	c := liveCluster(t)
+	target := mcptest.NewStatefulServer(t, nil)
+	logs := &logCapture{}
+	n := c.node(t, func(cfg *httpapi.Config) { cfg.Logger = slog.New(logs) })
+	c.worker(t)
+	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
+	requireStatus(t, r, 201)
+	id := r.body["id"].(string)
+	eventually(t, 20*time.Second, "session ready", func() bool {
+		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
+	})
+	got := n.call(t, "POST", "/v1/sessions/"+id+"/prompts/get", c.a.Secret, map[string]any{"name": "no-such-prompt"})
+	requireStatus(t, got, 502)
+	if got.body["type"] != "urn:tapline:problem:target-error" {
+		t.Fatalf("answer = %s", got.raw)
+	}
+	warned := false
+	for _, rec := range logs.matching("request failed") {
+		if strings.HasPrefix(rec, "ERROR") {
+			t.Errorf("a target's error logged as Tapline's: %.400s", rec)
+		}
+		warned = warned || strings.HasPrefix(rec, "WARN target request failed") && strings.Contains(rec, "status=502")
+	}
+	if !warned {
+		t.Errorf("no warning for the target's error in %q", logs.matching(""))
 	}
 }
