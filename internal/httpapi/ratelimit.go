@@ -80,36 +80,45 @@ func tooManyRequests(retryAfter time.Duration) *Problem {
 // runs while it is verified again. A token that then fails verification (revoked, expired)
 // is forgotten at once: it charges its former tenant at most one request per api process,
 // and tokens never verified here charge nobody, as before.
-type tenantHints struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]string
-}
+type tenantHints = boundedMap[[sha256.Size]byte, string]
 
 // maxTenantHints bounds the memory hints take; past it they start over.
 const maxTenantHints = 10000
 
 func tokenDigest(token string) [sha256.Size]byte { return sha256.Sum256([]byte(token)) }
 
-func (h *tenantHints) get(k [sha256.Size]byte) (string, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	t, ok := h.m[k]
-	return t, ok
+// boundedMap is a map for many goroutines that holds at most max entries: a put into a full
+// map first drops the entries lapsed says may go, and starts over if that is not enough.
+type boundedMap[K comparable, V any] struct {
+	mu     sync.Mutex
+	m      map[K]V
+	max    int
+	lapsed func(V) bool // nil: none lapses
 }
 
-func (h *tenantHints) put(k [sha256.Size]byte, tenantID string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.m == nil || len(h.m) >= maxTenantHints {
-		h.m = make(map[[sha256.Size]byte]string)
+func (b *boundedMap[K, V]) get(k K) (V, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.m[k]
+	return v, ok
+}
+
+func (b *boundedMap[K, V]) put(k K, v V) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.m) >= b.max && b.lapsed != nil {
+		maps.DeleteFunc(b.m, func(_ K, v V) bool { return b.lapsed(v) })
 	}
-	h.m[k] = tenantID
+	if b.m == nil || len(b.m) >= b.max {
+		b.m = make(map[K]V)
+	}
+	b.m[k] = v
 }
 
-func (h *tenantHints) forget(k [sha256.Size]byte) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.m, k)
+func (b *boundedMap[K, V]) forget(k K) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.m, k)
 }
 
 // speculativeLimit is a tenant's rate-limit check started before the request's token was
@@ -226,37 +235,27 @@ func (s *Server) chargeAuthFailure(ctx context.Context, key string) error {
 }
 
 // throttledAddrs remembers, per failure budget key, until when the address is past its
-// budget of failed authentications.
+// budget of failed authentications. Past maxThrottledAddrs, lapsed entries are dropped, and if
+// that is not enough it starts over (each address is then one refused failure away from being
+// remembered again).
 type throttledAddrs struct {
-	mu    sync.RWMutex
-	until map[string]time.Time
+	until boundedMap[string, time.Time]
 }
 
-// maxThrottledAddrs bounds the memory throttledAddrs takes; past it, lapsed entries are
-// dropped, and if that is not enough it starts over (each address is then one refused
-// failure away from being remembered again).
 const maxThrottledAddrs = 10000
+
+func (t *throttledAddrs) init() {
+	t.until.max = maxThrottledAddrs
+	t.until.lapsed = func(until time.Time) bool { return !time.Now().Before(until) }
+}
 
 // get returns how long key stays throttled, and whether it is throttled at now.
 func (t *throttledAddrs) get(key string, now time.Time) (time.Duration, bool) {
-	t.mu.RLock()
-	until, ok := t.until[key]
-	t.mu.RUnlock()
+	until, ok := t.until.get(key)
 	if !ok || !now.Before(until) {
 		return 0, false
 	}
 	return until.Sub(now), true
 }
 
-func (t *throttledAddrs) put(key string, until time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.until) >= maxThrottledAddrs {
-		now := time.Now()
-		maps.DeleteFunc(t.until, func(_ string, u time.Time) bool { return !now.Before(u) })
-	}
-	if t.until == nil || len(t.until) >= maxThrottledAddrs {
-		t.until = make(map[string]time.Time)
-	}
-	t.until[key] = until
-}
+func (t *throttledAddrs) put(key string, until time.Time) { t.until.put(key, until) }

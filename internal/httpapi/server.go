@@ -97,6 +97,8 @@ func New(cfg *Config) (*echo.Echo, error) {
 		return nil, errors.New("httpapi: Pool, Redis, Tenants and Auth are required")
 	}
 	s := &Server{cfg: *cfg, logger: cfg.Logger, idempotencyWait: cmp.Or(cfg.IdempotencyWait, defaultIdempotencyWait)}
+	s.hints.max = maxTenantHints
+	s.throttled.init()
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
