@@ -86,14 +86,7 @@ func TestAPIWaitsForRedisAtStart(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after SIGTERM = %v, want nil\n%s", err, logs)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the api did not stop within 30s")
-	}
+	proctest.Stopped(t, done, 30*time.Second, "the api", logs)
 }
 
 // A malformed TAPLINE_JWT_KEYS stops the api at once, named, even while the datastores are

@@ -74,14 +74,7 @@ func TestWorkerWaitsForRedisAtStart(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after SIGTERM = %v, want nil\n%s", err, logs)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker did not drain within 30s")
-	}
+	proctest.Stopped(t, done, 30*time.Second, "the worker", logs)
 }
 
 // SIGTERM while the worker still waits for Redis ends it at once and cleanly.
@@ -102,14 +95,7 @@ func TestWorkerStopsWhileWaitingForRedis(t *testing.T) {
 		return strings.Contains(logs.String(), "waiting for redis")
 	})
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the worker did not stop")
-	}
+	proctest.Stopped(t, done, 10*time.Second, "the worker", logs)
 	if got := status("http://" + httpAddr + "/healthz"); got != 0 {
 		t.Fatalf("/healthz still answers %d after the worker stopped", got)
 	}

@@ -14,8 +14,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/tapline/tapline/internal/auth"
-	"github.com/tapline/tapline/internal/httpapi"
 	"github.com/tapline/tapline/internal/httpapi/apigen"
 	"github.com/tapline/tapline/internal/inspector"
 )
@@ -125,23 +123,6 @@ func isoParkMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string)
 	return id
 }
 
-// isoWithTokens lets the node exchange API keys for JWTs, as cmd/api does.
-func isoWithTokens(t *testing.T, c *cluster) func(*httpapi.Config) {
-	t.Helper()
-	keys, err := auth.ParseJWTKeys("test-1:" + testJWTSeed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := auth.NewTokenService(c.tenants, &auth.TokenConfig{Keys: keys, Issuer: "tapline", Audience: "tapline-api", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(cfg *httpapi.Config) {
-		cfg.Tokens = tokens
-		cfg.Auth = auth.NewAuthenticator(c.tenants, tokens)
-	}
-}
-
 // isoMarker is a random text only who's objects carry.
 func isoMarker(t *testing.T, who string) string {
 	t.Helper()
@@ -163,7 +144,7 @@ func newIsolation(t *testing.T) *isolation {
 	// count against it.
 	c.maxLive = 2
 	f := &isolation{c: c, marker: isoMarker(t, "a"), markerB: isoMarker(t, "b")}
-	f.n = c.node(t, isoWithTokens(t, c))
+	f.n = c.node(t, withTokenExchange(t, c))
 	a, b, n := c.a.Tenant.ID, c.b.Tenant.ID, f.n
 
 	f.sessA = n.createSession(t, c.a.Secret, "session "+f.marker)

@@ -1,9 +1,6 @@
 package httpapi_test
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -181,28 +178,7 @@ func (e *env) exchangeFrom(t *testing.T, xff string) response {
 // api trusts the test's loopback address as its proxy.
 func (e *env) doFrom(t *testing.T, xff, method, path, token string, body any) response {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		buf, _ := json.Marshal(body)
-		rd = bytes.NewReader(buf)
-	}
-	req, _ := http.NewRequest(method, e.srv.URL+path, rd)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	req.Header.Set("X-Forwarded-For", xff)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	out := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	_ = json.Unmarshal(raw, &out.body)
-	return out
+	return e.send(t, method, path, token, body, http.Header{"X-Forwarded-For": {xff}})
 }
 
 // failureLimited sets the budget of failed authentications per client address.

@@ -131,6 +131,12 @@ type response struct {
 
 func (e *env) do(t *testing.T, method, path, token string, body any) response {
 	t.Helper()
+	return e.send(t, method, path, token, body, nil)
+}
+
+// send is do with extra request headers.
+func (e *env) send(t *testing.T, method, path, token string, body any, header http.Header) response {
+	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -146,6 +152,9 @@ func (e *env) do(t *testing.T, method, path, token string, body any) response {
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -340,12 +340,7 @@ func TestRPCTheTargetRefusesKeepsTheSession(t *testing.T) {
 	target := mcptest.NewStatefulServer(t, nil)
 	n := c.node(t)
 	c.worker(t)
-	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
-	requireStatus(t, r, 201)
-	id := r.body["id"].(string)
-	eventually(t, 20*time.Second, "session ready", func() bool {
-		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
-	})
+	id := n.readySession(t, c.a.Secret, target.URL())
 	slow := n.call(t, "POST", "/v1/sessions/"+id+"/calls", c.a.Secret, map[string]any{
 		"name": "slow", "arguments": map[string]any{"steps": 10, "interval_ms": 100},
 	})
@@ -385,12 +380,7 @@ func TestResourceURIWithControlCharacterIsRefused(t *testing.T) {
 	target := mcptest.NewStatefulServer(t, nil)
 	n := c.node(t)
 	c.worker(t)
-	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
-	requireStatus(t, r, 201)
-	id := r.body["id"].(string)
-	eventually(t, 20*time.Second, "session ready", func() bool {
-		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
-	})
+	id := n.readySession(t, c.a.Secret, target.URL())
 	const bad = `mcptest://static/a\u0001b` // JSON's escape, in the bodies below
 	for _, tc := range []struct{ path, body, field string }{
 		{"/resources/read", `{"uri":"` + bad + `"}`, "uri"},
@@ -454,12 +444,7 @@ func TestRetriedRPCWithSameKeyDispatchesOnce(t *testing.T) {
 	target := mcptest.NewStatefulServer(t, nil)
 	n := c.node(t)
 	c.worker(t)
-	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
-	requireStatus(t, r, 201)
-	id := r.body["id"].(string)
-	eventually(t, 20*time.Second, "session ready", func() bool {
-		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
-	})
+	id := n.readySession(t, c.a.Secret, target.URL())
 	body := map[string]any{"method": "tools/call", "params": map[string]any{
 		"name": "slow", "arguments": map[string]any{"steps": 5, "interval_ms": 1000, "key": "rpc-idem"}}}
 	// The tool outlives the command timeout: the worker did not answer in time, and says so.
@@ -500,12 +485,7 @@ func TestRetryAfterServerFaultIsAuditedOnce(t *testing.T) {
 		name          string
 		secret, tenID string
 	}{{"TenantA", c.a.Secret, c.a.Tenant.ID}, {"TenantB", c.b.Secret, c.b.Tenant.ID}} {
-		r := pods[0].call(t, "POST", "/v1/sessions", tn.secret, map[string]any{"target": map[string]any{"url": target.URL(mcptest.ModeStatus500)}})
-		requireStatus(t, r, 201)
-		id := r.body["id"].(string)
-		eventually(t, 20*time.Second, "session ready", func() bool {
-			return pods[0].call(t, "GET", "/v1/sessions/"+id, tn.secret, nil).body["status"] == "ready"
-		})
+		id := pods[0].readySession(t, tn.secret, target.URL(mcptest.ModeStatus500))
 		body := map[string]any{"uri": "test://subscribe-once"}
 		// Both pods: the second attempt may land on another api pod.
 		for i, pod := range pods {
@@ -540,12 +520,7 @@ func TestTargetErrorsAreWarningsNotErrors(t *testing.T) {
 	logs := &logCapture{}
 	n := c.node(t, func(cfg *httpapi.Config) { cfg.Logger = slog.New(logs) })
 	c.worker(t)
-	r := n.call(t, "POST", "/v1/sessions", c.a.Secret, map[string]any{"target": map[string]any{"url": target.URL()}})
-	requireStatus(t, r, 201)
-	id := r.body["id"].(string)
-	eventually(t, 20*time.Second, "session ready", func() bool {
-		return n.call(t, "GET", "/v1/sessions/"+id, c.a.Secret, nil).body["status"] == "ready"
-	})
+	id := n.readySession(t, c.a.Secret, target.URL())
 	got := n.call(t, "POST", "/v1/sessions/"+id+"/prompts/get", c.a.Secret, map[string]any{"name": "no-such-prompt"})
 	requireStatus(t, got, 502)
 	if got.body["type"] != "urn:tapline:problem:target-error" {
@@ -561,4 +536,17 @@ func TestTargetErrorsAreWarningsNotErrors(t *testing.T) {
 	if !warned {
 		t.Errorf("no warning for the target's error in %q", logs.matching(""))
 	}
+}
+
+// readySession creates a session of token's tenant with its target at url and waits until
+// it is ready.
+func (n *apiNode) readySession(t *testing.T, token, url string) string {
+	t.Helper()
+	r := n.call(t, "POST", "/v1/sessions", token, map[string]any{"target": map[string]any{"url": url}})
+	requireStatus(t, r, 201)
+	id := r.body["id"].(string)
+	eventually(t, 20*time.Second, "session ready", func() bool {
+		return n.call(t, "GET", "/v1/sessions/"+id, token, nil).body["status"] == "ready"
+	})
+	return id
 }

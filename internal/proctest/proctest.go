@@ -8,11 +8,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 // LockedBuffer collects a process's log while it runs.
@@ -67,4 +69,18 @@ func SecretKey(t testing.TB) string {
 	var k [32]byte
 	_, _ = rand.Read(k[:])
 	return base64.StdEncoding.EncodeToString(k[:])
+}
+
+// Stopped waits up to within for a process's run, started on done, to return, and fails the
+// test unless it returned nil; what names the process, logs is its log.
+func Stopped(t testing.TB, done <-chan error, within time.Duration, what string, logs fmt.Stringer) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: run after SIGTERM = %v, want nil\n%s", what, err, logs)
+		}
+	case <-time.After(within):
+		t.Fatalf("%s did not stop within %s\n%s", what, within, logs)
+	}
 }
