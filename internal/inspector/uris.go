@@ -21,6 +21,11 @@ type uriFields struct {
 // connection, and the calls running on it. Refused here, it is a 400 naming the field before
 // it leaves the api.
 func checkRequestURIs(op Op, params json.RawMessage) error {
+	switch op {
+	case OpReadResource, OpSubscribe, OpUnsubscribe, OpComplete, OpRPC:
+	default:
+		return nil // no resource URI: nothing to decode
+	}
 	var p struct {
 		uriFields
 		Method string          `json:"method"`
