@@ -140,8 +140,7 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return fmt.Errorf("%w: missing bearer token", auth.ErrUnauthenticated)
 		}
 		digest := tokenDigest(token)
-		failures := s.authFailureKey(c)
-		if err := s.refuseThrottled(req.Context(), failures, digest); err != nil {
+		if err := s.refuseThrottled(c, digest); err != nil {
 			return err
 		}
 		ctx, spec := s.prefetch(req.Context(), token)
@@ -154,7 +153,7 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if err != nil {
 			s.hints.forget(digest)
-			if errors.Is(err, auth.ErrUnauthenticated) && failures != "" {
+			if failures := s.authFailureKey(c); errors.Is(err, auth.ErrUnauthenticated) && failures != "" {
 				if lerr := s.chargeAuthFailure(req.Context(), failures); lerr != nil {
 					return lerr
 				}

@@ -115,6 +115,12 @@ func (b *boundedMap[K, V]) put(k K, v V) {
 	b.m[k] = v
 }
 
+func (b *boundedMap[K, V]) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.m)
+}
+
 func (b *boundedMap[K, V]) forget(k K) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -200,12 +206,18 @@ func (s *Server) authFailureKey(c echo.Context) string {
 	return s.cfg.RateLimiter.AddressKey(authFailureOp, c.RealIP())
 }
 
-// refuseThrottled answers 429 to a request from a throttled address (key) whose token, by
-// its digest, this process has not accepted before; nil lets the request be authenticated.
-func (s *Server) refuseThrottled(ctx context.Context, key string, digest [sha256.Size]byte) error {
+// refuseThrottled answers 429 to a request from a throttled address whose token, by its
+// digest, this process has not accepted before; nil lets the request be authenticated. While
+// no address is throttled, it does not even read the request's address.
+func (s *Server) refuseThrottled(c echo.Context, digest [sha256.Size]byte) error {
+	if s.throttled.until.len() == 0 {
+		return nil
+	}
+	key := s.authFailureKey(c)
 	if key == "" {
 		return nil
 	}
+	ctx := c.Request().Context()
 	wait, throttled := s.throttled.get(key, time.Now())
 	if !throttled {
 		return nil
