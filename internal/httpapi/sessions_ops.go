@@ -192,7 +192,8 @@ func (s *Server) SetRoots(ctx context.Context, req apigen.SetRootsRequestObject)
 	if err != nil {
 		return nil, err
 	}
-	roots, err := svc.SetRoots(ctx, p.TenantID, req.ID, rootsFromJSON(req.Body.Roots))
+	roots, err := svc.SetRoots(ctx, p.TenantID, req.ID, rootsFromJSON(req.Body.Roots),
+		&inspector.RequestOptions{Principal: p.ID(), IdempotencyKey: deref(req.Params.IdempotencyKey)})
 	if err != nil {
 		return nil, err
 	}

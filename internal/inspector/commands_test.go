@@ -78,3 +78,44 @@ func TestIdempotencyKeyNamesOneRequest(t *testing.T) {
 		t.Fatalf("the target got the requests %d times, want 5", n)
 	}
 }
+
+// TestSetRootsRetriedWithItsKeyNotifiesOnce: roots replaced again with the same
+// Idempotency-Key (a retry that reached another api node after the first one died) reach the
+// owner as the same command, so the target hears notifications/roots/list_changed once;
+// another key, or none, is another change.
+func TestSetRootsRetriedWithItsKeyNotifiesOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	sess := s.create(srv.URL(), inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	changed := func() int {
+		n := 0
+		for _, r := range srv.Requests() {
+			if r.Method == "notifications/roots/list_changed" {
+				n++
+			}
+		}
+		return n
+	}
+	set := func(opts *inspector.RequestOptions) {
+		t.Helper()
+		if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, []inspector.Root{{URI: "file:///repo"}}, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ci := &inspector.RequestOptions{Principal: "key:ci", IdempotencyKey: "roots-1"}
+	for range 3 {
+		set(ci)
+	}
+	eventually(t, 10*time.Second, "the target heard of the change", func() bool { return changed() >= 1 })
+	time.Sleep(300 * time.Millisecond) // a second notification would have arrived by now
+	if n := changed(); n != 1 {
+		t.Fatalf("one change retried twice with its key notified the target %d times, want 1", n)
+	}
+	set(&inspector.RequestOptions{Principal: "key:ci", IdempotencyKey: "roots-2"})
+	set(nil)
+	eventually(t, 10*time.Second, "the target heard of both changes", func() bool { return changed() == 3 })
+}

@@ -123,7 +123,7 @@ func TestTenantIsolation(t *testing.T) {
 			return s.svc.AnswerPending(ctx, b, id, sa.pending, "key:b", inspector.PendingAnswer{Action: "decline"})
 		}},
 		{"Service.SetRoots", func(id string) (any, error) {
-			return s.svc.SetRoots(ctx, b, id, []inspector.Root{{URI: "file:///b"}})
+			return s.svc.SetRoots(ctx, b, id, []inspector.Root{{URI: "file:///b"}}, nil)
 		}},
 		{"Service.Events", func(id string) (any, error) { return events(s.svc.Events(ctx, b, id, inspector.EventsParams{})) }},
 		{"Service.EventPage", func(id string) (any, error) { return s.svc.EventPage(ctx, b, id, inspector.EventsParams{}) }},

@@ -182,7 +182,7 @@ func TestSessionEndToEnd(t *testing.T) {
 	})
 	t.Run("RootsAreOfferedAndReplaced", func(t *testing.T) {
 		roots := []inspector.Root{{URI: "file:///work/project", Name: "project"}}
-		if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, roots); err != nil {
+		if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, roots, nil); err != nil {
 			t.Fatal(err)
 		}
 		done := s.wait(sess.ID, s.call(sess.ID, "roots", nil).ID)
@@ -549,7 +549,7 @@ func TestInputRequiredRoundsAreParked(t *testing.T) {
 	if ready.ProtocolVersion != "2026-07-28" {
 		t.Fatalf("negotiated %q, want 2026-07-28", ready.ProtocolVersion)
 	}
-	if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, []inspector.Root{{URI: "file:///repo"}}); err != nil {
+	if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, []inspector.Root{{URI: "file:///repo"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -607,7 +607,7 @@ func TestSessionActionsAreAudited(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.wait(sess.ID, c.ID)
-	if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, []inspector.Root{{URI: "file:///a"}}); err != nil {
+	if _, err := s.svc.SetRoots(ctx, s.a.Tenant.ID, sess.ID, []inspector.Root{{URI: "file:///a"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.svc.CloseSession(ctx, s.a.Tenant.ID, sess.ID); err != nil {

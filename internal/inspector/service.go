@@ -809,7 +809,9 @@ func validateAnswer(kind PendingKind, a *PendingAnswer) error {
 }
 
 // SetRoots replaces the session's roots; the owner sends notifications/roots/list_changed.
-func (s *Service) SetRoots(ctx context.Context, tenantID, sessionID string, roots []Root) ([]Root, error) {
+// opts may be nil; with an Idempotency-Key, a retry of the change reaches the owner as the
+// same command, so the target hears of it once.
+func (s *Service) SetRoots(ctx context.Context, tenantID, sessionID string, roots []Root, opts *RequestOptions) ([]Root, error) {
 	if err := validateRoots(roots); err != nil {
 		return nil, err
 	}
@@ -819,7 +821,7 @@ func (s *Service) SetRoots(ctx context.Context, tenantID, sessionID string, root
 		return nil, err
 	}
 	if sess.Status.Live() {
-		if _, err := s.Request(ctx, tenantID, sessionID, OpSetRoots, map[string]any{"roots": roots}, nil); err != nil {
+		if _, err := s.Request(ctx, tenantID, sessionID, OpSetRoots, map[string]any{"roots": roots}, opts); err != nil {
 			return nil, err
 		}
 		if err := s.auditAfter(ctx, tenantID, audit.ActionRootsUpdate, sessionTarget(sessionID), map[string]any{"roots": roots}); err != nil {
