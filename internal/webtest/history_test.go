@@ -2,6 +2,7 @@ package webtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -96,5 +97,58 @@ func TestHistoryVirtualises10kFrames(t *testing.T) {
 	b.click(`.history-tab .vrow[data-kind="request"]`)
 	b.waitJS("pair", `document.querySelector('.frame-detail .pair')?.textContent.includes('echo 10000')`, 5*time.Second)
 	b.shot("10k-search")
+	b.noProblems()
+}
+
+// TestRetentionGapIsNoted: events the team's retention deleted from the start and the middle
+// of a history show in the notifications as notes naming the deleted seqs, where the
+// history would otherwise just skip them.
+func TestRetentionGapIsNoted(t *testing.T) {
+	target := mcptest.NewStatefulServer(t, nil)
+	s := newStack(t)
+	id := s.createSession(t, "purged history", target.URL())
+	s.waitReady(t, id)
+	ctx := context.Background()
+	for range 2 {
+		c, err := s.svc.StartCall(ctx, s.tenant.Tenant.ID, id, inspector.StartCallParams{Name: "echo", Arguments: json.RawMessage(`{"text":"x"}`), Wait: 10 * time.Second})
+		if err != nil || c.Status != inspector.CallSucceeded {
+			t.Fatalf("call: %+v, %v", c, err)
+		}
+	}
+	if _, err := s.svc.CloseSession(ctx, s.tenant.Tenant.ID, id); err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sess, err := s.svc.GetSession(ctx, s.tenant.Tenant.ID, id)
+		if err == nil && sess.Status == inspector.StatusClosed {
+			last = sess.LastSeq
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session not closed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last < 5 {
+		t.Fatalf("the session has %d events; the test needs at least 5", last)
+	}
+	// As the retention job deletes (the oldest first), plus one in the middle, as a purge
+	// in progress can leave.
+	if _, err := s.db.Pool.Exec(ctx, `delete from session_events where tenant_id = $1 and session_id = $2 and (seq <= 2 or seq = 4)`,
+		s.tenant.Tenant.ID, id); err != nil {
+		t.Fatal(err)
+	}
+
+	b := newBrowser(t)
+	b.signIn(s.url, s.key)
+	b.run("open notifications", chromedp.Navigate(fmt.Sprintf("%s/#/s/%s/notifications", s.url, id)))
+	b.waitJS("caught up", fmt.Sprintf(`window.tapline?.store?.lastSeq >= %d`, last), 20*time.Second)
+	b.waitJS("both gaps noted", `(() => {
+		const rows = [...document.querySelectorAll('.notes-tab .vrow[data-kind="system"]')].map(r => r.textContent);
+		return rows.some(t => t.includes('events 1–2 were deleted by retention')) && rows.some(t => t.includes('event 4 was deleted by retention'));
+	})()`, 10*time.Second)
+	b.shot("retention-gap")
 	b.noProblems()
 }

@@ -169,12 +169,22 @@ export class SessionStore {
     return n;
   }
 
+  /** noteDeleted adds a note for the events from…to that retention deleted. */
+  noteDeleted(from, to, at) {
+    const method = from === to ? `event ${from} was deleted by retention` : `events ${from}–${to} were deleted by retention`;
+    this.notes.push({ seq: from, at, kind: 'system', level: 'notice', method, params: { from, to } });
+    this.touch('notes');
+  }
+
   /**
    * apply folds one event ({seq, type, at, data}) into the model. Events at or below the
    * last seq are ignored, so a replay overlapping what is known is harmless.
    */
   apply(ev) {
     if (typeof ev?.seq !== 'number' || ev.seq <= this.lastSeq) return;
+    // Seqs have no gaps and the stream fills any it misses, so skipped seqs were deleted by
+    // the team's event retention (the server says so in a comment too): say where.
+    if (ev.seq > this.lastSeq + 1) this.noteDeleted(this.lastSeq + 1, ev.seq - 1, ev.at);
     this.lastSeq = ev.seq;
     const d = ev.data ?? {};
     switch (ev.type) {
