@@ -25,21 +25,8 @@ func TestHistoryVirtualises10kFrames(t *testing.T) {
 	s := newStack(t)
 	id := s.createSession(t, "big history", target.URL())
 	s.waitReady(t, id)
+	s.closeSession(t, id)
 	ctx := context.Background()
-	if _, err := s.svc.CloseSession(ctx, s.tenant.Tenant.ID, id); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		sess, err := s.svc.GetSession(ctx, s.tenant.Tenant.ID, id)
-		if err == nil && sess.Status == inspector.StatusClosed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("session not closed: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	// Odd frames are tools/call requests, even ones their results; ids pair them.
 	var lastSeq int64
 	err := s.db.Pool.QueryRow(ctx, `
@@ -115,22 +102,7 @@ func TestRetentionGapIsNoted(t *testing.T) {
 			t.Fatalf("call: %+v, %v", c, err)
 		}
 	}
-	if _, err := s.svc.CloseSession(ctx, s.tenant.Tenant.ID, id); err != nil {
-		t.Fatal(err)
-	}
-	var last int64
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		sess, err := s.svc.GetSession(ctx, s.tenant.Tenant.ID, id)
-		if err == nil && sess.Status == inspector.StatusClosed {
-			last = sess.LastSeq
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("session not closed: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	last := s.closeSession(t, id).LastSeq
 	if last < 5 {
 		t.Fatalf("the session has %d events; the test needs at least 5", last)
 	}

@@ -178,14 +178,30 @@ func (s *stack) createSession(t *testing.T, name, target string) string {
 // waitReady polls the session until it is ready.
 func (s *stack) waitReady(t *testing.T, id string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	s.waitStatus(t, id, inspector.StatusReady, 30*time.Second)
+}
+
+// closeSession closes the session and returns it once it is closed, so its history no
+// longer grows.
+func (s *stack) closeSession(t *testing.T, id string) *inspector.Session {
+	t.Helper()
+	if _, err := s.svc.CloseSession(context.Background(), s.tenant.Tenant.ID, id); err != nil {
+		t.Fatal(err)
+	}
+	return s.waitStatus(t, id, inspector.StatusClosed, 20*time.Second)
+}
+
+// waitStatus polls the session until it has status.
+func (s *stack) waitStatus(t *testing.T, id string, status inspector.Status, timeout time.Duration) *inspector.Session {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
 		sess, err := s.svc.GetSession(context.Background(), s.tenant.Tenant.ID, id)
-		if err == nil && sess.Status == inspector.StatusReady {
-			return
+		if err == nil && sess.Status == status {
+			return sess
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("session %s not ready: %+v, %v", id, sess, err)
+			t.Fatalf("session %s not %s: %+v, %v", id, status, sess, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
