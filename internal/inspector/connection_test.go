@@ -4,7 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -385,5 +390,83 @@ func TestCancelledQueuedCallIsReported(t *testing.T) {
 	}
 	if c, err := s.svc.GetCall(ctx, s.b.Tenant.ID, theirs.ID, other.ID); err != nil || c.Status != inspector.CallQueued {
 		t.Errorf("the other tenant's call = %+v, %v; want it queued", c, err)
+	}
+}
+
+// A target that stops taking the session's connection and says so with a 400 for every
+// request (some servers answer a session they lost that way, rather than with a 404) gets a
+// new connection: the first refusal sends a ping, the ping is refused too, and the session
+// reconnects by itself, as it does after a 404. Requests work again without anyone asking
+// for the reconnect.
+func TestTargetRefusingEverythingGetsANewConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	s.addWorker()
+	srv := mcptest.NewStatefulServer(t, nil)
+	upstream, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The proxy forgets every session it has seen when told to: it refuses their requests
+	// with a plain-text 400, and lets a new initialize through.
+	var mu sync.Mutex
+	seen, forgotten := map[string]bool{}, map[string]bool{}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: upstream.Scheme, Host: upstream.Host})
+	proxy.FlushInterval = -1
+	proxy.ModifyResponse = func(res *http.Response) error {
+		if id := res.Header.Get("Mcp-Session-Id"); id != "" {
+			mu.Lock()
+			seen[id] = true
+			mu.Unlock()
+		}
+		return nil
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		lost := forgotten[r.Header.Get("Mcp-Session-Id")]
+		mu.Unlock()
+		if lost {
+			http.Error(w, "Bad Request: unknown session", http.StatusBadRequest)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	// It goes first, while the worker still holds the session's event stream through it.
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
+	forget := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for id := range seen {
+			forgotten[id] = true
+		}
+	}
+
+	sess := s.create(front.URL+upstream.Path, inspector.Target{})
+	s.waitStatus(sess.ID, inspector.StatusReady)
+	list := func() error {
+		_, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpListTools, map[string]any{}, nil)
+		return err
+	}
+	if err := list(); err != nil {
+		t.Fatalf("tools/list before: %v", err)
+	}
+	forget()
+	var remote *inspector.RemoteError
+	if err := list(); !errors.As(err, &remote) || remote.Code != -32600 || !strings.Contains(remote.Message, "HTTP 400") {
+		t.Fatalf("tools/list on the forgotten session = %v, want the refusal as JSON-RPC error -32600", err)
+	}
+	eventually(t, 20*time.Second, "tools/list works again", func() bool { return list() == nil })
+	connects := 0
+	for _, e := range s.events(sess.ID) {
+		if e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusConnecting) {
+			connects++
+		}
+	}
+	if connects != 2 {
+		t.Fatalf("the session connected %d times, want twice: once, then once more after the refusals", connects)
 	}
 }

@@ -25,8 +25,14 @@ const refusalDetail = 512
 //
 // 401 and 403 (credentials), 404 (the target ended its session) and 429 (go-sdk retries it)
 // are passed on as they are: they concern the connection, not the one request.
+//
+// A target that refuses one request may also be refusing them all: some servers answer a
+// session they no longer know with a 400 rather than a 404. refused, when set, is told the
+// method of every request turned into an error here, so the owner can ask the target for a
+// ping, which every server must answer: a refused ping means the connection is unusable.
 type refusalTransport struct {
-	next http.RoundTripper
+	next    http.RoundTripper
+	refused func(method string)
 }
 
 func (t refusalTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -35,7 +41,7 @@ func (t refusalTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	// Only a refusal reads the request again: a call that succeeds pays nothing here.
-	id, isCall := callID(req)
+	id, method, isCall := callID(req)
 	if !isCall {
 		return resp, nil
 	}
@@ -65,6 +71,9 @@ func (t refusalTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	out.Header.Del("Content-Encoding")
 	out.Body = io.NopCloser(bytes.NewReader(refusal))
 	out.ContentLength = int64(len(refusal))
+	if t.refused != nil {
+		t.refused(method)
+	}
 	return &out, nil
 }
 
@@ -78,15 +87,15 @@ func refusesOneRequest(status int) bool {
 	return status >= 400 && status < 500
 }
 
-// callID returns the id of the JSON-RPC request a POST carries, leaving its body to be read
-// again; false for anything else (a notification, a response, a batch, a GET).
-func callID(req *http.Request) (json.RawMessage, bool) {
+// callID returns the id and method of the JSON-RPC request a POST carries, leaving its body
+// to be read again; false for anything else (a notification, a response, a batch, a GET).
+func callID(req *http.Request) (json.RawMessage, string, bool) {
 	if req.Method != http.MethodPost || req.GetBody == nil {
-		return nil, false
+		return nil, "", false
 	}
 	rc, err := req.GetBody()
 	if err != nil {
-		return nil, false
+		return nil, "", false
 	}
 	defer rc.Close()
 	var msg struct {
@@ -95,9 +104,9 @@ func callID(req *http.Request) (json.RawMessage, bool) {
 	}
 	if json.NewDecoder(io.LimitReader(rc, maxBodySize)).Decode(&msg) != nil || msg.Method == "" ||
 		len(msg.ID) == 0 || string(msg.ID) == "null" {
-		return nil, false
+		return nil, "", false
 	}
-	return msg.ID, true
+	return msg.ID, msg.Method, true
 }
 
 // refusalMessage says how the target refused: its HTTP status and the start of its body.

@@ -33,7 +33,8 @@ func TestRefusalTransport(t *testing.T) {
 		}
 	}))
 	t.Cleanup(target.Close)
-	client := &http.Client{Transport: refusalTransport{next: http.DefaultTransport}}
+	var refused []string
+	client := &http.Client{Transport: refusalTransport{next: http.DefaultTransport, refused: func(method string) { refused = append(refused, method) }}}
 	post := func(path, body string) (int, string, string) {
 		t.Helper()
 		res, err := client.Post(target.URL+path, "application/json", strings.NewReader(body))
@@ -76,5 +77,9 @@ func TestRefusalTransport(t *testing.T) {
 		if _, _, body := post(tc.path, tc.body); !bytes.Equal([]byte(body), []byte(tc.want)) {
 			t.Errorf("%s %s = %q, want it as the target sent it", tc.path, tc.body, body)
 		}
+	}
+	// Only the refusals turned into a request's error are told, with the request's method.
+	if strings.Join(refused, ",") != "x,x" {
+		t.Errorf("refused told of %q, want the two refusals of method x", refused)
 	}
 }

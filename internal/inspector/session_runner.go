@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -54,6 +55,10 @@ type sessionRunner struct {
 	stale         bool
 	reconnectWant chan struct{}
 	watchers      watchersRecord
+	// connGen counts the connections made; a refusal names the one it came on. probing is
+	// set while a ping asks the target whether it still takes the connection (refused).
+	connGen atomic.Uint64
+	probing atomic.Bool
 }
 
 // watchersRecord is what a runner needs to record its session's presence once it settles.
@@ -430,8 +435,11 @@ func (r *sessionRunner) connect() error {
 		httpClient := &http.Client{Transport: tap, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 		transport = &mcp.SSEClientTransport{Endpoint: sess.Target.URL, HTTPClient: httpClient, MaxEventSize: maxBodySize}
 	} else {
-		// A target refusing one request over HTTP must not cost the session its connection.
-		httpClient := &http.Client{Transport: refusalTransport{next: tap}, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
+		// A target refusing one request over HTTP must not cost the session its connection,
+		// unless it refuses them all (refused).
+		gen := r.connGen.Add(1)
+		refusals := refusalTransport{next: tap, refused: func(method string) { r.refused(gen, method) }}
+		httpClient := &http.Client{Transport: refusals, CheckRedirect: r.rt.cfg.Guard.CheckRedirect}
 		transport = &mcp.StreamableClientTransport{Endpoint: sess.Target.URL, HTTPClient: httpClient, MaxEventSize: maxBodySize, MaxRetries: 2}
 	}
 	var opts *mcp.ClientSessionOptions
@@ -505,6 +513,42 @@ func (r *sessionRunner) connect() error {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// refusalProbeTimeout bounds the ping that follows a refusal.
+const refusalProbeTimeout = 10 * time.Second
+
+// refused reacts to the target's refusal of one request on connection gen (see
+// refusalTransport). Any request but a ping may be refused for itself, such as a method the
+// target does not handle, so it only asks the target for a ping, one at a time. A refused
+// ping means the target no longer takes the connection (a server that lost its session and
+// says so with a 400): the session reconnects, as it does when the target ends the session
+// with a 404. It runs on the refused request's goroutine, so it takes no lock.
+func (r *sessionRunner) refused(gen uint64, method string) {
+	if gen != r.connGen.Load() {
+		return // an earlier connection's
+	}
+	if method == "ping" {
+		r.logger.Warn("the target refuses even a ping on this connection; reconnecting")
+		select {
+		case r.reconnectWant <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if !r.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer r.probing.Store(false)
+		cs := r.session()
+		if cs == nil || gen != r.connGen.Load() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, refusalProbeTimeout)
+		defer cancel()
+		_ = cs.Ping(ctx, nil) // its refusal comes back here
+	}()
+}
 
 // ownerStatus records the owner's change of its session's status, fenced. A session that
 // is no longer live (closed by request while the owner connected) stays as it is, and the
