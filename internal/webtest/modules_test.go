@@ -83,6 +83,15 @@ const moduleChecks = `(async () => {
   eq('latency', st.frames[3].latencyMs, 42);
   eq('summary', frameSummary(st.frames[3]), 'result tools/call (id 1)');
   eq('call named from its request', st.calls.get('c1').name, 'x');
+  // A close can commit a request's expiry ahead of the request itself: it stays expired.
+  st.apply({ seq: 6, type: 'pending_resolved', at: at(60), data: { request_id: 'r1', status: 'expired', reason: 'session closed' } });
+  st.apply({ seq: 7, type: 'pending_request', at: at(61), data: { request_id: 'r1', kind: 'sampling', params: { messages: [] } } });
+  eq('resolved before requested', [st.pending.get('r1').status, st.pending.get('r1').kind], ['expired', 'sampling']);
+  st.apply({ seq: 8, type: 'pending_request', at: at(62), data: { request_id: 'r2', kind: 'elicitation', params: {} } });
+  eq('requested', st.pending.get('r2').status, 'pending');
+  // Seqs skipped by the stream were deleted by retention: a note says which.
+  st.apply({ seq: 11, type: 'notification', at: at(70), data: { method: 'notifications/message', params: { level: 'info', data: 'x' } } });
+  eq('retention gap noted', st.notes.filter((n) => n.kind === 'system').map((n) => [n.seq, n.method]), [[9, 'events 9–10 were deleted by retention']]);
 
   const dom = await import('/assets/js/dom.js');
   eq('javascript: link is text', dom.safeLink('javascript:alert(1)').tagName, 'SPAN');

@@ -194,8 +194,10 @@ export class SessionStore {
       case 'call_result': this.applyCallResult(d); break;
       case 'pending_request': {
         const have = this.pending.get(d.request_id);
-        // A replayed request that GET …/pending already showed resolved stays resolved.
-        const status = this.seededPending.has(d.request_id) && have ? have.status : 'pending';
+        // A request already resolved stays resolved: a replayed one that GET …/pending showed
+        // so, and one whose pending_resolved came first (a close can commit its expiry ahead
+        // of the request the owner parks as the session ends).
+        const status = have && (this.seededPending.has(d.request_id) || (have.status && have.status !== 'pending')) ? have.status : 'pending';
         this.pending.set(d.request_id, {
           ...(have ?? {}),
           request_id: d.request_id, kind: d.kind, params: d.params, status,
