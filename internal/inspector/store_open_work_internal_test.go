@@ -10,9 +10,9 @@ import (
 
 // The open calls and pending requests of a session are read without walking its history,
 // even by a plan made while the tables were empty and had no statistics, and kept by a
-// connection for its life (forced here with plan_cache_mode): the worker's sweep reads them for every live
-// session every few seconds, and a session's history grows without bound. Another tenant's
-// open work, in a session of its own, is not returned.
+// connection for its life (forced here with plan_cache_mode): the worker's sweep reads them
+// for every live session every few seconds, and a session's history grows without bound.
+// Another tenant's open work, in a session of its own, is not returned.
 func TestOpenWorkReadsOnlyOpenRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -30,6 +30,7 @@ func TestOpenWorkReadsOnlyOpenRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(pool.Close)
 	store := NewStore(pool)
 	// The plans are made, and cached, while the session has no calls and no requests yet.
 	if _, err := store.openCalls(ctx, mineTenant, mine[0]); err != nil {
