@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/tapline/tapline/internal/inspector"
-	"github.com/tapline/tapline/internal/mcptest"
 )
 
 // TestSlowRequestIsDispatchedOnce: a forwarded request slower than one delivery attempt is
@@ -15,11 +14,7 @@ import (
 // reaching the target a second time, and the request gets the first one's reply.
 func TestSlowRequestIsDispatchedOnce(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess, srv := newReadySessionServer(t)
 	// The stack's command timeout is 10s, so an attempt lasts 3.3s: the tool takes longer
 	// than one attempt and less than the whole timeout.
 	res, err := s.svc.Request(context.Background(), s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{
@@ -42,11 +37,7 @@ func TestSlowRequestIsDispatchedOnce(t *testing.T) {
 func TestIdempotencyKeyNamesOneRequest(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess, srv := newReadySessionServer(t)
 	echo := func(text string, opts *inspector.RequestOptions) string {
 		t.Helper()
 		res, err := s.svc.Request(ctx, s.a.Tenant.ID, sess.ID, inspector.OpRPC, map[string]any{
@@ -86,11 +77,7 @@ func TestIdempotencyKeyNamesOneRequest(t *testing.T) {
 func TestSetRootsRetriedWithItsKeyNotifiesOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess, srv := newReadySessionServer(t)
 	changed := func() int {
 		n := 0
 		for _, r := range srv.Requests() {

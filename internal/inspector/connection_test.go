@@ -47,12 +47,7 @@ func TestLegacySSESessionStaysConnected(t *testing.T) {
 		t.Fatalf("sampling call over SSE: %s %s", got.Status, got.Error)
 	}
 
-	connects := 0
-	for _, e := range s.events(sess.ID) {
-		if e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusConnecting) {
-			connects++
-		}
-	}
+	connects := s.connects(sess.ID)
 	if connects != 1 {
 		t.Fatalf("the session connected %d times, want once", connects)
 	}
@@ -107,11 +102,7 @@ func TestReconnectExpiresRequestsParkedOnTheOldConnection(t *testing.T) {
 func TestCloseEndsTheSessionsCallsAndRequests(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess, srv := newReadySessionServer(t)
 	slow := s.call(sess.ID, "slow", map[string]any{"steps": 400, "interval_ms": 50, "key": "closed-under-it"})
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -460,12 +451,7 @@ func TestTargetRefusingEverythingGetsANewConnection(t *testing.T) {
 		t.Fatalf("tools/list on the forgotten session = %v, want the refusal as JSON-RPC error -32600", err)
 	}
 	eventually(t, 20*time.Second, "tools/list works again", func() bool { return list() == nil })
-	connects := 0
-	for _, e := range s.events(sess.ID) {
-		if e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusConnecting) {
-			connects++
-		}
-	}
+	connects := s.connects(sess.ID)
 	if connects != 2 {
 		t.Fatalf("the session connected %d times, want twice: once, then once more after the refusals", connects)
 	}

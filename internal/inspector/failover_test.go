@@ -78,11 +78,7 @@ func TestTakeoverReportsResultsTheDeadOwnerLeftOut(t *testing.T) {
 // refused while PostgreSQL was away) is found by the owner's sweep and runs once.
 func TestQueuedCallWithoutDoorbellIsSwept(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess, srv := newReadySessionServer(t)
 	callID := uuid.Must(uuid.NewV7()).String()
 	s.asTenant(`insert into session_calls (id, tenant_id, session_id, name, arguments, status)
 		values ($1, $2, $3, 'echo', '{"text":"swept","key":"swept-1"}', 'queued')`, callID, s.a.Tenant.ID, sess.ID)

@@ -710,11 +710,7 @@ func TestTenantLiveSessionQuota(t *testing.T) {
 func TestIdempotencyKeyNamesOneCall(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	s.addWorker()
-	srv := mcptest.NewStatefulServer(t, nil)
-	sess := s.create(srv.URL(), inspector.Target{})
-	s.waitStatus(sess.ID, inspector.StatusReady)
+	s, sess, srv := newReadySessionServer(t)
 	start := func(by, key, text string) (*inspector.Call, error) {
 		return s.svc.StartCall(ctx, s.a.Tenant.ID, sess.ID, inspector.StartCallParams{
 			Name: "echo", Arguments: json.RawMessage(`{"text":"` + text + `","key":"idem-` + text + `"}`), CreatedBy: by, IdempotencyKey: key})

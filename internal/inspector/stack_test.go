@@ -361,14 +361,33 @@ func (s *stack) waitParked(sessionID string) string {
 	return id
 }
 
+// connects counts the times the session started connecting, from its status events.
+func (s *stack) connects(sessionID string) int {
+	n := 0
+	for _, e := range s.events(sessionID) {
+		if e.Type == inspector.EventStatus && dataOf(e)["state"] == string(inspector.StatusConnecting) {
+			n++
+		}
+	}
+	return n
+}
+
 // newReadySession is a stack with one worker and a session, ready, on a stateful go-sdk
 // server of its own.
 func newReadySession(t *testing.T) (*stack, *inspector.Session) {
+	t.Helper()
+	s, sess, _ := newReadySessionServer(t)
+	return s, sess
+}
+
+// newReadySessionServer is newReadySession with the server, for tests that look at what it
+// received.
+func newReadySessionServer(t *testing.T) (*stack, *inspector.Session, *mcptest.StatefulServer) {
 	t.Helper()
 	s := newStack(t, stackOptions{})
 	s.addWorker()
 	srv := mcptest.NewStatefulServer(t, nil)
 	sess := s.create(srv.URL(), inspector.Target{})
 	s.waitStatus(sess.ID, inspector.StatusReady)
-	return s, sess
+	return s, sess, srv
 }
