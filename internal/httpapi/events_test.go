@@ -32,11 +32,20 @@ func appendEvents(t *testing.T, c *cluster, tenantID, sessionID string, types ..
 // appendEventsAt is appendEvents with the events' time set to at, for retention to find.
 func appendEventsAt(t *testing.T, c *cluster, tenantID, sessionID string, at time.Time, types ...inspector.EventType) []int64 {
 	t.Helper()
+	datas := make([]string, len(types))
+	for i := range datas {
+		datas[i] = fmt.Sprintf(`{"n": %d, "method": "notifications/message"}`, i)
+	}
+	return appendEventData(t, c, tenantID, sessionID, at, types, datas)
+}
+
+// appendEventData is appendEvents with each event's data given, as JSON.
+func appendEventData(t *testing.T, c *cluster, tenantID, sessionID string, at time.Time, types []inspector.EventType, datas []string) []int64 {
+	t.Helper()
 	n := len(types)
-	tenants, sessions, epochs, kinds, datas, ats := make([]string, n), make([]string, n), make([]int64, n), make([]string, n), make([]string, n), make([]time.Time, n)
+	tenants, sessions, epochs, kinds, ats := make([]string, n), make([]string, n), make([]int64, n), make([]string, n), make([]time.Time, n)
 	for i, ty := range types {
 		tenants[i], sessions[i], epochs[i], kinds[i], ats[i] = tenantID, sessionID, 1, string(ty), at
-		datas[i] = fmt.Sprintf(`{"n": %d, "method": "notifications/message"}`, i)
 	}
 	var first, last int64
 	var refused bool

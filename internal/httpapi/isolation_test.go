@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -95,20 +94,12 @@ func (f *isolation) requireLikeUnknown(t *testing.T, token, method, path string,
 // publishes each on the session's live channel.
 func isoAppendMarked(t *testing.T, c *cluster, tenantID, sessionID, marker string, n int) {
 	t.Helper()
-	tenants, sessions, epochs, kinds, datas, ats := make([]string, n), make([]string, n), make([]int64, n), make([]string, n), make([]string, n), make([]time.Time, n)
+	types, datas := make([]inspector.EventType, n), make([]string, n)
 	for i := range n {
-		tenants[i], sessions[i], epochs[i], kinds[i], ats[i] = tenantID, sessionID, 1, string(inspector.EventNotification), time.Now()
+		types[i] = inspector.EventNotification
 		datas[i] = fmt.Sprintf(`{"method": "notifications/message", "params": {"data": %q, "n": %d}}`, marker, i)
 	}
-	var first, last int64
-	var refused bool
-	err := c.pool.QueryRow(context.Background(), `select first_seq, last_seq, refused from tapline_append_events(
-		$1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::jsonb[], $6::timestamptz[])`,
-		tenants, sessions, epochs, kinds, datas, ats).Scan(&first, &last, &refused)
-	if err != nil || refused {
-		t.Fatalf("append events: %v (refused %v)", err, refused)
-	}
-	for seq := first; seq <= last; seq++ {
+	for _, seq := range appendEventData(t, c, tenantID, sessionID, time.Now(), types, datas) {
 		publish(t, c, tenantID, sessionID, seq)
 	}
 }
