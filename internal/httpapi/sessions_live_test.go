@@ -388,6 +388,7 @@ func TestResourceURIWithControlCharacterIsRefused(t *testing.T) {
 		{"/resources/unsubscribe", `{"uri":"\t"}`, "uri"},
 		{"/complete", `{"ref":{"type":"ref/resource","uri":"` + bad + `"},"argument":{"name":"id","value":""}}`, "ref.uri"},
 		{"/rpc", `{"method":"resources/read","params":{"uri":"` + bad + `"}}`, "params.uri"},
+		{"/rpc", `{"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"` + bad + `"},"argument":{"name":"id","value":""}}}`, "params.ref.uri"},
 	} {
 		requireProblem(t, n.call(t, "POST", "/v1/sessions/"+id+tc.path, c.a.Secret, tc.body), 400, tc.field)
 	}
